@@ -1,0 +1,1 @@
+"""webhook-router: verified webhooks into RabbitMQ, nothing lost."""
