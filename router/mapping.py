@@ -1,0 +1,789 @@
+"""Declarative field mappings, provider payload -> canonical model, compiled once at load.
+
+    mappings = load_mappings(Path("config/mappings/shopify.toml"))   # event type -> EventMapping
+    m = mappings["order.created"]
+    registry.check(m.payload_schema, payload)           # the provider's shape, BEFORE mapping
+    data = m.apply(payload)                             # canonical dict, or InvalidPayload 422
+    registry.check(m.model_schema, data, reason="unmappable")
+    m.occurred_at(payload)                              # RFC 3339 string or None
+
+The mapping file (TOML, one per provider) has one table per canonical model:
+
+    [order]
+    types = ["order.created", "order.updated"]  # canonical event types served (each once per file)
+    payload_schema = "shopify.order.v1"         # schema names = file stems in config/schemas/
+    model_schema = "order.v1"
+    occurred_at = "updated_at"                  # optional expression: the provider's event time
+    [order.fields]                              # output field name -> expression
+    order_id = { path = "id", as = "str", required = true }
+    status = { const = "received" }
+    [order.fields.shipping_address]             # a table without path/const/each/join: an object
+    city = "shipping_address.city"
+
+Expressions
+    "a.b[0].c"        a path: dict keys separated by dots, list indexes in brackets (negative
+                      counts from the end: "details[-1]"), "." is the current value itself.
+                      A key containing "." or "[" cannot be addressed.
+    { path = P }      P a path or a list of paths: the first present one wins.
+    { const = V }     a fixed string, number or boolean.
+    { join = [E, ...], sep = " " }
+                      the parts (paths or expression tables) that are present and not blank,
+                      as strings, joined with sep (default " "); absent when none is.
+    { each = "items[*]", fields = {...} }
+                      a list with one object per item of the list at the path before "[*]";
+                      paths inside `fields` are relative to the item. Every item yields an
+                      object (possibly {}), so a bad item fails the model schema rather than
+                      vanishing.
+    { each = "items[*]", value = E }
+                      a list of E evaluated on each item; items where E is absent are skipped.
+    a table without any of path/const/each/join
+                      a nested object whose keys are output fields (paths stay relative to the
+                      current value, not to the object); omitted when none of its fields is.
+                      Its field names cannot be expression keys (path, const, each, join, as,
+                      map, map_default, default, required, sep, fields, value).
+Modifiers (path and join; each takes only default and required)
+    as = "str" | "int" | "float" | "bool" | "lower" | "upper" | "text" | "datetime"
+        str       numbers and booleans as text; ints exactly, so 64-bit ids keep every digit
+        int       ints, integral floats, decimal strings ("12", " -3 ")
+        float     numbers and numeric strings, finite only
+        bool      booleans, 0/1, "true"/"false"/"yes"/"no"/"on"/"off"/"1"/"0"
+        lower     the trimmed string in lower case; blank counts as absent
+        upper     the trimmed string in upper case; blank counts as absent
+        text      sanitised free text: HTML tags and control/invisible characters removed
+                  (newline and tab kept), whitespace runs collapsed within each line, blank
+                  lines dropped, trimmed, capped at 1000 characters; blank counts as absent
+        datetime  an ISO 8601 string or Unix seconds -> RFC 3339; no offset means UTC, and
+                  "+00:00" is written "Z"
+    int and float never take booleans; a value that cannot be converted is unmappable.
+    map = { "from" = "to", ... }   applied after `as`; non-string values are looked up as text
+        ("true", "2"). A value with no entry takes `map_default` if given, else is unmappable.
+    default = V        used, as written, when the value is absent (missing or null); for each,
+                       only an array of scalars. Without a default an absent field is omitted.
+    required = true    absent is an error naming the payload path (not with default).
+occurred_at is an expression too; without an explicit `as` it is read as "datetime". A time
+that is absent or unreadable gives None (the event is still accepted).
+
+Errors: InvalidPayload(reason="unmappable", errors=[{"path": JSON Pointer into the payload,
+"message": ...}]) lists every failing field (at most 20); messages never contain payload values.
+Anything wrong in a file is a ConfigError naming the file and the dotted key at load time.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from router.errors import ConfigError, InvalidPayload
+
+__all__ = ["EventMapping", "load_mappings", "sanitize_text"]
+
+MAX_ERRORS = 20
+TEXT_MAX = 1000
+
+_Fn = Callable[[Any], Any]  # current value -> field value; None means absent
+_Step = str | int
+_MISSING: Any = object()
+
+_SOURCES = ("path", "const", "each", "join")
+_MODIFIERS = ("as", "map", "map_default", "default", "required", "sep", "fields", "value")
+_ALLOWED = {
+    "path": {"path", "as", "map", "map_default", "default", "required"},
+    "join": {"join", "sep", "as", "map", "map_default", "default", "required"},
+    "each": {"each", "fields", "value", "default", "required"},
+    "const": {"const"},
+}
+_MODEL_KEYS = ("types", "payload_schema", "model_schema", "occurred_at", "fields")
+
+
+@dataclass(frozen=True)
+class EventMapping:
+    """One compiled model table of a mapping file; shared by every event type it serves."""
+
+    model: str  # the table name: "order", "inventory", "tracking"
+    payload_schema: str  # provider payload schema, checked before `apply`
+    model_schema: str  # canonical model schema, checked after `apply` (reason "unmappable")
+    types: tuple[str, ...] = ()
+    _build: Callable[[Any], dict[str, Any]] = field(
+        default=lambda payload: {}, repr=False, compare=False
+    )
+    _when: _Fn | None = field(default=None, repr=False, compare=False)
+
+    def apply(self, payload: Any) -> dict[str, Any]:
+        """The canonical data for `payload` (without `source`); InvalidPayload 422 "unmappable"."""
+        try:
+            return self._build(payload)
+        except _Unmappable as exc:
+            unique = dict.fromkeys((p or "/", m) for p, m in exc.errors)
+            raise InvalidPayload(
+                f"the payload cannot be mapped to the {self.model} model",
+                reason="unmappable",
+                errors=[{"path": p, "message": m} for p, m in list(unique)[:MAX_ERRORS]],
+            ) from None
+
+    def occurred_at(self, payload: Any) -> str | None:
+        """The provider's event time (RFC 3339), or None when not configured, absent or bad."""
+        if self._when is None:
+            return None
+        try:
+            value = self._when(payload)
+        except _Unmappable:
+            return None
+        return value if isinstance(value, str) else None
+
+
+class _Unmappable(Exception):
+    """Raised inside compiled expressions; `errors` are (payload pointer, message) pairs."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+class _BadValue(Exception):
+    """A value a converter cannot take; `message` names what was expected, never the value."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def load_mappings(
+    path: Path, *, schema_names: Collection[str] | None = None
+) -> dict[str, EventMapping]:
+    """Compile a mapping file into {canonical event type: EventMapping}.
+
+    ConfigError(file, key, problem) for anything wrong: unreadable file, invalid TOML, unknown
+    or missing keys, bad paths or values, an event type listed twice; with `schema_names`, also
+    a schema name that is not among them.
+    """
+    file = str(path)
+    try:
+        with open(path, "rb") as fh:
+            document = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(file, "(file)", f"cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "(toml)", f"not valid TOML: {exc}") from None
+    if not document:
+        raise ConfigError(file, "(file)", "defines no model tables")
+    by_type: dict[str, EventMapping] = {}
+    for model, table in document.items():
+        if not isinstance(table, dict):
+            raise ConfigError(file, model, "must be a table such as [order]")
+        mapping = _compile_model(_Ctx(file), model, table, schema_names)
+        for type_ in mapping.types:
+            if type_ in by_type:
+                raise ConfigError(
+                    file,
+                    f"{model}.types",
+                    f"{type_!r} is already served by [{by_type[type_].model}]",
+                )
+            by_type[type_] = mapping
+    return by_type
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    file: str
+
+    def error(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, key, problem)
+
+
+def _compile_model(
+    ctx: _Ctx, model: str, table: dict[str, Any], schema_names: Collection[str] | None
+) -> EventMapping:
+    for key in table:
+        if key not in _MODEL_KEYS:
+            raise ctx.error(
+                f"{model}.{key}", f"unknown key (expected one of {', '.join(_MODEL_KEYS)})"
+            )
+    types = table.get("types")
+    if not isinstance(types, list) or not types:
+        raise ctx.error(f"{model}.types", "must be a non-empty array of event types")
+    for type_ in types:
+        if not isinstance(type_, str) or not type_:
+            raise ctx.error(f"{model}.types", "every event type must be a non-empty string")
+        if types.count(type_) > 1:
+            raise ctx.error(f"{model}.types", f"{type_!r} is listed twice")
+    schemas = {}
+    for key in ("payload_schema", "model_schema"):
+        name = table.get(key)
+        if not isinstance(name, str) or not name:
+            raise ctx.error(f"{model}.{key}", "must be a schema name such as 'order.v1'")
+        if schema_names is not None and name not in schema_names:
+            raise ctx.error(f"{model}.{key}", f"schema {name!r} is not in the schemas folder")
+        schemas[key] = name
+    fields = table.get("fields")
+    if not isinstance(fields, dict) or not fields:
+        raise ctx.error(f"{model}.fields", "must be a table of output fields")
+    build = _compile_object(ctx, f"{model}.fields", fields)
+    when = None
+    if "occurred_at" in table:
+        when = _compile_occurred_at(ctx, f"{model}.occurred_at", table["occurred_at"])
+    return EventMapping(
+        model=model,
+        payload_schema=schemas["payload_schema"],
+        model_schema=schemas["model_schema"],
+        types=tuple(types),
+        _build=build,
+        _when=when,
+    )
+
+
+def _compile_occurred_at(ctx: _Ctx, key: str, spec: Any) -> _Fn:
+    if isinstance(spec, str):
+        spec = {"path": spec}
+    if isinstance(spec, dict) and "as" not in spec and ("path" in spec or "join" in spec):
+        spec = {**spec, "as": "datetime"}
+    return _compile_expr(ctx, key, spec, nested_ok=False, each_ok=False)
+
+
+def _compile_object(ctx: _Ctx, key: str, fields: dict[str, Any]) -> Callable[[Any], dict[str, Any]]:
+    """A builder producing {name: value} for the present fields; gathers every field's errors."""
+    compiled = tuple(
+        (name, _compile_expr(ctx, f"{key}.{name}", spec, nested_ok=True, each_ok=True))
+        for name, spec in fields.items()
+    )
+
+    def build(value: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        errors: list[tuple[str, str]] | None = None
+        for name, fn in compiled:
+            try:
+                item = fn(value)
+            except _Unmappable as exc:  # zero-cost until raised: keep going to report all
+                errors = (errors or []) + exc.errors
+                continue
+            if item is not None:
+                out[name] = item
+        if errors:
+            raise _Unmappable(errors)
+        return out
+
+    return build
+
+
+def _compile_expr(ctx: _Ctx, key: str, spec: Any, *, nested_ok: bool, each_ok: bool) -> _Fn:
+    if isinstance(spec, str):
+        return _getter(_parse_path(ctx, key, spec))
+    if not isinstance(spec, dict):
+        raise ctx.error(key, "must be a path string or a table")
+    sources = [s for s in _SOURCES if s in spec]
+    if not sources:
+        modifiers = [m for m in _MODIFIERS if m in spec]
+        if modifiers:
+            raise ctx.error(key, f"has {modifiers[0]!r} but none of path, const, each, join")
+        if not nested_ok:
+            raise ctx.error(key, "must be an expression with path, const or join")
+        if not spec:
+            raise ctx.error(key, "an object needs at least one field")
+        build = _compile_object(ctx, key, spec)
+
+        def nested(value: Any) -> dict[str, Any] | None:
+            return build(value) or None
+
+        return nested
+    if len(sources) > 1:
+        raise ctx.error(
+            key, f"takes only one of path, const, each, join (has {', '.join(sources)})"
+        )
+    kind = sources[0]
+    for name in spec:
+        if name not in _ALLOWED[kind]:
+            raise ctx.error(f"{key}.{name}", f"not allowed with {kind!r}")
+    if kind == "const":
+        return _compile_const(ctx, key, spec["const"])
+    if kind == "each":
+        if not each_ok:
+            raise ctx.error(key, "each is not allowed here")
+        return _compile_each(ctx, key, spec)
+    if kind == "path":
+        get, where = _compile_paths(ctx, f"{key}.path", spec["path"])
+    else:
+        get, where = _compile_join(ctx, key, spec)
+    return _compile_value(ctx, key, spec, get, where)
+
+
+def _compile_const(ctx: _Ctx, key: str, value: Any) -> _Fn:
+    if not _is_scalar(value):
+        raise ctx.error(f"{key}.const", "must be a string, a number or a boolean")
+
+    def const(_: Any) -> Any:
+        return value
+
+    return const
+
+
+def _compile_paths(ctx: _Ctx, key: str, spec: Any) -> tuple[_Fn, Callable[[Any], str]]:
+    """A getter for one path or for alternatives (first present wins), and its error pointer."""
+    if isinstance(spec, str):
+        steps = _parse_path(ctx, key, spec)
+        pointer = _pointer(steps)
+        return _getter(steps), lambda value: pointer
+    if not isinstance(spec, list) or not spec:
+        raise ctx.error(key, "must be a path or a non-empty array of paths")
+    alternatives = [
+        (_getter(s), _pointer(s))
+        for s in (_parse_path(ctx, f"{key}[{i}]", p) for i, p in enumerate(spec))
+    ]
+    getters = tuple(g for g, _ in alternatives)
+    if len(getters) == 1:
+        only = alternatives[0][1]
+        return getters[0], lambda value: only
+
+    def first(value: Any) -> Any:
+        for get in getters:
+            found = get(value)
+            if found is not None:
+                return found
+        return None
+
+    def where(value: Any) -> str:  # error path only: whichever alternative was present
+        for get, pointer in alternatives:
+            if get(value) is not None:
+                return pointer
+        return alternatives[0][1]
+
+    return first, where
+
+
+def _compile_join(ctx: _Ctx, key: str, spec: dict[str, Any]) -> tuple[_Fn, Callable[[Any], str]]:
+    parts_spec = spec["join"]
+    if not isinstance(parts_spec, list) or not parts_spec:
+        raise ctx.error(f"{key}.join", "must be a non-empty array of expressions")
+    sep = spec.get("sep", " ")
+    if not isinstance(sep, str):
+        raise ctx.error(f"{key}.sep", "must be a string")
+    parts = tuple(
+        _compile_expr(ctx, f"{key}.join[{i}]", p, nested_ok=False, each_ok=False)
+        for i, p in enumerate(parts_spec)
+    )
+    # Errors point at the first part that names a path (compile-time, so no per-call cost).
+    pointer = ""
+    for i, part in enumerate(parts_spec):
+        text = part.get("path") if isinstance(part, dict) else part
+        if isinstance(text, list) and text:
+            text = text[0]
+        if isinstance(text, str):
+            pointer = _pointer(_parse_path(ctx, f"{key}.join[{i}]", text))
+            break
+
+    def join(value: Any) -> str | None:
+        texts = []
+        for part in parts:
+            item = part(value)
+            if item is not None:
+                try:
+                    text = _as_str(item)
+                except _BadValue as exc:
+                    raise _Unmappable([(pointer, exc.message)]) from None
+                if text and not text.isspace():
+                    texts.append(text)
+        return sep.join(texts) if texts else None
+
+    return join, lambda value: pointer
+
+
+def _compile_value(
+    ctx: _Ctx, key: str, spec: dict[str, Any], get: _Fn, where: Callable[[Any], str]
+) -> _Fn:
+    """path/join plus `as`, `map`, `default` and `required`, fused into one closure."""
+    conv = None
+    if "as" in spec:
+        name = spec["as"]
+        conv = _CONVERTERS.get(name) if isinstance(name, str) else None
+        if conv is None:
+            raise ctx.error(f"{key}.as", f"must be one of {', '.join(_CONVERTERS)}")
+    table: dict[str, Any] | None = None
+    if "map" in spec:
+        table = spec["map"]
+        if not isinstance(table, dict) or not table:
+            raise ctx.error(f"{key}.map", "must be a non-empty table of value = value")
+        for name, mapped in table.items():
+            if not _is_scalar(mapped):
+                raise ctx.error(f"{key}.map.{name}", "must be a string, a number or a boolean")
+    map_default = spec.get("map_default", _MISSING)
+    if map_default is not _MISSING:
+        if table is None:
+            raise ctx.error(f"{key}.map_default", "needs a map")
+        if not _is_scalar(map_default):
+            raise ctx.error(f"{key}.map_default", "must be a string, a number or a boolean")
+    default, required = _absent_rules(ctx, key, spec, list_ok=False)
+
+    if conv is None and table is None and default is None and not required:
+        return get  # the common plain copy: no wrapper at all
+
+    def value_expr(value: Any) -> Any:
+        found = get(value)
+        if found is not None and conv is not None:
+            try:
+                found = conv(found)
+            except _BadValue as exc:
+                raise _Unmappable([(where(value), exc.message)]) from None
+        if found is None:
+            if default is not None:
+                return default
+            if required:
+                raise _Unmappable([(where(value), "is required")])
+            return None
+        if table is not None:
+            mapped = table.get(found if type(found) is str else _map_key(found), _MISSING)
+            if mapped is _MISSING:
+                if map_default is _MISSING:
+                    raise _Unmappable([(where(value), "has no mapping for this value")])
+                return map_default
+            return mapped
+        return found
+
+    return value_expr
+
+
+def _compile_each(ctx: _Ctx, key: str, spec: dict[str, Any]) -> _Fn:
+    text = spec["each"]
+    if not isinstance(text, str) or not text.endswith("[*]"):
+        raise ctx.error(f"{key}.each", "must be a path ending in [*], e.g. 'line_items[*]'")
+    prefix = text[: -len("[*]")]
+    steps = _parse_path(ctx, f"{key}.each", prefix) if prefix else ()
+    get = _getter(steps)
+    pointer = _pointer(steps)
+    if ("fields" in spec) == ("value" in spec):
+        raise ctx.error(key, "each needs exactly one of fields (objects) or value (scalars)")
+    default, required = _absent_rules(ctx, key, spec, list_ok=True)
+    item_fn: _Fn
+    if "fields" in spec:
+        fields = spec["fields"]
+        if not isinstance(fields, dict) or not fields:
+            raise ctx.error(f"{key}.fields", "must be a table of output fields")
+        item_fn = _compile_object(ctx, f"{key}.fields", fields)
+        keep_absent = True
+    else:
+        item_fn = _compile_expr(ctx, f"{key}.value", spec["value"], nested_ok=False, each_ok=False)
+        keep_absent = False
+
+    def each(value: Any) -> list[Any] | None:
+        items = get(value)
+        if items is None:
+            if default is not None:
+                return list(default)  # a fresh list: results never share state
+            if required:
+                raise _Unmappable([(pointer, "is required")])
+            return None
+        if not isinstance(items, list):
+            raise _Unmappable([(pointer, "must be a list")])
+        try:
+            if keep_absent:
+                return [item_fn(item) for item in items]
+            return [v for v in (item_fn(item) for item in items) if v is not None]
+        except _Unmappable:
+            pass
+        errors: list[tuple[str, str]] = []  # the slow path, only to say which items failed
+        for i, item in enumerate(items):
+            try:
+                item_fn(item)
+            except _Unmappable as exc:
+                errors.extend((f"{pointer}/{i}{p}", m) for p, m in exc.errors)
+        raise _Unmappable(errors)
+
+    return each
+
+
+def _absent_rules(ctx: _Ctx, key: str, spec: dict[str, Any], *, list_ok: bool) -> tuple[Any, bool]:
+    default = spec.get("default")
+    if default is not None:
+        if list_ok:
+            if not isinstance(default, list) or not all(_is_scalar(d) for d in default):
+                raise ctx.error(f"{key}.default", "must be an array of scalars")
+        elif not _is_scalar(default):
+            raise ctx.error(f"{key}.default", "must be a string, a number or a boolean")
+    required = spec.get("required", False)
+    if not isinstance(required, bool):
+        raise ctx.error(f"{key}.required", "must be true or false")
+    if required and default is not None:
+        raise ctx.error(f"{key}.required", "a field with a default cannot be required")
+    return default, required
+
+
+def _is_scalar(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)  # TOML allows nan/inf, JSON does not
+    return isinstance(value, str | int | bool)
+
+
+# --- paths -------------------------------------------------------------------------------
+
+
+def _parse_path(ctx: _Ctx, key: str, text: Any) -> tuple[_Step, ...]:
+    """'a.b[0].c' -> ("a", "b", 0, "c"); '.' -> () (the current value)."""
+    if not isinstance(text, str) or not text:
+        raise ctx.error(key, "must be a non-empty path string")
+    if text == ".":
+        return ()
+    steps: list[_Step] = []
+    for part in text.split("."):
+        name, bracket, rest = part.partition("[")
+        if not name and not bracket:
+            raise ctx.error(key, f"path {text!r} has an empty segment")
+        if "]" in name:
+            raise ctx.error(key, f"path {text!r} has ']' without '['")
+        if name:
+            steps.append(name)
+        while bracket:
+            index, close, rest = rest.partition("]")
+            if not close:
+                raise ctx.error(key, f"path {text!r} has '[' without ']'")
+            if index == "*":
+                raise ctx.error(key, f"path {text!r}: [*] is only allowed at the end of `each`")
+            digits = index[1:] if index[:1] == "-" else index
+            if not (digits.isascii() and digits.isdigit()):
+                raise ctx.error(key, f"path {text!r}: [{index}] is not a list index")
+            steps.append(int(index))
+            if not rest:
+                break
+            if rest[0] != "[":
+                raise ctx.error(key, f"path {text!r} has text after ']'")
+            rest = rest[1:]
+    return tuple(steps)
+
+
+def _pointer(steps: tuple[_Step, ...]) -> str:
+    return "".join("/" + str(s).replace("~", "~0").replace("/", "~1") for s in steps)
+
+
+def _getter(steps: tuple[_Step, ...]) -> _Fn:
+    """A closure reading `steps` from a value; None when anything along the way is missing."""
+    if not steps:
+        return _identity
+    if all(type(s) is str for s in steps):
+        if len(steps) == 1:
+            (k1,) = steps
+
+            def get1(value: Any) -> Any:
+                return value.get(k1) if isinstance(value, dict) else None
+
+            return get1
+        if len(steps) == 2:
+            k1, k2 = steps
+
+            def get2(value: Any) -> Any:
+                if isinstance(value, dict):
+                    value = value.get(k1)
+                    if isinstance(value, dict):
+                        return value.get(k2)
+                return None
+
+            return get2
+        keys = steps
+
+        def get_keys(value: Any) -> Any:
+            for k in keys:
+                if not isinstance(value, dict):
+                    return None
+                value = value.get(k)
+            return value
+
+        return get_keys
+
+    def get_mixed(value: Any) -> Any:
+        for step in steps:
+            if type(step) is str:
+                if not isinstance(value, dict):
+                    return None
+                value = value.get(step)
+            else:
+                if not isinstance(value, list):
+                    return None
+                try:
+                    value = value[step]
+                except IndexError:
+                    return None
+        return value
+
+    return get_mixed
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+# --- conversions -------------------------------------------------------------------------
+
+
+def _map_key(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return None
+
+
+def _as_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)  # str(int) is exact, so 64-bit Shopify ids survive
+    raise _BadValue("must be a string, a number or a boolean")
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        digits = text[1:] if text[:1] in ("+", "-") else text
+        # isascii + isdigit: int() alone would also take "1_000" and non-ASCII digits.
+        if digits.isascii() and digits.isdigit() and len(digits) <= 30:
+            return int(text)
+    raise _BadValue("must be an integer")
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            result = float(value)
+        except OverflowError:
+            raise _BadValue("must be a finite number") from None
+    elif isinstance(value, str) and value.isascii() and "_" not in value:
+        try:
+            result = float(value)
+        except ValueError:
+            raise _BadValue("must be a number") from None
+    else:
+        raise _BadValue("must be a number")
+    if not math.isfinite(result):
+        raise _BadValue("must be a finite number")
+    return result
+
+
+_TRUE = frozenset({"true", "1", "yes", "y", "on"})
+_FALSE = frozenset({"false", "0", "no", "n", "off"})
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise _BadValue("must be a boolean")
+
+
+def _as_lower(value: Any) -> str | None:
+    return _as_str(value).strip().lower() or None
+
+
+def _as_upper(value: Any) -> str | None:
+    return _as_str(value).strip().upper() or None
+
+
+def _as_text(value: Any) -> str | None:
+    return sanitize_text(_as_str(value)) or None
+
+
+def _as_datetime(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise _BadValue("must be an ISO 8601 date-time") from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            moment = datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise _BadValue("must be a Unix time in seconds") from None
+    else:
+        raise _BadValue("must be an ISO 8601 date-time")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+_CONVERTERS: dict[str, _Fn] = {
+    "str": _as_str,
+    "int": _as_int,
+    "float": _as_float,
+    "bool": _as_bool,
+    "lower": _as_lower,
+    "upper": _as_upper,
+    "text": _as_text,
+    "datetime": _as_datetime,
+}
+
+
+# --- free text ---------------------------------------------------------------------------
+
+# Control characters go (tab and newline stay); line breaks of every kind become "\n";
+# zero-width and bidirectional-override characters go (they hide or reorder text).
+_TEXT_TABLE: dict[int, str | None] = {
+    c: None for c in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)
+}
+_TEXT_TABLE.update({0x0D: "\n", 0x85: "\n", 0x2028: "\n", 0x2029: "\n"})
+_TEXT_TABLE.update(
+    {
+        c: None
+        for c in (
+            *range(0x200B, 0x2010),
+            *range(0x202A, 0x202F),
+            *range(0x2060, 0x2065),
+            *range(0x2066, 0x206A),
+            0xFEFF,
+        )
+    }
+)
+_TAG_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ/!?")
+
+
+def sanitize_text(text: str, limit: int = TEXT_MAX) -> str:
+    """Free text made safe to store and show: see `as = "text"` in the module docstring."""
+    if not (text.isascii() and text.isprintable()):  # printable ASCII needs no translation
+        text = text.translate(_TEXT_TABLE)
+    if "<" in text:
+        text = _strip_tags(text)
+    if "\n" in text:
+        lines = (" ".join(line.split()) for line in text.split("\n"))
+        text = "\n".join(line for line in lines if line)
+    else:
+        text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[:limit].rstrip()
+    return text
+
+
+def _strip_tags(text: str) -> str:
+    """Remove `<tag ...>`, `</tag>`, `<!...>` and `<?...>`; a lone "<" (as in "a < b") stays."""
+    out: list[str] = []
+    start = 0
+    while True:
+        lt = text.find("<", start)
+        if lt < 0:
+            break
+        if text[lt + 1 : lt + 2] not in _TAG_START:  # also true at the very end ("")
+            out.append(text[start : lt + 1])
+            start = lt + 1
+            continue
+        gt = text.find(">", lt + 1)
+        if gt < 0:
+            break
+        out.append(text[start:lt])
+        out.append(" ")  # "<br>" between words must not glue them together
+        start = gt + 1
+    out.append(text[start:])
+    return "".join(out)
