@@ -1,0 +1,291 @@
+"""Ingress benchmark: our ingress against a plain aiohttp + aio-pika handler, same run, same load.
+
+    python bench/ingress.py [--duration 15] [--connections 64] [--rounds 3]
+
+Both servers run in their own process with uvloop, publish with confirms to a quorum queue on
+the same RabbitMQ, and are loaded in turn by wrk (Debian package `wrk`) with signed Shopify
+orders (~705 bytes) carrying a fresh X-Shopify-Event-Id each, so nothing is a duplicate.
+The plain handler checks the HMAC and awaits one confirmed publish; ours also checks the rate
+limit, parses, validates against the JSON Schema, maps to the canonical order, builds the
+envelope, logs a JSON line and counts metrics.  Prints requests/s, p50, p99 per round and the
+medians with the ratio ours/plain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+SECRET = "bench-secret-0123456789"
+
+ORDER = (
+    b'{"id":5820982911946154508,"name":"#1042","email":"jane.doe@example.com",'
+    b'"created_at":"2026-11-20T10:15:31-05:00","updated_at":"2026-11-20T10:15:31-05:00",'
+    b'"currency":"USD","total_price":"98.00","note":"Leave at the side door",'
+    b'"line_items":[{"id":866550311766439020,"sku":"PEP-BPC157-5MG","name":"BPC-157 5 mg",'
+    b'"quantity":2,"price":"39.00"},{"id":141249953214522974,"sku":"BAC-WATER-10ML",'
+    b'"name":"Bacteriostatic water 10 ml","quantity":1,"price":"20.00"}],'
+    b'"shipping_address":{"name":"Jane Doe","address1":"123 Main Street","address2":"Suite 4",'
+    b'"city":"Austin","province_code":"TX","zip":"78701","country_code":"US",'
+    b'"phone":"555-555-0100"}}'
+)
+
+PLAIN_SERVER = r'''
+import asyncio, base64, hashlib, hmac, sys
+import aio_pika, uvloop
+from aiohttp import web
+
+SECRET, URL, EXCHANGE, PORT = sys.argv[1].encode(), sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+async def main():
+    connection = await aio_pika.connect_robust(URL)
+    channel = await connection.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(EXCHANGE)
+
+    async def webhook(request):
+        body = await request.read()
+        digest = base64.b64encode(hmac.new(SECRET, body, hashlib.sha256).digest()).decode()
+        if not hmac.compare_digest(digest, request.headers.get("X-Shopify-Hmac-Sha256", "")):
+            return web.json_response({"error": "invalid_signature"}, status=401)
+        await exchange.publish(
+            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                             message_id=request.headers.get("X-Shopify-Event-Id")),
+            routing_key="order.created",
+        )
+        return web.json_response({"status": "accepted"}, status=202)
+
+    app = web.Application()
+    app.router.add_post("/webhooks/shopify", webhook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", PORT).start()
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+'''
+
+WRK_SCRIPT = r"""
+local counter = 0
+local thread_id = 0
+function setup(thread)
+  thread_id = thread_id + 1
+  thread:set("tid", thread_id)
+end
+function init(args)
+  counter = 0
+end
+request = function()
+  counter = counter + 1
+  local headers = {}
+  headers["Content-Type"] = "application/json"
+  headers["X-Shopify-Topic"] = "orders/create"
+  headers["X-Shopify-Hmac-Sha256"] = "%(signature)s"
+  headers["X-Shopify-Event-Id"] = "%(run)s-" .. tid .. "-" .. counter
+  return wrk.format("POST", "/webhooks/shopify", headers, %(body)s)
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def wait_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"port {port} did not open")
+
+
+def lua_string(data: bytes) -> str:
+    return '"' + "".join(f"\\{b:03d}" if b < 32 or b in (34, 92) or b > 126 else chr(b)
+                         for b in data) + '"'
+
+
+def run_wrk(port: int, script: Path, duration: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script),
+         f"http://127.0.0.1:{port}"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+
+    def pct(p: str) -> float:
+        m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
+        value, unit = float(m.group(1)), m.group(2)
+        return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return {
+        "rps": rps, "requests": float(requests), "p50": pct("50"), "p99": pct("99"),
+        "non2xx": float(non2xx.group(1)) if non2xx else 0.0,
+        "errors": 1.0 if errors else 0.0,
+    }
+
+
+async def declare(prefix: str) -> None:
+    import aio_pika
+
+    from router.topology import Topology
+
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        await Topology(prefix).declare(await connection.channel())
+
+
+async def purge(prefix: str, delete: bool = False) -> int:
+    import aio_pika
+
+    from router.topology import Topology
+
+    connection = await aio_pika.connect(AMQP_URL)
+    total = 0
+    async with connection:
+        channel = await connection.channel()
+        topology = Topology(prefix)
+        for name in topology.names():
+            queue = await channel.declare_queue(name, passive=True)
+            total += queue.declaration_result.message_count
+            await queue.purge()
+        if delete:
+            await topology.delete(channel)
+    return total
+
+
+def write_config(tmp: Path, prefix: str, port: int, workers: int) -> Path:
+    text = (ROOT / "config" / "router.toml").read_text()
+    text = text.replace('prefix = ""', f'prefix = "{prefix}"')
+    text = text.replace("port = 8080", f"port = {port}")
+    text = text.replace("workers = 1 ", f"workers = {workers} ")
+    text = text.replace('schemas = "schemas"', f'schemas = "{ROOT / "config" / "schemas"}"')
+    text = re.sub(r'(mapping|sample) = "((mappings|samples)/[^"]+)"',
+                  lambda m: f'{m.group(1)} = "{ROOT / "config" / m.group(2)}"', text)
+    # One provider and one wrk host: lift the per-client rate limit out of the way.
+    text = text.replace("rate_limit = { rate = 200, burst = 400 }",
+                        "rate_limit = { rate = 1000000, burst = 1000000 }")
+    path = tmp / "router.toml"
+    path.write_text(text)
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="ingress worker counts to measure (default: 1 2)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is needed: apt-get install wrk", file=sys.stderr)
+        return 2
+
+    prefix = f"bench-{uuid.uuid4().hex[:6]}."
+    asyncio.run(declare(prefix))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingress-"))
+    signature = base64.b64encode(hmac.new(SECRET.encode(), ORDER, hashlib.sha256).digest()).decode()
+    env = {**os.environ, "SHOPIFY_WEBHOOK_SECRET": SECRET, "AMQP_URL": AMQP_URL,
+           **{k: "unused-" + k for k in ("WOOCOMMERCE_WEBHOOK_SECRET", "PORTAL_WEBHOOK_TOKEN",
+                                         "INVENTORY_WEBHOOK_SECRET", "EASYPOST_WEBHOOK_SECRET",
+                                         "AFTERSHIP_WEBHOOK_SECRET")}}
+
+    servers: dict[str, tuple[list[str], int]] = {}
+    port = free_port()
+    (tmp / "plain.py").write_text(PLAIN_SERVER)
+    servers["plain"] = ([sys.executable, str(tmp / "plain.py"), SECRET, AMQP_URL,
+                         f"{prefix}events", str(port)], port)
+    for workers in args.workers:
+        port = free_port()
+        (tmp / f"w{workers}").mkdir()
+        config = write_config(tmp / f"w{workers}", prefix, port, workers)
+        servers[f"ours x{workers}"] = ([sys.executable, "-m", "router", "--config", str(config),
+                                        "serve"], port)
+
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+    print(f"payload {len(ORDER)} bytes, {args.connections} connections, {args.duration} s "
+          f"per run, {args.rounds} rounds, {os.cpu_count()} cores")
+    try:
+        for round_no in range(1, args.rounds + 1):
+            for name, (command, port) in servers.items():
+                script = tmp / f"{name.replace(' ', '')}-{round_no}.lua"
+                script.write_text(WRK_SCRIPT % {"signature": signature, "body": lua_string(ORDER),
+                                                "run": f"{name.replace(' ', '')}{round_no}"})
+                log = (tmp / f"{name.replace(' ', '')}.log").open("ab")
+                proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+                try:
+                    if name == "plain":
+                        wait_port(port)
+                    else:
+                        wait_http(f"http://127.0.0.1:{port}/readyz")
+                    warmup = tmp / f"warmup-{name.replace(' ', '')}-{round_no}.lua"
+                    warmup.write_text(WRK_SCRIPT % {
+                        "signature": signature, "body": lua_string(ORDER),
+                        "run": f"warmup-{name.replace(' ', '')}{round_no}"})
+                    run_wrk(port, warmup, 2, args.connections)
+                    asyncio.run(purge(prefix))
+                    result = run_wrk(port, script, args.duration, args.connections)
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=60)
+                queued = asyncio.run(purge(prefix))
+                result["queued"] = queued
+                results[name].append(result)
+                print(f"round {round_no} {name:>10}: {result['rps']:8.0f} req/s  "
+                      f"p50 {result['p50']:6.2f} ms  p99 {result['p99']:6.2f} ms  "
+                      f"accepted {result['requests'] - result['non2xx']:.0f}  queued {queued}",
+                      flush=True)
+    finally:
+        asyncio.run(purge(prefix, delete=True))
+
+    plain_rps = statistics.median(r["rps"] for r in results["plain"])
+    plain_p99 = statistics.median(r["p99"] for r in results["plain"])
+    print("\nmedians")
+    print(f"{'server':>10} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'rps ratio':>9} "
+          f"{'p99 ratio':>9}")
+    for name, rows in results.items():
+        rps = statistics.median(r["rps"] for r in rows)
+        p50 = statistics.median(r["p50"] for r in rows)
+        p99 = statistics.median(r["p99"] for r in rows)
+        print(f"{name:>10} {rps:8.0f} {p50:7.2f} {p99:7.2f} {rps / plain_rps:9.2f} "
+              f"{p99 / plain_p99:9.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Consumers: the processes that turn queued events into effects (see the README)."""

@@ -1,0 +1,131 @@
+"""The aiohttp application: built from settings, wiring only."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+import structlog
+from aiohttp import web
+
+from router.errors import IngressError
+from router.ingress import REQUEST_INFO, Ingress, RequestInfo
+from router.metrics import REQUESTS, render
+from router.publisher import Publisher
+from router.schemas import SchemaRegistry
+from router.settings import Settings
+from router.sources import Source, build_sources
+
+INGRESS = web.AppKey("ingress", Ingress)
+PUBLISHER = web.AppKey("publisher", Publisher)
+access_log = structlog.get_logger("router.access")
+log = structlog.get_logger("router.app")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error_response(status: int, body: dict[str, object], retry_after: int | None = None):
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+_HTTP_REASONS = {404: "unknown_source", 405: "method_not_allowed", 413: "payload_too_large"}
+
+
+@web.middleware
+async def errors_and_access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map every refusal to a status and a JSON reason, and log one line per request."""
+    started = time.perf_counter()
+    request_id = uuid.uuid4().hex
+    info = RequestInfo(request_id)
+    request[REQUEST_INFO] = info
+    try:
+        response = await handler(request)
+    except IngressError as exc:
+        response = _error_response(exc.status, exc.body(), exc.retry_after)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        reason = _HTTP_REASONS.get(exc.status, "bad_request")
+        message = "no webhook source at this path" if exc.status == 404 else exc.reason
+        response = _error_response(exc.status, {"error": reason, "message": message})
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        # A bug of ours, never the client's fault; the provider should retry later.
+        log.exception("unhandled_error", request_id=request_id)
+        response = _error_response(500, {"error": "internal_error", "message": "internal error"})
+    response.headers["X-Request-Id"] = request_id
+    REQUESTS.labels(info.source, str(response.status)).inc()
+    access_log.info(
+        "request",
+        request_id=request_id,
+        method=request.method,
+        path=request.path,
+        source=info.source,
+        event_id=info.event_id,
+        type=info.type,
+        status=response.status,
+        latency_ms=round((time.perf_counter() - started) * 1000, 3),
+    )
+    return response
+
+
+def _webhook_handler(ingress: Ingress, source: Source) -> Handler:
+    async def webhook(request: web.Request) -> web.StreamResponse:
+        return await ingress.handle(source, request)
+
+    return webhook
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _error_response(200, {"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[PUBLISHER].ready:
+        return _error_response(200, {"status": "ready"})
+    return _error_response(503, {"status": "unavailable", "reason": "broker_unavailable"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def _broker_ctx(publisher: Publisher) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def broker(app: web.Application) -> AsyncIterator[None]:
+        task = asyncio.create_task(publisher.connect_until_ready())
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await publisher.close()
+
+    return broker
+
+
+def create_app(settings: Settings, *, publisher: Publisher | None = None) -> web.Application:
+    """Build the ingress for `settings` (ConfigError if a source cannot work)."""
+    registry = SchemaRegistry.load(settings.server.schemas)
+    sources = build_sources(settings, registry)
+    publisher = publisher or Publisher(settings.broker)
+    ingress = Ingress(settings.server, sources, registry, publisher)
+    max_body = max((s.settings.max_body for s in sources.values()), default=1024 * 1024)
+    app = web.Application(middlewares=[errors_and_access_log], client_max_size=max_body)
+    app[INGRESS] = ingress
+    app[PUBLISHER] = publisher
+    for source in sources.values():
+        app.router.add_post(source.settings.path, _webhook_handler(ingress, source))
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.cleanup_ctx.append(_broker_ctx(publisher))
+    return app
+

@@ -1,0 +1,232 @@
+"""`python -m router` / `webhook-router`: serve, topology, sign, send-test."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import ssl
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from router.errors import BrokerUnavailable, ConfigError
+from router.settings import DEFAULT_CONFIG, Settings, SourceSettings, load_settings
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on every supported OS
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    server = settings.server
+    if server.tls_cert is None or server.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(server.tls_cert, server.tls_key)
+    return context
+
+
+def _serve_one(settings: Settings, host: str, port: int, reuse_port: bool) -> None:
+    from aiohttp import web
+
+    from router.app import create_app
+    from router.logs import configure_logging
+
+    configure_logging(settings.logging.level, settings.logging.pii_fields)
+    app = create_app(settings)
+    web.run_app(
+        app,
+        host=host,
+        port=port,
+        ssl_context=_ssl_context(settings),
+        reuse_port=reuse_port or None,
+        shutdown_timeout=settings.server.shutdown_timeout,
+        access_log=None,
+        print=None,
+        loop=_new_loop(),
+    )
+
+
+def serve(settings: Settings, host: str, port: int, workers: int) -> int:
+    """Run the ingress; with workers > 1, that many processes share the port (SO_REUSEPORT)."""
+    if workers == 1:
+        _serve_one(settings, host, port, reuse_port=False)
+        return 0
+    import multiprocessing
+
+    # Each worker counts on its own; /metrics adds up every worker's files.
+    metrics_dir = tempfile.mkdtemp(prefix="webhook-router-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_serve_one, args=(settings, host, port, True), daemon=False)
+        for _ in range(workers)
+    ]
+    for p in processes:
+        p.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in processes:
+            if p.pid is not None and p.is_alive():
+                os.kill(p.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for p in processes:
+        p.join()
+    return max((p.exitcode or 0) for p in processes)
+
+
+async def _topology(settings: Settings, delete: bool) -> int:
+    import aio_pika
+
+    from router.topology import Topology
+
+    b = settings.broker
+    topology = Topology(b.prefix, b.retry_ladder, b.delivery_limit)
+    connection = await aio_pika.connect(
+        b.url, client_properties={"connection_name": f"{b.connection_name}-topology"}
+    )
+    async with connection:
+        channel = await connection.channel()
+        if delete:
+            await topology.delete(channel)
+            print("deleted")
+            return 0
+        await topology.declare(channel)
+        print(f"exchange {topology.exchange} (topic) -> alternate {topology.unrouted_exchange}")
+        for spec in topology.queues():
+            bindings = ", ".join(spec.bindings) or "-"
+            print(f"queue {spec.name}  bindings: {bindings}  arguments: {spec.arguments}")
+    return 0
+
+
+def _source(settings: Settings, name: str) -> SourceSettings:
+    try:
+        return settings.sources[name]
+    except KeyError:
+        known = ", ".join(sorted(settings.sources)) or "none"
+        raise SystemExit(f"unknown source {name!r} (configured: {known})") from None
+
+
+def signed_headers(
+    settings: Settings, source_name: str, body: bytes, topic: str | None = None
+) -> dict[str, str]:
+    """The headers a provider would send with `body` to `source_name` (signature included)."""
+    from router.verify import build_verifier
+
+    s = _source(settings, source_name)
+    verifier = build_verifier(s.scheme, s.secrets, s.options, file=str(settings.file),
+                              key=f"sources.{source_name}")
+    delivery_id = str(uuid.uuid4())
+    headers = {"Content-Type": s.content_types[0] if s.content_types else "application/json"}
+    if s.topic_header:
+        headers[s.topic_header] = topic or next(iter(s.events), "")
+    if s.id_headers:
+        headers[s.id_headers[0]] = delivery_id
+    headers.update(verifier.sign(body, time.time(), delivery_id))
+    return headers
+
+
+def _read_body(path: str | None) -> bytes:
+    if path is None or path == "-":
+        return sys.stdin.buffer.read()
+    return Path(path).read_bytes()
+
+
+def _sample_for(source: SourceSettings) -> Path:
+    if source.sample is None:
+        raise SystemExit(f"source {source.name} has no sample; pass --file")
+    return source.sample
+
+
+async def _send_test(url: str, body: bytes, headers: dict[str, str]) -> int:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.post(
+        url, data=body, headers=headers
+    ) as response:
+        text = await response.text()
+        print(f"{response.status} {response.reason}")
+        print(text)
+        return 0 if response.status < 300 else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="webhook-router", description=__doc__)
+    parser.add_argument("--config", "-c", default=os.environ.get("ROUTER_CONFIG", DEFAULT_CONFIG),
+                        help="path to router.toml (env ROUTER_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p_serve = commands.add_parser("serve", help="run the webhook ingress")
+    p_serve.add_argument("--host")
+    p_serve.add_argument("--port", type=int)
+    p_serve.add_argument("--workers", type=int, help="processes sharing the port")
+
+    p_topo = commands.add_parser("topology", help="declare the exchanges and queues and print them")
+    p_topo.add_argument("--delete", action="store_true", help="delete them instead (careful)")
+
+    p_sign = commands.add_parser("sign", help="print the headers a provider would send for a body")
+    p_sign.add_argument("source")
+    p_sign.add_argument("--file", "-f", help="body file (default: standard input)")
+    p_sign.add_argument("--topic", help="provider topic header value")
+
+    p_test = commands.add_parser("send-test", help="post a signed sample payload to the ingress")
+    p_test.add_argument("source")
+    p_test.add_argument("--url", default=None, help="ingress base URL (default from settings)")
+    p_test.add_argument("--file", "-f", help="payload file (default: the source's sample)")
+    p_test.add_argument("--topic", help="provider topic header value")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config, resolve_secrets=args.command != "topology")
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    if args.command == "serve":
+        server = settings.server
+        return serve(settings, args.host or server.host, args.port or server.port,
+                     args.workers or server.workers)
+    if args.command == "topology":
+        try:
+            return asyncio.run(_topology(settings, args.delete))
+        except (OSError, BrokerUnavailable) as exc:
+            print(f"cannot reach the broker: {exc}", file=sys.stderr)
+            return 1
+    if args.command == "sign":
+        body = _read_body(args.file)
+        for name, value in signed_headers(settings, args.source, body, args.topic).items():
+            print(f"{name}: {value}")
+        return 0
+    if args.command == "send-test":
+        source = _source(settings, args.source)
+        body = Path(args.file).read_bytes() if args.file else _sample_for(source).read_bytes()
+        headers = signed_headers(settings, args.source, body, args.topic)
+        scheme = "https" if settings.server.tls_cert else "http"
+        host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::") else settings.server.host
+        base = args.url or f"{scheme}://{host}:{settings.server.port}"
+        try:
+            return asyncio.run(_send_test(base.rstrip("/") + source.path, body, headers))
+        except OSError as exc:
+            print(f"cannot reach the ingress at {base}: {exc}", file=sys.stderr)
+            return 1
+    return 2  # pragma: no cover - argparse enforces a command
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
+

@@ -1,0 +1,156 @@
+"""The webhook pipeline: from an HTTP request on a source's path to a confirmed event.
+
+    size, content type -> 413 / 415     address allowlist -> 403     rate limit -> 429
+    verify -> 401     parse -> 400     validate, map -> 422     duplicate -> 200
+    publish and wait for the broker's confirm -> 202 (or 503 if it does not confirm)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from router.dedup import RecentIds
+from router.envelope import Event, build_event
+from router.errors import (
+    Forbidden,
+    PayloadTooLarge,
+    RateLimited,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+from router.metrics import DUPLICATES, PUBLISH_LATENCY, VERIFICATION_FAILURES
+from router.network import ClientAddress
+from router.publisher import Publisher
+from router.ratelimit import retry_after_seconds
+from router.schemas import SchemaRegistry
+from router.settings import ServerSettings
+from router.sources import Source
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@dataclass
+class RequestInfo:
+    """What the access log line reports about a request, filled in as the pipeline goes."""
+
+    request_id: str
+    source: str = "-"
+    event_id: str | None = None
+    type: str | None = None
+
+
+REQUEST_INFO = web.RequestKey("request_info", RequestInfo)
+
+
+def _json(status: int, body: dict[str, str]) -> web.Response:
+    return web.json_response(body, status=status, dumps=_dumps)
+
+
+def _dumps(obj: object) -> str:
+    import orjson
+
+    return orjson.dumps(obj).decode()
+
+
+class Ingress:
+    """Runs the pipeline for every source; holds what the sources share."""
+
+    def __init__(
+        self,
+        server: ServerSettings,
+        sources: dict[str, Source],
+        registry: SchemaRegistry,
+        publisher: Publisher,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.server = server
+        self.sources = sources
+        self.registry = registry
+        self.publisher = publisher
+        self.clock = clock
+        self.client_address = ClientAddress(server.trusted_proxies)
+        self.recent = RecentIds(server.dedup_window, server.dedup_capacity)
+
+    async def _read_body(self, request: web.Request, limit: int) -> bytes:
+        length = request.content_length
+        if length is not None:
+            if length > limit:
+                raise PayloadTooLarge(f"the body is over this source's limit of {limit} bytes")
+            return await request.read()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the body is over this source's limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def handle(self, source: Source, request: web.Request) -> web.Response:
+        info = request[REQUEST_INFO]
+        info.source = source.name
+        settings = source.settings
+        headers = request.headers
+        now = self.clock()
+
+        media_type = request.content_type
+        if media_type not in source.content_types:
+            if media_type == FORM:
+                # WooCommerce pings a new webhook with an unsigned form body and wants a 200.
+                body = await self._read_body(request, settings.max_body)
+                if source.verifier.is_ping(body, headers):
+                    return _json(200, {"status": "ping"})
+            raise UnsupportedMediaType(f"content type {media_type!r} is not accepted here")
+        if request.content_length is not None and request.content_length > settings.max_body:
+            raise PayloadTooLarge(
+                f"the body is over this source's limit of {settings.max_body} bytes"
+            )
+
+        forwarded = headers.getall("X-Forwarded-For", None)
+        client_ip = self.client_address.resolve(
+            request.remote, ",".join(forwarded) if forwarded else None
+        )
+        if source.allowlist is not None and not source.allowlist.allows(client_ip):
+            raise Forbidden("this address may not post to this source")
+        if source.buckets is not None:
+            wait = source.buckets.take(client_ip, now)
+            if wait:
+                raise RateLimited(
+                    "too many requests; retry later", retry_after=retry_after_seconds(wait)
+                )
+
+        body = await self._read_body(request, settings.max_body)
+        try:
+            source.verifier.verify(body, headers, now)
+        except Unauthorized as exc:
+            VERIFICATION_FAILURES.labels(source.name, exc.reason).inc()
+            raise
+
+        event: Event = build_event(
+            source, self.registry, body, headers, media_type, now,
+            max_depth=self.server.max_depth,
+        )
+        info.event_id = event.id
+        info.type = event.type
+        dedup_key = f"{source.name}\0{event.id}"
+        if self.recent.seen(dedup_key, now):
+            DUPLICATES.labels(source.name).inc()
+            return _json(200, {"status": "duplicate", "id": event.id})
+
+        waited = await self.publisher.publish(
+            event.body,
+            routing_key=event.type,
+            message_id=event.id,
+            type=event.type,
+            correlation_id=info.request_id,
+            headers={"source": source.name, "schema": event.schema, "attempt": 0},
+            timestamp=now,
+        )
+        PUBLISH_LATENCY.labels(source.name).observe(waited)
+        self.recent.add(dedup_key, now)
+        return _json(202, {"status": "accepted", "id": event.id})

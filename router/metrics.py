@@ -1,0 +1,45 @@
+"""Prometheus metrics of the ingress.
+
+With several worker processes, PROMETHEUS_MULTIPROC_DIR is set before the workers start and
+/metrics aggregates every worker's samples.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter(
+    "webhook_requests", "Webhook requests answered, by source and HTTP status", ["source", "status"]
+)
+VERIFICATION_FAILURES = Counter(
+    "webhook_verification_failures", "Requests refused by verification, by reason",
+    ["source", "reason"],
+)
+PUBLISH_LATENCY = Histogram(
+    "webhook_publish_latency_seconds",
+    "Time from publish to the broker's confirm",
+    ["source"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+DUPLICATES = Counter("webhook_duplicates", "Repeated deliveries answered without publishing",
+                     ["source"])
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text for /metrics and its content type."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,367 @@
+"""Settings: `config/router.toml` read once at start-up into frozen dataclasses.
+
+Every problem is a ConfigError naming the file, the key and what is wrong, raised
+when the settings are loaded, never when they are first used.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from router.errors import ConfigError
+from router.secrets import resolve_secret
+
+DEFAULT_CONFIG = Path("config/router.toml")
+MiB = 1024 * 1024
+
+# Where each provider puts its topic, its delivery id and its event time, so a source
+# only has to name its scheme.  Any of these can be overridden per source.
+PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "shopify": {
+        "topic_header": "X-Shopify-Topic",
+        "id_headers": ["X-Shopify-Event-Id", "X-Shopify-Webhook-Id"],
+        "occurred_at_header": "X-Shopify-Triggered-At",
+    },
+    "woocommerce": {
+        "topic_header": "X-WC-Webhook-Topic",
+        "id_headers": ["X-WC-Webhook-Delivery-ID"],
+    },
+    "github": {"topic_header": "X-GitHub-Event", "id_headers": ["X-GitHub-Delivery"]},
+    "stripe": {"topic_field": "type", "id_field": "id"},
+    "standard-webhooks": {"topic_field": "type", "id_headers": ["webhook-id", "svix-id"]},
+    "easypost": {"topic_field": "description", "id_field": "id"},
+    "aftership": {"topic_field": "event", "id_field": "event_id"},
+}
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Token bucket per client: `rate` requests per second, bursts up to `burst`."""
+
+    rate: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    name: str
+    path: str
+    scheme: str
+    secrets: tuple[bytes, ...]
+    options: Mapping[str, Any]
+    mapping: Path
+    events: Mapping[str, str]  # provider topic -> canonical event type
+    topic_header: str | None = None
+    topic_field: str | None = None
+    event_type: str | None = None  # a fixed type, for sources that post one kind of event
+    id_headers: tuple[str, ...] = ()
+    id_field: str | None = None
+    occurred_at_header: str | None = None
+    content_types: tuple[str, ...] = ("application/json",)
+    allow_ips: tuple[str, ...] = ()
+    rate_limit: RateLimit | None = None
+    max_body: int = MiB
+    include_raw: bool = False
+    sample: Path | None = None  # a payload for `send-test`
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    prefix: str = ""
+    confirm_timeout: float = 5.0
+    retry_after: int = 5
+    retry_ladder: tuple[int, ...] = (5, 15, 45)
+    delivery_limit: int = 20
+    connection_name: str = "webhook-router"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    workers: int = 1
+    max_depth: int = 32
+    trusted_proxies: tuple[str, ...] = ()
+    shutdown_timeout: float = 30.0
+    dedup_window: float = 24 * 3600.0
+    dedup_capacity: int = 100_000
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    schemas: Path = Path("config/schemas")
+
+
+@dataclass(frozen=True)
+class LoggingSettings:
+    level: str = "info"
+    pii_fields: tuple[str, ...] = (
+        "email",
+        "phone",
+        "address",
+        "shipping_address",
+        "billing_address",
+        "name",
+        "first_name",
+        "last_name",
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    file: Path
+    server: ServerSettings = field(default_factory=ServerSettings)
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    sources: Mapping[str, SourceSettings] = field(default_factory=dict)
+
+
+class _Table:
+    """One TOML table being read: typed getters that name the key on error, and a check
+    that nothing unknown was left over (a typo is an error, not a silent default)."""
+
+    def __init__(self, data: Mapping[str, Any], file: str, key: str) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(file, key, "must be a table")
+        self.data = dict(data)
+        self.file = file
+        self.key = key
+        self.seen: set[str] = set()
+
+    def _name(self, name: str) -> str:
+        return f"{self.key}.{name}" if self.key else name
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, self._name(name), problem)
+
+    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+        self.seen.add(name)
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
+            kinds = kind if isinstance(kind, tuple) else (kind,)
+            wanted = " or ".join(k.__name__ for k in kinds)
+            raise self.error(name, f"must be {wanted}, not {type(value).__name__}")
+        return value
+
+    def require(self, name: str, kind: type) -> Any:
+        if name not in self.data:
+            raise self.error(name, "is required")
+        return self.get(name, kind)
+
+    def positive(self, name: str, kind: type, default: Any) -> Any:
+        value = self.get(name, kind, default)
+        if value is not None and value <= 0:
+            raise self.error(name, "must be greater than 0")
+        return value
+
+    def strings(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self.get(name, list, None)
+        if value is None:
+            return default
+        if not all(isinstance(v, str) for v in value):
+            raise self.error(name, "must be a list of strings")
+        return tuple(value)
+
+    def table(self, name: str) -> _Table:
+        return _Table(self.get(name, dict, {}), self.file, self._name(name))
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise self.error(unknown[0], "unknown setting")
+
+
+def load_settings(
+    path: Path | str = DEFAULT_CONFIG,
+    environ: Mapping[str, str] | None = None,
+    *,
+    resolve_secrets: bool = True,
+) -> Settings:
+    """Read and check the whole configuration, resolving secret references.
+
+    `resolve_secrets=False` leaves sources without secrets, for commands that only talk to
+    the broker (topology) and should not need the webhook secrets.
+    """
+    path = Path(path)
+    file = str(path)
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(file, "-", "file not found") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "-", f"not valid TOML: {exc}") from exc
+    env = os.environ if environ is None else environ
+    base = path.parent
+    top = _Table(raw, file, "")
+    server = _server(top.table("server"), base)
+    broker = _broker(top.table("broker"), base, env)
+    logging = _logging(top.table("logging"))
+    sources_table = top.table("sources")
+    sources: dict[str, SourceSettings] = {}
+    paths: dict[str, str] = {}
+    for name in sources_table.data:
+        source = _source(name, sources_table.table(name), base, env, resolve_secrets)
+        if source.path in paths:
+            raise sources_table.error(
+                f"{name}.path", f"{source.path} is already used by source {paths[source.path]}"
+            )
+        paths[source.path] = name
+        sources[name] = source
+    sources_table.done()
+    top.done()
+    return Settings(file=path, server=server, broker=broker, logging=logging, sources=sources)
+
+
+def _relative(base: Path, value: str | None) -> Path | None:
+    if value is None:
+        return None
+    p = Path(value)
+    return p if p.is_absolute() else base / p
+
+
+def _server(t: _Table, base: Path) -> ServerSettings:
+    d = ServerSettings()
+    tls_cert = _relative(base, t.get("tls_cert", str))
+    tls_key = _relative(base, t.get("tls_key", str))
+    if (tls_cert is None) != (tls_key is None):
+        raise t.error("tls_cert", "tls_cert and tls_key go together")
+    for name, p in (("tls_cert", tls_cert), ("tls_key", tls_key)):
+        if p is not None and not p.is_file():
+            raise t.error(name, f"file {p} does not exist")
+    port = t.get("port", int, d.port)
+    if not 0 <= port <= 65535:
+        raise t.error("port", "must be between 0 and 65535")
+    s = ServerSettings(
+        host=t.get("host", str, d.host),
+        port=port,
+        workers=t.positive("workers", int, d.workers),
+        max_depth=t.positive("max_depth", int, d.max_depth),
+        trusted_proxies=t.strings("trusted_proxies"),
+        shutdown_timeout=t.positive("shutdown_timeout", float, d.shutdown_timeout),
+        dedup_window=t.positive("dedup_window", float, d.dedup_window),
+        dedup_capacity=t.positive("dedup_capacity", int, d.dedup_capacity),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        schemas=_relative(base, t.get("schemas", str, "schemas")),
+    )
+    _check_cidrs(t, "trusted_proxies", s.trusted_proxies)
+    t.done()
+    return s
+
+
+def _broker(t: _Table, base: Path, env: Mapping[str, str]) -> BrokerSettings:
+    d = BrokerSettings()
+    url = t.get("url", str, None)
+    if url is None:
+        url = env.get("AMQP_URL", d.url)
+    elif url.startswith(("env:", "file:")):
+        url = resolve_secret(url, file=t.file, key="broker.url", base=base, environ=env).decode()
+    if not url.startswith(("amqp://", "amqps://")):
+        raise t.error("url", "must be an amqp:// or amqps:// URL")
+    ladder = t.get("retry_ladder", list, list(d.retry_ladder))
+    if not ladder or not all(isinstance(v, int) and v > 0 for v in ladder):
+        raise t.error("retry_ladder", "must be a non-empty list of positive whole seconds")
+    s = BrokerSettings(
+        url=url,
+        prefix=t.get("prefix", str, d.prefix),
+        confirm_timeout=t.positive("confirm_timeout", float, d.confirm_timeout),
+        retry_after=t.positive("retry_after", int, d.retry_after),
+        retry_ladder=tuple(ladder),
+        delivery_limit=t.positive("delivery_limit", int, d.delivery_limit),
+        connection_name=t.get("connection_name", str, d.connection_name),
+    )
+    t.done()
+    return s
+
+
+def _logging(t: _Table) -> LoggingSettings:
+    d = LoggingSettings()
+    level = t.get("level", str, d.level).lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise t.error("level", "must be one of debug, info, warning, error")
+    s = LoggingSettings(level=level, pii_fields=t.strings("pii_fields", d.pii_fields))
+    t.done()
+    return s
+
+
+def _check_cidrs(t: _Table, name: str, cidrs: tuple[str, ...]) -> None:
+    import ipaddress
+
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError as exc:
+            raise t.error(name, f"{cidr!r} is not an IP address or CIDR") from exc
+
+
+def _source(
+    name: str, t: _Table, base: Path, env: Mapping[str, str], resolve_secrets: bool
+) -> SourceSettings:
+    scheme = t.require("scheme", str)
+    defaults = PROVIDER_DEFAULTS.get(scheme, {})
+    refs = t.get("secrets", list, [])
+    secrets = tuple(
+        resolve_secret(ref, file=t.file, key=f"{t.key}.secrets[{i}]", base=base, environ=env)
+        for i, ref in enumerate(refs)
+        if resolve_secrets
+    )
+    mapping = _relative(base, t.require("mapping", str))
+    if not mapping.is_file():
+        raise t.error("mapping", f"file {mapping} does not exist")
+    events = t.get("events", dict, {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in events.items()):
+        raise t.error("events", "must map provider topics to event types (strings)")
+    topic_header = t.get("topic_header", str, defaults.get("topic_header"))
+    topic_field = t.get("topic_field", str, defaults.get("topic_field"))
+    event_type = t.get("event_type", str)
+    if event_type is None and topic_header is None and topic_field is None:
+        raise t.error("event_type", "set event_type, topic_header or topic_field")
+    if event_type is None and not events:
+        raise t.error("events", "map at least one provider topic to an event type")
+    path = t.get("path", str, f"/webhooks/{name}")
+    if not path.startswith("/"):
+        raise t.error("path", "must start with /")
+    rl = t.get("rate_limit", dict)
+    rate_limit = None
+    if rl is not None:
+        rt = t.table("rate_limit")
+        rate = rt.positive("rate", float, None)
+        if rate is None:
+            raise rt.error("rate", "is required")
+        rate_limit = RateLimit(rate=rate, burst=rt.positive("burst", int, max(1, int(rate))))
+        rt.done()
+    content_types = tuple(c.lower() for c in t.strings("content_types", ("application/json",)))
+    allow_ips = t.strings("allow_ips")
+    _check_cidrs(t, "allow_ips", allow_ips)
+    s = SourceSettings(
+        name=name,
+        path=path,
+        scheme=scheme,
+        secrets=secrets,
+        options=t.get("options", dict, {}),
+        mapping=mapping,
+        events=events,
+        topic_header=topic_header,
+        topic_field=topic_field,
+        event_type=event_type,
+        id_headers=t.strings("id_headers", tuple(defaults.get("id_headers", ()))),
+        id_field=t.get("id_field", str, defaults.get("id_field")),
+        occurred_at_header=t.get("occurred_at_header", str, defaults.get("occurred_at_header")),
+        content_types=content_types,
+        allow_ips=allow_ips,
+        rate_limit=rate_limit,
+        max_body=t.positive("max_body", int, MiB),
+        include_raw=t.get("include_raw", bool, False),
+        sample=_relative(base, t.get("sample", str)),
+    )
+    t.done()
+    return s

@@ -1,0 +1,132 @@
+"""Broker topology as data, declared idempotently by whichever process starts first.
+
+    exchange  events            topic, durable, alternate-exchange events.unrouted
+    exchange  events.unrouted   fanout, durable  -> queue unrouted
+    queue     orders            order.*          (quorum)
+    queue     inventory         inventory.*      (quorum)
+    queue     shipping          shipment.*       (quorum)
+    queue     notifications     notify.*         (quorum)
+    per queue NAME.retry.<s>    quorum, x-message-ttl, dead-letters back to NAME
+              NAME.dead         quorum; also where a message redelivered more than
+                                delivery_limit times (a crash loop) ends up
+All names carry the configured prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange
+
+# queue name -> routing keys bound from the events exchange
+QUEUES: dict[str, tuple[str, ...]] = {
+    "orders": ("order.*",),
+    "inventory": ("inventory.*",),
+    "shipping": ("shipment.*",),
+    "notifications": ("notify.*",),
+}
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    arguments: dict[str, object]
+    bindings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names and arguments of every exchange and queue, for one prefix and retry ladder."""
+
+    prefix: str = ""
+    retry_ladder: tuple[int, ...] = (5, 15, 45)
+    delivery_limit: int = 20
+
+    @property
+    def exchange(self) -> str:
+        return f"{self.prefix}events"
+
+    @property
+    def unrouted_exchange(self) -> str:
+        return f"{self.prefix}events.unrouted"
+
+    @property
+    def unrouted_queue(self) -> str:
+        return f"{self.prefix}unrouted"
+
+    def queue(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def retry_queue(self, name: str, delay: int) -> str:
+        return f"{self.prefix}{name}.retry.{delay}"
+
+    def dead_queue(self, name: str) -> str:
+        return f"{self.prefix}{name}.dead"
+
+    def queues(self) -> list[QueueSpec]:
+        specs = [QueueSpec(self.unrouted_queue, {"x-queue-type": "quorum"})]
+        for name, keys in QUEUES.items():
+            main = self.queue(name)
+            specs.append(
+                QueueSpec(
+                    main,
+                    {
+                        "x-queue-type": "quorum",
+                        "x-delivery-limit": self.delivery_limit,
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": self.dead_queue(name),
+                    },
+                    keys,
+                )
+            )
+            for delay in self.retry_ladder:
+                specs.append(
+                    QueueSpec(
+                        self.retry_queue(name, delay),
+                        {
+                            "x-queue-type": "quorum",
+                            "x-message-ttl": delay * 1000,
+                            "x-dead-letter-exchange": "",
+                            "x-dead-letter-routing-key": main,
+                            # Expired messages move back with the broker's own confirms:
+                            # a retry is never lost on its way back to the work queue.
+                            "x-dead-letter-strategy": "at-least-once",
+                            "x-overflow": "reject-publish",
+                        },
+                    )
+                )
+            specs.append(QueueSpec(self.dead_queue(name), {"x-queue-type": "quorum"}))
+        return specs
+
+    def names(self) -> list[str]:
+        """Every queue name, for operators and for clean-up in tests."""
+        return [spec.name for spec in self.queues()]
+
+    async def declare(self, channel: AbstractChannel) -> AbstractExchange:
+        """Declare everything (idempotent) and return the events exchange."""
+        unrouted = await channel.declare_exchange(
+            self.unrouted_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        events = await channel.declare_exchange(
+            self.exchange,
+            aio_pika.ExchangeType.TOPIC,
+            durable=True,
+            arguments={"alternate-exchange": self.unrouted_exchange},
+        )
+        for spec in self.queues():
+            queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+            if spec.name == self.unrouted_queue:
+                await queue.bind(unrouted, routing_key="")
+            for key in spec.bindings:
+                await queue.bind(events, routing_key=key)
+        return events
+
+    async def delete(self, channel: AbstractChannel) -> None:
+        """Remove everything (tests and `topology --delete`); quorum queues refuse if_unused."""
+        for name in self.names():
+            queue = await channel.get_queue(name, ensure=False)
+            await queue.delete(if_unused=False, if_empty=False)
+        for name in (self.exchange, self.unrouted_exchange):
+            exchange = await channel.get_exchange(name, ensure=False)
+            await exchange.delete()

@@ -1,0 +1,93 @@
+"""Shared fixtures: settings with test secrets, and a real broker with names unique per test."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aio_pika
+import pytest
+
+from router.settings import Settings, load_settings
+from router.topology import Topology
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config" / "router.toml"
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+# Test-only secrets for the shipped config's references.
+TEST_ENV = {
+    "SHOPIFY_WEBHOOK_SECRET": "shpss_test_0123456789abcdef",
+    "WOOCOMMERCE_WEBHOOK_SECRET": "wc-test-secret",
+    "PORTAL_WEBHOOK_TOKEN": "portal-test-token",
+    "INVENTORY_WEBHOOK_SECRET": "inventory-test-secret",
+    "EASYPOST_WEBHOOK_SECRET": "sécret",
+    "AFTERSHIP_WEBHOOK_SECRET": "aftership-test-secret",
+    "AMQP_URL": AMQP_URL,
+}
+
+
+@pytest.fixture
+def test_env() -> dict[str, str]:
+    return dict(TEST_ENV)
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A broker name prefix unique to this test."""
+    return f"test-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}."
+
+
+@pytest.fixture
+def settings(prefix: str, test_env: dict[str, str]) -> Settings:
+    """The shipped config/router.toml, with test secrets and this test's broker prefix."""
+    loaded = load_settings(CONFIG, environ=test_env)
+    broker = dataclasses.replace(
+        loaded.broker, url=AMQP_URL, prefix=prefix, retry_ladder=(1, 2), confirm_timeout=5.0
+    )
+    return dataclasses.replace(loaded, broker=broker)
+
+
+@pytest.fixture
+async def amqp(request: pytest.FixtureRequest) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
+    """A connection named after the test, so it shows in the management UI."""
+    connection = await aio_pika.connect(
+        AMQP_URL, client_properties={"connection_name": f"test:{request.node.nodeid}"}
+    )
+    async with connection:
+        yield connection
+
+
+@pytest.fixture
+async def topology(
+    settings: Settings, amqp: aio_pika.abc.AbstractConnection
+) -> AsyncIterator[Topology]:
+    """This test's topology, declared, and deleted after the test."""
+    b = settings.broker
+    topo = Topology(b.prefix, b.retry_ladder, b.delivery_limit)
+    channel = await amqp.channel()
+    await topo.declare(channel)
+    yield topo
+    channel = await amqp.channel()
+    await topo.delete(channel)
+
+
+@pytest.fixture
+def queue_depths(
+    amqp: aio_pika.abc.AbstractConnection, topology: Topology
+) -> Callable[[], object]:
+    """Returns {queue: message count} for every queue of this test's topology."""
+
+    async def depths() -> dict[str, int]:
+        channel = await amqp.channel()
+        counts = {}
+        for name in topology.names():
+            queue = await channel.declare_queue(name, passive=True)
+            counts[name] = queue.declaration_result.message_count
+        await channel.close()
+        return counts
+
+    return depths

@@ -1,0 +1,333 @@
+"""The ingress end to end, against the real RabbitMQ: accepted events land on their queues,
+bad input gets a clear 4xx with a JSON reason and publishes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from router.app import create_app
+from router.cli import signed_headers
+from router.settings import RateLimit, Settings
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "config" / "samples"
+SHOPIFY_ORDER = (SAMPLES / "shopify-orders-create.json").read_bytes()
+
+
+def with_source(settings: Settings, name: str, **changes: Any) -> Settings:
+    sources = dict(settings.sources)
+    sources[name] = dataclasses.replace(sources[name], **changes)
+    return dataclasses.replace(settings, sources=sources)
+
+
+async def wait_ready(client: TestClient, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = await client.get("/readyz")
+        if response.status == 200:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the ingress did not become ready")
+
+
+@pytest.fixture
+async def make_client(topology) -> AsyncIterator[Callable[..., Any]]:
+    """Starts ingresses on loopback for this test's topology; closes them afterwards."""
+    clients: list[TestClient] = []
+
+    async def make(settings: Settings, ready: bool = True) -> TestClient:
+        client = TestClient(TestServer(create_app(settings)))
+        await client.start_server()
+        clients.append(client)
+        if ready:
+            await wait_ready(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.close()
+
+
+@pytest.fixture
+async def client(settings: Settings, make_client) -> TestClient:
+    return await make_client(settings)
+
+
+async def get_one(amqp, queue_name: str, timeout: float = 5.0) -> aio_pika.IncomingMessage:
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(queue_name, passive=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = await queue.get(fail=False, no_ack=True)
+        if message is not None:
+            return message
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"nothing arrived on {queue_name}")
+
+
+async def rabbitmqctl(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec("rabbitmqctl", "-q", *args)
+    assert 0 == await proc.wait()
+
+
+class TestAccepted:
+    async def test_shopify_order_lands_on_orders_queue(self, client, settings, amqp, topology):
+        """A signed Shopify order is answered 202 and its canonical order.created is queued."""
+        headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+        response = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
+        body = await response.json()
+        assert 202 == response.status
+        assert {"status": "accepted", "id": headers["X-Shopify-Event-Id"]} == body
+
+        message = await get_one(amqp, topology.queue("orders"))
+        envelope = orjson.loads(message.body)
+        assert headers["X-Shopify-Event-Id"] == envelope["id"] == message.message_id
+        assert "order.created" == envelope["type"] == message.type
+        assert "shopify" == envelope["source"]
+        assert "order.created/v1" == envelope["schema"]
+        assert "5820982911946154508" == envelope["data"]["order_id"]
+        assert [
+            {"sku": "PEP-BPC157-5MG", "quantity": 2},
+            {"sku": "BAC-WATER-10ML", "quantity": 1},
+        ] == envelope["data"]["lines"]
+        assert aio_pika.DeliveryMode.PERSISTENT == message.delivery_mode
+        assert response.headers["X-Request-Id"] == message.correlation_id
+        assert "application/json" == message.content_type
+        headers_sent = {k: message.headers[k] for k in ("source", "schema", "attempt")}
+        assert {"source": "shopify", "schema": "order.created/v1", "attempt": 0} == headers_sent
+
+    @pytest.mark.parametrize(
+        ("source", "sample", "topic", "queue"),
+        [
+            ("woocommerce", "woocommerce-order-created.json", "order.created", "orders"),
+            ("portal", "portal-order-created.json", None, "orders"),
+            ("inventory", "inventory-stock-updated.json", None, "inventory"),
+            ("easypost", "easypost-tracker-updated.json", None, "shipping"),
+            ("aftership", "aftership-tracking-update.json", None, "shipping"),
+        ],
+    )
+    async def test_every_shipped_source_routes_its_sample(
+        self, client, settings, amqp, topology, source, sample, topic, queue
+    ):
+        """Each shipped source accepts its signed sample and routes it to its queue."""
+        body = (SAMPLES / sample).read_bytes()
+        headers = signed_headers(settings, source, body, topic)
+        response = await client.post(f"/webhooks/{source}", data=body, headers=headers)
+        assert 202 == response.status, await response.text()
+        message = await get_one(amqp, topology.queue(queue))
+        assert source == orjson.loads(message.body)["source"]
+
+    async def test_repeated_delivery_is_answered_duplicate(
+        self, client, settings, queue_depths, topology
+    ):
+        """A provider's retry of an accepted event gets 200 duplicate and is not published twice."""
+        headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+        first = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
+        second = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
+        assert 202 == first.status
+        assert 200 == second.status
+        assert {"status": "duplicate", "id": headers["X-Shopify-Event-Id"]} == await second.json()
+        assert 1 == (await queue_depths())[topology.queue("orders")]
+
+    async def test_woocommerce_creation_ping_gets_200(self, client, queue_depths):
+        """WooCommerce's unsigned creation ping is answered 200 and publishes nothing."""
+        response = await client.post(
+            "/webhooks/woocommerce",
+            data=b"webhook_id=15",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert 200 == response.status
+        assert {"status": "ping"} == await response.json()
+        assert 0 == sum((await queue_depths()).values())
+
+
+def _shopify(body: bytes = SHOPIFY_ORDER, topic: str = "orders/create", **override: str):
+    """A request to the shopify source: (path, body, headers-builder)."""
+
+    def headers(settings: Settings) -> dict[str, str]:
+        h = signed_headers(settings, "shopify", body, topic)
+        h.update(override)
+        return {k: v for k, v in h.items() if v != "<drop>"}
+
+    return "/webhooks/shopify", body, headers
+
+
+def _resign(body: bytes):
+    return _shopify(body)
+
+
+DEEP = b'{"a":' * 40 + b"1" + b"}" * 40
+BAD_QTY = SHOPIFY_ORDER.replace(b'"quantity":2', b'"quantity":"two"', 1)
+NO_LINES = orjson.dumps({**orjson.loads(SHOPIFY_ORDER), "line_items": []})
+
+
+BAD_INPUT = [
+    # (case, path, body, headers(settings), method, settings change, status, reason)
+    ("unknown path", "/webhooks/nope", SHOPIFY_ORDER, lambda s: {}, "POST", None, 404,
+     "unknown_source"),
+    ("wrong method", "/webhooks/shopify", b"", lambda s: {}, "GET", None, 405,
+     "method_not_allowed"),
+    ("body over the limit", *_shopify(), "POST", {"max_body": 100}, 413, "payload_too_large"),
+    ("content type not accepted", *_shopify(**{"Content-Type": "text/plain"}), "POST", None, 415,
+     "unsupported_media_type"),
+    ("address not allowed", *_shopify(), "POST", {"allow_ips": ("203.0.113.0/24",)}, 403,
+     "address_not_allowed"),
+    ("missing signature", *_shopify(**{"X-Shopify-Hmac-Sha256": "<drop>"}), "POST", None, 401,
+     "missing_signature"),
+    ("invalid signature", *_shopify(**{"X-Shopify-Hmac-Sha256": "AAAA"}), "POST", None, 401,
+     "invalid_signature"),
+    ("malformed JSON", *_resign(b'{"id": 1,'), "POST", None, 400, "invalid_json"),
+    ("invalid UTF-8", *_resign(b'{"note": "\xff\xfe"}'), "POST", None, 400, "invalid_utf8"),
+    ("nested too deep", *_resign(DEEP), "POST", None, 400, "too_deep"),
+    ("schema violation", *_resign(BAD_QTY), "POST", None, 422, "schema_violation"),
+    ("unmappable order", *_resign(NO_LINES), "POST", None, 422, None),
+    ("unknown topic", *_shopify(topic="products/update"), "POST", None, 422, "unknown_event"),
+]
+
+
+class TestBadInput:
+    @pytest.mark.parametrize(
+        ("path", "body", "headers", "method", "change", "status", "reason"),
+        [row[1:] for row in BAD_INPUT],
+        ids=[row[0] for row in BAD_INPUT],
+    )
+    async def test_refused_with_reason_and_nothing_published(
+        self, settings, make_client, queue_depths, path, body, headers, method, change, status,
+        reason,
+    ):
+        """A bad request gets its status and JSON reason, and no queue receives anything."""
+        if change:
+            settings = with_source(settings, "shopify", **change)
+        client = await make_client(settings)
+        try:
+            response = await client.request(method, path, data=body, headers=headers(settings))
+            payload = await response.json()
+            assert status == response.status, payload
+            if reason is not None:
+                assert reason == payload["error"]
+            assert isinstance(payload["message"], str)
+            assert 0 == sum((await queue_depths()).values())
+        finally:
+            await client.close()
+
+    async def test_schema_violation_lists_failing_paths_without_values(
+        self, client, settings, queue_depths
+    ):
+        """A 422 names each failing path and never echoes the payload's values."""
+        body = BAD_QTY.replace(b'"quantity":1', b'"quantity":"one"', 1)
+        headers = signed_headers(settings, "shopify", body, "orders/create")
+        response = await client.post("/webhooks/shopify", data=body, headers=headers)
+        payload = await response.json()
+        assert 422 == response.status
+        paths = sorted(e["path"] for e in payload["errors"])
+        assert ["/line_items/0/quantity", "/line_items/1/quantity"] == paths
+        assert b"two" not in await response.read()
+        assert 0 == sum((await queue_depths()).values())
+
+    async def test_stale_timestamp_is_refused(self, client, settings, queue_depths):
+        """An inventory delivery signed ten minutes ago is refused as out of tolerance."""
+        body = (SAMPLES / "inventory-stock-updated.json").read_bytes()
+        from router.verify import build_verifier
+
+        s = settings.sources["inventory"]
+        verifier = build_verifier(s.scheme, s.secrets, s.options, file="t", key="k")
+        headers = verifier.sign(body, time.time() - 600, "id-1")
+        headers["Content-Type"] = "application/json"
+        response = await client.post("/webhooks/inventory", data=body, headers=headers)
+        assert 401 == response.status
+        assert "timestamp_out_of_tolerance" == (await response.json())["error"]
+        assert 0 == sum((await queue_depths()).values())
+
+    async def test_wrong_bearer_token_is_refused(self, client, queue_depths):
+        """The portal refuses a wrong bearer token with 401 invalid_credentials."""
+        body = (SAMPLES / "portal-order-created.json").read_bytes()
+        response = await client.post(
+            "/webhooks/portal",
+            data=body,
+            headers={"Content-Type": "application/json", "Authorization": "Bearer wrong"},
+        )
+        assert 401 == response.status
+        assert "invalid_credentials" == (await response.json())["error"]
+        assert 0 == sum((await queue_depths()).values())
+
+    async def test_rate_limit_answers_429_with_retry_after(self, settings, make_client,
+                                                          queue_depths):
+        """Past the burst, a client gets 429 with Retry-After and the request is not published."""
+        settings = with_source(settings, "shopify", rate_limit=RateLimit(rate=0.1, burst=1))
+        client = await make_client(settings)
+        try:
+            headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+            first = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
+            assert 202 == first.status
+            headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+            second = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
+            assert 429 == second.status
+            assert "rate_limited" == (await second.json())["error"]
+            assert 1 <= int(second.headers["Retry-After"]) <= 10
+            assert 1 == sum((await queue_depths()).values())
+        finally:
+            await client.close()
+
+    async def test_xml_entity_expansion_is_refused(self, settings, make_client, queue_depths):
+        """A source that takes XML refuses a billion-laughs body with 400 and publishes nothing."""
+        settings = with_source(
+            settings, "shopify", content_types=("application/json", "application/xml")
+        )
+        client = await make_client(settings)
+        body = (
+            b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
+            b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;">]><order>&lol2;</order>'
+        )
+        try:
+            headers = signed_headers(settings, "shopify", body, "orders/create")
+            headers["Content-Type"] = "application/xml"
+            response = await client.post("/webhooks/shopify", data=body, headers=headers)
+            assert 400 == response.status
+            assert "xml_forbidden" == (await response.json())["error"]
+            assert 0 == sum((await queue_depths()).values())
+        finally:
+            await client.close()
+
+
+class TestBrokerTrouble:
+    async def test_broker_unreachable_gives_503_and_not_ready(self, settings, make_client,
+                                                              queue_depths):
+        """With no broker to talk to, /readyz and webhooks answer 503 with Retry-After."""
+        broker = dataclasses.replace(settings.broker, url="amqp://guest:guest@127.0.0.1:1/")
+        client = await make_client(dataclasses.replace(settings, broker=broker), ready=False)
+        try:
+            ready = await client.get("/readyz")
+            assert 503 == ready.status
+            headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+            response = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
+            assert 503 == response.status
+            assert "broker_unavailable" == (await response.json())["error"]
+            assert "5" == response.headers["Retry-After"]
+            assert 0 == sum((await queue_depths()).values())
+        finally:
+            await client.close()
+
+    async def test_unconfirmed_publish_gives_503(self, settings, make_client, queue_depths):
+        """When the broker blocks publishers (memory alarm) and never confirms: 503."""
+        broker = dataclasses.replace(settings.broker, confirm_timeout=1.0)
+        client = await make_client(dataclasses.replace(settings, broker=broker))
+        await rabbitmqctl("set_vm_memory_high_watermark", "0")
+        try:
+            headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+            response = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
+            assert 503 == response.status
+            assert "broker_unavailable" == (await response.json())["error"]
+        finally:
+            await rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+            await client.close()

@@ -1,0 +1,112 @@
+"""Settings load from TOML and fail at start-up naming the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from router.errors import ConfigError
+from router.secrets import resolve_secret
+from router.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config" / "router.toml"
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "m.toml").write_text("")
+    path = tmp_path / "router.toml"
+    path.write_text(text)
+    return path
+
+
+SOURCE = """
+[sources.shop]
+scheme = "shopify"
+secrets = ["env:S1", "env:S2"]
+mapping = "m.toml"
+[sources.shop.events]
+"orders/create" = "order.created"
+"""
+
+
+class TestLoadSettings:
+    def test_shipped_config_loads(self, test_env):
+        """The shipped router.toml loads with every source and its secrets resolved."""
+        settings = load_settings(CONFIG, environ=test_env)
+        assert {"shopify", "woocommerce", "portal", "inventory", "easypost", "aftership"} == set(
+            settings.sources
+        )
+        assert (b"shpss_test_0123456789abcdef",) == settings.sources["shopify"].secrets
+        assert "/webhooks/shopify" == settings.sources["shopify"].path
+
+    def test_provider_defaults_fill_identity(self, tmp_path):
+        """A shopify source gets Shopify's topic and id headers without naming them."""
+        settings = load_settings(write_config(tmp_path, SOURCE), environ={"S1": "a", "S2": "b"})
+        shop = settings.sources["shop"]
+        assert "X-Shopify-Topic" == shop.topic_header
+        assert ("X-Shopify-Event-Id", "X-Shopify-Webhook-Id") == shop.id_headers
+        assert (b"a", b"b") == shop.secrets
+
+    @pytest.mark.parametrize(
+        ("extra", "key", "problem"),
+        [
+            ("[server]\nport = 99999\n", "server.port", "between"),
+            ("[server]\nprot = 1\n", "server.prot", "unknown setting"),
+            ("[server]\nworkers = 0\n", "server.workers", "greater than 0"),
+            ('[server]\ntrusted_proxies = ["10.0.0.0/33"]\n', "server.trusted_proxies", "CIDR"),
+            ('[broker]\nurl = "http://x"\n', "broker.url", "amqp"),
+            ("[broker]\nretry_ladder = []\n", "broker.retry_ladder", "non-empty"),
+            ('[logging]\nlevel = "loud"\n', "logging.level", "one of"),
+        ],
+    )
+    def test_bad_values_name_file_and_key(self, tmp_path, extra, key, problem):
+        """Each bad setting fails at load with the file, the key and the problem."""
+        path = write_config(tmp_path, extra + SOURCE)
+        with pytest.raises(ConfigError) as info:
+            load_settings(path, environ={"S1": "a", "S2": "b"})
+        assert str(path) == info.value.file
+        assert key == info.value.key
+        assert problem in info.value.problem
+
+    def test_missing_secret_names_the_variable(self, tmp_path):
+        """An unset env: secret names the variable and the list entry."""
+        with pytest.raises(ConfigError) as info:
+            load_settings(write_config(tmp_path, SOURCE), environ={"S1": "a"})
+        assert "sources.shop.secrets[1]" == info.value.key
+        assert "S2" in info.value.problem
+
+    def test_inline_secret_is_refused(self, tmp_path):
+        """A secret written inline is refused: secrets are references."""
+        text = SOURCE.replace('"env:S1", "env:S2"', '"hunter2"')
+        with pytest.raises(ConfigError) as info:
+            load_settings(write_config(tmp_path, text), environ={})
+        assert "hunter2" not in str(info.value)
+
+    def test_duplicate_paths_are_refused(self, tmp_path):
+        """Two sources on one path is a configuration error."""
+        text = SOURCE + '\n[sources.other]\nscheme = "shopify"\nsecrets = ["env:S1"]\n' \
+            'mapping = "m.toml"\npath = "/webhooks/shop"\nevent_type = "order.created"\n'
+        with pytest.raises(ConfigError) as info:
+            load_settings(write_config(tmp_path, text), environ={"S1": "a", "S2": "b"})
+        assert "sources.other.path" == info.value.key
+
+    def test_missing_file(self, tmp_path):
+        """A config file that does not exist is reported as such."""
+        with pytest.raises(ConfigError) as info:
+            load_settings(tmp_path / "nope.toml")
+        assert "file not found" == info.value.problem
+
+
+class TestResolveSecret:
+    def test_file_reference_strips_newline(self, tmp_path):
+        """file: reads the file relative to the config folder, without its trailing newline."""
+        (tmp_path / "key").write_bytes(b"s3cret\n")
+        assert b"s3cret" == resolve_secret("file:key", file="f", key="k", base=tmp_path)
+
+    def test_missing_file_is_config_error(self, tmp_path):
+        """An unreadable secret file is a ConfigError naming the key."""
+        with pytest.raises(ConfigError) as info:
+            resolve_secret("file:nope", file="f", key="sources.x.secrets[0]", base=tmp_path)
+        assert "sources.x.secrets[0]" == info.value.key
