@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import ssl
 import sys
@@ -84,7 +85,8 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     signal.signal(signal.SIGINT, forward)
     for p in processes:
         p.join()
-    return max((p.exitcode or 0) for p in processes)
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    return max(abs(p.exitcode or 0) for p in processes)
 
 
 async def _topology(settings: Settings, delete: bool) -> int:

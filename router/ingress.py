@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import orjson
 from aiohttp import web
 
 from router.dedup import RecentIds
@@ -22,7 +23,7 @@ from router.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from router.metrics import DUPLICATES, PUBLISH_LATENCY, VERIFICATION_FAILURES
+from router.metrics import DUPLICATES, VERIFICATION_FAILURES
 from router.network import ClientAddress
 from router.publisher import Publisher
 from router.ratelimit import retry_after_seconds
@@ -47,13 +48,7 @@ REQUEST_INFO = web.RequestKey("request_info", RequestInfo)
 
 
 def _json(status: int, body: dict[str, str]) -> web.Response:
-    return web.json_response(body, status=status, dumps=_dumps)
-
-
-def _dumps(obj: object) -> str:
-    import orjson
-
-    return orjson.dumps(obj).decode()
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 class Ingress:
@@ -151,6 +146,6 @@ class Ingress:
             headers={"source": source.name, "schema": event.schema, "attempt": 0},
             timestamp=now,
         )
-        PUBLISH_LATENCY.labels(source.name).observe(waited)
+        source.publish_latency.observe(waited)
         self.recent.add(dedup_key, now)
         return _json(202, {"status": "accepted", "id": event.id})

@@ -5,6 +5,8 @@ Pipeline: merge_contextvars (request id, source) -> level -> timestamp -> redact
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
@@ -41,11 +43,56 @@ class Redactor:
     ) -> MutableMapping[str, Any]:
         keys = self.keys
         for key, value in event_dict.items():
-            if key.lower() in keys:
+            if key in keys or (not key.islower() and key.lower() in keys):
                 event_dict[key] = REDACTED
-            elif isinstance(value, dict | list | tuple):
+            elif value.__class__ in _CONTAINERS:
                 event_dict[key] = self._clean(value)
         return event_dict
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+class LineBuffer:
+    """stdout for log lines, flushed by `flush_soon` (a timer) rather than once per line.
+
+    A write+flush per request is a syscall on the hot path; batching them costs at most
+    `interval` seconds of delay, and `close` (shutdown, atexit) writes what is left.
+    """
+
+    def __init__(self, raw: Any, interval: float = 0.1, limit: int = 1 << 16) -> None:
+        self._raw = raw
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._interval = interval
+        self._limit = limit
+        self._scheduled = False
+
+    def write(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size >= self._limit:
+            self.close()
+        elif not self._scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (CLI, start-up): write through
+                self.close()
+                return
+            self._scheduled = True
+            loop.call_later(self._interval, self.close)
+
+    def flush(self) -> None:
+        """Called by structlog after each line; the timer does the real flushing."""
+
+    def close(self) -> None:
+        self._scheduled = False
+        if self._chunks:
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+            self._size = 0
+            self._raw.write(data)
+            self._raw.flush()
 
 
 def _orjson_dumps(obj: Any, **_: Any) -> bytes:
@@ -54,6 +101,8 @@ def _orjson_dumps(obj: Any, **_: Any) -> bytes:
 
 def configure_logging(level: str = "info", pii_fields: Iterable[str] = ()) -> None:
     """Configure structlog for the process (JSON lines on stdout)."""
+    output = LineBuffer(sys.stdout.buffer)
+    atexit.register(output.close)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -66,6 +115,6 @@ def configure_logging(level: str = "info", pii_fields: Iterable[str] = ()) -> No
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.BytesLoggerFactory(sys.stdout.buffer),
+        logger_factory=structlog.BytesLoggerFactory(output),
         cache_logger_on_first_use=True,
     )

@@ -34,6 +34,17 @@ DUPLICATES = Counter("webhook_duplicates", "Repeated deliveries answered without
                      ["source"])
 
 
+_request_counters: dict[tuple[str, int], object] = {}
+
+
+def count_request(source: str, status: int) -> None:
+    """REQUESTS.labels(...).inc() with the label lookup cached (it is on every request)."""
+    counter = _request_counters.get((source, status))
+    if counter is None:
+        counter = _request_counters[(source, status)] = REQUESTS.labels(source, str(status))
+    counter.inc()  # type: ignore[attr-defined]
+
+
 def render() -> tuple[bytes, str]:
     """The exposition text for /metrics and its content type."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

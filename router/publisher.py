@@ -141,6 +141,9 @@ class Publisher:
                 properties=properties,
                 mandatory=True,
                 timeout=self.settings.confirm_timeout,
+                # Wait for the confirm, not for the socket write: waiting for the write holds
+                # the channel lock across a loop turn and serialises every request behind it.
+                wait=False,
             )
         except _BROKER_FAILURES as exc:
             reason = "confirm_timeout" if isinstance(exc, TimeoutError) else type(exc).__name__

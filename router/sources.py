@@ -8,6 +8,7 @@ from typing import Any
 
 from router.errors import ConfigError
 from router.mapping import EventMapping, load_mappings
+from router.metrics import PUBLISH_LATENCY
 from router.network import IpAllowlist
 from router.ratelimit import TokenBuckets
 from router.schemas import SchemaRegistry
@@ -26,6 +27,7 @@ class Source:
     buckets: TokenBuckets | None
     mappings: Mapping[str, EventMapping]  # canonical event type -> mapping
     content_types: frozenset[str]
+    publish_latency: Any  # this source's child of PUBLISH_LATENCY, looked up once
 
     def event_type(self, headers: Mapping[str, str], payload: Any) -> str | None:
         """The canonical event type of this delivery, or None if the topic is not mapped."""
@@ -90,5 +92,6 @@ def build_sources(settings: Settings, registry: SchemaRegistry) -> dict[str, Sou
             buckets=buckets,
             mappings={t: mappings[t] for t in wanted},
             content_types=frozenset(s.content_types),
+            publish_latency=PUBLISH_LATENCY.labels(name),
         )
     return sources

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -38,7 +39,8 @@ def test_env() -> dict[str, str]:
 @pytest.fixture
 def prefix(request: pytest.FixtureRequest) -> str:
     """A broker name prefix unique to this test."""
-    return f"test-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}."
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", request.node.name)[:40]
+    return f"test-{name}-{uuid.uuid4().hex[:8]}."
 
 
 @pytest.fixture

@@ -331,3 +331,36 @@ class TestBrokerTrouble:
         finally:
             await rabbitmqctl("set_vm_memory_high_watermark", "0.4")
             await client.close()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    return 0.0
+
+
+class TestMetrics:
+    async def test_requests_failures_and_publish_latency_are_counted(self, client, settings):
+        """/metrics counts requests by source and status, verification failures by reason,
+        and observes the publish latency."""
+        before = await (await client.get("/metrics")).text()
+        headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+        assert 202 == (await client.post("/webhooks/shopify", data=SHOPIFY_ORDER,
+                                         headers=headers)).status
+        headers["X-Shopify-Hmac-Sha256"] = "AAAA"
+        assert 401 == (await client.post("/webhooks/shopify", data=SHOPIFY_ORDER,
+                                         headers=headers)).status
+        after = await (await client.get("/metrics")).text()
+
+        def delta(name: str, **labels: str) -> float:
+            return metric(after, name, **labels) - metric(before, name, **labels)
+
+        assert 1 == delta("webhook_requests_total", source="shopify", status="202")
+        assert 1 == delta("webhook_requests_total", source="shopify", status="401")
+        assert 1 == delta("webhook_verification_failures_total", source="shopify",
+                          reason="invalid_signature")
+        assert 1 == delta("webhook_publish_latency_seconds_count", source="shopify")

@@ -1,0 +1,78 @@
+"""The command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
+
+from router.app import create_app
+from router.verify import build_verifier
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config" / "router.toml"
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router", *args, cwd=ROOT, env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode, out.decode(), err.decode()
+
+
+class TestSign:
+    async def test_printed_headers_verify(self, test_env, settings):
+        """`sign` prints headers that the source's own verifier accepts."""
+        sample = ROOT / "config" / "samples" / "shopify-orders-create.json"
+        code, out, _ = await run_cli("--config", str(CONFIG), "sign", "shopify", "-f",
+                                     str(sample), env=test_env)
+        assert 0 == code
+        headers = CIMultiDict(line.split(": ", 1) for line in out.splitlines())
+        assert "orders/create" == headers["X-Shopify-Topic"]
+        s = settings.sources["shopify"]
+        verifier = build_verifier(s.scheme, s.secrets, s.options, file="f", key="k")
+        verifier.verify(sample.read_bytes(), headers, __import__("time").time())
+
+    async def test_unknown_source_is_named(self, test_env):
+        """`sign` for a source that is not configured says so."""
+        code, _, err = await run_cli("--config", str(CONFIG), "sign", "nope", "-f",
+                                     str(CONFIG), env=test_env)
+        assert 0 != code
+        assert "unknown source 'nope'" in err
+
+
+class TestSendTest:
+    @pytest.mark.parametrize("source", ["shopify", "woocommerce", "portal", "inventory",
+                                        "easypost", "aftership"])
+    async def test_sample_is_accepted(self, test_env, settings, topology, source):
+        """`send-test` posts the source's signed sample and prints the 202 answer."""
+        server = TestServer(create_app(settings), host="127.0.0.1")
+        await server.start_server()
+        try:
+            code, out, err = await run_cli(
+                "--config", str(CONFIG), "send-test", source, "--url",
+                str(server.make_url("")), env=test_env,
+            )
+        finally:
+            await server.close()
+        assert 0 == code, out + err
+        assert out.startswith("202 Accepted")
+
+
+class TestConfigErrors:
+    async def test_missing_secret_stops_start_up(self, test_env):
+        """A missing secret stops `serve` with exit 2 and names the file, key and variable."""
+        env = {k: v for k, v in test_env.items() if k != "SHOPIFY_WEBHOOK_SECRET"}
+        env["SHOPIFY_WEBHOOK_SECRET"] = ""
+        code, _, err = await run_cli("--config", str(CONFIG), "serve", env=env)
+        assert 2 == code
+        assert ("config/router.toml: sources.shopify.secrets[0]: environment variable "
+                "SHOPIFY_WEBHOOK_SECRET is not set") in err
