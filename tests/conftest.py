@@ -73,23 +73,22 @@ async def topology(
     channel = await amqp.channel()
     await topo.declare(channel)
     yield topo
-    channel = await amqp.channel()
-    await topo.delete(channel)
+    # A fresh connection: a test may have restarted the broker under the first one.
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        await topo.delete(await connection.channel())
 
 
 @pytest.fixture
-def queue_depths(
-    amqp: aio_pika.abc.AbstractConnection, topology: Topology
-) -> Callable[[], object]:
+def queue_depths(topology: Topology) -> Callable[[], object]:
     """Returns {queue: message count} for every queue of this test's topology."""
 
     async def depths() -> dict[str, int]:
-        channel = await amqp.channel()
-        counts = {}
-        for name in topology.names():
-            queue = await channel.declare_queue(name, passive=True)
-            counts[name] = queue.declaration_result.message_count
-        await channel.close()
-        return counts
+        async with await aio_pika.connect(AMQP_URL) as connection:
+            channel = await connection.channel()
+            counts = {}
+            for name in topology.names():
+                queue = await channel.declare_queue(name, passive=True)
+                counts[name] = queue.declaration_result.message_count
+            return counts
 
     return depths
