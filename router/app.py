@@ -108,10 +108,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 def _broker_ctx(publisher: Publisher) -> Callable[[web.Application], AsyncIterator[None]]:
     async def broker(app: web.Application) -> AsyncIterator[None]:
-        task = asyncio.create_task(publisher.connect_until_ready())
+        # Serve at once: until the broker is reached, /readyz and webhooks answer 503.
+        publisher.connect_in_background()
         yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
         await publisher.close()
 
     return broker

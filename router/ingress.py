@@ -71,18 +71,21 @@ class Ingress:
         self.client_address = ClientAddress(server.trusted_proxies)
         self.recent = RecentIds(server.dedup_window, server.dedup_capacity)
 
+    @staticmethod
+    def _refuse_over(size: int | None, limit: int) -> None:
+        if size is not None and size > limit:
+            raise PayloadTooLarge(f"the body is over this source's limit of {limit} bytes")
+
     async def _read_body(self, request: web.Request, limit: int) -> bytes:
-        length = request.content_length
-        if length is not None:
-            if length > limit:
-                raise PayloadTooLarge(f"the body is over this source's limit of {limit} bytes")
+        """The body, refused with 413 as soon as it is known to be over `limit`."""
+        self._refuse_over(request.content_length, limit)
+        if request.content_length is not None:
             return await request.read()
-        chunks: list[bytes] = []
+        chunks: list[bytes] = []  # chunked: count as it arrives
         size = 0
         async for chunk in request.content.iter_any():
             size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"the body is over this source's limit of {limit} bytes")
+            self._refuse_over(size, limit)
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -101,10 +104,8 @@ class Ingress:
                 if source.verifier.is_ping(body, headers):
                     return _json(200, {"status": "ping"})
             raise UnsupportedMediaType(f"content type {media_type!r} is not accepted here")
-        if request.content_length is not None and request.content_length > settings.max_body:
-            raise PayloadTooLarge(
-                f"the body is over this source's limit of {settings.max_body} bytes"
-            )
+        # Before the address and rate checks, from the declared length alone.
+        self._refuse_over(request.content_length, settings.max_body)
 
         forwarded = headers.getall("X-Forwarded-For", None)
         client_ip = self.client_address.resolve(

@@ -84,12 +84,16 @@ class Publisher:
             await asyncio.sleep(backoff)
             backoff = min(max_backoff, backoff * 2)
 
+    def connect_in_background(self) -> None:
+        """Start connecting (and keep trying) without waiting; `ready` says when it is done."""
+        if not self._closing and (self._reconnect is None or self._reconnect.done()):
+            self._reconnect = asyncio.get_running_loop().create_task(self.connect_until_ready())
+
     def _on_lost(self, error: ConnectionLost) -> None:
         log.warning("broker_connection_lost", reply_code=error.reply_code,
                     reply_text=error.reply_text)
         self._client = None
-        if not self._closing and (self._reconnect is None or self._reconnect.done()):
-            self._reconnect = asyncio.get_running_loop().create_task(self.connect_until_ready())
+        self.connect_in_background()
 
     @property
     def ready(self) -> bool:

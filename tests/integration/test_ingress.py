@@ -163,10 +163,6 @@ def _shopify(body: bytes = SHOPIFY_ORDER, topic: str = "orders/create", **overri
     return "/webhooks/shopify", body, headers
 
 
-def _resign(body: bytes):
-    return _shopify(body)
-
-
 DEEP = b'{"a":' * 40 + b"1" + b"}" * 40
 BAD_QTY = SHOPIFY_ORDER.replace(b'"quantity":2', b'"quantity":"two"', 1)
 NO_LINES = orjson.dumps({**orjson.loads(SHOPIFY_ORDER), "line_items": []})
@@ -187,11 +183,11 @@ BAD_INPUT = [
      "missing_signature"),
     ("invalid signature", *_shopify(**{"X-Shopify-Hmac-Sha256": "AAAA"}), "POST", None, 401,
      "invalid_signature"),
-    ("malformed JSON", *_resign(b'{"id": 1,'), "POST", None, 400, "invalid_json"),
-    ("invalid UTF-8", *_resign(b'{"note": "\xff\xfe"}'), "POST", None, 400, "invalid_utf8"),
-    ("nested too deep", *_resign(DEEP), "POST", None, 400, "too_deep"),
-    ("schema violation", *_resign(BAD_QTY), "POST", None, 422, "schema_violation"),
-    ("unmappable order", *_resign(NO_LINES), "POST", None, 422, None),
+    ("malformed JSON", *_shopify(b'{"id": 1,'), "POST", None, 400, "invalid_json"),
+    ("invalid UTF-8", *_shopify(b'{"note": "\xff\xfe"}'), "POST", None, 400, "invalid_utf8"),
+    ("nested too deep", *_shopify(DEEP), "POST", None, 400, "too_deep"),
+    ("schema violation", *_shopify(BAD_QTY), "POST", None, 422, "schema_violation"),
+    ("unmappable order", *_shopify(NO_LINES), "POST", None, 422, None),
     ("unknown topic", *_shopify(topic="products/update"), "POST", None, 422, "unknown_event"),
 ]
 
@@ -210,16 +206,13 @@ class TestBadInput:
         if change:
             settings = with_source(settings, "shopify", **change)
         client = await make_client(settings)
-        try:
-            response = await client.request(method, path, data=body, headers=headers(settings))
-            payload = await response.json()
-            assert status == response.status, payload
-            if reason is not None:
-                assert reason == payload["error"]
-            assert isinstance(payload["message"], str)
-            assert 0 == sum((await queue_depths()).values())
-        finally:
-            await client.close()
+        response = await client.request(method, path, data=body, headers=headers(settings))
+        payload = await response.json()
+        assert status == response.status, payload
+        if reason is not None:
+            assert reason == payload["error"]
+        assert isinstance(payload["message"], str)
+        assert 0 == sum((await queue_depths()).values())
 
     async def test_schema_violation_lists_failing_paths_without_values(
         self, client, settings, queue_depths
@@ -233,6 +226,22 @@ class TestBadInput:
         paths = sorted(e["path"] for e in payload["errors"])
         assert ["/line_items/0/quantity", "/line_items/1/quantity"] == paths
         assert b"two" not in await response.read()
+        assert 0 == sum((await queue_depths()).values())
+
+    async def test_chunked_body_over_the_limit_is_refused(self, settings, make_client,
+                                                           queue_depths):
+        """A chunked body (no Content-Length) is cut off with 413 once it passes the limit."""
+        settings = with_source(settings, "shopify", max_body=1000)
+        client = await make_client(settings)
+        headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+
+        async def chunks():
+            for _ in range(10):
+                yield SHOPIFY_ORDER[:500]
+
+        response = await client.post("/webhooks/shopify", data=chunks(), headers=headers)
+        assert 413 == response.status
+        assert "payload_too_large" == (await response.json())["error"]
         assert 0 == sum((await queue_depths()).values())
 
     async def test_stale_timestamp_is_refused(self, client, settings, queue_depths):
@@ -266,18 +275,15 @@ class TestBadInput:
         """Past the burst, a client gets 429 with Retry-After and the request is not published."""
         settings = with_source(settings, "shopify", rate_limit=RateLimit(rate=0.1, burst=1))
         client = await make_client(settings)
-        try:
-            headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
-            first = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
-            assert 202 == first.status
-            headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
-            second = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
-            assert 429 == second.status
-            assert "rate_limited" == (await second.json())["error"]
-            assert 1 <= int(second.headers["Retry-After"]) <= 10
-            assert 1 == sum((await queue_depths()).values())
-        finally:
-            await client.close()
+        headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+        first = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
+        assert 202 == first.status
+        headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+        second = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
+        assert 429 == second.status
+        assert "rate_limited" == (await second.json())["error"]
+        assert 1 <= int(second.headers["Retry-After"]) <= 10
+        assert 1 == sum((await queue_depths()).values())
 
     async def test_xml_entity_expansion_is_refused(self, settings, make_client, queue_depths):
         """A source that takes XML refuses a billion-laughs body with 400 and publishes nothing."""
@@ -289,15 +295,12 @@ class TestBadInput:
             b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">'
             b'<!ENTITY lol2 "&lol;&lol;&lol;&lol;">]><order>&lol2;</order>'
         )
-        try:
-            headers = signed_headers(settings, "shopify", body, "orders/create")
-            headers["Content-Type"] = "application/xml"
-            response = await client.post("/webhooks/shopify", data=body, headers=headers)
-            assert 400 == response.status
-            assert "xml_forbidden" == (await response.json())["error"]
-            assert 0 == sum((await queue_depths()).values())
-        finally:
-            await client.close()
+        headers = signed_headers(settings, "shopify", body, "orders/create")
+        headers["Content-Type"] = "application/xml"
+        response = await client.post("/webhooks/shopify", data=body, headers=headers)
+        assert 400 == response.status
+        assert "xml_forbidden" == (await response.json())["error"]
+        assert 0 == sum((await queue_depths()).values())
 
 
 class TestBrokerTrouble:
@@ -306,17 +309,14 @@ class TestBrokerTrouble:
         """With no broker to talk to, /readyz and webhooks answer 503 with Retry-After."""
         broker = dataclasses.replace(settings.broker, url="amqp://guest:guest@127.0.0.1:1/")
         client = await make_client(dataclasses.replace(settings, broker=broker), ready=False)
-        try:
-            ready = await client.get("/readyz")
-            assert 503 == ready.status
-            headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
-            response = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
-            assert 503 == response.status
-            assert "broker_unavailable" == (await response.json())["error"]
-            assert "5" == response.headers["Retry-After"]
-            assert 0 == sum((await queue_depths()).values())
-        finally:
-            await client.close()
+        ready = await client.get("/readyz")
+        assert 503 == ready.status
+        headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+        response = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
+        assert 503 == response.status
+        assert "broker_unavailable" == (await response.json())["error"]
+        assert "5" == response.headers["Retry-After"]
+        assert 0 == sum((await queue_depths()).values())
 
     async def test_unconfirmed_publish_gives_503(self, settings, make_client, queue_depths):
         """When the broker blocks publishers (memory alarm) and never confirms: 503."""
@@ -330,7 +330,6 @@ class TestBrokerTrouble:
             assert "broker_unavailable" == (await response.json())["error"]
         finally:
             await rabbitmqctl("set_vm_memory_high_watermark", "0.4")
-            await client.close()
 
 
 def metric(text: str, name: str, **labels: str) -> float:
