@@ -363,3 +363,26 @@ class TestMetrics:
         assert 1 == delta("webhook_verification_failures_total", source="shopify",
                           reason="invalid_signature")
         assert 1 == delta("webhook_publish_latency_seconds_count", source="shopify")
+
+
+ODD_BODIES = [
+    b"[]", b'"order"', b"42", b"null", b"true", b"{}", b'{"id": null}',
+    b'{"id": 123456789012345678901234567890}', b'{"line_items": "none"}',
+    b'{"event": 7, "event_id": [], "description": {}}', b"\xef\xbb\xbf{}", b"",
+]
+
+
+class TestOddBodies:
+    @pytest.mark.parametrize("source", ["shopify", "woocommerce", "portal", "inventory",
+                                        "easypost", "aftership"])
+    async def test_signed_odd_bodies_get_4xx_never_500(self, client, settings, queue_depths,
+                                                       source):
+        """Correctly signed but odd JSON bodies get a 4xx with a JSON reason, never a 500,
+        and nothing is published."""
+        for body in ODD_BODIES:
+            headers = signed_headers(settings, source, body, None)
+            response = await client.post(f"/webhooks/{source}", data=body, headers=headers)
+            payload = await response.json()
+            assert 400 <= response.status < 500, (body, response.status, payload)
+            assert isinstance(payload["error"], str)
+        assert 0 == sum((await queue_depths()).values())
