@@ -13,10 +13,12 @@ from typing import Any
 
 import orjson
 
-from router.errors import InvalidPayload
+from router.errors import InvalidPayload, MalformedPayload
 from router.parsing import parse_body
 from router.schemas import SchemaRegistry
 from router.sources import Source
+
+MAX_ID_BYTES = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,11 @@ def event_id(source: Source, headers: Mapping[str, str], payload: Any, body: byt
     """The provider's delivery/event id, else a hash of source and raw body (stable on retry)."""
     provided = source.delivery_id(headers, payload)
     if provided is not None:
+        # It becomes the AMQP message_id, a short string of at most 255 bytes.
+        if len(provided.encode()) > MAX_ID_BYTES:
+            raise MalformedPayload(
+                f"the delivery id is longer than {MAX_ID_BYTES} bytes", reason="invalid_event_id"
+            )
         return provided
     digest = hashlib.sha256(source.name.encode() + b"\0" + body).hexdigest()
     return f"sha256:{digest}"

@@ -189,6 +189,8 @@ BAD_INPUT = [
     ("schema violation", *_shopify(BAD_QTY), "POST", None, 422, "schema_violation"),
     ("unmappable order", *_shopify(NO_LINES), "POST", None, 422, None),
     ("unknown topic", *_shopify(topic="products/update"), "POST", None, 422, "unknown_event"),
+    ("delivery id too long", *_shopify(**{"X-Shopify-Event-Id": "e" * 300}), "POST", None, 400,
+     "invalid_event_id"),
 ]
 
 
