@@ -10,8 +10,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aio_pika
+import asyncpg
 import pytest
 
+from consumers.store import Store, open_store
 from router.settings import Settings, load_settings
 from router.topology import Topology
 
@@ -92,3 +94,50 @@ def queue_depths(topology: Topology) -> Callable[[], object]:
             return counts
 
     return depths
+
+
+# --- stores: a SQLite file, or a PostgreSQL database of the test's own ---------------
+
+PG_HOST = os.environ.get("STORE_TEST_PG_HOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("STORE_TEST_PG_PORT", "5432"))
+PG_USERS = ("root", "postgres")
+TIMEOUT = 30.0
+
+
+async def _admin() -> tuple[asyncpg.Connection, str]:
+    """A connection to the `postgres` database as the first user that works."""
+    last: Exception | None = None
+    for user in PG_USERS:
+        try:
+            conn = await asyncpg.connect(
+                host=PG_HOST, port=PG_PORT, user=user, database="postgres", timeout=10
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            last = exc
+            continue
+        return conn, user
+    raise RuntimeError(f"no PostgreSQL at {PG_HOST}:{PG_PORT} as {PG_USERS}: {last!r}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database: a file in tmp_path, or a PostgreSQL database of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/store-{uuid.uuid4().hex[:8]}.sqlite3"
+        return
+    admin, user = await _admin()
+    name = f"store_{uuid.uuid4().hex}"
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield f"postgresql://{user}@{PG_HOST}:{PG_PORT}/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    async with open_store(store_url) as opened:
+        yield opened
+
+

@@ -1,0 +1,213 @@
+"""One runner for every consumer: take messages, apply them in the store, then ack.
+
+For each batch of messages in hand:
+
+    BEGIN
+      per message: SAVEPOINT; inbox claim; handler effect; RELEASE
+                   (a failing message rolls back to its savepoint and only it is retried)
+    COMMIT
+    failed messages -> NAME.retry.<delay> or NAME.dead, with the broker's confirm
+    ack (only now: the effects are committed)
+    outbox rows written by the batch -> events exchange as notify.*, then marked sent
+
+A message is acked only after its effect is committed or it is safely on a retry or dead
+queue; anything else (a crash, a lost connection) leaves it unacked and the broker
+redelivers it, where the inbox turns the repeat into a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import orjson
+import structlog
+from aio_pika.abc import AbstractIncomingMessage
+
+from router.settings import BrokerSettings
+from router.topology import Topology
+
+log = structlog.get_logger("consumers.runner")
+
+
+class Transient(Exception):
+    """The effect could not be applied now (store busy, downstream timeout): retry later."""
+
+
+class Permanent(Exception):
+    """The event can never be applied (bad payload, unknown order): dead-letter it."""
+
+
+Handler = Callable[[Any, dict[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A consumer: the queue it reads (without prefix) and its handler."""
+
+    name: str
+    handler: Handler
+
+
+@dataclass
+class Outcome:
+    message: AbstractIncomingMessage
+    event_id: str = "-"
+    type: str = "-"
+    result: str = "processed"  # processed | duplicate | retry | dead
+    reason: str = ""
+    started: float = field(default_factory=time.perf_counter)
+
+
+def attempt_of(message: AbstractIncomingMessage) -> int:
+    value = (message.headers or {}).get("attempt", 0)
+    return value if isinstance(value, int) else 0
+
+
+class Runner:
+    """Consumes one queue with competing-consumer semantics; safe to run N processes."""
+
+    def __init__(
+        self,
+        spec: ConsumerSpec,
+        store: Any,
+        broker: BrokerSettings,
+        *,
+        prefetch: int = 100,
+    ) -> None:
+        self.spec = spec
+        self.store = store
+        self.broker = broker
+        self.prefetch = prefetch
+        self.topology = Topology(broker.prefix, broker.retry_ladder, broker.delivery_limit)
+        self.queue_name = self.topology.queue(spec.name)
+        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._connection: aio_pika.abc.AbstractRobustConnection | None = None
+        self._channel: aio_pika.abc.AbstractChannel | None = None
+
+    async def _connect(self) -> aio_pika.abc.AbstractQueue:
+        self._connection = await aio_pika.connect_robust(
+            self.broker.url,
+            client_properties={"connection_name": f"consumer-{self.spec.name}"},
+        )
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        await self.topology.declare(self._channel)
+        await self._channel.set_qos(prefetch_count=self.prefetch)
+        return await self._channel.get_queue(self.queue_name)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then finish and ack what is in hand and return."""
+        queue = await self._connect()
+        tag = await queue.consume(self._inbox.put)
+        log.info("consumer_started", consumer=self.spec.name, queue=self.queue_name,
+                 prefetch=self.prefetch)
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            while True:
+                getting = asyncio.create_task(self._inbox.get())
+                done, _ = await asyncio.wait({getting, stopping},
+                                             return_when=asyncio.FIRST_COMPLETED)
+                if getting not in done:
+                    getting.cancel()
+                    break
+                batch = [getting.result()]
+                while not self._inbox.empty() and len(batch) < self.prefetch:
+                    batch.append(self._inbox.get_nowait())
+                await self._process(batch)
+            # Stop taking messages, then finish the ones already delivered to us.
+            await queue.cancel(tag)
+            leftover = []
+            while not self._inbox.empty():
+                leftover.append(self._inbox.get_nowait())
+            if leftover:
+                await self._process(leftover)
+        finally:
+            stopping.cancel()
+            if self._connection is not None:
+                await self._connection.close()
+        log.info("consumer_stopped", consumer=self.spec.name)
+
+    async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
+        outcomes = [Outcome(message) for message in batch]
+        try:
+            async with self.store.transaction() as tx:
+                for outcome in outcomes:
+                    await self._apply(tx, outcome)
+        except Exception as exc:  # the commit itself failed: nothing was applied
+            log.warning("batch_commit_failed", consumer=self.spec.name,
+                        error=type(exc).__name__, size=len(batch))
+            for outcome in outcomes:
+                if outcome.result in ("processed", "duplicate"):
+                    outcome.result, outcome.reason = "retry", f"commit failed: {type(exc).__name__}"
+        for outcome in outcomes:
+            if outcome.result in ("retry", "dead"):
+                await self._reroute(outcome)
+        await batch[-1].ack(multiple=True)
+        for outcome in outcomes:
+            log.info("message", consumer=self.spec.name, event_id=outcome.event_id,
+                     type=outcome.type, attempt=attempt_of(outcome.message),
+                     outcome=outcome.result, reason=outcome.reason or None,
+                     latency_ms=round((time.perf_counter() - outcome.started) * 1000, 3))
+
+    async def _apply(self, tx: Any, outcome: Outcome) -> None:
+        try:
+            event = orjson.loads(outcome.message.body)
+            outcome.event_id = str(event["id"])
+            outcome.type = str(event["type"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            outcome.result, outcome.reason = "dead", "not an event envelope"
+            return
+        await tx.execute("SAVEPOINT message")
+        try:
+            if not await tx.claim(self.spec.name, outcome.event_id):
+                outcome.result = "duplicate"
+            else:
+                await self.spec.handler(tx, event)
+        except Permanent as exc:
+            await tx.execute("ROLLBACK TO SAVEPOINT message")
+            outcome.result, outcome.reason = "dead", str(exc) or type(exc).__name__
+        except Exception as exc:
+            await tx.execute("ROLLBACK TO SAVEPOINT message")
+            attempts = attempt_of(outcome.message) + 1
+            exhausted = attempts > len(self.topology.retry_ladder)
+            outcome.result = "dead" if exhausted else "retry"
+            outcome.reason = f"{type(exc).__name__}: {exc}"[:200]
+        await tx.execute("RELEASE SAVEPOINT message")
+
+    async def _reroute(self, outcome: Outcome) -> None:
+        """Republish a failed message (with confirm) to its retry or dead queue."""
+        message = outcome.message
+        attempt = attempt_of(message)
+        headers = dict(message.headers or {})
+        headers.pop("x-delivery-count", None)
+        if outcome.result == "retry":
+            delay = self.topology.retry_ladder[attempt]
+            routing_key = self.topology.retry_queue(self.spec.name, delay)
+            headers["attempt"] = attempt + 1
+        else:
+            routing_key = self.topology.dead_queue(self.spec.name)
+            headers.update({
+                "attempt": attempt,
+                "x-dead-reason": outcome.reason,
+                "x-dead-consumer": self.spec.name,
+                "x-dead-at": datetime.now(UTC).isoformat(timespec="seconds"),
+            })
+        assert self._channel is not None
+        await self._channel.default_exchange.publish(
+            aio_pika.Message(
+                message.body,
+                headers=headers,
+                content_type=message.content_type,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                message_id=message.message_id,
+                type=message.type,
+                correlation_id=message.correlation_id,
+                timestamp=message.timestamp,
+            ),
+            routing_key=routing_key,
+        )

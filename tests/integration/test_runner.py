@@ -1,0 +1,171 @@
+"""The consumer runner against the real RabbitMQ and both stores: effects once, acks after
+commit, retries on the ladder, dead letters with their reason, drain on stop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aio_pika
+import orjson
+import pytest
+
+from consumers.runner import ConsumerSpec, Permanent, Runner
+
+pytestmark = pytest.mark.integration
+
+
+async def count_effect(tx: Any, event: dict[str, Any]) -> None:
+    """A test consumer: each event adds its quantity to one stock row; some events fail."""
+    data = event["data"]
+    if data.get("permanent"):
+        raise Permanent("cannot apply this payload")
+    if data.get("transient"):
+        raise TimeoutError("downstream timed out")
+    await tx.execute(
+        "UPDATE stock SET on_hand = on_hand + $1 WHERE sku = $2 AND location = $3",
+        data["quantity"], "SKU-1", "main",
+    )
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def envelope(event_id: str, **data: Any) -> bytes:
+    return orjson.dumps({"id": event_id, "type": "order.created", "data": data})
+
+
+@pytest.fixture
+async def stocked(store):
+    async with store.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO stock (sku, location, on_hand, reserved, as_of) "
+            "VALUES ($1, $2, $3, $4, $5)", "SKU-1", "main", 0, 0, "2026-01-01T00:00:00Z",
+        )
+    return store
+
+
+async def on_hand(store) -> int:
+    async with store.transaction() as tx:
+        return await tx.fetchval(
+            "SELECT on_hand FROM stock WHERE sku = $1 AND location = $2", "SKU-1", "main"
+        )
+
+
+async def publish(amqp, topology, bodies: list[bytes]) -> None:
+    channel = await amqp.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(topology.exchange)
+    for body in bodies:
+        await exchange.publish(
+            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                             headers={"attempt": 0}),
+            routing_key="order.created",
+        )
+    await channel.close()
+
+
+@pytest.fixture
+async def start_runner(stocked, settings):
+    tasks: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    def start(prefetch: int = 10) -> tuple[asyncio.Event, asyncio.Task[None]]:
+        stop = asyncio.Event()
+        runner = Runner(ConsumerSpec("orders", count_effect), stocked, settings.broker,
+                        prefetch=prefetch)
+        task = asyncio.create_task(runner.run(stop))
+        tasks.append((stop, task))
+        return stop, task
+
+    yield start
+    for stop, task in tasks:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+class TestRunner:
+    async def test_duplicates_have_one_effect(self, amqp, topology, stocked, start_runner,
+                                              queue_depths):
+        """The same event delivered three times is applied once; everything is acked."""
+        await publish(amqp, topology, [envelope("e1", quantity=5)] * 3
+                      + [envelope("e2", quantity=1)])
+        stop, task = start_runner()
+        await wait_for(lambda: _eq(on_hand(stocked), 6))
+
+        async def drained() -> bool:
+            return 0 == (await queue_depths())[topology.queue("orders")]
+
+        await wait_for(drained)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert 6 == await on_hand(stocked)
+
+    async def test_poison_is_retried_on_the_ladder_then_dead_lettered(
+        self, amqp, topology, stocked, start_runner, queue_depths
+    ):
+        """A transient failure goes through every retry queue, then to NAME.dead with its
+        reason, while later messages are applied."""
+        await publish(amqp, topology, [envelope("bad", quantity=1, transient=True),
+                                       envelope("good", quantity=2)])
+        stop, task = start_runner()
+        await wait_for(lambda: _eq(on_hand(stocked), 2))
+
+        async def dead() -> bool:
+            return 1 == (await queue_depths())[topology.dead_queue("orders")]
+
+        await wait_for(dead, timeout=30)  # ladder (1 s, 2 s) in tests
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        channel = await amqp.channel()
+        queue = await channel.get_queue(topology.dead_queue("orders"))
+        message = await queue.get(no_ack=True)
+        assert "bad" == orjson.loads(message.body)["id"]
+        assert 2 == message.headers["attempt"]
+        assert "orders" == message.headers["x-dead-consumer"]
+        assert message.headers["x-dead-reason"].startswith("TimeoutError")
+        assert 2 == await on_hand(stocked)
+
+    async def test_permanent_failure_goes_straight_to_dead(
+        self, amqp, topology, stocked, start_runner, queue_depths
+    ):
+        """A payload that can never be applied is dead-lettered at once, not retried."""
+        await publish(amqp, topology, [envelope("p", quantity=1, permanent=True),
+                                       b"not json"])
+        stop, task = start_runner()
+
+        async def dead() -> bool:
+            return 2 == (await queue_depths())[topology.dead_queue("orders")]
+
+        await wait_for(dead, timeout=10)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        depths = await queue_depths()
+        assert 0 == sum(v for k, v in depths.items() if ".retry." in k)
+
+    async def test_stop_finishes_messages_in_hand(self, amqp, topology, stocked, start_runner,
+                                                  queue_depths):
+        """Stopping right after start still applies and acks what was delivered: nothing is
+        lost and nothing is left unacked."""
+        await publish(amqp, topology, [envelope(f"s{i}", quantity=1) for i in range(50)])
+        stop, task = start_runner(prefetch=50)
+        await wait_for(lambda: _gt(on_hand(stocked), 0))
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        applied = await on_hand(stocked)
+        left = (await queue_depths())[topology.queue("orders")]
+        assert 50 == applied + left
+
+
+async def _eq(value: Awaitable[int], expected: int) -> bool:
+    return expected == await value
+
+
+async def _gt(value: Awaitable[int], floor: int) -> bool:
+    return await value > floor

@@ -1,0 +1,263 @@
+"""The consumers' store against real SQLite files and a real PostgreSQL, same tests for both."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from conftest import PG_HOST, PG_PORT, TIMEOUT, _admin  # noqa: F401
+
+from consumers.store import (
+    MIGRATIONS,
+    IntegrityViolation,
+    SqliteStore,
+    Store,
+    StoreError,
+    open_store,
+)
+
+
+async def _versions(store: Store) -> list[int]:
+    async with store.transaction() as tx:
+        rows = await tx.fetch("SELECT version FROM schema_migrations ORDER BY version")
+    return [row["version"] for row in rows]
+
+
+async def _put_stock(store: Store, sku: str, on_hand: int, reserved: int = 0) -> None:
+    async with store.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO stock (sku, location, on_hand, reserved, as_of)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            sku,
+            "main",
+            on_hand,
+            reserved,
+            "2024-01-01T00:00:00+00:00",
+        )
+
+
+class Boom(Exception):
+    pass
+
+
+async def test_migrating_again_is_a_no_op(store: Store, store_url: str) -> None:
+    expected = [version for version, _ in MIGRATIONS]
+    assert await _versions(store) == expected
+    await store.open()  # already open: nothing happens
+    async with open_store(store_url) as again:
+        assert await _versions(again) == expected
+    assert await _versions(store) == expected
+
+
+async def test_concurrent_starters_both_migrate_once(store_url: str) -> None:
+    first, second = open_store(store_url), open_store(store_url)
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            await asyncio.gather(first.open(), second.open())
+        assert await _versions(first) == [version for version, _ in MIGRATIONS]
+        async with second.transaction() as tx:
+            assert await tx.claim("orders", "evt-1")
+        async with first.transaction() as tx:
+            assert not await tx.claim("orders", "evt-1")
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_claim_once_then_recognised(store: Store) -> None:
+    async with store.transaction() as tx:
+        assert await tx.claim("orders", "evt-1") is True
+    async with store.transaction() as tx:
+        assert await tx.claim("orders", "evt-1") is False
+        assert await tx.claim("inventory", "evt-1") is True  # per consumer
+    async with store.transaction() as tx:
+        row = await tx.fetchrow(
+            "SELECT processed_at FROM inbox WHERE consumer = $1 AND event_id = $2",
+            "orders",
+            "evt-1",
+        )
+    assert row is not None and row["processed_at"].startswith("20")
+
+
+async def test_exception_rolls_back_claim_and_effect(store: Store) -> None:
+    with pytest.raises(Boom):
+        async with store.transaction() as tx:
+            assert await tx.claim("orders", "evt-2")
+            affected = await tx.execute(
+                "INSERT INTO orders (order_id, source, status, version) VALUES ($1, $2, $3, $4)",
+                "o-1",
+                "shopify",
+                "open",
+                1,
+            )
+            assert affected == 1
+            await tx.add_outbox("notify", "notify.order.created", b"{}", "msg-o-1")
+            raise Boom
+    async with store.transaction() as tx:
+        assert await tx.fetchval("SELECT count(*) FROM orders") == 0
+        assert await tx.fetchval("SELECT count(*) FROM outbox") == 0
+        assert await tx.claim("orders", "evt-2") is True  # the claim was rolled back too
+
+
+async def test_fetch_helpers_and_returning(store: Store) -> None:
+    async with store.transaction() as tx:
+        rows = await tx.fetch(
+            "INSERT INTO orders (order_id, status, version) VALUES ($1, $2, 1), ($3, $2, 1)"
+            " RETURNING order_id",
+            "o-a",
+            "open",
+            "o-b",
+        )
+        assert sorted(row["order_id"] for row in rows) == ["o-a", "o-b"]
+        upserted = await tx.execute(
+            "INSERT INTO orders (order_id, status, version) VALUES ($1, $2, 1)"
+            " ON CONFLICT (order_id) DO UPDATE SET status = excluded.status,"
+            " version = orders.version + 1",
+            "o-a",
+            "cancelled",
+        )
+        assert upserted == 1
+        assert await tx.fetchrow("SELECT * FROM orders WHERE order_id = $1", "nope") is None
+        assert await tx.fetchval("SELECT status FROM orders WHERE order_id = $1", "nope") is None
+        row = await tx.fetchrow("SELECT status, version FROM orders WHERE order_id = $1", "o-a")
+        assert row == {"status": "cancelled", "version": 2}
+        assert await tx.execute("UPDATE orders SET status = $1", "held") == 2
+
+
+async def test_stock_checks_refuse_negative_and_over_reservation(store: Store) -> None:
+    with pytest.raises(IntegrityViolation):
+        await _put_stock(store, "SKU-NEG", on_hand=-1)
+    with pytest.raises(IntegrityViolation):
+        await _put_stock(store, "SKU-OVER", on_hand=2, reserved=3)
+    await _put_stock(store, "SKU-OK", on_hand=2, reserved=2)
+    with pytest.raises(IntegrityViolation):
+        async with store.transaction() as tx:
+            await tx.execute("UPDATE stock SET on_hand = on_hand - 1 WHERE sku = $1", "SKU-OK")
+    async with store.transaction() as tx:
+        row = await tx.fetchrow("SELECT on_hand, reserved FROM stock WHERE sku = $1", "SKU-OK")
+        assert row == {"on_hand": 2, "reserved": 2}
+        assert await tx.fetchval("SELECT count(*) FROM stock") == 1
+    assert issubclass(IntegrityViolation, StoreError)
+
+
+async def test_foreign_keys_and_primary_keys_are_enforced(store: Store) -> None:
+    with pytest.raises(IntegrityViolation):
+        async with store.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO order_lines (order_id, line_no, sku, quantity) VALUES ($1, 1, $2, 1)",
+                "missing-order",
+                "SKU",
+            )
+    await _put_stock(store, "SKU-PK", on_hand=1)
+    with pytest.raises(IntegrityViolation):
+        await _put_stock(store, "SKU-PK", on_hand=1)
+
+
+async def test_bad_sql_is_a_store_error(store: Store) -> None:
+    with pytest.raises(StoreError) as caught:
+        async with store.transaction() as tx:
+            await tx.execute("SELECT * FROM no_such_table")
+    assert not isinstance(caught.value, IntegrityViolation)
+
+
+async def test_outbox_pending_then_sent(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.add_outbox("notify", "notify.order.created", b"\x00first", "m-1")
+        await tx.add_outbox("notify", "notify.order.created", b"second", "m-2")
+        await tx.add_outbox("notify", "notify.order.created", b"again", "m-1")  # ignored
+    pending = await store.pending_outbox(10)
+    assert [row["message_id"] for row in pending] == ["m-1", "m-2"]
+    assert pending[0]["body"] == b"\x00first" and isinstance(pending[0]["body"], bytes)
+    assert pending[0]["routing_key"] == "notify.order.created"
+    assert pending[0]["kind"] == "notify"
+    assert [row["message_id"] for row in await store.pending_outbox(1)] == ["m-1"]
+    await store.mark_sent([pending[0]["id"]])
+    assert [row["message_id"] for row in await store.pending_outbox(10)] == ["m-2"]
+    await store.mark_sent([pending[1]["id"]])
+    await store.mark_sent([])
+    assert await store.pending_outbox(10) == []
+    async with store.transaction() as tx:
+        assert await tx.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL") == 2
+
+
+async def test_concurrent_reservations_never_oversell(store: Store) -> None:
+    await _put_stock(store, "SKU-HOT", on_hand=5)
+
+    async def reserve() -> int:
+        async with store.transaction() as tx:
+            return await tx.execute(
+                "UPDATE stock SET reserved = reserved + 1"
+                " WHERE sku = $1 AND location = $2 AND on_hand - reserved >= 1",
+                "SKU-HOT",
+                "main",
+            )
+
+    async with asyncio.timeout(TIMEOUT):
+        results = await asyncio.gather(*(reserve() for _ in range(20)))
+    assert sorted(results) == [0] * 15 + [1] * 5
+    async with store.transaction() as tx:
+        assert await tx.fetchval("SELECT reserved FROM stock WHERE sku = $1", "SKU-HOT") == 5
+
+
+async def test_concurrent_reservations_across_two_stores(store: Store, store_url: str) -> None:
+    """Two stores on one database (as two processes would be): still exactly on_hand succeed."""
+    await _put_stock(store, "SKU-SHARED", on_hand=5)
+
+    async def reserve(target: Store) -> int:
+        async with target.transaction() as tx:
+            return await tx.execute(
+                "UPDATE stock SET reserved = reserved + 1"
+                " WHERE sku = $1 AND location = $2 AND on_hand - reserved >= 1",
+                "SKU-SHARED",
+                "main",
+            )
+
+    async with open_store(store_url) as other, asyncio.timeout(TIMEOUT):
+        results = await asyncio.gather(*(reserve(store if i % 2 else other) for i in range(20)))
+    assert sum(results) == 5
+
+
+async def test_sqlite_settings_and_durability(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/nested/dir/durable.sqlite3"
+    async with open_store(url) as store:
+        assert isinstance(store, SqliteStore)
+        async with store.transaction() as tx:
+            assert await tx.fetchval("PRAGMA journal_mode") == "wal"
+            assert await tx.fetchval("PRAGMA synchronous") == 2  # FULL
+            assert await tx.fetchval("PRAGMA foreign_keys") == 1
+            assert await tx.fetchval("PRAGMA busy_timeout") == 5000
+            assert await tx.claim("orders", "evt-durable")
+            await tx.execute(
+                "INSERT INTO orders (order_id, status, version) VALUES ($1, $2, 1)", "o-d", "open"
+            )
+    async with open_store(url) as reopened, reopened.transaction() as tx:
+        assert await tx.fetchval("SELECT status FROM orders WHERE order_id = $1", "o-d") == "open"
+        assert not await tx.claim("orders", "evt-durable")
+
+
+async def test_sqlite_in_memory(tmp_path: Path) -> None:
+    async with open_store("sqlite:///:memory:") as store, store.transaction() as tx:
+        assert await tx.claim("orders", "evt-mem")
+        assert await tx.fetchval("SELECT count(*) FROM inbox") == 1
+
+
+async def test_closed_store_refuses_transactions(store_url: str) -> None:
+    store = open_store(store_url)
+    with pytest.raises(StoreError):
+        async with store.transaction():
+            pass
+    await store.open()
+    await store.close()
+    await store.close()  # twice is fine
+    with pytest.raises(StoreError):
+        async with store.transaction():
+            pass
+
+
+async def test_postgresql_unreachable_is_a_store_error_without_password() -> None:
+    store = open_store("postgresql://app:hunter2@127.0.0.1:1/nothing")
+    with pytest.raises(StoreError) as caught:
+        async with asyncio.timeout(TIMEOUT):
+            await store.open()
+    assert "hunter2" not in str(caught.value)
