@@ -28,11 +28,22 @@ import aio_pika
 import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
+from prometheus_client import Counter, Histogram
 
 from router.settings import BrokerSettings
 from router.topology import Topology
 
 log = structlog.get_logger("consumers.runner")
+
+MESSAGES = Counter(
+    "consumer_messages", "Messages handled, by consumer and outcome "
+    "(processed, duplicate, retry, dead, or a handler's own word such as stale)",
+    ["consumer", "outcome"],
+)
+HANDLER_LATENCY = Histogram(
+    "consumer_handler_latency_seconds", "From taking a message to its ack", ["consumer"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 
 
 class Transient(Exception):
@@ -43,7 +54,9 @@ class Permanent(Exception):
     """The event can never be applied (bad payload, unknown order): dead-letter it."""
 
 
-Handler = Callable[[Any, dict[str, Any]], Awaitable[None]]
+# A handler applies one event inside the runner's transaction.  It may return a word for
+# the log and metrics (e.g. "stale" for an update older than what is stored).
+Handler = Callable[[Any, dict[str, Any]], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,7 @@ class Runner:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then finish and ack what is in hand and return."""
         queue = await self._connect()
+        await self.relay_outbox()
         tag = await queue.consume(self._inbox.put)
         log.info("consumer_started", consumer=self.spec.name, queue=self.queue_name,
                  prefetch=self.prefetch)
@@ -142,17 +156,45 @@ class Runner:
             log.warning("batch_commit_failed", consumer=self.spec.name,
                         error=type(exc).__name__, size=len(batch))
             for outcome in outcomes:
-                if outcome.result in ("processed", "duplicate"):
+                if outcome.result not in ("retry", "dead"):
                     outcome.result, outcome.reason = "retry", f"commit failed: {type(exc).__name__}"
         for outcome in outcomes:
             if outcome.result in ("retry", "dead"):
                 await self._reroute(outcome)
         await batch[-1].ack(multiple=True)
         for outcome in outcomes:
+            latency = time.perf_counter() - outcome.started
+            MESSAGES.labels(self.spec.name, outcome.result).inc()
+            HANDLER_LATENCY.labels(self.spec.name).observe(latency)
             log.info("message", consumer=self.spec.name, event_id=outcome.event_id,
                      type=outcome.type, attempt=attempt_of(outcome.message),
                      outcome=outcome.result, reason=outcome.reason or None,
-                     latency_ms=round((time.perf_counter() - outcome.started) * 1000, 3))
+                     latency_ms=round(latency * 1000, 3))
+        await self.relay_outbox()
+
+    async def relay_outbox(self) -> int:
+        """Publish committed outbox rows to the events exchange (confirmed), then mark them
+        sent.  Runs after every batch and at start-up, so rows left by a crash go out too.
+        Several processes may send the same row: receivers deduplicate by its message id."""
+        assert self._channel is not None
+        exchange = await self._channel.get_exchange(self.topology.exchange, ensure=False)
+        sent = 0
+        while rows := await self.store.pending_outbox(500):
+            for row in rows:
+                await exchange.publish(
+                    aio_pika.Message(
+                        row["body"],
+                        content_type="application/json",
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                        message_id=row["message_id"],
+                        type=row["routing_key"],
+                        headers={"attempt": 0, "source": self.spec.name},
+                    ),
+                    routing_key=row["routing_key"],
+                )
+            await self.store.mark_sent([row["id"] for row in rows])
+            sent += len(rows)
+        return sent
 
     async def _apply(self, tx: Any, outcome: Outcome) -> None:
         try:
@@ -167,7 +209,7 @@ class Runner:
             if not await tx.claim(self.spec.name, outcome.event_id):
                 outcome.result = "duplicate"
             else:
-                await self.spec.handler(tx, event)
+                outcome.result = await self.spec.handler(tx, event) or "processed"
         except Permanent as exc:
             await tx.execute("ROLLBACK TO SAVEPOINT message")
             outcome.result, outcome.reason = "dead", str(exc) or type(exc).__name__

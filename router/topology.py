@@ -5,7 +5,7 @@
     queue     orders            order.*          (quorum)
     queue     inventory         inventory.*      (quorum)
     queue     shipping          shipment.*       (quorum)
-    queue     notifications     notify.*         (quorum)
+    queue     notifications     notify.#         (quorum)
     per queue NAME.retry.<s>    quorum, x-message-ttl, dead-letters back to NAME
               NAME.dead         quorum; also where a message redelivered more than
                                 delivery_limit times (a crash loop) ends up
@@ -24,7 +24,7 @@ QUEUES: dict[str, tuple[str, ...]] = {
     "orders": ("order.*",),
     "inventory": ("inventory.*",),
     "shipping": ("shipment.*",),
-    "notifications": ("notify.*",),
+    "notifications": ("notify.#",),  # notify.<event type>, e.g. notify.order.allocated
 }
 
 

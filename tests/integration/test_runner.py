@@ -28,6 +28,9 @@ async def count_effect(tx: Any, event: dict[str, Any]) -> None:
         "UPDATE stock SET on_hand = on_hand + $1 WHERE sku = $2 AND location = $3",
         data["quantity"], "SKU-1", "main",
     )
+    if data.get("notify"):
+        body = orjson.dumps({"id": f"{event['id']}:stock", "type": "notify.stock.changed"})
+        await tx.add_outbox("stock.changed", "notify.stock.changed", body, f"{event['id']}:stock")
 
 
 async def wait_for(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
@@ -161,6 +164,27 @@ class TestRunner:
         applied = await on_hand(stocked)
         left = (await queue_depths())[topology.queue("orders")]
         assert 50 == applied + left
+
+
+class TestOutbox:
+    async def test_outbox_rows_are_published_after_commit(
+        self, amqp, topology, stocked, start_runner, queue_depths
+    ):
+        """An effect's outbox row reaches the notifications queue once, and is marked sent."""
+        await publish(amqp, topology, [envelope("n1", quantity=1, notify=True)] * 2)
+        stop, task = start_runner()
+
+        async def notified() -> bool:
+            return 1 == (await queue_depths())[topology.queue("notifications")]
+
+        await wait_for(notified)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert [] == await stocked.pending_outbox(10)
+        channel = await amqp.channel()
+        queue = await channel.get_queue(topology.queue("notifications"))
+        message = await queue.get(no_ack=True)
+        assert ("n1:stock", "notify.stock.changed") == (message.message_id, message.type)
 
 
 async def _eq(value: Awaitable[int], expected: int) -> bool:
