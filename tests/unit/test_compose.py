@@ -79,3 +79,20 @@ class TestCompose:
             if line.startswith("COPY "):
                 for src in line.split()[1:-1]:
                     assert (ROOT / src).exists(), src
+
+
+class TestConsumerServices:
+    def test_one_service_per_consumer_with_a_valid_command(self, compose):
+        """Each consumer has its own service (scalable), running `python -m consumers NAME`."""
+        from consumers.cli import CONSUMERS
+        from consumers.cli import build_parser as consumer_parser
+
+        for name in CONSUMERS:
+            service = compose["services"][name]
+            assert ["python", "-m", "consumers"] == service["command"][:3]
+            args = consumer_parser().parse_args(service["command"][3:])
+            assert name == args.name
+            assert f":{args.metrics_port}/metrics" in " ".join(service["healthcheck"]["test"])
+            assert service["environment"]["DATABASE_URL"].startswith("postgresql://")
+            assert "@postgres:5432/" in service["environment"]["DATABASE_URL"]
+            assert "container_name" not in service  # --scale needs generated names

@@ -1,0 +1,146 @@
+"""The shipping consumer: `shipment.updated` for one (tracking_code, carrier).
+
+Every update is appended to shipment_events (the history). The shipment's status moves only
+forward by RANK (a tie moves only to a later occurred_at), so a late `in_transit` after
+`delivered` stays in history without changing anything. The shipment is linked to the
+event's order_id (the first one seen wins). When the status moves, the linked order moves
+forward too: in transit or later -> `shipped`, delivered -> `delivered`, return to sender /
+failure / cancelled -> `exception` (a cancelled order is left as it is). On `shipped` or
+`delivered` the order's reservations are consumed: the units left the warehouse, so on_hand
+and reserved both drop (later absolute counts no longer include them).
+
+Outbox kind: shipment.updated (each status move).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from consumers.effects import data_of, iso, lock_order, notify, release_order, text
+from consumers.runner import Permanent
+
+# What handle() returns, for the runner to count.
+OUTCOMES = ("advanced", "kept")
+
+RANK = {
+    "unknown": 0,
+    "pre_transit": 1,
+    "in_transit": 2,
+    "out_for_delivery": 3,
+    "available_for_pickup": 3,
+    "delivered": 4,
+    "return_to_sender": 5,
+    "failure": 5,
+    "cancelled": 5,
+}
+ORDER_STATUS = {
+    "in_transit": "shipped",
+    "out_for_delivery": "shipped",
+    "available_for_pickup": "shipped",
+    "delivered": "delivered",
+    "return_to_sender": "exception",
+    "failure": "exception",
+    "cancelled": "exception",
+}
+ORDER_RANK = {"shipped": 1, "delivered": 2, "exception": 3}
+
+
+async def _move_order(tx: Any, order_id: str, target: str) -> str | None:
+    """Move the order forward to `target`; the status it ends in, None if unknown order."""
+    row = await lock_order(tx, order_id)
+    if row is None:
+        return None
+    current = row["status"]
+    if current == "cancelled" or ORDER_RANK[target] <= ORDER_RANK.get(current, 0):
+        return current
+    if target in ("shipped", "delivered"):
+        await release_order(tx, order_id, consume=True)
+    await tx.execute("UPDATE orders SET status = $2 WHERE order_id = $1", order_id, target)
+    return target
+
+
+async def handle(tx: Any, event: dict[str, Any]) -> str:
+    """Apply one tracking update in `tx`; returns one of OUTCOMES."""
+    if event.get("type") != "shipment.updated":
+        raise Permanent(f"shipping: unknown event type {event.get('type')!r}")
+    data = data_of(event)
+    code, carrier = text(data, "tracking_code"), text(data, "carrier")
+    status = data.get("status")
+    if status not in RANK:
+        status = "unknown"
+    rank = RANK[status]
+    occurred_at = iso(data.get("occurred_at"), "occurred_at")
+    order_id = data.get("order_id") if isinstance(data.get("order_id"), str) else None
+    detail = data.get("detail") if isinstance(data.get("detail"), str) else None
+
+    await tx.execute(
+        "INSERT INTO shipment_events (tracking_code, carrier, status, occurred_at, detail,"
+        " event_id) VALUES ($1, $2, $3, $4, $5, $6)",
+        code,
+        carrier,
+        status,
+        occurred_at,
+        detail,
+        str(event["id"]),
+    )
+    inserted = moved = await tx.execute(
+        "INSERT INTO shipments (tracking_code, carrier, order_id, status, rank, occurred_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tracking_code, carrier) DO NOTHING",
+        code,
+        carrier,
+        order_id,
+        status,
+        rank,
+        occurred_at,
+    )
+    if not inserted:
+        moved = await tx.execute(
+            "UPDATE shipments SET status = $3, rank = $4, occurred_at = $5"
+            " WHERE tracking_code = $1 AND carrier = $2 AND (rank < $4"
+            " OR (rank = $4 AND status <> $3 AND occurred_at < $5))",
+            code,
+            carrier,
+            status,
+            rank,
+            occurred_at,
+        )
+    linked_now = False
+    if order_id is not None and not inserted:
+        linked_now = bool(
+            await tx.execute(
+                "UPDATE shipments SET order_id = $3"
+                " WHERE tracking_code = $1 AND carrier = $2 AND order_id IS NULL",
+                code,
+                carrier,
+                order_id,
+            )
+        )
+    if not moved and not linked_now:
+        return "kept"
+    shipment = await tx.fetchrow(
+        "SELECT order_id, status FROM shipments WHERE tracking_code = $1 AND carrier = $2",
+        code,
+        carrier,
+    )
+    linked, current = shipment["order_id"], shipment["status"]
+    order_status = None
+    if linked is not None and current in ORDER_STATUS:
+        order_status = await _move_order(tx, linked, ORDER_STATUS[current])
+    if not moved:  # only linked: the order follows the shipment, nothing new to announce
+        return "kept"
+    await notify(
+        tx,
+        event,
+        "shipment.updated",
+        f"{carrier}:{code}",
+        {
+            "tracking_code": code,
+            "carrier": carrier,
+            "status": status,
+            "occurred_at": occurred_at,
+            "detail": detail,
+            "order_id": linked,
+            "order_status": order_status,
+        },
+    )
+    return "advanced"

@@ -1,0 +1,360 @@
+"""The orders, inventory and shipping effects, called directly in store transactions, on
+both stores (no broker)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import orjson
+import pytest
+from conftest import TIMEOUT
+
+from consumers import inventory, orders, shipping
+from consumers.effects import RESERVE_LOCATION, notify
+from consumers.runner import Permanent
+from consumers.store import Store, open_store
+
+_ids = itertools.count(1)
+
+
+def _event(
+    type_: str,
+    data: dict[str, Any],
+    occurred_at: str = "2024-05-01T10:00:00Z",
+    id_: str | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": id_ or f"evt-{next(_ids)}",
+        "type": type_,
+        "source": "test",
+        "received_at": "2024-05-01T10:00:01Z",
+        "occurred_at": occurred_at,
+        "schema": f"{type_}/v1",
+        "data": data,
+    }
+
+
+def _order(
+    type_: str,
+    order_id: str,
+    lines: list[tuple[str, int]],
+    *,
+    created_at: str = "2024-05-01T09:00:00Z",
+    status: str = "received",
+    occurred_at: str = "2024-05-01T10:00:00Z",
+) -> dict[str, Any]:
+    return _event(
+        type_,
+        {
+            "order_id": order_id,
+            "status": status,
+            "lines": [{"sku": sku, "quantity": quantity} for sku, quantity in lines],
+            "created_at": created_at,
+        },
+        occurred_at,
+    )
+
+
+def _stock(
+    sku: str,
+    *,
+    on_hand: int | None = None,
+    delta: int | None = None,
+    as_of: str = "2024-05-01T08:00:00Z",
+    location: str = RESERVE_LOCATION,
+) -> dict:
+    data: dict[str, Any] = {"sku": sku, "location": location, "as_of": as_of}
+    if on_hand is not None:
+        data["on_hand"] = on_hand
+    if delta is not None:
+        data["delta"] = delta
+    return _event("inventory.updated", data)
+
+
+def _tracking(code: str, status: str, occurred_at: str, order_id: str | None = None) -> dict:
+    data = {"tracking_code": code, "carrier": "fedex", "status": status, "occurred_at": occurred_at}
+    if order_id:
+        data["order_id"] = order_id
+    return _event("shipment.updated", data)
+
+
+async def _apply(store: Store, module: Any, event: dict[str, Any]) -> str | None:
+    async with store.transaction() as tx:
+        return await module.handle(tx, event)
+
+
+async def _rows(store: Store, sql: str, *args: Any) -> list[dict[str, Any]]:
+    async with store.transaction() as tx:
+        return await tx.fetch(sql, *args)
+
+
+async def _stock_of(store: Store, sku: str) -> tuple[int, int]:
+    rows = await _rows(
+        store,
+        "SELECT on_hand, reserved FROM stock WHERE sku = $1 AND location = $2",
+        sku,
+        RESERVE_LOCATION,
+    )
+    return rows[0]["on_hand"], rows[0]["reserved"]
+
+
+async def _status(store: Store, order_id: str) -> str:
+    rows = await _rows(store, "SELECT status FROM orders WHERE order_id = $1", order_id)
+    return rows[0]["status"]
+
+
+async def _reserved(store: Store, order_id: str) -> list[int]:
+    rows = await _rows(
+        store, "SELECT reserved FROM order_lines WHERE order_id = $1 ORDER BY line_no", order_id
+    )
+    return [row["reserved"] for row in rows]
+
+
+async def _outbox(store: Store) -> list[tuple[str, str]]:
+    rows = await _rows(store, "SELECT kind, body FROM outbox ORDER BY id")
+    return [
+        (
+            row["kind"],
+            orjson.loads(bytes(row["body"]))["data"].get("order_id")
+            or orjson.loads(bytes(row["body"]))["data"].get("sku"),
+        )
+        for row in rows
+    ]
+
+
+async def test_order_with_enough_stock_is_allocated(store: Store) -> None:
+    """An order whose lines are all in stock is allocated and reserves every line."""
+    await _apply(store, inventory, _stock("A", on_hand=5))
+    await _apply(store, inventory, _stock("B", on_hand=1))
+    created = _order("order.created", "o-1", [("A", 2), ("B", 1)])
+    assert await _apply(store, orders, created) == "allocated"
+    assert await _status(store, "o-1") == "allocated"
+    assert await _reserved(store, "o-1") == [2, 1]
+    assert (await _stock_of(store, "A"), await _stock_of(store, "B")) == ((5, 2), (1, 1))
+    rows = await _rows(
+        store,
+        "SELECT kind, routing_key, message_id, body FROM outbox WHERE kind = 'order.allocated'",
+    )
+    body = orjson.loads(bytes(rows[0]["body"]))
+    expected = (
+        "notify.order.allocated",
+        f"{created['id']}:order.allocated:o-1",
+        "notify.order.allocated",
+        created["id"],
+        "allocated",
+    )
+    assert expected == (
+        rows[0]["routing_key"],
+        rows[0]["message_id"],
+        body["type"],
+        body["cause"],
+        body["data"]["status"],
+    )
+
+
+async def test_order_without_enough_stock_is_backordered_with_nothing_reserved(
+    store: Store,
+) -> None:
+    """A short line backorders the whole order and no line keeps a partial reservation."""
+    await _apply(store, inventory, _stock("A", on_hand=5))
+    await _apply(store, inventory, _stock("B", on_hand=1))
+    assert (
+        await _apply(store, orders, _order("order.created", "o-1", [("A", 2), ("B", 3), ("C", 1)]))
+        == "backordered"
+    )
+    assert await _status(store, "o-1") == "backordered"
+    assert await _reserved(store, "o-1") == [0, 0, 0]
+    assert (await _stock_of(store, "A"), await _stock_of(store, "B")) == ((5, 0), (1, 0))
+    assert ("order.backordered", "o-1") in await _outbox(store)
+
+
+async def test_created_again_has_no_second_effect(store: Store) -> None:
+    """An order id seen again in another created event is left alone."""
+    await _apply(store, inventory, _stock("A", on_hand=5))
+    assert await _apply(store, orders, _order("order.created", "o-1", [("A", 2)])) == "allocated"
+    assert await _apply(store, orders, _order("order.created", "o-1", [("A", 3)])) == "exists"
+    assert await _stock_of(store, "A") == (5, 2)
+    assert [kind for kind, _ in await _outbox(store)] == ["stock.changed", "order.allocated"]
+
+
+async def test_stock_never_goes_negative_or_below_reserved(store: Store) -> None:
+    """Deltas and counts that would take stock below zero or below reservations are refused."""
+    await _apply(store, inventory, _stock("A", on_hand=3))
+    await _apply(store, orders, _order("order.created", "o-1", [("A", 2)]))
+    with pytest.raises(Permanent, match="below"):
+        await _apply(store, inventory, _stock("A", delta=-5, as_of="2024-05-01T11:00:00Z"))
+    with pytest.raises(Permanent, match="reserved"):
+        await _apply(store, inventory, _stock("A", on_hand=1, as_of="2024-05-01T11:00:00Z"))
+    with pytest.raises(Permanent, match="below 0"):
+        await _apply(store, inventory, _stock("Z", delta=-1))
+    assert await _stock_of(store, "A") == (3, 2)
+    assert (
+        await _apply(store, inventory, _stock("A", delta=-1, as_of="2024-05-01T11:00:00Z"))
+        == "applied"
+    )
+    assert await _stock_of(store, "A") == (2, 2)
+
+
+async def test_concurrent_orders_race_for_the_last_unit(store: Store, store_url: str) -> None:
+    """Two stores committing orders for the last unit at once allocate exactly one."""
+    await _apply(store, inventory, _stock("A", on_hand=1))
+    first, second = open_store(store_url), open_store(store_url)
+    async with first, second:
+        async with asyncio.timeout(TIMEOUT):
+            outcomes = await asyncio.gather(
+                _apply(first, orders, _order("order.created", "o-1", [("A", 1)])),
+                _apply(second, orders, _order("order.created", "o-2", [("A", 1)])),
+            )
+    assert sorted(outcomes) == ["allocated", "backordered"]
+    statuses = sorted([await _status(store, "o-1"), await _status(store, "o-2")])
+    assert statuses == ["allocated", "backordered"]
+    assert await _stock_of(store, "A") == (1, 1)
+
+
+async def test_cancel_releases_reservations(store: Store) -> None:
+    """order.cancelled gives the reserved stock back and a second cancel changes nothing."""
+    await _apply(store, inventory, _stock("A", on_hand=5))
+    await _apply(store, orders, _order("order.created", "o-1", [("A", 2)]))
+    cancel = _order(
+        "order.cancelled", "o-1", [("A", 2)], status="cancelled", occurred_at="2024-05-01T11:00:00Z"
+    )
+    assert await _apply(store, orders, cancel) == "cancelled"
+    assert await _apply(store, orders, _order("order.cancelled", "o-1", [("A", 2)])) == "ignored"
+    assert (await _status(store, "o-1"), await _reserved(store, "o-1")) == ("cancelled", [0])
+    assert await _stock_of(store, "A") == (5, 0)
+    assert ("order.cancelled", "o-1") in await _outbox(store)
+
+
+async def test_update_re_reserves(store: Store) -> None:
+    """order.updated releases the old lines' stock and reserves the new lines."""
+    await _apply(store, inventory, _stock("A", on_hand=5))
+    await _apply(store, inventory, _stock("B", on_hand=2))
+    await _apply(store, orders, _order("order.created", "o-1", [("A", 2)]))
+    update = _order(
+        "order.updated", "o-1", [("A", 1), ("B", 2)], occurred_at="2024-05-01T11:00:00Z"
+    )
+    assert await _apply(store, orders, update) == "allocated"
+    assert (await _stock_of(store, "A"), await _stock_of(store, "B")) == ((5, 1), (2, 2))
+    too_many = _order("order.updated", "o-1", [("A", 6)], occurred_at="2024-05-01T12:00:00Z")
+    assert await _apply(store, orders, too_many) == "backordered"
+    assert (await _stock_of(store, "A"), await _stock_of(store, "B")) == ((5, 0), (2, 0))
+    older = _order("order.updated", "o-1", [("A", 1)], occurred_at="2024-05-01T10:30:00Z")
+    assert await _apply(store, orders, older) == "stale"
+    assert await _reserved(store, "o-1") == [0]
+
+
+async def test_stale_absolute_update_is_ignored(store: Store) -> None:
+    """An absolute count older than the one applied changes nothing and says so."""
+    assert (
+        await _apply(store, inventory, _stock("A", on_hand=10, as_of="2024-05-01T12:00:00Z"))
+        == "applied"
+    )
+    stale = _stock("A", on_hand=3, as_of="2024-05-01T13:00:00+01:00")  # 12:00 UTC
+    assert await _apply(store, inventory, stale) == "stale"
+    assert (
+        await _apply(store, inventory, _stock("A", on_hand=4, as_of="2024-05-01T11:59:59Z"))
+        == "stale"
+    )
+    assert await _stock_of(store, "A") == (10, 0)
+    assert [kind for kind, _ in await _outbox(store)] == ["stock.changed"]
+
+
+async def test_delta_arrival_allocates_backorders_oldest_first(store: Store) -> None:
+    """A received batch allocates the oldest backordered order first, all lines or none."""
+    await _apply(store, inventory, _stock("A", on_hand=0))
+    await _apply(
+        store,
+        orders,
+        _order("order.created", "newer", [("A", 1)], created_at="2024-05-01T09:30:00Z"),
+    )
+    await _apply(
+        store,
+        orders,
+        _order("order.created", "older", [("A", 1)], created_at="2024-05-01T09:00:00Z"),
+    )
+    await _apply(
+        store,
+        orders,
+        _order("order.created", "needs-b", [("A", 1), ("B", 1)], created_at="2024-05-01T08:00:00Z"),
+    )
+    arrival = _stock("A", delta=1, as_of="2024-05-01T10:00:00Z")
+    assert await _apply(store, inventory, arrival) == "applied"
+    statuses = [await _status(store, o) for o in ("needs-b", "older", "newer")]
+    assert statuses == ["backordered", "allocated", "backordered"]
+    assert await _stock_of(store, "A") == (1, 1)
+    assert await _reserved(store, "needs-b") == [0, 0]
+    rows = await _rows(store, "SELECT message_id FROM outbox WHERE kind = 'order.allocated'")
+    assert [row["message_id"] for row in rows] == [f"{arrival['id']}:order.allocated:older"]
+
+
+async def test_tracking_out_of_order_keeps_furthest_status(store: Store) -> None:
+    """delivered then a late in_transit ends delivered with both in history and stock consumed."""
+    await _apply(store, inventory, _stock("A", on_hand=5))
+    await _apply(store, orders, _order("order.created", "o-1", [("A", 2)]))
+    delivered = _tracking("T1", "delivered", "2024-05-03T10:00:00Z", "o-1")
+    late = _tracking("T1", "in_transit", "2024-05-02T10:00:00Z", "o-1")
+    assert await _apply(store, shipping, delivered) == "advanced"
+    assert await _apply(store, shipping, late) == "kept"
+    rows = await _rows(store, "SELECT status, order_id, rank FROM shipments")
+    assert rows == [{"status": "delivered", "order_id": "o-1", "rank": 4}]
+    history = await _rows(store, "SELECT status, event_id FROM shipment_events ORDER BY id")
+    assert history == [
+        {"status": "delivered", "event_id": delivered["id"]},
+        {"status": "in_transit", "event_id": late["id"]},
+    ]
+    assert (await _status(store, "o-1"), await _stock_of(store, "A")) == ("delivered", (3, 0))
+    assert [kind for kind, _ in await _outbox(store)].count("shipment.updated") == 1
+
+
+async def test_tracking_moves_order_to_shipped_then_exception(store: Store) -> None:
+    """in_transit ships the order and a later failure puts it in exception."""
+    await _apply(store, orders, _order("order.created", "o-1", [("A", 1)]))
+    assert (
+        await _apply(store, shipping, _tracking("T1", "pre_transit", "2024-05-02T08:00:00Z", "o-1"))
+        == "advanced"
+    )
+    assert await _status(store, "o-1") == "backordered"
+    await _apply(store, shipping, _tracking("T1", "in_transit", "2024-05-02T09:00:00Z"))
+    assert await _status(store, "o-1") == "shipped"
+    await _apply(store, shipping, _tracking("T1", "failure", "2024-05-03T09:00:00Z"))
+    assert await _status(store, "o-1") == "exception"
+
+
+async def test_outbox_rows_are_not_duplicated_on_replay(store: Store) -> None:
+    """Applying the same events again adds no outbox row, and one message id is one row."""
+    events = [
+        (inventory, _stock("A", on_hand=2)),
+        (orders, _order("order.created", "o-1", [("A", 1)])),
+        (orders, _order("order.created", "o-2", [("A", 5)])),
+        (shipping, _tracking("T1", "in_transit", "2024-05-02T10:00:00Z", "o-1")),
+    ]
+    for module, event in events:
+        await _apply(store, module, event)
+    first = await _rows(store, "SELECT kind, message_id FROM outbox ORDER BY id")
+    for module, event in events:
+        await _apply(store, module, event)
+    async with store.transaction() as tx:
+        await notify(tx, events[0][1], "stock.changed", "A@default", {"again": True})
+    assert first == await _rows(store, "SELECT kind, message_id FROM outbox ORDER BY id")
+    expected = ["stock.changed", "order.allocated", "order.backordered", "shipment.updated"]
+    assert expected == [row["kind"] for row in first]
+
+
+async def test_unknown_types_and_bad_payloads_are_permanent(store: Store) -> None:
+    """Events a consumer can never apply raise Permanent and leave no effect."""
+    for module, event in [
+        (orders, _event("order.archived", {})),
+        (orders, _event("order.created", {"order_id": "o-1", "lines": []})),
+        (
+            inventory,
+            _event(
+                "inventory.updated", {"sku": "A", "location": "x", "as_of": "2024-05-01T00:00:00Z"}
+            ),
+        ),
+        (shipping, _event("shipment.updated", {"carrier": "ups"})),
+    ]:
+        with pytest.raises(Permanent):
+            await _apply(store, module, event)
+    assert await _rows(store, "SELECT kind FROM outbox") == []
