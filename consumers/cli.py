@@ -27,7 +27,10 @@ DEFAULT_STORE = "sqlite:///data/router.sqlite3"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m consumers", description=__doc__)
-    parser.add_argument("name", choices=sorted(CONSUMERS))
+    parser.add_argument("name", choices=[*sorted(CONSUMERS), "all"],
+                        help="a consumer, or `all`: the ingress and every consumer in this "
+                             "process (single machine, embedded SQLite)")
+    parser.add_argument("--port", type=int, default=None, help="ingress port, with `all`")
     parser.add_argument("--config", "-c", default=os.environ.get("ROUTER_CONFIG", DEFAULT_CONFIG))
     parser.add_argument("--store", default=os.environ.get("DATABASE_URL", DEFAULT_STORE),
                         help="sqlite:///PATH or postgresql://... (env DATABASE_URL)")
@@ -40,8 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 async def run(name: str, settings, store_url: str, prefetch: int) -> None:
     handler = importlib.import_module(CONSUMERS[name]).handle
-    if store_url.startswith("sqlite:///") and not store_url.endswith(":memory:"):
-        os.makedirs(os.path.dirname(store_url.removeprefix("sqlite:///")) or ".", exist_ok=True)
+    _make_sqlite_dir(store_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -49,6 +51,49 @@ async def run(name: str, settings, store_url: str, prefetch: int) -> None:
     async with open_store(store_url) as store:
         runner = Runner(ConsumerSpec(name, handler), store, settings.broker, prefetch=prefetch)
         await runner.run(stop)
+
+
+async def run_all(settings, store_url: str, prefetch: int, port: int | None) -> None:
+    """The ingress and every consumer in one process, sharing one store.
+
+    On SIGTERM the ingress stops first (finishing in-flight publishes), then the consumers
+    finish and ack what they hold.
+    """
+    from aiohttp import web
+
+    from router.app import create_app
+    from router.cli import _ssl_context
+
+    _make_sqlite_dir(store_url)
+    loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, signalled.set)
+    app_runner = web.AppRunner(create_app(settings), access_log=None, handle_signals=False,
+                               shutdown_timeout=settings.server.shutdown_timeout)
+    await app_runner.setup()
+    await web.TCPSite(app_runner, settings.server.host, port or settings.server.port,
+                      ssl_context=_ssl_context(settings)).start()
+    stop = asyncio.Event()
+    async with open_store(store_url) as store:
+        consumers = [
+            asyncio.create_task(Runner(
+                ConsumerSpec(name, importlib.import_module(module).handle), store,
+                settings.broker, prefetch=prefetch,
+            ).run(stop))
+            for name, module in CONSUMERS.items()
+        ]
+        waiting = asyncio.create_task(signalled.wait())
+        await asyncio.wait([waiting, *consumers], return_when=asyncio.FIRST_COMPLETED)
+        await app_runner.cleanup()
+        stop.set()
+        waiting.cancel()
+        await asyncio.gather(*consumers)
+
+
+def _make_sqlite_dir(store_url: str) -> None:
+    if store_url.startswith("sqlite:///") and not store_url.endswith(":memory:"):
+        os.makedirs(os.path.dirname(store_url.removeprefix("sqlite:///")) or ".", exist_ok=True)
 
 
 def _exit_quietly(signum: int, frame: object) -> None:
@@ -60,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_quietly)
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.config, resolve_secrets=False)
+        settings = load_settings(args.config, resolve_secrets=args.name == "all")
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -70,5 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         start_http_server(args.metrics_port)
     print(f"consumer {args.name} on {redact_url(args.store)}", file=sys.stderr)
-    asyncio.run(run(args.name, settings, args.store, args.prefetch))
+    if args.name == "all":
+        asyncio.run(run_all(settings, args.store, args.prefetch, args.port))
+    else:
+        asyncio.run(run(args.name, settings, args.store, args.prefetch))
     return 0

@@ -45,15 +45,29 @@ async def publish_events(amqp, topology, count: int) -> None:
     await channel.close()
 
 
-async def start_consumer(store_url: str, settings, test_env) -> asyncio.subprocess.Process:
-    config = ROOT / "config" / "router.toml"
-    env = {**os.environ, **test_env, "DATABASE_URL": store_url}
-    text = config.read_text().replace('prefix = ""', f'prefix = "{settings.broker.prefix}"')
+def write_test_config(settings) -> Path:
+    """The shipped router.toml with this test's broker prefix and short retries."""
+    text = (ROOT / "config" / "router.toml").read_text()
+    text = text.replace('prefix = ""', f'prefix = "{settings.broker.prefix}"')
     text = text.replace("retry_ladder = [5, 15, 45]", "retry_ladder = [1, 2]")
-    path = Path(env.get("TMPDIR", "/tmp")) / f"{settings.broker.prefix}router.toml"
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"{settings.broker.prefix}router.toml"
     path.write_text(text.replace('= "mappings/', f'= "{ROOT}/config/mappings/')
                     .replace('= "samples/', f'= "{ROOT}/config/samples/')
                     .replace('schemas = "schemas"', f'schemas = "{ROOT}/config/schemas"'))
+    return path
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def start_consumer(store_url: str, settings, test_env) -> asyncio.subprocess.Process:
+    env = {**os.environ, **test_env, "DATABASE_URL": store_url}
+    path = write_test_config(settings)
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "consumers", "inventory", "--config", str(path),
         "--prefetch", "20", cwd=ROOT, env=env,
@@ -124,3 +138,63 @@ class TestConsumerProcess:
 
 async def _at_least(value, floor: int) -> bool:
     return await value >= floor
+
+
+class TestAllInOne:
+    async def test_signed_order_for_stock_that_exists_ends_allocated(
+        self, tmp_path, settings, test_env, topology
+    ):
+        """`python -m consumers all` on SQLite: stock posted by the inventory system, then a
+        signed Shopify order, ends `allocated` in the store; SIGTERM exits 0."""
+        import aiohttp
+
+        from router.cli import signed_headers
+
+        store_url = f"sqlite:///{tmp_path}/all.sqlite3"
+        port = _free_port()
+        config = write_test_config(settings)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "consumers", "all", "--config", str(config),
+            "--port", str(port), "--store", store_url, cwd=ROOT, env={**os.environ, **test_env},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as session:
+            async def ready() -> bool:
+                try:
+                    async with session.get(f"{base}/readyz") as response:
+                        return response.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await wait_until(ready)
+            for i, sku in enumerate(["PEP-BPC157-5MG", "BAC-WATER-10ML"]):
+                body = orjson.dumps({"event_id": f"inv-{i}", "sku": sku, "location": "default",
+                                     "on_hand": 10, "as_of": "2026-11-28T00:00:00Z"})
+                headers = signed_headers(settings, "inventory", body)
+                async with session.post(f"{base}/webhooks/inventory", data=body,
+                                        headers=headers) as response:
+                    assert 202 == response.status
+            order = (ROOT / "config" / "samples" / "shopify-orders-create.json").read_bytes()
+            async with open_store(store_url) as store:
+                async def stocked() -> bool:
+                    async with store.transaction() as tx:
+                        return 2 == await tx.fetchval("SELECT COUNT(*) FROM stock")
+
+                await wait_until(stocked)
+                headers = signed_headers(settings, "shopify", order, "orders/create")
+                async with session.post(f"{base}/webhooks/shopify", data=order,
+                                        headers=headers) as response:
+                    assert 202 == response.status
+
+                async def allocated() -> bool:
+                    async with store.transaction() as tx:
+                        status = await tx.fetchval(
+                            "SELECT status FROM orders WHERE order_id = $1",
+                            "5820982911946154508",
+                        )
+                    return status == "allocated"
+
+                await wait_until(allocated)
+        proc.send_signal(signal.SIGTERM)
+        assert 0 == await asyncio.wait_for(proc.wait(), 30)
