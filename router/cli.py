@@ -188,13 +188,21 @@ def build_parser() -> argparse.ArgumentParser:
     p_test.add_argument("--url", default=None, help="ingress base URL (default from settings)")
     p_test.add_argument("--file", "-f", help="payload file (default: the source's sample)")
     p_test.add_argument("--topic", help="provider topic header value")
+    p_dlq = commands.add_parser("dlq", help="inspect, replay or purge a dead-letter queue")
+    p_dlq.add_argument("action", choices=["list", "show", "replay", "purge"])
+    p_dlq.add_argument("name", help="consumer queue: orders, inventory, shipping, notifications")
+    p_dlq.add_argument("--limit", type=int, default=20, help="messages to list or show")
+    p_dlq.add_argument("--id", help="only the message with this id (show, replay)")
+    p_dlq.add_argument("--yes", "-y", action="store_true", help="purge without asking")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.config, resolve_secrets=args.command != "topology")
+        settings = load_settings(
+            args.config, resolve_secrets=args.command not in ("topology", "dlq")
+        )
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -209,6 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, BrokerUnavailable) as exc:
             print(f"cannot reach the broker: {exc}", file=sys.stderr)
             return 1
+    if args.command == "dlq":
+        from router.dlq import dlq_command
+
+        return asyncio.run(dlq_command(settings.broker, args.action, args.name,
+                                       limit=args.limit, message_id=args.id, yes=args.yes))
     if args.command == "sign":
         body = _read_body(args.file)
         for name, value in signed_headers(settings, args.source, body, args.topic).items():

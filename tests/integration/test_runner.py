@@ -17,9 +17,14 @@ from consumers.runner import ConsumerSpec, Permanent, Runner
 pytestmark = pytest.mark.integration
 
 
+DOWNSTREAM = {"up": True}  # the test flips it to make "flaky" events fail for a while
+
+
 async def count_effect(tx: Any, event: dict[str, Any]) -> None:
     """A test consumer: each event adds its quantity to one stock row; some events fail."""
     data = event["data"]
+    if data.get("flaky") and not DOWNSTREAM["up"]:
+        raise ConnectionError("downstream is down")
     if data.get("permanent"):
         raise Permanent("cannot apply this payload")
     if data.get("transient"):
@@ -164,6 +169,35 @@ class TestRunner:
         applied = await on_hand(stocked)
         left = (await queue_depths())[topology.queue("orders")]
         assert 50 == applied + left
+
+
+class TestReplay:
+    async def test_dead_letter_replayed_is_processed(
+        self, amqp, topology, stocked, start_runner, queue_depths, settings
+    ):
+        """A message that died while a dependency was down is applied once it is replayed
+        from the dead-letter queue."""
+        from router.dlq import dlq_command
+
+        DOWNSTREAM["up"] = False
+        try:
+            await publish(amqp, topology, [envelope("f1", quantity=7, flaky=True)])
+            stop, task = start_runner()
+
+            async def dead() -> bool:
+                return 1 == (await queue_depths())[topology.dead_queue("orders")]
+
+            await wait_for(dead, timeout=30)
+            assert 0 == await on_hand(stocked)
+            DOWNSTREAM["up"] = True
+            assert 0 == await dlq_command(settings.broker, "replay", "orders",
+                                          out=__import__("io").StringIO())
+            await wait_for(lambda: _eq(on_hand(stocked), 7))
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        finally:
+            DOWNSTREAM["up"] = True
+        assert 0 == (await queue_depths())[topology.dead_queue("orders")]
 
 
 class TestOutbox:

@@ -1,0 +1,257 @@
+"""`python -m router dlq list|show|replay|purge NAME`: look after a consumer's dead letters.
+
+    list    count, and one line per message (up to --limit); nothing is removed
+    show    like list, with every header and the body (or only the one with --id)
+    replay  move every message (or only --id) back to the work queue, attempt reset to 0
+    purge   drop them all, after a confirmation unless --yes
+
+list and show take messages with basic.get and hold them unacknowledged, then close the
+channel: the broker puts every one back, in order.  Nothing is acknowledged unless it was
+replayed, and a replayed message is acknowledged only after the broker confirmed its copy
+on the work queue, so an interruption at any point loses nothing (at worst, one message is
+both on the work queue and still dead, and the consumer's inbox makes the repeat a no-op).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
+
+from router.settings import BrokerSettings
+from router.topology import QUEUES, Topology
+
+ACTIONS = ("list", "show", "replay", "purge")
+DEAD_HEADERS = ("x-dead-reason", "x-dead-consumer", "x-dead-at")
+# Set by the broker on a quorum queue redelivery; never carried over to a copy.
+BROKER_HEADERS = ("x-delivery-count", "x-death", "x-first-death-exchange",
+                  "x-first-death-queue", "x-first-death-reason")
+CONNECT_TIMEOUT = 10.0
+
+
+class _Failure(Exception):
+    """A problem to report in one line with an exit code (no traceback)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    return str(value)
+
+
+def _envelope(message: AbstractIncomingMessage) -> dict[str, Any]:
+    try:
+        event = orjson.loads(message.body)
+    except orjson.JSONDecodeError:
+        return {}
+    return event if isinstance(event, dict) else {}
+
+
+def _message_id(message: AbstractIncomingMessage) -> str:
+    """The AMQP message id, or the envelope's id when the message has none."""
+    return _text(message.message_id or _envelope(message).get("id"))
+
+
+def _summary(message: AbstractIncomingMessage) -> str:
+    headers = message.headers or {}
+    event_type = message.type or _envelope(message).get("type")
+    fields = {
+        "id": _message_id(message),
+        "type": _text(event_type),
+        "attempt": _text(headers.get("attempt", 0)),
+        "consumer": _text(headers.get("x-dead-consumer")),
+        "dead-at": _text(headers.get("x-dead-at")),
+        "reason": _text(headers.get("x-dead-reason")),
+    }
+    return "  ".join(f"{key}={value}" for key, value in fields.items())
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _details(message: AbstractIncomingMessage) -> str:
+    properties = {
+        "message_id": message.message_id,
+        "type": message.type,
+        "content_type": message.content_type,
+        "correlation_id": message.correlation_id,
+        "timestamp": message.timestamp,
+        "headers": dict(message.headers or {}),
+    }
+    option = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+    head = orjson.dumps(properties, default=_json_default, option=option).decode()
+    try:
+        body = orjson.dumps(orjson.loads(message.body), option=orjson.OPT_INDENT_2).decode()
+    except orjson.JSONDecodeError:
+        body = message.body.decode("utf-8", "replace")
+    return f"--- {_message_id(message)}\n{head}\nbody:\n{body}"
+
+
+def _replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
+    headers = dict(message.headers or {})
+    for name in DEAD_HEADERS + BROKER_HEADERS:
+        headers.pop(name, None)
+    headers["attempt"] = 0
+    headers["x-replayed-at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return aio_pika.Message(
+        message.body,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        priority=message.priority,
+        correlation_id=message.correlation_id,
+        message_id=message.message_id,
+        timestamp=message.timestamp,
+        type=message.type,
+        user_id=message.user_id,
+        app_id=message.app_id,
+    )
+
+
+async def _depth(channel: AbstractChannel, queue: str) -> int:
+    try:
+        declared = await channel.declare_queue(queue, passive=True)
+    except ChannelNotFoundEntity:
+        raise _Failure(f"queue {queue} does not exist (run `topology` first)") from None
+    return declared.declaration_result.message_count or 0
+
+
+async def _take(channel: AbstractChannel, queue: str, count: int,
+                wanted: str | None = None) -> list[AbstractIncomingMessage]:
+    """Up to `count` messages (or only the one with id `wanted`, looking at `count`), held
+    unacknowledged: closing the channel gives them all back to the queue."""
+    source = await channel.get_queue(queue, ensure=False)
+    taken: list[AbstractIncomingMessage] = []
+    for _ in range(count):
+        message = await source.get(no_ack=False, fail=False)
+        if message is None:
+            break
+        if wanted is None:
+            taken.append(message)
+        elif _message_id(message) == wanted:
+            return [message]
+    return [] if wanted is not None else taken
+
+
+async def _inspect(channel: AbstractChannel, queue: str, action: str, limit: int,
+                   message_id: str | None, out: TextIO) -> int:
+    total = await _depth(channel, queue)
+    # Looking for one id means looking through the whole queue.
+    taken = await _take(channel, queue, total if message_id else min(limit, total), message_id)
+    if message_id is not None and not taken:
+        raise _Failure(f"no message {message_id} in {queue}")
+    if message_id is None:
+        shown = f" (showing {len(taken)})" if len(taken) < total else ""
+        print(f"{total} message(s) in {queue}{shown}", file=out)
+    for message in taken:
+        print(_summary(message) if action == "list" else _details(message), file=out)
+    return 0
+
+
+async def _replay(channel: AbstractChannel, topology: Topology, name: str,
+                  message_id: str | None, out: TextIO) -> int:
+    queue = topology.dead_queue(name)
+    total = await _depth(channel, queue)
+    source = await channel.get_queue(queue, ensure=False)
+    replayed = 0
+    # At most the messages there when we started: nothing is read twice.
+    for _ in range(total):
+        message = await source.get(no_ack=False, fail=False)
+        if message is None:
+            break
+        if message_id is not None and _message_id(message) != message_id:
+            continue  # held unacknowledged; goes back when the channel closes
+        await channel.default_exchange.publish(
+            _replay_copy(message), routing_key=topology.queue(name), mandatory=True
+        )
+        await message.ack()
+        replayed += 1
+        if message_id is not None:
+            break
+    if message_id is not None and not replayed:
+        raise _Failure(f"no message {message_id} in {queue}")
+    print(f"replayed {replayed} message(s) from {queue} to {topology.queue(name)}", file=out)
+    return 0
+
+
+def _ask(prompt: str) -> bool:
+    try:
+        return input(prompt + " ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+async def _purge(channel: AbstractChannel, queue: str, yes: bool, out: TextIO,
+                 confirm: Callable[[str], bool] | None) -> int:
+    total = await _depth(channel, queue)
+    if total == 0:
+        print(f"{queue} is empty", file=out)
+        return 0
+    if not yes:
+        ask = confirm or _ask
+        if not await asyncio.to_thread(ask, f"Purge {total} messages from {queue}? [y/N]"):
+            print("aborted: nothing purged", file=out)
+            return 1
+    result = await (await channel.get_queue(queue, ensure=False)).purge()
+    print(f"purged {result.message_count} message(s) from {queue}", file=out)
+    return 0
+
+
+async def dlq_command(broker: BrokerSettings, action: str, name: str, *, limit: int = 20,
+                      message_id: str | None = None, yes: bool = False,
+                      out: TextIO = sys.stdout,
+                      confirm: Callable[[str], bool] | None = None) -> int:
+    """Run one `dlq` action on consumer `name`'s dead queue and return the exit code."""
+    if action not in ACTIONS:
+        print(f"unknown action {action!r} (one of: {', '.join(ACTIONS)})", file=sys.stderr)
+        return 2
+    if name not in QUEUES:
+        print(f"unknown queue {name!r} (known: {', '.join(QUEUES)})", file=sys.stderr)
+        return 2
+    if limit < 1:
+        print("limit must be at least 1", file=sys.stderr)
+        return 2
+    topology = Topology(broker.prefix, broker.retry_ladder, broker.delivery_limit)
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            connection = await aio_pika.connect(
+                broker.url,
+                client_properties={"connection_name": f"{broker.connection_name}-dlq"},
+            )
+    except (OSError, AMQPError, TimeoutError) as exc:
+        print(f"cannot reach the broker: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
+    try:
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            queue = topology.dead_queue(name)
+            if action in ("list", "show"):
+                return await _inspect(channel, queue, action, limit, message_id, out)
+            if action == "replay":
+                return await _replay(channel, topology, name, message_id, out)
+            return await _purge(channel, queue, yes, out, confirm)
+    except _Failure as exc:
+        print(str(exc), file=sys.stderr)
+        return exc.code
+    except (OSError, AMQPError, TimeoutError) as exc:
+        print(f"broker error: {exc or type(exc).__name__}", file=sys.stderr)
+        return 1
