@@ -180,8 +180,9 @@ class Runner:
         exchange = await self._channel.get_exchange(self.topology.exchange, ensure=False)
         sent = 0
         while rows := await self.store.pending_outbox(500):
-            for row in rows:
-                await exchange.publish(
+            # All in flight at once, then wait for every confirm: one round trip, not N.
+            await asyncio.gather(*(
+                exchange.publish(
                     aio_pika.Message(
                         row["body"],
                         content_type="application/json",
@@ -192,6 +193,8 @@ class Runner:
                     ),
                     routing_key=row["routing_key"],
                 )
+                for row in rows
+            ))
             await self.store.mark_sent([row["id"] for row in rows])
             sent += len(rows)
         return sent
