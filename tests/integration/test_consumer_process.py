@@ -104,6 +104,12 @@ class TestConsumerProcess:
         once after a restart, with nothing left on the queue; SIGTERM exits 0."""
         await publish_events(amqp, topology, N)
         await publish_events(amqp, topology, N)  # every event twice
+        async def consuming() -> bool:
+            channel = await amqp.channel()
+            queue = await channel.declare_queue(topology.queue("inventory"), passive=True)
+            await channel.close()
+            return queue.declaration_result.consumer_count == 1
+
         async with open_store(store_url) as store:
             proc = await start_consumer(store_url, settings, test_env)
             await wait_until(lambda: _at_least(applied(store), 20))
@@ -111,6 +117,7 @@ class TestConsumerProcess:
             await proc.wait()
 
             proc = await start_consumer(store_url, settings, test_env)
+            await wait_until(consuming)  # SIGTERM while it works, not while it starts
             await wait_until(lambda: _at_least(applied(store), 100))
             proc.send_signal(signal.SIGTERM)
             assert 0 == await asyncio.wait_for(proc.wait(), 30)
@@ -119,12 +126,6 @@ class TestConsumerProcess:
 
             async def drained() -> bool:
                 return 0 == (await queue_depths())[topology.queue("inventory")]
-
-            async def consuming() -> bool:
-                channel = await amqp.channel()
-                queue = await channel.declare_queue(topology.queue("inventory"), passive=True)
-                await channel.close()
-                return queue.declaration_result.consumer_count == 1
 
             await wait_until(consuming)
             await wait_until(drained)
