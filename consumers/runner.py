@@ -21,7 +21,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -30,6 +29,14 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import Counter, Histogram
 
+from router.messages import (
+    DEAD_AT,
+    DEAD_CONSUMER,
+    DEAD_REASON,
+    attempt_of,
+    copy_message,
+    now_iso,
+)
 from router.settings import BrokerSettings
 from router.topology import Topology
 
@@ -75,11 +82,6 @@ class Outcome:
     result: str = "processed"  # processed | duplicate | retry | dead
     reason: str = ""
     started: float = field(default_factory=time.perf_counter)
-
-
-def attempt_of(message: AbstractIncomingMessage) -> int:
-    value = (message.headers or {}).get("attempt", 0)
-    return value if isinstance(value, int) else 0
 
 
 class Runner:
@@ -228,31 +230,14 @@ class Runner:
         """Republish a failed message (with confirm) to its retry or dead queue."""
         message = outcome.message
         attempt = attempt_of(message)
-        headers = dict(message.headers or {})
-        headers.pop("x-delivery-count", None)
         if outcome.result == "retry":
             delay = self.topology.retry_ladder[attempt]
             routing_key = self.topology.retry_queue(self.spec.name, delay)
-            headers["attempt"] = attempt + 1
+            copy = copy_message(message, attempt=attempt + 1)
         else:
             routing_key = self.topology.dead_queue(self.spec.name)
-            headers.update({
-                "attempt": attempt,
-                "x-dead-reason": outcome.reason,
-                "x-dead-consumer": self.spec.name,
-                "x-dead-at": datetime.now(UTC).isoformat(timespec="seconds"),
+            copy = copy_message(message, attempt=attempt, **{
+                DEAD_REASON: outcome.reason, DEAD_CONSUMER: self.spec.name, DEAD_AT: now_iso(),
             })
         assert self._channel is not None
-        await self._channel.default_exchange.publish(
-            aio_pika.Message(
-                message.body,
-                headers=headers,
-                content_type=message.content_type,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                message_id=message.message_id,
-                type=message.type,
-                correlation_id=message.correlation_id,
-                timestamp=message.timestamp,
-            ),
-            routing_key=routing_key,
-        )
+        await self._channel.default_exchange.publish(copy, routing_key=routing_key)

@@ -203,7 +203,7 @@ _PENDING = (
     "SELECT id, kind, routing_key, body, message_id, created_at FROM outbox"
     " WHERE sent_at IS NULL ORDER BY id LIMIT $1"
 )
-_MARK_SENT = "UPDATE outbox SET sent_at = $1 WHERE id = $2 AND sent_at IS NULL"
+_MARK_SENT_CHUNK = 500  # ids per UPDATE: well under SQLite's 32,766 bound parameters
 
 
 class _TxBase:
@@ -220,6 +220,30 @@ class _TxBase:
     async def add_outbox(self, kind: str, routing_key: str, body: bytes, message_id: str) -> None:
         """Queue a message for publishing after commit; a repeated message_id is ignored."""
         await self.execute(_ADD_OUTBOX, kind, routing_key, bytes(body), message_id, now_iso())
+
+
+class _OutboxMixin:
+    """The outbox relay's side of the store, the same SQL on both engines."""
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+        raise NotImplementedError
+
+    async def pending_outbox(self, limit: int) -> list[dict[str, Any]]:
+        """Unsent outbox rows, oldest first: id, kind, routing_key, body, message_id, created_at."""
+        async with self.transaction() as tx:
+            return await tx.fetch(_PENDING, limit)
+
+    async def mark_sent(self, ids: Sequence[int]) -> None:
+        """Mark rows sent, one UPDATE per chunk of ids rather than one per row."""
+        sent_at = now_iso()
+        async with self.transaction() as tx:
+            for start in range(0, len(ids), _MARK_SENT_CHUNK):
+                chunk = ids[start:start + _MARK_SENT_CHUNK]
+                marks = ", ".join(f"${i}" for i in range(2, len(chunk) + 2))
+                await tx.execute(
+                    f"UPDATE outbox SET sent_at = $1 WHERE sent_at IS NULL AND id IN ({marks})",
+                    sent_at, *chunk,
+                )
 
 
 async def _migrate(tx: Any, dialect: str) -> list[int]:
@@ -297,7 +321,7 @@ class _SqliteTx(_TxBase):
         return await self._store._call(self._run, sql, args, "fetchval")
 
 
-class SqliteStore:
+class SqliteStore(_OutboxMixin):
     """SQLite on one worker thread; one transaction at a time in this process."""
 
     dialect = "sqlite"
@@ -425,18 +449,6 @@ class SqliteStore:
                 raise
             await self._call(self._end, True)
 
-    async def pending_outbox(self, limit: int) -> list[dict[str, Any]]:
-        """Unsent outbox rows, oldest first: id, kind, routing_key, body, message_id, created_at."""
-        async with self.transaction() as tx:
-            return await tx.fetch(_PENDING, limit)
-
-    async def mark_sent(self, ids: Sequence[int]) -> None:
-        if not ids:
-            return
-        sent_at = now_iso()
-        async with self.transaction() as tx:
-            for id_ in ids:
-                await tx.execute(_MARK_SENT, sent_at, id_)
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
@@ -484,7 +496,7 @@ class _PostgresTx(_TxBase):
             raise _pg_error(exc) from exc
 
 
-class PostgresStore:
+class PostgresStore(_OutboxMixin):
     """PostgreSQL through an asyncpg pool; each transaction holds one pooled connection."""
 
     dialect = "postgresql"
@@ -546,15 +558,3 @@ class PostgresStore:
             # Raised by acquire, BEGIN, COMMIT or ROLLBACK.
             raise _pg_error(exc) from exc
 
-    async def pending_outbox(self, limit: int) -> list[dict[str, Any]]:
-        """Unsent outbox rows, oldest first: id, kind, routing_key, body, message_id, created_at."""
-        async with self.transaction() as tx:
-            return await tx.fetch(_PENDING, limit)
-
-    async def mark_sent(self, ids: Sequence[int]) -> None:
-        if not ids:
-            return
-        sent_at = now_iso()
-        async with self.transaction() as tx:
-            for id_ in ids:
-                await tx.execute(_MARK_SENT, sent_at, id_)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TextIO
 
 import aio_pika
@@ -25,14 +25,11 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
 
+from router.messages import DEAD_HEADERS, copy_message, now_iso
 from router.settings import BrokerSettings
 from router.topology import QUEUES, Topology
 
 ACTIONS = ("list", "show", "replay", "purge")
-DEAD_HEADERS = ("x-dead-reason", "x-dead-consumer", "x-dead-at")
-# Set by the broker on a quorum queue redelivery; never carried over to a copy.
-BROKER_HEADERS = ("x-delivery-count", "x-death", "x-first-death-exchange",
-                  "x-first-death-queue", "x-first-death-reason")
 CONNECT_TIMEOUT = 10.0
 
 
@@ -106,25 +103,7 @@ def _details(message: AbstractIncomingMessage) -> str:
 
 
 def _replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
-    headers = dict(message.headers or {})
-    for name in DEAD_HEADERS + BROKER_HEADERS:
-        headers.pop(name, None)
-    headers["attempt"] = 0
-    headers["x-replayed-at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    return aio_pika.Message(
-        message.body,
-        headers=headers,
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        priority=message.priority,
-        correlation_id=message.correlation_id,
-        message_id=message.message_id,
-        timestamp=message.timestamp,
-        type=message.type,
-        user_id=message.user_id,
-        app_id=message.app_id,
-    )
+    return copy_message(message, drop=DEAD_HEADERS, attempt=0, **{"x-replayed-at": now_iso()})
 
 
 async def _depth(channel: AbstractChannel, queue: str) -> int:

@@ -12,6 +12,7 @@ from pathlib import Path
 import aio_pika
 import orjson
 import pytest
+from test_server import free_port
 
 from consumers.store import open_store
 
@@ -55,14 +56,6 @@ def write_test_config(settings) -> Path:
                     .replace('= "samples/', f'= "{ROOT}/config/samples/')
                     .replace('schemas = "schemas"', f'schemas = "{ROOT}/config/schemas"'))
     return path
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def start_consumer(store_url: str, settings, test_env) -> asyncio.subprocess.Process:
@@ -152,7 +145,7 @@ class TestAllInOne:
         from router.cli import signed_headers
 
         store_url = f"sqlite:///{tmp_path}/all.sqlite3"
-        port = _free_port()
+        port = free_port()
         config = write_test_config(settings)
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "consumers", "all", "--config", str(config),
