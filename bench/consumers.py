@@ -1,7 +1,8 @@
 """Consumer benchmark: our Runner (orders handler, SQLite and PostgreSQL) against a plain
 aio-pika consume-and-ack loop, same run, same messages.
 
-    python bench/consumers.py [--count 20000] [--rounds 3] [--prefetch 100]
+    python bench/consumers.py [--count 20000] [--rounds 3] [--prefetch 100] [--only NAME]
+                              [--pg-concurrency 4]
 
 Before every run `count` order.created envelopes (the canonical Order the portal mapping
 produces from config/samples/portal-order-created.json; a unique order_id and event id each,
@@ -10,8 +11,10 @@ exchange of a unique-prefix topology, so they sit in its `orders` quorum queue. 
 uvloop, one of:
 
     plain     aio-pika, prefetch 100, ack each message, no store
-    sqlite    Runner + consumers.orders.handle on a fresh SQLite file (WAL, synchronous=FULL)
-    postgres  Runner + consumers.orders.handle on a fresh database bench_<uuid> (asyncpg)
+    sqlite    Runner + consumers.orders.handle on a fresh SQLite file (WAL, synchronous=FULL),
+              concurrency 1 (one writer: more batches at once would only queue for it)
+    postgres  the same on a fresh database bench_<uuid> (asyncpg), concurrency 1
+    pg-conc   the same with --pg-concurrency batches (transactions) at once
 
 drains the queue.  events/s is measured from the first message delivered to the consumer to
 the last ack (for the Runner: the return of the batch that acked the last message, which
@@ -47,7 +50,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from consumers import orders  # noqa: E402
-from consumers.effects import RESERVE_LOCATION  # noqa: E402
 from consumers.runner import ConsumerSpec, Runner  # noqa: E402
 from consumers.store import open_store  # noqa: E402
 from router.settings import BrokerSettings  # noqa: E402
@@ -197,13 +199,13 @@ async def seed(store) -> None:
             await tx.execute(
                 "INSERT INTO stock (sku, location, on_hand, reserved, as_of)"
                 " VALUES ($1, $2, $3, 0, $4)",
-                sku, RESERVE_LOCATION, STOCK_ON_HAND, "2026-11-20T00:00:00+00:00",
+                sku, "default", STOCK_ON_HAND, "2026-11-20T00:00:00+00:00",
             )
 
 
 async def run_runner(topology: Topology, store_url: str, count: int,
-                     prefetch: int) -> tuple[float, dict[str, int]]:
-    store = open_store(store_url)
+                     prefetch: int, concurrency: int = 1) -> tuple[float, dict[str, int]]:
+    store = open_store(store_url, pool_max=concurrency + 1)
     await store.open()
     try:
         await seed(store)
@@ -211,8 +213,9 @@ async def run_runner(topology: Topology, store_url: str, count: int,
         broker = BrokerSettings(url=AMQP_URL, prefix=topology.prefix,
                                 retry_ladder=topology.retry_ladder,
                                 delivery_limit=topology.delivery_limit)
-        runner = TimedRunner(ConsumerSpec("orders", orders.handle), store, broker,
-                             prefetch=prefetch, count=count, stop=stop)
+        runner = TimedRunner(ConsumerSpec("orders", orders.handle, orders.prepare), store, broker,
+                             prefetch=prefetch, concurrency=concurrency, count=count,
+                             stop=stop)
         async with asyncio.timeout(RUN_TIMEOUT):
             await runner.run(stop)
         assert runner.first is not None
@@ -274,7 +277,10 @@ async def main_async(args: argparse.Namespace) -> int:
         await topology.declare(await connection.channel())
     tmp = Path(tempfile.mkdtemp(prefix="bench-consumers-"))
     databases: list[str] = []
-    results: dict[str, list[float]] = {"plain": [], "sqlite": [], "postgres": []}
+    names = ["plain", "sqlite", "postgres", "pg-conc"]
+    if args.only:
+        names = ["plain", *args.only]
+    results: dict[str, list[float]] = {name: [] for name in names}
     failures = 0
     print(f"{args.count} order.created events per run, prefetch {args.prefetch}, "
           f"{args.rounds} rounds, {os.cpu_count()} cores, uvloop, prefix {prefix}", flush=True)
@@ -294,7 +300,9 @@ async def main_async(args: argparse.Namespace) -> int:
                         database = await create_pg_database()
                         databases.append(database)
                         url = f"postgresql://root@127.0.0.1:5432/{database}"
-                    rate, facts = await run_runner(topology, url, args.count, args.prefetch)
+                    concurrency = args.pg_concurrency if name == "pg-conc" else 1
+                    rate, facts = await run_runner(topology, url, args.count, args.prefetch,
+                                                   concurrency)
                     left = await depths(topology)
                     orders_left = left[topology.queue("orders")]
                     stuck = sum(n for q, n in left.items()
@@ -308,7 +316,7 @@ async def main_async(args: argparse.Namespace) -> int:
                              f"{orders_left}, retry/dead {stuck}, {facts['batches']} batches "
                              f"(avg {args.count / facts['batches']:.1f})"
                              f"{'' if ok else '  VERIFY FAILED'}")
-                    if name == "postgres":
+                    if name != "sqlite":
                         await drop_pg_database(databases.pop())
                 await purge(topology)  # the relayed notify.* messages: free the broker's memory
                 results[name].append(rate)
@@ -324,14 +332,16 @@ async def main_async(args: argparse.Namespace) -> int:
 
     plain = statistics.median(results["plain"])
     print("\nmedians")
-    print(f"{'consumer':>13} {'events/s':>9} {'ratio':>6}")
+    print(f"{'consumer':>15} {'events/s':>9} {'ratio':>6}")
     for name, rates in results.items():
         rate = statistics.median(rates)
-        label = {"plain": "plain", "sqlite": "runner/sqlite", "postgres": "runner/pg"}[name]
-        print(f"{label:>13} {rate:9.0f} {rate / plain:6.2f}")
-    goal = statistics.median(results["sqlite"]) / plain
-    print(f"\ngoal runner/sqlite >= 0.5x plain: {'met' if goal >= 0.5 else 'NOT met'} "
-          f"({goal:.2f}x)")
+        label = {"plain": "plain", "sqlite": "runner/sqlite", "postgres": "runner/pg",
+                 "pg-conc": f"runner/pg x{args.pg_concurrency}"}[name]
+        print(f"{label:>15} {rate:9.0f} {rate / plain:6.2f}")
+    if results.get("sqlite"):
+        goal = statistics.median(results["sqlite"]) / plain
+        print(f"\ngoal runner/sqlite >= 0.5x plain: {'met' if goal >= 0.5 else 'NOT met'} "
+              f"({goal:.2f}x)")
     if failures:
         print(f"{failures} Runner run(s) failed verification", file=sys.stderr)
         return 1
@@ -343,6 +353,10 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prefetch", type=int, default=100)
+    parser.add_argument("--pg-concurrency", type=int, default=4,
+                        help="batches at once for the pg-conc run")
+    parser.add_argument("--only", action="append", choices=["sqlite", "postgres", "pg-conc"],
+                        help="run only these (and plain); repeatable")
     args = parser.parse_args()
     quiet_logging()
     return uvloop.run(main_async(args))

@@ -4,25 +4,40 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import os
 import signal
 import sys
 from collections.abc import Sequence
 
+from consumers.effects import Policy
 from consumers.runner import ConsumerSpec, Runner
-from consumers.store import open_store, redact_url
+from consumers.store import DEFAULT_POOL_MAX, open_store, redact_url
 from router.errors import ConfigError
 from router.logs import configure_logging
 from router.settings import DEFAULT_CONFIG, load_settings
 
-# consumer name (= its queue) -> module with `async def handle(tx, event)`
+# consumer name (= its queue) -> module with `async def handle(tx, event, policy)` and,
+# optionally, `async def prepare(tx, events)`
 CONSUMERS = {
     "orders": "consumers.orders",
     "inventory": "consumers.inventory",
     "shipping": "consumers.shipping",
 }
-DEFAULT_STORE = "sqlite:///data/router.sqlite3"
+
+
+def consumer_spec(name: str, settings) -> ConsumerSpec:
+    """The named consumer, its handler bound to the configured allocation policy."""
+    module = importlib.import_module(CONSUMERS[name])
+    policy = Policy(partial_allocation=settings.consumers.partial_allocation)
+    return ConsumerSpec(name, functools.partial(module.handle, policy=policy),
+                        getattr(module, "prepare", None))
+
+
+def _open(store_url: str, concurrency: int):
+    # One connection per batch in flight, one for the outbox marks.
+    return open_store(store_url, pool_max=max(DEFAULT_POOL_MAX, concurrency + 1))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,28 +47,41 @@ def build_parser() -> argparse.ArgumentParser:
                              "process (single machine, embedded SQLite)")
     parser.add_argument("--port", type=int, default=None, help="ingress port, with `all`")
     parser.add_argument("--config", "-c", default=os.environ.get("ROUTER_CONFIG", DEFAULT_CONFIG))
-    parser.add_argument("--store", default=os.environ.get("DATABASE_URL", DEFAULT_STORE),
-                        help="sqlite:///PATH or postgresql://... (env DATABASE_URL)")
-    parser.add_argument("--prefetch", type=int, default=100,
-                        help="messages in hand at once; they are committed together")
+    parser.add_argument("--store", default=None,
+                        help="sqlite:///PATH or postgresql://... (default: env DATABASE_URL, "
+                             "then [consumers] store)")
+    parser.add_argument("--prefetch", type=_positive, default=None,
+                        help="messages in hand at once; committed together in batches "
+                             "(default: [consumers] prefetch, 100)")
+    parser.add_argument("--concurrency", type=_positive, default=None,
+                        help="batches (transactions) at once; more helps PostgreSQL with many "
+                             "SKUs, not SQLite (default: [consumers] concurrency, 1)")
     parser.add_argument("--metrics-port", type=int, default=None,
                         help="serve Prometheus metrics on this port")
     return parser
 
 
-async def run(name: str, settings, store_url: str, prefetch: int) -> None:
-    handler = importlib.import_module(CONSUMERS[name]).handle
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
+async def run(name: str, settings, store_url: str, prefetch: int, concurrency: int) -> None:
     _make_sqlite_dir(store_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with open_store(store_url) as store:
-        runner = Runner(ConsumerSpec(name, handler), store, settings.broker, prefetch=prefetch)
+    async with _open(store_url, concurrency) as store:
+        runner = Runner(consumer_spec(name, settings), store, settings.broker,
+                        prefetch=prefetch, concurrency=concurrency)
         await runner.run(stop)
 
 
-async def run_all(settings, store_url: str, prefetch: int, port: int | None) -> None:
+async def run_all(settings, store_url: str, prefetch: int, concurrency: int,
+                  port: int | None) -> None:
     """The ingress and every consumer in one process, sharing one store.
 
     On SIGTERM the ingress stops first (finishing in-flight publishes), then the consumers
@@ -75,13 +103,13 @@ async def run_all(settings, store_url: str, prefetch: int, port: int | None) -> 
     await web.TCPSite(app_runner, settings.server.host, port or settings.server.port,
                       ssl_context=_ssl_context(settings)).start()
     stop = asyncio.Event()
-    async with open_store(store_url) as store:
+    async with _open(store_url, concurrency * len(CONSUMERS)) as store:
         consumers = [
             asyncio.create_task(Runner(
-                ConsumerSpec(name, importlib.import_module(module).handle), store,
-                settings.broker, prefetch=prefetch,
+                consumer_spec(name, settings), store, settings.broker,
+                prefetch=prefetch, concurrency=concurrency,
             ).run(stop))
-            for name, module in CONSUMERS.items()
+            for name in CONSUMERS
         ]
         waiting = asyncio.create_task(signalled.wait())
         await asyncio.wait([waiting, *consumers], return_when=asyncio.FIRST_COMPLETED)
@@ -114,9 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         from prometheus_client import start_http_server
 
         start_http_server(args.metrics_port)
-    print(f"consumer {args.name} on {redact_url(args.store)}", file=sys.stderr)
+    store = args.store or settings.consumers.store
+    prefetch = args.prefetch or settings.consumers.prefetch
+    concurrency = args.concurrency or settings.consumers.concurrency
+    print(f"consumer {args.name} on {redact_url(store)}", file=sys.stderr)
     if args.name == "all":
-        asyncio.run(run_all(settings, args.store, args.prefetch, args.port))
+        asyncio.run(run_all(settings, store, prefetch, concurrency, args.port))
     else:
-        asyncio.run(run(args.name, settings, args.store, args.prefetch))
+        asyncio.run(run(args.name, settings, store, prefetch, concurrency))
     return 0

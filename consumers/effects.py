@@ -1,24 +1,35 @@
 """What the orders, inventory and shipping consumers share: times, order locks, stock
 reservations and outbox notifications.
 
-Handlers are `async def handle(tx, event) -> str | None`: they apply the effect inside the
-runner's transaction (the inbox claim is already made) and return a short outcome the runner
-may count and log (see each module's OUTCOMES), or raise `Permanent` for a payload that can
-never be applied; any other exception means "retry".
+Handlers are `async def handle(tx, event, policy=Policy()) -> str | None`: they apply the
+effect inside the runner's transaction (the inbox claim is already made) and return a short
+outcome the runner may count and log (see each module's OUTCOMES), or raise `Permanent` for a
+payload that can never be applied; any other exception means "retry".
 
-Stock is reserved at one location, RESERVE_LOCATION: order_lines has no location column, so
-the location a line was reserved at must be known without one (see the module constant).
-A line's `reserved` column holds what that line holds in stock right now (0 or its quantity);
-releasing or consuming (shipping) sets it back to 0, so a release can never happen twice.
+Reservations: each order line is reserved whole at one location, the one with the most units
+available for its SKU (ties: the first location by name); the line records where
+(order_lines.location) and how much it holds (order_lines.reserved: 0 or its quantity).
+Releasing or consuming (shipping) sets reserved back to 0, so a release can never happen
+twice. An order is `allocated` when every line is reserved; otherwise, by default, nothing is
+reserved and it is `backordered`; with Policy(partial_allocation=True) the lines that fit are
+reserved and the order is `partially_allocated` (or `backordered` if none fit). Whenever
+stock becomes available (an inventory update, a cancelled or changed order), waiting orders
+for that SKU are allocated oldest (created_at) first.
 
-Row locks are taken with a no-op `UPDATE ... RETURNING` (PostgreSQL locks the row until
-commit; SQLite's BEGIN IMMEDIATE already serialises writers), so the same SQL works on both.
-Stock rows are always touched in (sku, line_no) order to keep PostgreSQL deadlocks rare;
-one that happens anyway is an ordinary error, retried by the runner.
+Every reservation is one conditional UPDATE (`on_hand - reserved >= quantity`), so no
+interleaving of transactions can oversell, and CHECK constraints keep 0 <= reserved <=
+on_hand. Row locks are taken with a no-op `UPDATE ... RETURNING` (PostgreSQL locks the row
+until commit; SQLite's BEGIN IMMEDIATE already serialises writers), so the same SQL works on
+both. Stock rows are touched in (sku, line_no) order to keep PostgreSQL deadlocks rare; one
+that happens anyway is an ordinary error, retried by the runner. On PostgreSQL a line can
+lose a race for the location it picked while another location still has enough: it is then
+tried once more, and if that fails too the order waits like any other backorder.
 """
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,9 +37,18 @@ import orjson
 
 from consumers.runner import Permanent
 
-# The one location orders reserve stock at. Inventory updates for other locations are stored
-# but never allocate orders. (Multi-location needs an order_lines.location column.)
-RESERVE_LOCATION = "default"
+
+@dataclass(frozen=True)
+class Policy:
+    """How the consumers allocate stock (config/router.toml, [consumers])."""
+
+    partial_allocation: bool = False
+
+
+DEFAULT_POLICY = Policy()
+MAX_MESSAGE_ID = 200
+# Order statuses that wait for stock.
+WAITING = ("backordered", "partially_allocated")
 
 
 def iso(value: Any, field: str = "time") -> str:
@@ -75,8 +95,11 @@ def integer(data: dict[str, Any], key: str) -> int:
 
 async def notify(tx: Any, event: dict[str, Any], kind: str, key: str, data: dict[str, Any]) -> str:
     """Write the outbox row for `kind`; its message id comes from the cause, so a retried or
-    replayed event adds no second row. Returns the message id."""
+    replayed event adds no second row. Returns the message id (an AMQP short string: one over
+    MAX_MESSAGE_ID bytes is replaced by its SHA-256, as stable)."""
     message_id = f"{event['id']}:{kind}:{key}"
+    if len(message_id.encode()) > MAX_MESSAGE_ID:
+        message_id = "sha256:" + hashlib.sha256(message_id.encode()).hexdigest()
     body = orjson.dumps(
         {"id": message_id, "type": f"notify.{kind}", "data": data, "cause": event["id"]}
     )
@@ -97,105 +120,183 @@ async def lock_order(tx: Any, order_id: str) -> dict[str, Any] | None:
     )
 
 
+async def lock_stock(tx: Any, skus: set[str]) -> None:
+    """Lock every stock row of `skus`, in (sku, location) order, until commit. Run first in a
+    batch (ConsumerSpec.prepare), it makes concurrent batches on PostgreSQL queue for hot
+    SKUs instead of deadlocking over them. SQLite needs nothing: one writer at a time."""
+    if skus and tx.dialect == "postgresql":
+        await tx.fetch(
+            "SELECT sku FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku, location FOR UPDATE",
+            sorted(skus),
+        )
+
+
+def new_lines(skus_and_quantities: list[tuple[str, int]]) -> list[dict[str, Any]]:
+    """Order lines not yet stored or reserved, numbered from 1."""
+    return [
+        {"line_no": n, "sku": sku, "quantity": quantity, "reserved": 0, "location": None}
+        for n, (sku, quantity) in enumerate(skus_and_quantities, start=1)
+    ]
+
+
 async def order_lines(tx: Any, order_id: str) -> list[dict[str, Any]]:
     return await tx.fetch(
-        "SELECT line_no, sku, quantity, reserved FROM order_lines WHERE order_id = $1"
-        " ORDER BY sku, line_no",
+        "SELECT line_no, sku, quantity, reserved, location FROM order_lines"
+        " WHERE order_id = $1 ORDER BY line_no",
         order_id,
     )
 
 
-async def reserve_order(tx: Any, order_id: str) -> bool:
-    """Reserve every line of the order at RESERVE_LOCATION, all or nothing. A conditional
-    UPDATE per line, so concurrent transactions can never oversell."""
-    for line in await order_lines(tx, order_id):
+async def insert_lines(tx: Any, order_id: str, lines: list[dict[str, Any]]) -> None:
+    await tx.executemany(
+        "INSERT INTO order_lines (order_id, line_no, sku, quantity, reserved, location)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        [(order_id, line["line_no"], line["sku"], line["quantity"], line["reserved"],
+          line["location"]) for line in lines],
+    )
+
+
+async def save_lines(tx: Any, order_id: str, lines: list[dict[str, Any]]) -> None:
+    """Store what `lines` (already in the table) now hold."""
+    await tx.executemany(
+        "UPDATE order_lines SET reserved = $3, location = $4 WHERE order_id = $1 AND line_no = $2",
+        [(order_id, line["line_no"], line["reserved"], line["location"]) for line in lines],
+    )
+
+
+_TAKE = (
+    "UPDATE stock SET reserved = reserved + $2"
+    " WHERE sku = $1 AND on_hand - reserved >= $2 AND location = ("
+    "SELECT location FROM stock WHERE sku = $1 AND on_hand - reserved >= $2"
+    " ORDER BY on_hand - reserved DESC, location LIMIT 1)"
+    " RETURNING location"
+)
+
+
+async def _take(tx: Any, sku: str, quantity: int) -> str | None:
+    """Reserve `quantity` of `sku` at one location; the location, or None if none has it."""
+    location = await tx.fetchval(_TAKE, sku, quantity)
+    if location is None:  # PostgreSQL: the chosen row may have changed under us; look again
+        location = await tx.fetchval(_TAKE, sku, quantity)
+    return location
+
+
+async def _give_back(tx: Any, line: dict[str, Any], *, consume: bool = False) -> None:
+    take = ", on_hand = on_hand - $3" if consume else ""
+    done = await tx.execute(
+        f"UPDATE stock SET reserved = reserved - $3{take} WHERE sku = $1 AND location = $2",
+        line["sku"],
+        line["location"],
+        line["reserved"],
+    )
+    if done != 1:
+        raise RuntimeError(f"reserved stock row {line['sku']}@{line['location']} is missing")
+
+
+async def reserve_lines(
+    tx: Any, lines: list[dict[str, Any]], policy: Policy = DEFAULT_POLICY
+) -> str:
+    """Reserve the lines not yet reserved (in memory: the caller stores them); the order's
+    status: allocated, partially_allocated or backordered. Without partial allocation it is
+    all or nothing: a line that does not fit gives back what this call took."""
+    taken = []
+    for line in sorted(lines, key=lambda line: (line["sku"], line["line_no"])):
         if line["reserved"]:
             continue
-        took = await tx.execute(
-            "UPDATE stock SET reserved = reserved + $3"
-            " WHERE sku = $1 AND location = $2 AND on_hand - reserved >= $3",
-            line["sku"],
-            RESERVE_LOCATION,
-            line["quantity"],
-        )
-        if took != 1:
-            await release_order(tx, order_id)
-            return False
-        await tx.execute(
-            "UPDATE order_lines SET reserved = $3 WHERE order_id = $1 AND line_no = $2",
-            order_id,
-            line["line_no"],
-            line["quantity"],
-        )
-    return True
+        location = await _take(tx, line["sku"], line["quantity"])
+        if location is None:
+            if not policy.partial_allocation:
+                for done in taken:
+                    await _give_back(tx, done)
+                    done["reserved"], done["location"] = 0, None
+                return "backordered"
+            continue
+        line["reserved"], line["location"] = line["quantity"], location
+        taken.append(line)
+    held = sum(1 for line in lines if line["reserved"])
+    if held == len(lines):
+        return "allocated"
+    return "partially_allocated" if held else "backordered"
 
 
-async def release_order(tx: Any, order_id: str, *, consume: bool = False) -> list[str]:
-    """Give back what the order's lines hold; with `consume` the units left the warehouse
-    (shipped), so on_hand drops too. Returns the SKUs released."""
+async def release_lines(
+    tx: Any, lines: list[dict[str, Any]], *, consume: bool = False
+) -> list[str]:
+    """Give back what `lines` hold (in memory: the caller stores them); with `consume` the
+    units left the warehouse (shipped), so on_hand drops too. The SKUs released."""
     released = []
-    take = ", on_hand = on_hand - $3" if consume else ""
-    for line in await order_lines(tx, order_id):
+    for line in sorted(lines, key=lambda line: (line["sku"], line["line_no"])):
         if not line["reserved"]:
             continue
-        done = await tx.execute(
-            f"UPDATE stock SET reserved = reserved - $3{take} WHERE sku = $1 AND location = $2",
-            line["sku"],
-            RESERVE_LOCATION,
-            line["reserved"],
-        )
-        if done != 1:
-            raise RuntimeError(f"order {order_id}: reserved stock row {line['sku']} is missing")
-        await tx.execute(
-            "UPDATE order_lines SET reserved = 0 WHERE order_id = $1 AND line_no = $2",
-            order_id,
-            line["line_no"],
-        )
+        await _give_back(tx, line, consume=consume)
+        line["reserved"] = 0
+        if not consume:
+            line["location"] = None  # a consumed line keeps where it shipped from
         released.append(line["sku"])
     return released
 
 
-async def order_summary(tx: Any, order_id: str, status: str) -> dict[str, Any]:
-    lines = await tx.fetch(
-        "SELECT sku, quantity, reserved FROM order_lines WHERE order_id = $1 ORDER BY line_no",
-        order_id,
-    )
-    return {"order_id": order_id, "status": status, "location": RESERVE_LOCATION, "lines": lines}
+async def release_order(tx: Any, order_id: str, *, consume: bool = False) -> list[dict[str, Any]]:
+    """Release (or consume) everything the stored order holds; its lines, as now stored."""
+    lines = await order_lines(tx, order_id)
+    changed = [dict(line) for line in lines if line["reserved"]]
+    if changed:
+        await release_lines(tx, changed, consume=consume)
+        await save_lines(tx, order_id, changed)
+        by_no = {line["line_no"]: line for line in changed}
+        lines = [by_no.get(line["line_no"], line) for line in lines]
+    return lines
 
 
-async def allocate_backorders(tx: Any, event: dict[str, Any], sku: str) -> list[str]:
-    """Allocate backordered orders that need `sku`, oldest (created_at) first, each all or
-    nothing; an order that does not fit is skipped so smaller later ones may still go.
-    Returns the order ids allocated."""
-    candidates = await tx.fetch(
-        "SELECT o.order_id, o.created_at FROM orders o"
-        " WHERE o.status = 'backordered' AND EXISTS (SELECT 1 FROM order_lines l"
-        " WHERE l.order_id = o.order_id AND l.sku = $1)"
-        " ORDER BY o.created_at, o.order_id",
-        sku,
-    )
-    allocated = []
-    for candidate in candidates:
-        available = await tx.fetchval(
-            "SELECT on_hand - reserved FROM stock WHERE sku = $1 AND location = $2",
+def order_summary(order_id: str, status: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The order as notifications tell it."""
+    return {
+        "order_id": order_id,
+        "status": status,
+        "lines": [
+            {"sku": line["sku"], "quantity": line["quantity"], "reserved": line["reserved"],
+             "location": line["location"]}
+            for line in sorted(lines, key=lambda line: line["line_no"])
+        ],
+    }
+
+
+async def allocate_waiting(
+    tx: Any, event: dict[str, Any], skus: list[str], policy: Policy = DEFAULT_POLICY
+) -> list[str]:
+    """Stock of `skus` became available: allocate waiting (backordered, or partially
+    allocated) orders that need them, oldest (created_at) first. An order that does not fit
+    is skipped, so smaller later ones may still go. The order ids whose status changed."""
+    changed = []
+    for sku in sorted(set(skus)):
+        candidates = await tx.fetch(
+            "SELECT o.order_id FROM orders o WHERE o.status IN ($2, $3)"
+            " AND EXISTS (SELECT 1 FROM order_lines l WHERE l.order_id = o.order_id"
+            " AND l.sku = $1 AND l.reserved = 0)"
+            " ORDER BY o.created_at, o.order_id",
             sku,
-            RESERVE_LOCATION,
+            *WAITING,
         )
-        if not available or available <= 0:
-            break
-        order_id = candidate["order_id"]
-        row = await lock_order(tx, order_id)
-        if row is None or row["status"] != "backordered":  # another consumer got there first
-            continue
-        if not await reserve_order(tx, order_id):
-            continue
-        await tx.execute("UPDATE orders SET status = 'allocated' WHERE order_id = $1", order_id)
-        await notify(
-            tx,
-            event,
-            "order.allocated",
-            order_id,
-            await order_summary(tx, order_id, "allocated"),
-        )
-        allocated.append(order_id)
-    return allocated
+        for candidate in candidates:
+            if not await tx.fetchval(
+                "SELECT 1 FROM stock WHERE sku = $1 AND on_hand - reserved > 0 LIMIT 1", sku
+            ):
+                break
+            order_id = candidate["order_id"]
+            row = await lock_order(tx, order_id)
+            if row is None or row["status"] not in WAITING:  # another consumer got there first
+                continue
+            lines = [dict(line) for line in await order_lines(tx, order_id)]
+            before = [line["reserved"] for line in lines]
+            status = await reserve_lines(tx, lines, policy)
+            if [line["reserved"] for line in lines] == before:
+                continue
+            await save_lines(tx, order_id, [
+                line for line, old in zip(lines, before, strict=True) if line["reserved"] != old
+            ])
+            await tx.execute("UPDATE orders SET status = $2 WHERE order_id = $1", order_id, status)
+            await notify(tx, event, f"order.{status}", order_id,
+                         order_summary(order_id, status, lines))
+            if order_id not in changed:
+                changed.append(order_id)
+    return changed

@@ -8,10 +8,11 @@ delta     a received batch (or a negative correction): added to on_hand; as_of i
           count: "stale". A result below what is reserved (or below 0) is refused (Permanent).
           A late absolute count older than an applied delta still overwrites it (one as_of).
 
-When the available quantity (on_hand - reserved) grows at RESERVE_LOCATION, backordered
-orders for the SKU are allocated oldest first (consumers.effects.allocate_backorders).
+When the available quantity (on_hand - reserved) grows, waiting orders for the SKU are
+allocated oldest first (consumers.effects.allocate_waiting).
 
-Outbox kinds: stock.changed (each change of on_hand), order.allocated (per backorder filled).
+Outbox kinds: stock.changed (each change of on_hand), order.allocated or
+order.partially_allocated (per waiting order that got stock).
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from __future__ import annotations
 from typing import Any
 
 from consumers.effects import (
-    RESERVE_LOCATION,
-    allocate_backorders,
+    DEFAULT_POLICY,
+    Policy,
+    allocate_waiting,
     data_of,
     integer,
     iso,
+    lock_stock,
     notify,
     text,
 )
@@ -33,7 +36,7 @@ from consumers.runner import Permanent
 OUTCOMES = ("applied", "stale", "unchanged")
 
 
-async def handle(tx: Any, event: dict[str, Any]) -> str:
+async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY) -> str:
     """Apply one stock update in `tx`; returns one of OUTCOMES."""
     if event.get("type") != "inventory.updated":
         raise Permanent(f"inventory: unknown event type {event.get('type')!r}")
@@ -103,6 +106,15 @@ async def handle(tx: Any, event: dict[str, Any]) -> str:
             "as_of": as_of,
         },
     )
-    if on_hand > old_on_hand and location == RESERVE_LOCATION:
-        await allocate_backorders(tx, event, sku)
+    if on_hand > old_on_hand:
+        await allocate_waiting(tx, event, [sku], policy)
     return "applied"
+
+
+async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
+    """Before a batch: lock the stock rows it updates, in one order."""
+    skus = {
+        event["data"]["sku"] for event in events
+        if isinstance(event.get("data"), dict) and isinstance(event["data"].get("sku"), str)
+    }
+    await lock_stock(tx, skus)

@@ -1,8 +1,8 @@
 """The orders consumer: `order.created`, `order.updated`, `order.cancelled`.
 
-created   store the order and its lines and reserve stock for every line, all or nothing:
-          status `allocated`, else `backordered` with nothing reserved. An order id already
-          stored is left alone ("exists").
+created   store the order and its lines and reserve stock for them (consumers.effects:
+          `allocated`, else `backordered` with nothing reserved, or `partially_allocated`
+          when the policy allows it). An order id already stored is left alone ("exists").
 updated   for an order not shipped, delivered, in exception or cancelled: release its
           reservations, replace address, note and lines, reserve again. An update older than
           the last order event applied (envelope occurred_at) is "stale". An update for an
@@ -11,8 +11,9 @@ updated   for an order not shipped, delivered, in exception or cancelled: releas
 cancelled release its reservations, status `cancelled`. Unknown order: stored as cancelled,
           so a late created event cannot allocate it. Too late once shipped or delivered.
           A created/updated whose canonical status is cancelled or refunded cancels too.
+Stock given back by an update or a cancellation goes to waiting orders, oldest first.
 
-Outbox kinds: order.allocated, order.backordered, order.cancelled.
+Outbox kinds: order.allocated, order.partially_allocated, order.backordered, order.cancelled.
 """
 
 from __future__ import annotations
@@ -22,21 +23,29 @@ from typing import Any
 import orjson
 
 from consumers.effects import (
+    DEFAULT_POLICY,
+    Policy,
+    allocate_waiting,
     data_of,
     event_time,
+    insert_lines,
     integer,
     iso,
     lock_order,
+    lock_stock,
+    new_lines,
     notify,
     order_summary,
+    release_lines,
     release_order,
-    reserve_order,
+    reserve_lines,
     text,
 )
 from consumers.runner import Permanent
 
 # What handle() returns, for the runner to count.
-OUTCOMES = ("allocated", "backordered", "cancelled", "exists", "ignored", "stale")
+OUTCOMES = ("allocated", "partially_allocated", "backordered", "cancelled", "exists",
+            "ignored", "stale")
 
 CANCELLED_STATUSES = frozenset({"cancelled", "refunded"})  # canonical order statuses
 NOT_UPDATABLE = frozenset({"shipped", "delivered", "exception", "cancelled"})
@@ -71,6 +80,7 @@ def _order(event: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _insert(tx: Any, order: dict[str, Any], status: str) -> bool:
+    """Insert the order row; False if the order id is already stored."""
     inserted = await tx.execute(
         "INSERT INTO orders (order_id, source, status, shipping_address, note, created_at,"
         " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id) DO NOTHING",
@@ -82,94 +92,116 @@ async def _insert(tx: Any, order: dict[str, Any], status: str) -> bool:
         order["created_at"],
         order["at"],
     )
-    if inserted:
-        await _insert_lines(tx, order)
     return inserted == 1
 
 
-async def _insert_lines(tx: Any, order: dict[str, Any]) -> None:
-    for line_no, (sku, quantity) in enumerate(order["lines"], start=1):
-        await tx.execute(
-            "INSERT INTO order_lines (order_id, line_no, sku, quantity, reserved)"
-            " VALUES ($1, $2, $3, $4, 0)",
-            order["order_id"],
-            line_no,
-            sku,
-            quantity,
-        )
-
-
-async def _allocate(tx: Any, event: dict[str, Any], order_id: str) -> str:
-    status = "allocated" if await reserve_order(tx, order_id) else "backordered"
-    await tx.execute("UPDATE orders SET status = $2 WHERE order_id = $1", order_id, status)
-    await notify(tx, event, f"order.{status}", order_id, await order_summary(tx, order_id, status))
-    return status
-
-
-async def _cancelled(tx: Any, event: dict[str, Any], order_id: str, at: str) -> str:
-    await release_order(tx, order_id)
+async def _cancelled(
+    tx: Any, event: dict[str, Any], order_id: str, at: str, policy: Policy
+) -> str:
+    lines = await release_order(tx, order_id)
     await tx.execute(
         "UPDATE orders SET status = 'cancelled', updated_at = $2 WHERE order_id = $1",
         order_id,
         at,
     )
-    await notify(
-        tx, event, "order.cancelled", order_id, await order_summary(tx, order_id, "cancelled")
-    )
+    await notify(tx, event, "order.cancelled", order_id,
+                 order_summary(order_id, "cancelled", lines))
+    await allocate_waiting(tx, event, [line["sku"] for line in lines], policy)
     return "cancelled"
 
 
-async def _created(tx: Any, event: dict[str, Any], order: dict[str, Any]) -> str:
+async def _created(tx: Any, event: dict[str, Any], order: dict[str, Any], policy: Policy) -> str:
+    order_id = order["order_id"]
+    lines = new_lines(order["lines"])
     if order["status"] in CANCELLED_STATUSES:
         if not await _insert(tx, order, "cancelled"):
             return "exists"
-        return await _cancelled(tx, event, order["order_id"], order["at"])
-    if not await _insert(tx, order, "received"):
+        await insert_lines(tx, order_id, lines)
+        await notify(tx, event, "order.cancelled", order_id,
+                     order_summary(order_id, "cancelled", lines))
+        return "cancelled"
+    # Reserve first, then insert the order with its final status: the usual path is one
+    # statement per line plus three. A repeat (the order is already stored) gives it back.
+    status = await reserve_lines(tx, lines, policy)
+    if not await _insert(tx, order, status):
+        await release_lines(tx, lines)
         return "exists"
-    return await _allocate(tx, event, order["order_id"])
+    await insert_lines(tx, order_id, lines)
+    await notify(tx, event, f"order.{status}", order_id, order_summary(order_id, status, lines))
+    return status
 
 
-async def _updated(tx: Any, event: dict[str, Any], order: dict[str, Any]) -> str:
+async def _updated(tx: Any, event: dict[str, Any], order: dict[str, Any], policy: Policy) -> str:
     order_id = order["order_id"]
     row = await lock_order(tx, order_id)
     if row is None:
-        return await _created(tx, event, order)
+        return await _created(tx, event, order, policy)
     if row["status"] in NOT_UPDATABLE:
         return "ignored"
     if row["updated_at"] and order["at"] < row["updated_at"]:
         return "stale"
     if order["status"] in CANCELLED_STATUSES:
-        return await _cancelled(tx, event, order_id, order["at"])
-    await release_order(tx, order_id)
+        return await _cancelled(tx, event, order_id, order["at"], policy)
+    released = [line["sku"] for line in await release_order(tx, order_id)]
     await tx.execute("DELETE FROM order_lines WHERE order_id = $1", order_id)
-    await _insert_lines(tx, order)
+    lines = new_lines(order["lines"])
+    status = await reserve_lines(tx, lines, policy)
+    await insert_lines(tx, order_id, lines)
     await tx.execute(
-        "UPDATE orders SET shipping_address = $2, note = $3, updated_at = $4 WHERE order_id = $1",
+        "UPDATE orders SET shipping_address = $2, note = $3, updated_at = $4, status = $5"
+        " WHERE order_id = $1",
         order_id,
         order["shipping_address"],
         order["note"],
         order["at"],
+        status,
     )
-    return await _allocate(tx, event, order_id)
+    await notify(tx, event, f"order.{status}", order_id, order_summary(order_id, status, lines))
+    await allocate_waiting(tx, event, released, policy)
+    return status
 
 
-async def _cancel(tx: Any, event: dict[str, Any], order: dict[str, Any]) -> str:
+async def _cancel(tx: Any, event: dict[str, Any], order: dict[str, Any], policy: Policy) -> str:
     order_id = order["order_id"]
     row = await lock_order(tx, order_id)
     if row is None:
-        await _insert(tx, order, "cancelled")
-        return await _cancelled(tx, event, order_id, order["at"])
+        if await _insert(tx, order, "cancelled"):
+            await insert_lines(tx, order_id, new_lines(order["lines"]))
+        return await _cancelled(tx, event, order_id, order["at"], policy)
     if row["status"] == "cancelled" or row["status"] in NOT_CANCELLABLE:
         return "ignored"
-    return await _cancelled(tx, event, order_id, order["at"])
+    return await _cancelled(tx, event, order_id, order["at"], policy)
 
 
 _BY_TYPE = {"order.created": _created, "order.updated": _updated, "order.cancelled": _cancel}
 
 
-async def handle(tx: Any, event: dict[str, Any]) -> str:
+async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY) -> str:
     """Apply one order event in `tx`; returns one of OUTCOMES."""
     apply = _BY_TYPE.get(event.get("type"))  # type: ignore[arg-type]
     if apply is None:
         raise Permanent(f"orders: unknown event type {event.get('type')!r}")
-    return await apply(tx, event, _order(event))
+    return await apply(tx, event, _order(event), policy)
+
+
+async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
+    """Before a batch: lock the stock rows its orders will reserve or release, in one order."""
+    if tx.dialect != "postgresql":
+        return
+    skus: set[str] = set()
+    known: list[str] = []
+    for event in events:
+        data = event.get("data")
+        if not isinstance(data, dict):
+            continue
+        for line in data.get("lines") or ():
+            if isinstance(line, dict) and isinstance(line.get("sku"), str):
+                skus.add(line["sku"])
+        if event.get("type") != "order.created" and isinstance(data.get("order_id"), str):
+            known.append(data["order_id"])
+    if known:
+        rows = await tx.fetch(
+            "SELECT DISTINCT sku FROM order_lines WHERE order_id = ANY($1::text[])", known
+        )
+        skus.update(row["sku"] for row in rows)
+    await lock_stock(tx, skus)

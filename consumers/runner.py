@@ -1,23 +1,29 @@
 """One runner for every consumer: take messages, apply them in the store, then ack.
 
-For each batch of messages in hand:
+For each batch of messages in hand (up to prefetch / concurrency of them):
 
-    BEGIN
+    one transaction (on SQLite: one hop to the store's thread for the whole batch)
+      mark the outbox rows confirmed since the last batch as sent
       per message: SAVEPOINT; inbox claim; handler effect; RELEASE
                    (a failing message rolls back to its savepoint and only it is retried)
     COMMIT
     failed messages -> NAME.retry.<delay> or NAME.dead, with the broker's confirm
-    ack (only now: the effects are committed)
-    outbox rows written by the batch -> events exchange as notify.*, then marked sent
+    ack (only now: the effects are committed); a multiple-ack covers the longest run of
+    settled messages, so batches running concurrently never ack each other's messages
+    the batch's outbox rows -> events exchange as notify.*, confirmed in the background;
+    their ids are marked sent by the next transaction (or after a short idle pause)
 
 A message is acked only after its effect is committed or it is safely on a retry or dead
 queue; anything else (a crash, a lost connection) leaves it unacked and the broker
-redelivers it, where the inbox turns the repeat into a no-op.
+redelivers it, where the inbox turns the repeat into a no-op.  An outbox row is published
+at least once: rows not yet marked sent are published again at start-up and after a
+failed publish (receivers deduplicate by message id).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -27,8 +33,12 @@ import aio_pika
 import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.exceptions import AMQPException
+from aiormq.exceptions import AMQPError, ChannelInvalidStateError
 from prometheus_client import Counter, Histogram
 
+from consumers.store import mark_sent
+from router.errors import BrokerUnavailable
 from router.messages import (
     DEAD_AT,
     DEAD_CONSUMER,
@@ -37,6 +47,7 @@ from router.messages import (
     copy_message,
     now_iso,
 )
+from router.publisher import Publisher
 from router.settings import BrokerSettings
 from router.topology import Topology
 
@@ -51,6 +62,18 @@ HANDLER_LATENCY = Histogram(
     "consumer_handler_latency_seconds", "From taking a message to its ack", ["consumer"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+OUTBOX_PUBLISHED = Counter(
+    "consumer_outbox_published", "Outbox rows published to the events exchange (confirmed)",
+    ["consumer"],
+)
+
+# Confirmed outbox ids wait this long for a batch to mark them before a transaction of
+# their own does it.
+MARK_IDLE_SECONDS = 0.2
+# The broker's and the connection's failures: the message stays unacked and comes back.
+_BROKER_ERRORS = (
+    AMQPException, AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError,
+)
 
 
 class Transient(Exception):
@@ -61,6 +84,10 @@ class Permanent(Exception):
     """The event can never be applied (bad payload, unknown order): dead-letter it."""
 
 
+class _Failed(Exception):
+    """A message of a batch applied without savepoints failed: roll back, go carefully."""
+
+
 # A handler applies one event inside the runner's transaction.  It may return a word for
 # the log and metrics (e.g. "stale" for an update older than what is stored).
 Handler = Callable[[Any, dict[str, Any]], Awaitable[str | None]]
@@ -68,10 +95,14 @@ Handler = Callable[[Any, dict[str, Any]], Awaitable[str | None]]
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """A consumer: the queue it reads (without prefix) and its handler."""
+    """A consumer: the queue it reads (without prefix), its handler and, optionally, a
+    `prepare(tx, events)` run first in each batch's transaction (to lock, in one global
+    order, the rows the batch will touch, so concurrent batches queue instead of
+    deadlocking)."""
 
     name: str
     handler: Handler
+    prepare: Callable[[Any, list[dict[str, Any]]], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -79,9 +110,49 @@ class Outcome:
     message: AbstractIncomingMessage
     event_id: str = "-"
     type: str = "-"
-    result: str = "processed"  # processed | duplicate | retry | dead
+    result: str = "processed"  # processed | duplicate | retry | dead | a handler's word
     reason: str = ""
     started: float = field(default_factory=time.perf_counter)
+    event: dict[str, Any] | None = None  # the parsed envelope; None if it is not one
+
+    def __post_init__(self) -> None:
+        try:
+            event = orjson.loads(self.message.body)
+            self.event_id, self.type = str(event["id"]), str(event["type"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            self.result, self.reason = "dead", "not an event envelope"
+            return
+        self.event = event
+
+
+class _Acker:
+    """Acks in delivery order: a multiple-ack for the longest run of settled messages at the
+    front, so one batch finishing early never acks another batch's messages."""
+
+    def __init__(self) -> None:
+        self._delivered: collections.deque[AbstractIncomingMessage] = collections.deque()
+        self._settled: set[int] = set()
+
+    def delivered(self, message: AbstractIncomingMessage) -> None:
+        self._delivered.append(message)
+
+    async def settle(self, outcomes: list[Outcome], nacked: set[int]) -> None:
+        """Mark `outcomes` done; ack every message now at the front of the settled run
+        (one multiple-ack per channel). `nacked` holds id()s already nacked: never acked."""
+        for outcome in outcomes:
+            self._settled.add(id(outcome.message))
+        last_per_channel: dict[int, AbstractIncomingMessage] = {}
+        while self._delivered and id(self._delivered[0]) in self._settled:
+            message = self._delivered.popleft()
+            self._settled.discard(id(message))
+            if id(message) not in nacked:
+                last_per_channel[id(message.channel)] = message
+        for message in last_per_channel.values():
+            try:
+                await message.ack(multiple=True)
+            except _BROKER_ERRORS as exc:
+                # The channel is gone: the broker redelivers, the inbox makes it a no-op.
+                log.warning("ack_failed", error=type(exc).__name__)
 
 
 class Runner:
@@ -94,76 +165,181 @@ class Runner:
         broker: BrokerSettings,
         *,
         prefetch: int = 100,
+        concurrency: int = 1,
     ) -> None:
+        if prefetch < 1 or concurrency < 1:
+            raise ValueError("prefetch and concurrency must be at least 1")
         self.spec = spec
         self.store = store
         self.broker = broker
         self.prefetch = prefetch
+        self.concurrency = concurrency
+        self.batch_size = max(1, prefetch // (concurrency + 1))
         self.topology = Topology(broker.prefix, broker.retry_ladder, broker.delivery_limit)
         self.queue_name = self.topology.queue(spec.name)
+        self.publisher = Publisher(broker, connection_name=f"consumer-{spec.name}-outbox")
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._acker = _Acker()
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
+        self._to_mark: list[int] = []  # confirmed outbox ids not yet marked sent
+        self._relay_needed = True  # scan for unsent outbox rows (at start, after a failure)
+        self._sending: set[asyncio.Task[None]] = set()
 
-    async def _connect(self) -> aio_pika.abc.AbstractQueue:
-        self._connection = await aio_pika.connect_robust(
-            self.broker.url,
-            client_properties={"connection_name": f"consumer-{self.spec.name}"},
-        )
-        self._channel = await self._connection.channel(publisher_confirms=True)
-        await self.topology.declare(self._channel)
-        await self._channel.set_qos(prefetch_count=self.prefetch)
-        return await self._channel.get_queue(self.queue_name)
+    async def _connect(self, stop: asyncio.Event) -> aio_pika.abc.AbstractQueue | None:
+        """Connect (retrying with back-off while the broker is away) and declare the
+        topology; None if `stop` is set first."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self._connection = await aio_pika.connect_robust(
+                    self.broker.url,
+                    client_properties={"connection_name": f"consumer-{self.spec.name}"},
+                )
+                self._channel = await self._connection.channel(publisher_confirms=True)
+                await self.topology.declare(self._channel)
+                await self._channel.set_qos(prefetch_count=self.prefetch)
+                await self.publisher.start()
+                return await self._channel.get_queue(self.queue_name)
+            except (*_BROKER_ERRORS, BrokerUnavailable) as exc:
+                log.warning("broker_unavailable", consumer=self.spec.name,
+                            error=type(exc).__name__, retry_in=backoff)
+                await self._disconnect()
+            try:
+                await asyncio.wait_for(stop.wait(), backoff)
+            except TimeoutError:
+                pass
+            backoff = min(backoff * 2, 10.0)
+        return None
+
+    async def _disconnect(self) -> None:
+        await self.publisher.close()
+        self.publisher = Publisher(self.broker, connection_name=f"consumer-{self.spec.name}-outbox")
+        if self._connection is not None:
+            connection, self._connection = self._connection, None
+            await connection.close()
+
+    async def _delivered(self, message: AbstractIncomingMessage) -> None:
+        self._acker.delivered(message)
+        self._inbox.put_nowait(message)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set, then finish and ack what is in hand and return."""
-        queue = await self._connect()
-        await self.relay_outbox()
-        tag = await queue.consume(self._inbox.put)
-        log.info("consumer_started", consumer=self.spec.name, queue=self.queue_name,
-                 prefetch=self.prefetch)
+        queue = await self._connect(stop)
+        if queue is None:
+            return
+        try:
+            await self._relay_unsent()
+            tag = await queue.consume(self._delivered)
+            log.info("consumer_started", consumer=self.spec.name, queue=self.queue_name,
+                     prefetch=self.prefetch, concurrency=self.concurrency)
+            await self._consume(stop)
+            # Stop taking messages, then finish the ones already delivered to us.
+            try:
+                await queue.cancel(tag)
+            except _BROKER_ERRORS as exc:
+                log.warning("cancel_failed", consumer=self.spec.name, error=type(exc).__name__)
+            while not self._inbox.empty():
+                await self._process(self._take_nowait([]))
+            await self._drain_sending()
+            await self._flush_marks()
+        finally:
+            await self._drain_sending()
+            await self._disconnect()
+        log.info("consumer_stopped", consumer=self.spec.name)
+
+    def _take_nowait(self, batch: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
+        while not self._inbox.empty() and len(batch) < self.batch_size:
+            batch.append(self._inbox.get_nowait())
+        return batch
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        """Take batches and process up to `concurrency` of them at once, until `stop`."""
+        slots = asyncio.Semaphore(self.concurrency)
+        running: set[asyncio.Task[None]] = set()
+        failed: list[BaseException] = []
         stopping = asyncio.create_task(stop.wait())
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            slots.release()
+            if not task.cancelled() and task.exception() is not None:
+                failed.append(task.exception())  # type: ignore[arg-type]
+                stop.set()
+
         try:
             while True:
+                await slots.acquire()
+                if self._relay_needed and self.publisher.ready:
+                    await self._relay_unsent()
                 getting = asyncio.create_task(self._inbox.get())
-                done, _ = await asyncio.wait({getting, stopping},
-                                             return_when=asyncio.FIRST_COMPLETED)
+                while True:
+                    idle = MARK_IDLE_SECONDS if self._to_mark else None
+                    done, _ = await asyncio.wait({getting, stopping}, timeout=idle,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if done:
+                        break
+                    await self._flush_marks()
                 if getting not in done:
                     getting.cancel()
+                    slots.release()
                     break
-                batch = [getting.result()]
-                while not self._inbox.empty() and len(batch) < self.prefetch:
-                    batch.append(self._inbox.get_nowait())
-                await self._process(batch)
-            # Stop taking messages, then finish the ones already delivered to us.
-            await queue.cancel(tag)
-            leftover = []
-            while not self._inbox.empty():
-                leftover.append(self._inbox.get_nowait())
-            if leftover:
-                await self._process(leftover)
+                task = asyncio.create_task(self._process(self._take_nowait([getting.result()])))
+                running.add(task)
+                task.add_done_callback(finished)
+            if running:
+                await asyncio.wait(running)
         finally:
             stopping.cancel()
-            if self._connection is not None:
-                await self._connection.close()
-        log.info("consumer_stopped", consumer=self.spec.name)
+        if failed:
+            raise failed[0]
 
     async def _process(self, batch: list[AbstractIncomingMessage]) -> None:
         outcomes = [Outcome(message) for message in batch]
-        try:
-            async with self.store.transaction() as tx:
+        marks, self._to_mark = self._to_mark, []
+
+        def work(careful: bool) -> Callable[[Any], Awaitable[list[dict[str, Any]]]]:
+            async def apply_all(tx: Any) -> list[dict[str, Any]]:
+                if marks:
+                    await mark_sent(tx, marks)
+                if self.spec.prepare is not None and not careful:
+                    events = [outcome.event for outcome in outcomes if outcome.event]
+                    try:
+                        await self.spec.prepare(tx, events)  # type: ignore[arg-type]
+                    except Exception as exc:
+                        raise _Failed from exc
                 for outcome in outcomes:
-                    await self._apply(tx, outcome)
+                    await self._apply(tx, outcome, careful)
+                return tx.outbox
+            return apply_all
+
+        try:
+            try:
+                # Usually every message applies: no savepoints. If one fails, the whole
+                # transaction rolls back and the batch runs again with a savepoint each.
+                outbox = await self.store.run(work(careful=False))
+            except _Failed:
+                for outcome in outcomes:
+                    if outcome.event is not None:
+                        outcome.result, outcome.reason = "processed", ""
+                outbox = await self.store.run(work(careful=True))
         except Exception as exc:  # the commit itself failed: nothing was applied
+            self._to_mark.extend(marks)
+            outbox = []
             log.warning("batch_commit_failed", consumer=self.spec.name,
                         error=type(exc).__name__, size=len(batch))
             for outcome in outcomes:
                 if outcome.result not in ("retry", "dead"):
                     outcome.result, outcome.reason = "retry", f"commit failed: {type(exc).__name__}"
+        nacked: set[int] = set()
         for outcome in outcomes:
-            if outcome.result in ("retry", "dead"):
-                await self._reroute(outcome)
-        await batch[-1].ack(multiple=True)
+            if outcome.result in ("retry", "dead") and not await self._reroute(outcome):
+                nacked.add(id(outcome.message))
+        await self._acker.settle(outcomes, nacked)
+        if outbox:
+            task = asyncio.create_task(self._send_outbox(outbox))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
         for outcome in outcomes:
             latency = time.perf_counter() - outcome.started
             MESSAGES.labels(self.spec.name, outcome.result).inc()
@@ -172,62 +348,98 @@ class Runner:
                      type=outcome.type, attempt=attempt_of(outcome.message),
                      outcome=outcome.result, reason=outcome.reason or None,
                      latency_ms=round(latency * 1000, 3))
-        await self.relay_outbox()
 
-    async def relay_outbox(self) -> int:
-        """Publish committed outbox rows to the events exchange (confirmed), then mark them
-        sent.  Runs after every batch and at start-up, so rows left by a crash go out too.
-        Several processes may send the same row: receivers deduplicate by its message id."""
-        assert self._channel is not None
-        exchange = await self._channel.get_exchange(self.topology.exchange, ensure=False)
+    # -- the outbox --------------------------------------------------------------------------
+
+    async def _send_outbox(self, rows: list[dict[str, Any]]) -> bool:
+        """Publish committed outbox rows (all in flight at once) and wait for every confirm;
+        confirmed ids are queued for marking. False (and a later full relay) on failure."""
+        headers = {"attempt": 0, "source": self.spec.name}
+        try:
+            await self.publisher.publish_all([
+                {"body": row["body"], "routing_key": row["routing_key"],
+                 "message_id": row["message_id"], "type": row["routing_key"],
+                 "headers": headers}
+                for row in rows
+            ])
+        except BrokerUnavailable as exc:
+            log.warning("outbox_publish_failed", consumer=self.spec.name, rows=len(rows),
+                        error=exc.message)
+            self._relay_needed = True
+            return False
+        OUTBOX_PUBLISHED.labels(self.spec.name).inc(len(rows))
+        self._to_mark.extend(row["id"] for row in rows)
+        return True
+
+    async def _flush_marks(self) -> None:
+        marks, self._to_mark = self._to_mark, []
+        try:
+            await self.store.mark_sent(marks)
+        except Exception as exc:
+            self._to_mark.extend(marks)
+            log.warning("outbox_mark_failed", consumer=self.spec.name, error=type(exc).__name__)
+
+    async def _drain_sending(self) -> None:
+        while self._sending:
+            await asyncio.gather(*list(self._sending), return_exceptions=True)
+
+    async def _relay_unsent(self) -> int:
+        """Publish every outbox row not yet marked sent (left by a crash or a failed publish,
+        by this process or another), oldest first, and mark them. Rows another process is
+        sending right now may go out twice: receivers deduplicate by message id."""
+        await self._drain_sending()
+        await self._flush_marks()
+        self._relay_needed = False
         sent = 0
         while rows := await self.store.pending_outbox(500):
-            # All in flight at once, then wait for every confirm: one round trip, not N.
-            await asyncio.gather(*(
-                exchange.publish(
-                    aio_pika.Message(
-                        row["body"],
-                        content_type="application/json",
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                        message_id=row["message_id"],
-                        type=row["routing_key"],
-                        headers={"attempt": 0, "source": self.spec.name},
-                    ),
-                    routing_key=row["routing_key"],
-                )
-                for row in rows
-            ))
-            await self.store.mark_sent([row["id"] for row in rows])
+            if not await self._send_outbox(rows):
+                break
+            await self._flush_marks()
             sent += len(rows)
+        if sent:
+            log.info("outbox_relayed", consumer=self.spec.name, rows=sent)
         return sent
 
-    async def _apply(self, tx: Any, outcome: Outcome) -> None:
-        try:
-            event = orjson.loads(outcome.message.body)
-            outcome.event_id = str(event["id"])
-            outcome.type = str(event["type"])
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            outcome.result, outcome.reason = "dead", "not an event envelope"
+    # -- one message -------------------------------------------------------------------------
+
+    async def _apply(self, tx: Any, outcome: Outcome, careful: bool) -> None:
+        """Claim and apply one message in `tx`. Careless, a failure raises _Failed (the caller
+        rolls everything back); careful, it rolls back to the message's savepoint and marks
+        the outcome for a retry or the dead-letter queue."""
+        event = outcome.event
+        if event is None:  # not an envelope: dead-lettered as it is
             return
+        if not careful:
+            try:
+                outcome.result = await self._claim_and_handle(tx, event)
+            except Exception as exc:
+                raise _Failed from exc
+            return
+        added = len(tx.outbox)
         await tx.execute("SAVEPOINT message")
         try:
-            if not await tx.claim(self.spec.name, outcome.event_id):
-                outcome.result = "duplicate"
-            else:
-                outcome.result = await self.spec.handler(tx, event) or "processed"
+            outcome.result = await self._claim_and_handle(tx, event)
         except Permanent as exc:
             await tx.execute("ROLLBACK TO SAVEPOINT message")
+            del tx.outbox[added:]
             outcome.result, outcome.reason = "dead", str(exc) or type(exc).__name__
         except Exception as exc:
             await tx.execute("ROLLBACK TO SAVEPOINT message")
+            del tx.outbox[added:]
             attempts = attempt_of(outcome.message) + 1
             exhausted = attempts > len(self.topology.retry_ladder)
             outcome.result = "dead" if exhausted else "retry"
             outcome.reason = f"{type(exc).__name__}: {exc}"[:200]
         await tx.execute("RELEASE SAVEPOINT message")
 
-    async def _reroute(self, outcome: Outcome) -> None:
-        """Republish a failed message (with confirm) to its retry or dead queue."""
+    async def _claim_and_handle(self, tx: Any, event: dict[str, Any]) -> str:
+        if not await tx.claim(self.spec.name, str(event["id"])):
+            return "duplicate"
+        return await self.spec.handler(tx, event) or "processed"
+
+    async def _reroute(self, outcome: Outcome) -> bool:
+        """Republish a failed message (with confirm) to its retry or dead queue. If that
+        fails, nack it back onto its queue (False): it is never acked unless moved."""
         message = outcome.message
         attempt = attempt_of(message)
         if outcome.result == "retry":
@@ -239,5 +451,16 @@ class Runner:
             copy = copy_message(message, attempt=attempt, **{
                 DEAD_REASON: outcome.reason, DEAD_CONSUMER: self.spec.name, DEAD_AT: now_iso(),
             })
-        assert self._channel is not None
-        await self._channel.default_exchange.publish(copy, routing_key=routing_key)
+        try:
+            assert self._channel is not None
+            await self._channel.default_exchange.publish(
+                copy, routing_key=routing_key, timeout=self.broker.confirm_timeout)
+            return True
+        except _BROKER_ERRORS as exc:
+            log.warning("reroute_failed", consumer=self.spec.name, event_id=outcome.event_id,
+                        error=type(exc).__name__)
+            try:
+                await message.nack(requeue=True)
+            except _BROKER_ERRORS:
+                pass  # the channel is gone: the broker requeues it anyway
+            return False

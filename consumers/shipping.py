@@ -16,7 +16,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from consumers.effects import data_of, iso, lock_order, notify, release_order, text
+from consumers.effects import (
+    DEFAULT_POLICY,
+    Policy,
+    data_of,
+    iso,
+    lock_order,
+    notify,
+    release_order,
+    text,
+)
 from consumers.runner import Permanent
 
 # What handle() returns, for the runner to count.
@@ -59,7 +68,7 @@ async def _move_order(tx: Any, order_id: str, target: str) -> str | None:
     return target
 
 
-async def handle(tx: Any, event: dict[str, Any]) -> str:
+async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY) -> str:
     """Apply one tracking update in `tx`; returns one of OUTCOMES."""
     if event.get("type") != "shipment.updated":
         raise Permanent(f"shipping: unknown event type {event.get('type')!r}")

@@ -35,7 +35,7 @@ import functools
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -67,10 +67,14 @@ class Tx(Protocol):
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]: ...
     async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None: ...
     async def fetchval(self, sql: str, *args: Any) -> Any: ...
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
     async def claim(self, consumer: str, event_id: str) -> bool: ...
     async def add_outbox(
         self, kind: str, routing_key: str, body: bytes, message_id: str
     ) -> None: ...
+    # The outbox rows this transaction added (id, routing_key, body, message_id), in order.
+    outbox: list[dict[str, Any]]
+    dialect: str  # "sqlite" or "postgresql"
 
 
 class Store(Protocol):
@@ -79,6 +83,7 @@ class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]: ...
+    async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T: ...
     async def pending_outbox(self, limit: int) -> list[dict[str, Any]]: ...
     async def mark_sent(self, ids: Sequence[int]) -> None: ...
 
@@ -179,6 +184,17 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL",
         ],
     ),
+    (
+        # Reservations at any location: each line records where it holds stock. Lines
+        # reserved before this were reserved at the one location then used, "default".
+        2,
+        [
+            "ALTER TABLE order_lines ADD COLUMN location TEXT",
+            "UPDATE order_lines SET location = 'default' WHERE reserved > 0",
+            "CREATE INDEX order_lines_by_sku ON order_lines (sku, order_id)",
+            "CREATE INDEX orders_waiting ON orders (status, created_at)",
+        ],
+    ),
 ]
 
 _DIALECT = {
@@ -197,7 +213,7 @@ _CLAIM = (
 )
 _ADD_OUTBOX = (
     "INSERT INTO outbox (kind, routing_key, body, message_id, created_at)"
-    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (message_id) DO NOTHING"
+    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (message_id) DO NOTHING RETURNING id"
 )
 _PENDING = (
     "SELECT id, kind, routing_key, body, message_id, created_at FROM outbox"
@@ -209,7 +225,13 @@ _MARK_SENT_CHUNK = 500  # ids per UPDATE: well under SQLite's 32,766 bound param
 class _TxBase:
     """What both engines' transactions share, written on top of execute/fetch."""
 
+    def __init__(self) -> None:
+        self.outbox: list[dict[str, Any]] = []
+
     async def execute(self, sql: str, *args: Any) -> int:
+        raise NotImplementedError
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
         raise NotImplementedError
 
     async def claim(self, consumer: str, event_id: str) -> bool:
@@ -218,8 +240,14 @@ class _TxBase:
         return await self.execute(_CLAIM, consumer, event_id, now_iso()) == 1
 
     async def add_outbox(self, kind: str, routing_key: str, body: bytes, message_id: str) -> None:
-        """Queue a message for publishing after commit; a repeated message_id is ignored."""
-        await self.execute(_ADD_OUTBOX, kind, routing_key, bytes(body), message_id, now_iso())
+        """Queue a message for publishing after commit; a repeated message_id is ignored.
+        The row is also appended to `self.outbox`, so the committer can publish it at once."""
+        body = bytes(body)
+        row_id = await self.fetchval(_ADD_OUTBOX, kind, routing_key, body, message_id, now_iso())
+        if row_id is not None:
+            self.outbox.append(
+                {"id": row_id, "routing_key": routing_key, "body": body, "message_id": message_id}
+            )
 
 
 class _OutboxMixin:
@@ -234,16 +262,22 @@ class _OutboxMixin:
             return await tx.fetch(_PENDING, limit)
 
     async def mark_sent(self, ids: Sequence[int]) -> None:
-        """Mark rows sent, one UPDATE per chunk of ids rather than one per row."""
-        sent_at = now_iso()
-        async with self.transaction() as tx:
-            for start in range(0, len(ids), _MARK_SENT_CHUNK):
-                chunk = ids[start:start + _MARK_SENT_CHUNK]
-                marks = ", ".join(f"${i}" for i in range(2, len(chunk) + 2))
-                await tx.execute(
-                    f"UPDATE outbox SET sent_at = $1 WHERE sent_at IS NULL AND id IN ({marks})",
-                    sent_at, *chunk,
-                )
+        """Mark rows sent, in a transaction of their own."""
+        if ids:
+            async with self.transaction() as tx:
+                await mark_sent(tx, ids)
+
+
+async def mark_sent(tx: Any, ids: Sequence[int]) -> None:
+    """Mark outbox rows sent inside `tx`, one UPDATE per chunk of ids rather than one per row."""
+    sent_at = now_iso()
+    for start in range(0, len(ids), _MARK_SENT_CHUNK):
+        chunk = ids[start:start + _MARK_SENT_CHUNK]
+        marks = ", ".join(f"${i}" for i in range(2, len(chunk) + 2))
+        await tx.execute(
+            f"UPDATE outbox SET sent_at = $1 WHERE sent_at IS NULL AND id IN ({marks})",
+            sent_at, *chunk,
+        )
 
 
 async def _migrate(tx: Any, dialect: str) -> list[int]:
@@ -287,7 +321,12 @@ def _sqlite_error(exc: sqlite3.Error) -> StoreError:
 
 
 class _SqliteTx(_TxBase):
+    """Each statement is one hop to the store's thread (for `async with store.transaction()`)."""
+
+    dialect = "sqlite"
+
     def __init__(self, store: SqliteStore) -> None:
+        super().__init__()
         self._store = store
 
     def _run(self, sql: str, args: tuple[Any, ...], mode: str) -> Any:
@@ -319,6 +358,48 @@ class _SqliteTx(_TxBase):
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         return await self._store._call(self._run, sql, args, "fetchval")
+
+    def _run_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            self._store._require_conn().executemany(to_sqlite_sql(sql), rows)
+        except sqlite3.Error as exc:
+            raise _sqlite_error(exc) from exc
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._store._call(self._run_many, sql, rows)
+
+
+class _SqliteDirectTx(_SqliteTx):
+    """Statements run at once on the calling thread, which must be the store's thread: for
+    `store.run(work)`, where the whole of `work` runs there in one hop. Its coroutines never
+    suspend."""
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return self._run(sql, args, "execute")
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        return self._run(sql, args, "fetch")
+
+    async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        return self._run(sql, args, "fetchrow")
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return self._run(sql, args, "fetchval")
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self._run_many(sql, rows)
+
+
+def _drive(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends to its end, synchronously."""
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError(
+        "a SQLite store.run() function awaited something other than its transaction"
+    )
 
 
 class SqliteStore(_OutboxMixin):
@@ -449,6 +530,23 @@ class SqliteStore(_OutboxMixin):
                 raise
             await self._call(self._end, True)
 
+    async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        """`work(tx)` in one transaction: committed when it returns, rolled back if it raises.
+        The whole function runs on the store's thread in one hop (not one per statement), so
+        it may await only `tx`'s methods; a function that awaits anything else is refused."""
+        async with self._lock:
+            return await self._call(self._run_work, work)
+
+    def _run_work(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        self._begin()
+        try:
+            result = _drive(work(_SqliteDirectTx(self)))  # type: ignore[arg-type]
+        except BaseException:
+            self._end(False)
+            raise
+        self._end(True)
+        return result
+
 
 
 # --- PostgreSQL ------------------------------------------------------------------------------
@@ -467,8 +565,17 @@ def _rows_affected(status: str) -> int:
 
 
 class _PostgresTx(_TxBase):
+    dialect = "postgresql"
+
     def __init__(self, conn: asyncpg.Connection) -> None:
+        super().__init__()
         self._conn = conn
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            await self._conn.executemany(sql, rows)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise _pg_error(exc) from exc
 
     async def execute(self, sql: str, *args: Any) -> int:
         try:
@@ -557,4 +664,9 @@ class PostgresStore(_OutboxMixin):
                 raise
             # Raised by acquire, BEGIN, COMMIT or ROLLBACK.
             raise _pg_error(exc) from exc
+
+    async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        """`work(tx)` in one transaction: committed when it returns, rolled back if it raises."""
+        async with self.transaction() as tx:
+            return await work(tx)
 

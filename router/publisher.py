@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -144,6 +145,46 @@ class Publisher:
                 "the broker did not confirm the event", retry_after=self.settings.retry_after
             ) from exc
         return time.perf_counter() - started
+
+    async def publish_all(self, messages: list[dict[str, Any]]) -> None:
+        """Publish persistent messages to the events exchange, all in flight at once, and wait
+        (confirm_timeout in all) until the broker confirmed every one. Each message is a dict
+        of body, routing_key, message_id and optional type and headers. Raises
+        BrokerUnavailable as `publish` does if any was not confirmed."""
+        client = self._client
+        if client is None or not client.ready:
+            raise BrokerUnavailable(
+                "the broker is unavailable", retry_after=self.settings.retry_after
+            )
+        now = int(time.time())
+        confirms: list[asyncio.Future[None]] = []
+        try:
+            confirms += [
+                client.publish(
+                    self.topology.exchange,
+                    message["routing_key"],
+                    message["body"],
+                    message_id=message["message_id"],
+                    message_type=message.get("type"),
+                    headers=message.get("headers"),
+                    timestamp=now,
+                )
+                for message in messages
+            ]
+            async with asyncio.timeout(self.settings.confirm_timeout):
+                for confirm in confirms:
+                    await confirm
+        except (TimeoutError, AmqpError) as exc:
+            for confirm in confirms:  # retrieve or drop the rest: nobody awaits them now
+                if not confirm.done():
+                    confirm.cancel()
+                elif not confirm.cancelled():
+                    confirm.exception()
+            reason = "confirm_timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            log.warning("publish_failed", reason=reason, messages=len(messages))
+            raise BrokerUnavailable(
+                "the broker did not confirm every message", retry_after=self.settings.retry_after
+            ) from exc
 
     async def close(self) -> None:
         """Stop reconnecting and close the connection (after in-flight publishes finished)."""

@@ -112,11 +112,20 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class ConsumerSettings:
+    store: str = "sqlite:///data/router.sqlite3"  # DATABASE_URL, when set, wins
+    prefetch: int = 100
+    concurrency: int = 1
+    partial_allocation: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     file: Path
     server: ServerSettings = field(default_factory=ServerSettings)
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    consumers: ConsumerSettings = field(default_factory=ConsumerSettings)
     sources: Mapping[str, SourceSettings] = field(default_factory=dict)
 
 
@@ -205,6 +214,7 @@ def load_settings(
     server = _server(top.table("server"), base)
     broker = _broker(top.table("broker"), base, env)
     logging = _logging(top.table("logging"))
+    consumers = _consumers(top.table("consumers"), env)
     sources_table = top.table("sources")
     sources: dict[str, SourceSettings] = {}
     paths: dict[str, str] = {}
@@ -218,7 +228,8 @@ def load_settings(
         sources[name] = source
     sources_table.done()
     top.done()
-    return Settings(file=path, server=server, broker=broker, logging=logging, sources=sources)
+    return Settings(file=path, server=server, broker=broker, logging=logging,
+                    consumers=consumers, sources=sources)
 
 
 def _relative(base: Path, value: str | None) -> Path | None:
@@ -289,6 +300,22 @@ def _logging(t: _Table) -> LoggingSettings:
     if level not in ("debug", "info", "warning", "error"):
         raise t.error("level", "must be one of debug, info, warning, error")
     s = LoggingSettings(level=level, pii_fields=t.strings("pii_fields", d.pii_fields))
+    t.done()
+    return s
+
+
+def _consumers(t: _Table, env: Mapping[str, str]) -> ConsumerSettings:
+    d = ConsumerSettings()
+    configured = t.get("store", str, d.store)
+    store = env.get("DATABASE_URL") or configured
+    if not store.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise t.error("store", "must be a sqlite:///PATH or postgresql:// URL")
+    s = ConsumerSettings(
+        store=store,
+        prefetch=t.positive("prefetch", int, d.prefetch),
+        concurrency=t.positive("concurrency", int, d.concurrency),
+        partial_allocation=t.get("partial_allocation", bool, d.partial_allocation),
+    )
     t.done()
     return s
 

@@ -12,11 +12,12 @@ import pytest
 from conftest import TIMEOUT
 
 from consumers import inventory, orders, shipping
-from consumers.effects import RESERVE_LOCATION, notify
+from consumers.effects import Policy, notify
 from consumers.runner import Permanent
 from consumers.store import Store, open_store
 
 _ids = itertools.count(1)
+LOCATION = "default"
 
 
 def _event(
@@ -63,7 +64,7 @@ def _stock(
     on_hand: int | None = None,
     delta: int | None = None,
     as_of: str = "2024-05-01T08:00:00Z",
-    location: str = RESERVE_LOCATION,
+    location: str = LOCATION,
 ) -> dict:
     data: dict[str, Any] = {"sku": sku, "location": location, "as_of": as_of}
     if on_hand is not None:
@@ -80,9 +81,11 @@ def _tracking(code: str, status: str, occurred_at: str, order_id: str | None = N
     return _event("shipment.updated", data)
 
 
-async def _apply(store: Store, module: Any, event: dict[str, Any]) -> str | None:
-    async with store.transaction() as tx:
-        return await module.handle(tx, event)
+async def _apply(
+    store: Store, module: Any, event: dict[str, Any], policy: Policy | None = None
+) -> str | None:
+    """Apply one event as the runner does: the whole handler in one store.run transaction."""
+    return await store.run(lambda tx: module.handle(tx, event, policy or Policy()))
 
 
 async def _rows(store: Store, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -95,7 +98,7 @@ async def _stock_of(store: Store, sku: str) -> tuple[int, int]:
         store,
         "SELECT on_hand, reserved FROM stock WHERE sku = $1 AND location = $2",
         sku,
-        RESERVE_LOCATION,
+        LOCATION,
     )
     return rows[0]["on_hand"], rows[0]["reserved"]
 
@@ -358,3 +361,67 @@ async def test_unknown_types_and_bad_payloads_are_permanent(store: Store) -> Non
         with pytest.raises(Permanent):
             await _apply(store, module, event)
     assert await _rows(store, "SELECT kind FROM outbox") == []
+
+
+async def _lines(store: Store, order_id: str) -> list[tuple[str, int, str | None]]:
+    rows = await _rows(
+        store,
+        "SELECT sku, reserved, location FROM order_lines WHERE order_id = $1 ORDER BY line_no",
+        order_id,
+    )
+    return [(row["sku"], row["reserved"], row["location"]) for row in rows]
+
+
+async def test_partial_allocation_reserves_what_fits_then_completes(store: Store) -> None:
+    """With partial allocation the lines in stock are reserved, the order waits for the rest,
+    and the arrival of the rest allocates it."""
+    partial = Policy(partial_allocation=True)
+    await _apply(store, inventory, _stock("A", on_hand=5))
+    created = _order("order.created", "o-1", [("A", 2), ("B", 3)])
+    assert await _apply(store, orders, created, partial) == "partially_allocated"
+    assert await _lines(store, "o-1") == [("A", 2, LOCATION), ("B", 0, None)]
+    assert await _stock_of(store, "A") == (5, 2)
+    arrival = _stock("B", delta=3, as_of="2024-05-01T10:00:00Z")
+    assert await _apply(store, inventory, arrival, partial) == "applied"
+    assert await _status(store, "o-1") == "allocated"
+    assert await _lines(store, "o-1") == [("A", 2, LOCATION), ("B", 3, LOCATION)]
+    kinds = [kind for kind, order_id in await _outbox(store) if order_id == "o-1"]
+    assert kinds == ["order.partially_allocated", "order.allocated"]
+
+
+async def test_lines_reserve_at_the_location_with_most_available(store: Store) -> None:
+    """A line is reserved whole at the location with the most units available; its location
+    is recorded, and cancelling gives the units back there."""
+    await _apply(store, inventory, _stock("A", on_hand=1, location="east"))
+    await _apply(store, inventory, _stock("A", on_hand=3, location="west"))
+    assert await _apply(store, orders, _order("order.created", "o-1", [("A", 2)])) == "allocated"
+    assert await _lines(store, "o-1") == [("A", 2, "west")]
+    assert await _apply(store, orders, _order("order.created", "o-2", [("A", 2)])) == "backordered"
+    assert await _apply(store, orders, _order("order.created", "o-3", [("A", 1)])) == "allocated"
+    stock = await _rows(store, "SELECT location, on_hand, reserved FROM stock ORDER BY location")
+    assert [(r["location"], r["on_hand"], r["reserved"]) for r in stock] == [
+        ("east", 1, 1), ("west", 3, 2)]
+    assert await _lines(store, "o-3") == [("A", 1, "east")]  # a tie: the first by name
+    cancel = _order("order.cancelled", "o-1", [("A", 2)], occurred_at="2024-05-01T11:00:00Z")
+    assert await _apply(store, orders, cancel) == "cancelled"
+    # The two units o-1 gave back at west go to the waiting o-2.
+    assert (await _status(store, "o-2"), await _lines(store, "o-2")) == (
+        "allocated", [("A", 2, "west")])
+
+
+async def test_cancelling_gives_stock_to_the_oldest_backorder(store: Store) -> None:
+    """Stock released by a cancellation or a smaller update allocates waiting orders."""
+    await _apply(store, inventory, _stock("A", on_hand=2))
+    await _apply(store, orders, _order("order.created", "first", [("A", 2)]))
+    await _apply(store, orders, _order("order.created", "waiting", [("A", 1)],
+                                       created_at="2024-05-01T09:10:00Z"))
+    await _apply(store, orders, _order("order.created", "later", [("A", 1)],
+                                       created_at="2024-05-01T09:20:00Z"))
+    assert await _status(store, "waiting") == "backordered"
+    smaller = _order("order.updated", "first", [("A", 1)], occurred_at="2024-05-01T11:00:00Z")
+    assert await _apply(store, orders, smaller) == "allocated"
+    assert [await _status(store, o) for o in ("waiting", "later")] == ["allocated", "backordered"]
+    cancel = _order("order.cancelled", "first", [("A", 1)], occurred_at="2024-05-01T12:00:00Z")
+    assert await _apply(store, orders, cancel) == "cancelled"
+    assert await _status(store, "later") == "allocated"
+    assert await _stock_of(store, "A") == (2, 2)

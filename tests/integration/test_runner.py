@@ -84,10 +84,10 @@ async def publish(amqp, topology, bodies: list[bytes]) -> None:
 async def start_runner(stocked, settings):
     tasks: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
-    def start(prefetch: int = 10) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    def start(prefetch: int = 10, concurrency: int = 1) -> tuple[asyncio.Event, asyncio.Task[None]]:
         stop = asyncio.Event()
         runner = Runner(ConsumerSpec("orders", count_effect), stocked, settings.broker,
-                        prefetch=prefetch)
+                        prefetch=prefetch, concurrency=concurrency)
         task = asyncio.create_task(runner.run(stop))
         tasks.append((stop, task))
         return stop, task
@@ -114,6 +114,32 @@ class TestRunner:
         stop.set()
         await asyncio.wait_for(task, 10)
         assert 6 == await on_hand(stocked)
+
+    async def test_concurrent_batches_apply_once_and_ack_everything(
+        self, amqp, topology, stocked, start_runner, queue_depths
+    ):
+        """Three batches at once, with duplicates and failures among them: every event is
+        applied once, every message is acked or moved, nothing is left unacked."""
+        bodies = [envelope(f"c{i}", quantity=1) for i in range(200)]
+        bodies += bodies[:50]  # redelivered duplicates
+        bodies += [envelope("perm", quantity=100, permanent=True)]
+        await publish(amqp, topology, bodies)
+        stop, task = start_runner(prefetch=40, concurrency=3)
+        await wait_for(lambda: _eq(on_hand(stocked), 200))
+
+        async def settled() -> bool:
+            depths = await queue_depths()
+            return (0, 1) == (depths[topology.queue("orders")],
+                              depths[topology.dead_queue("orders")])
+
+        await wait_for(settled)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        channel = await amqp.channel()
+        queue = await channel.declare_queue(topology.queue("orders"), passive=True)
+        # Nothing came back unacked when the runner's connection closed.
+        assert 0 == queue.declaration_result.message_count
+        assert 200 == await on_hand(stocked)
 
     async def test_poison_is_retried_on_the_ladder_then_dead_lettered(
         self, amqp, topology, stocked, start_runner, queue_depths

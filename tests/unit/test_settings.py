@@ -41,6 +41,19 @@ class TestLoadSettings:
         assert (b"shpss_test_0123456789abcdef",) == settings.sources["shopify"].secrets
         assert "/webhooks/shopify" == settings.sources["shopify"].path
 
+    def test_consumer_settings_and_database_url(self, tmp_path):
+        """[consumers] sets the store and the batching; DATABASE_URL wins over the file."""
+        text = ('[consumers]\nstore = "sqlite:///s.db"\nprefetch = 50\nconcurrency = 2\n'
+                "partial_allocation = true\n" + SOURCE)
+        env = {"S1": "a", "S2": "b"}
+        consumers = load_settings(write_config(tmp_path, text), environ=env).consumers
+        assert ("sqlite:///s.db", 50, 2, True) == (
+            consumers.store, consumers.prefetch, consumers.concurrency,
+            consumers.partial_allocation)
+        env["DATABASE_URL"] = "postgresql://u@db/router"
+        assert "postgresql://u@db/router" == load_settings(
+            write_config(tmp_path, text), environ=env).consumers.store
+
     def test_provider_defaults_fill_identity(self, tmp_path):
         """A shopify source gets Shopify's topic and id headers without naming them."""
         settings = load_settings(write_config(tmp_path, SOURCE), environ={"S1": "a", "S2": "b"})
@@ -59,6 +72,10 @@ class TestLoadSettings:
             ('[broker]\nurl = "http://x"\n', "broker.url", "amqp"),
             ("[broker]\nretry_ladder = []\n", "broker.retry_ladder", "non-empty"),
             ('[logging]\nlevel = "loud"\n', "logging.level", "one of"),
+            ("[consumers]\nconcurrency = 0\n", "consumers.concurrency", "greater than 0"),
+            ('[consumers]\nstore = "mysql://x"\n', "consumers.store", "sqlite"),
+            ('[consumers]\npartial_allocation = "yes"\n', "consumers.partial_allocation",
+             "bool"),
         ],
     )
     def test_bad_values_name_file_and_key(self, tmp_path, extra, key, problem):
