@@ -145,8 +145,13 @@ class _Acker:
         while self._delivered and id(self._delivered[0]) in self._settled:
             message = self._delivered.popleft()
             self._settled.discard(id(message))
-            if id(message) not in nacked:
-                last_per_channel[id(message.channel)] = message
+            if id(message) in nacked:
+                continue
+            try:
+                channel = message.channel
+            except ChannelInvalidStateError:
+                continue  # its channel is gone: the broker redelivers it, the inbox knows it
+            last_per_channel[id(channel)] = message
         for message in last_per_channel.values():
             try:
                 await message.ack(multiple=True)

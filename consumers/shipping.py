@@ -2,12 +2,17 @@
 
 Every update is appended to shipment_events (the history). The shipment's status moves only
 forward by RANK (a tie moves only to a later occurred_at), so a late `in_transit` after
-`delivered` stays in history without changing anything. The shipment is linked to the
-event's order_id (the first one seen wins). When the status moves, the linked order moves
-forward too: in transit or later -> `shipped`, delivered -> `delivered`, return to sender /
-failure / cancelled -> `exception` (a cancelled order is left as it is). On `shipped` or
-`delivered` the order's reservations are consumed: the units left the warehouse, so on_hand
-and reserved both drop (later absolute counts no longer include them).
+`delivered` stays in history without changing anything.
+
+Linking: an update that names an order (a storefront's fulfillment, an AfterShip tracking
+with its order id) links that order to every shipment row with the same tracking code; an
+update that names none (EasyPost trackers carry no order) takes the order linked to its
+tracking code, whichever carrier name recorded it first. The first link wins. When a
+shipment moves or gets linked, the order moves forward to match the furthest status among
+its tracking code's rows: in transit or later -> `shipped`, delivered -> `delivered`,
+return to sender / failure / cancelled -> `exception` (a cancelled order is left as it is).
+On `shipped` or `delivered` the order's reservations are consumed: the units left the
+warehouse, so on_hand and reserved both drop (later absolute counts no longer include them).
 
 Outbox kind: shipment.updated (each status move).
 """
@@ -79,7 +84,7 @@ async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY
         status = "unknown"
     rank = RANK[status]
     occurred_at = iso(data.get("occurred_at"), "occurred_at")
-    order_id = data.get("order_id") if isinstance(data.get("order_id"), str) else None
+    named = data.get("order_id") if isinstance(data.get("order_id"), str) else None
     detail = data.get("detail") if isinstance(data.get("detail"), str) else None
 
     await tx.execute(
@@ -97,7 +102,7 @@ async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY
         " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tracking_code, carrier) DO NOTHING",
         code,
         carrier,
-        order_id,
+        named,
         status,
         rank,
         occurred_at,
@@ -113,28 +118,32 @@ async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY
             rank,
             occurred_at,
         )
-    linked_now = False
-    if order_id is not None and not inserted:
-        linked_now = bool(
-            await tx.execute(
-                "UPDATE shipments SET order_id = $3"
-                " WHERE tracking_code = $1 AND carrier = $2 AND order_id IS NULL",
-                code,
-                carrier,
-                order_id,
-            )
+    # The order this tracking code ships: the first one linked to any of its rows.
+    order_id = await tx.fetchval(
+        "SELECT order_id FROM shipments WHERE tracking_code = $1 AND order_id IS NOT NULL"
+        " ORDER BY carrier = $2 DESC, carrier LIMIT 1",
+        code,
+        carrier,
+    ) or named
+    linked_now = 0
+    if order_id is not None:
+        linked_now = await tx.execute(
+            "UPDATE shipments SET order_id = $2 WHERE tracking_code = $1 AND order_id IS NULL",
+            code,
+            order_id,
         )
     if not moved and not linked_now:
         return "kept"
-    shipment = await tx.fetchrow(
-        "SELECT order_id, status FROM shipments WHERE tracking_code = $1 AND carrier = $2",
-        code,
-        carrier,
-    )
-    linked, current = shipment["order_id"], shipment["status"]
     order_status = None
-    if linked is not None and current in ORDER_STATUS:
-        order_status = await _move_order(tx, linked, ORDER_STATUS[current])
+    if order_id is not None:
+        furthest = await tx.fetchval(
+            "SELECT status FROM shipments WHERE tracking_code = $1 AND order_id = $2"
+            " ORDER BY rank DESC, occurred_at DESC LIMIT 1",
+            code,
+            order_id,
+        )
+        if furthest in ORDER_STATUS:
+            order_status = await _move_order(tx, order_id, ORDER_STATUS[furthest])
     if not moved:  # only linked: the order follows the shipment, nothing new to announce
         return "kept"
     await notify(
@@ -148,7 +157,7 @@ async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY
             "status": status,
             "occurred_at": occurred_at,
             "detail": detail,
-            "order_id": linked,
+            "order_id": order_id,
             "order_status": order_status,
         },
     )

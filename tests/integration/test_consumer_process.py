@@ -58,12 +58,13 @@ def write_test_config(settings) -> Path:
     return path
 
 
-async def start_consumer(store_url: str, settings, test_env) -> asyncio.subprocess.Process:
+async def start_consumer(store_url: str, settings, test_env, name: str = "inventory",
+                         prefetch: int = 20) -> asyncio.subprocess.Process:
     env = {**os.environ, **test_env, "DATABASE_URL": store_url}
     path = write_test_config(settings)
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "consumers", "inventory", "--config", str(path),
-        "--prefetch", "20", cwd=ROOT, env=env,
+        sys.executable, "-m", "consumers", name, "--config", str(path),
+        "--prefetch", str(prefetch), cwd=ROOT, env=env,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
 
@@ -130,6 +131,66 @@ class TestConsumerProcess:
         assert 0 == depths[topology.dead_queue("inventory")]
 
 
+class TestRacingConsumers:
+    async def test_two_orders_processes_never_oversell(
+        self, store_url, settings, test_env, amqp, topology, queue_depths
+    ):
+        """Two orders consumer processes on one store race for the last 40 units of a SKU
+        with 100 one-unit orders: exactly 40 are allocated, 60 backordered, and stock ends
+        with reserved == on_hand."""
+        async with open_store(store_url) as store:
+            async with store.transaction() as tx:
+                await tx.execute(
+                    "INSERT INTO stock (sku, location, on_hand, reserved, as_of)"
+                    " VALUES ($1, $2, 40, 0, $3)", "LAST-UNITS", "default",
+                    "2026-11-28T00:00:00+00:00")
+            procs = [await start_consumer(store_url, settings, test_env, "orders", prefetch=5)
+                     for _ in range(2)]
+            try:
+                async def both_consuming() -> bool:
+                    channel = await amqp.channel()
+                    queue = await channel.declare_queue(topology.queue("orders"), passive=True)
+                    await channel.close()
+                    return queue.declaration_result.consumer_count == 2
+
+                await wait_until(both_consuming)
+                channel = await amqp.channel(publisher_confirms=True)
+                exchange = await channel.get_exchange(topology.exchange)
+                await asyncio.gather(*(
+                    exchange.publish(aio_pika.Message(orjson.dumps({
+                        "id": f"race-{i}", "type": "order.created", "source": "portal",
+                        "occurred_at": "2026-11-28T00:00:00Z",
+                        "data": {"order_id": f"R-{i:03d}", "status": "received",
+                                 "created_at": f"2026-11-28T00:{i // 60:02d}:{i % 60:02d}Z",
+                                 "lines": [{"sku": "LAST-UNITS", "quantity": 1}]},
+                    }), delivery_mode=aio_pika.DeliveryMode.PERSISTENT, headers={"attempt": 0}),
+                        routing_key="order.created")
+                    for i in range(100)
+                ))
+                await channel.close()
+
+                async def all_stored() -> bool:
+                    async with store.transaction() as tx:
+                        return 100 == await tx.fetchval("SELECT COUNT(*) FROM orders")
+
+                await wait_until(all_stored)
+            finally:
+                for proc in procs:
+                    proc.send_signal(signal.SIGTERM)
+                codes = [await asyncio.wait_for(proc.wait(), 30) for proc in procs]
+            assert [0, 0] == codes
+            async with store.transaction() as tx:
+                statuses = {row["status"]: row["n"] for row in await tx.fetch(
+                    "SELECT status, COUNT(*) AS n FROM orders GROUP BY status")}
+                stock = await tx.fetchrow(
+                    "SELECT on_hand, reserved FROM stock WHERE sku = $1", "LAST-UNITS")
+                held = await tx.fetchval("SELECT SUM(reserved) FROM order_lines")
+        assert {"allocated": 40, "backordered": 60} == statuses
+        assert (40, 40, 40) == (stock["on_hand"], stock["reserved"], held)
+        depths = await queue_depths()
+        assert 0 == depths[topology.queue("orders")] + depths[topology.dead_queue("orders")]
+
+
 async def _at_least(value, floor: int) -> bool:
     return await value >= floor
 
@@ -138,8 +199,11 @@ class TestAllInOne:
     async def test_signed_order_for_stock_that_exists_ends_allocated(
         self, tmp_path, settings, test_env, topology
     ):
-        """`python -m consumers all` on SQLite: stock posted by the inventory system, then a
-        signed Shopify order, ends `allocated` in the store; SIGTERM exits 0."""
+        """`python -m consumers all` on SQLite, as the README runs it: stock posted by the
+        inventory system, then a signed Shopify order, ends `allocated`; Shopify's fulfillment
+        and EasyPost's tracker updates for its tracking code end it `delivered`; a second
+        order, short of stock, is backordered until a received batch allocates it. SIGTERM
+        exits 0."""
         import aiohttp
 
         from router.cli import signed_headers
@@ -153,7 +217,9 @@ class TestAllInOne:
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as session:
+        samples = ROOT / "config" / "samples"
+        order_id = "5820982911946154508"
+        async with aiohttp.ClientSession() as session, open_store(store_url) as store:
             async def ready() -> bool:
                 try:
                     async with session.get(f"{base}/readyz") as response:
@@ -161,34 +227,58 @@ class TestAllInOne:
                 except aiohttp.ClientError:
                     return False
 
+            async def post(source: str, body: bytes, topic: str | None = None) -> None:
+                headers = signed_headers(settings, source, body, topic)
+                async with session.post(f"{base}/webhooks/{source}", data=body,
+                                        headers=headers) as response:
+                    assert 202 == response.status, await response.text()
+
+            async def value(sql: str, *args) -> object:
+                async with store.transaction() as tx:
+                    return await tx.fetchval(sql, *args)
+
+            async def order_is(wanted: str, order: str = order_id) -> bool:
+                return wanted == await value(
+                    "SELECT status FROM orders WHERE order_id = $1", order)
+
+            async def stock(sku: str, on_hand: int, as_of: str, delta: bool = False) -> None:
+                body = {"event_id": f"inv-{sku}-{as_of}", "sku": sku, "location": "default",
+                        "as_of": as_of, ("delta" if delta else "on_hand"): on_hand}
+                await post("inventory", orjson.dumps(body))
+
             await wait_until(ready)
-            for i, sku in enumerate(["PEP-BPC157-5MG", "BAC-WATER-10ML"]):
-                body = orjson.dumps({"event_id": f"inv-{i}", "sku": sku, "location": "default",
-                                     "on_hand": 10, "as_of": "2026-11-28T00:00:00Z"})
-                headers = signed_headers(settings, "inventory", body)
-                async with session.post(f"{base}/webhooks/inventory", data=body,
-                                        headers=headers) as response:
-                    assert 202 == response.status
-            order = (ROOT / "config" / "samples" / "shopify-orders-create.json").read_bytes()
-            async with open_store(store_url) as store:
-                async def stocked() -> bool:
-                    async with store.transaction() as tx:
-                        return 2 == await tx.fetchval("SELECT COUNT(*) FROM stock")
+            await stock("PEP-BPC157-5MG", 3, "2026-11-28T00:00:00Z")
+            await stock("BAC-WATER-10ML", 10, "2026-11-28T00:00:00Z")
+            await wait_until(lambda: _at_least(value("SELECT COUNT(*) FROM stock"), 2))
+            order = (samples / "shopify-orders-create.json").read_bytes()
+            await post("shopify", order, "orders/create")
+            await wait_until(lambda: order_is("allocated"))
 
-                await wait_until(stocked)
-                headers = signed_headers(settings, "shopify", order, "orders/create")
-                async with session.post(f"{base}/webhooks/shopify", data=order,
-                                        headers=headers) as response:
-                    assert 202 == response.status
+            fulfillment = orjson.loads((samples / "shopify-fulfillments-create.json").read_bytes())
+            fulfillment.update(order_id=int(order_id), tracking_number="9400111899223344556677",
+                               tracking_company="USPS")
+            await post("shopify", orjson.dumps(fulfillment), "fulfillments/create")
+            tracker = orjson.loads((samples / "easypost-tracker-updated.json").read_bytes())
+            for n, (status, at) in enumerate([("in_transit", "2026-11-29T09:00:00Z"),
+                                              ("delivered", "2026-11-30T15:00:00Z")]):
+                tracker["id"] = f"evt_done_when_{n}"
+                result = tracker["result"]
+                result.update(tracking_code="9400111899223344556677", carrier="USPS",
+                              status=status, updated_at=at)
+                result["tracking_details"][-1].update(status=status, datetime=at)
+                await post("easypost", orjson.dumps(tracker))
+                await wait_until(lambda s=status: order_is(
+                    "shipped" if s == "in_transit" else "delivered"))
+            # Delivered: the 2 units left the warehouse.
+            assert (1, 0) == (
+                await value("SELECT on_hand FROM stock WHERE sku = $1", "PEP-BPC157-5MG"),
+                await value("SELECT reserved FROM stock WHERE sku = $1", "PEP-BPC157-5MG"))
 
-                async def allocated() -> bool:
-                    async with store.transaction() as tx:
-                        status = await tx.fetchval(
-                            "SELECT status FROM orders WHERE order_id = $1",
-                            "5820982911946154508",
-                        )
-                    return status == "allocated"
-
-                await wait_until(allocated)
+            second = orjson.loads(order)
+            second["id"] = 5820982911946154509
+            await post("shopify", orjson.dumps(second), "orders/create")  # 2 wanted, 1 left
+            await wait_until(lambda: order_is("backordered", "5820982911946154509"))
+            await stock("PEP-BPC157-5MG", 4, "2026-11-30T16:00:00Z", delta=True)
+            await wait_until(lambda: order_is("allocated", "5820982911946154509"))
         proc.send_signal(signal.SIGTERM)
         assert 0 == await asyncio.wait_for(proc.wait(), 30)

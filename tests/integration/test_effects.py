@@ -425,3 +425,31 @@ async def test_cancelling_gives_stock_to_the_oldest_backorder(store: Store) -> N
     assert await _apply(store, orders, cancel) == "cancelled"
     assert await _status(store, "later") == "allocated"
     assert await _stock_of(store, "A") == (2, 2)
+
+
+def _carrier_update(code: str, carrier: str, status: str, occurred_at: str,
+                    order_id: str | None = None) -> dict:
+    event = _tracking(code, status, occurred_at, order_id)
+    event["data"]["carrier"] = carrier
+    return event
+
+
+@pytest.mark.parametrize("fulfillment_first", [True, False])
+async def test_carrier_updates_follow_the_storefronts_fulfillment(
+    store: Store, fulfillment_first: bool
+) -> None:
+    """A fulfillment links a tracking code to its order; a carrier's update for the same code
+    without an order id (and its own carrier name) moves that order, in either order."""
+    await _apply(store, inventory, _stock("A", on_hand=5))
+    await _apply(store, orders, _order("order.created", "o-1", [("A", 2)]))
+    fulfillment = _carrier_update("T9", "dhl express", "pre_transit", "2024-05-02T08:00:00Z",
+                                  "o-1")
+    delivered = _carrier_update("T9", "dhlexpress", "delivered", "2024-05-03T10:00:00Z")
+    first, second = (fulfillment, delivered) if fulfillment_first else (delivered, fulfillment)
+    await _apply(store, shipping, first)
+    await _apply(store, shipping, second)
+    assert await _status(store, "o-1") == "delivered"
+    assert await _stock_of(store, "A") == (3, 0)
+    rows = await _rows(store, "SELECT carrier, order_id FROM shipments ORDER BY carrier")
+    assert [(r["carrier"], r["order_id"]) for r in rows] == [
+        ("dhl express", "o-1"), ("dhlexpress", "o-1")]

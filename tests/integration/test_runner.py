@@ -29,6 +29,8 @@ async def count_effect(tx: Any, event: dict[str, Any]) -> None:
         raise Permanent("cannot apply this payload")
     if data.get("transient"):
         raise TimeoutError("downstream timed out")
+    if data.get("slow"):
+        time.sleep(data["slow"])  # noqa: ASYNC251 - SQLite runs handlers on its own thread
     await tx.execute(
         "UPDATE stock SET on_hand = on_hand + $1 WHERE sku = $2 AND location = $3",
         data["quantity"], "SKU-1", "main",
@@ -195,6 +197,45 @@ class TestRunner:
         applied = await on_hand(stocked)
         left = (await queue_depths())[topology.queue("orders")]
         assert 50 == applied + left
+
+
+class TestBrokerRestart:
+    async def test_broker_restart_while_consuming_loses_and_doubles_nothing(
+        self, amqp, topology, stocked, start_runner, queue_depths
+    ):
+        """RabbitMQ stopped and started while a batch is in hand: the runner reconnects by
+        itself, what it had not acked comes back and is recognised, every event is applied
+        exactly once and the queue ends empty."""
+        from test_ingress import rabbitmqctl
+
+        count = 1500
+        await publish(amqp, topology, [envelope(f"r{i}", quantity=1, slow=0.001)
+                                       for i in range(count)])
+        stop, task = start_runner(prefetch=20)
+        await wait_for(lambda: _gt(on_hand(stocked), 100))
+        await rabbitmqctl("stop_app")
+        try:
+            applied_while_down = await on_hand(stocked)
+        finally:
+            await rabbitmqctl("start_app")
+            await rabbitmqctl("await_startup")
+        assert applied_while_down < count  # the restart happened mid-stream
+
+        async def drained() -> bool:
+            try:
+                return 0 == (await queue_depths())[topology.queue("orders")]
+            except (aio_pika.exceptions.AMQPException, ConnectionError):
+                return False
+
+        await wait_for(lambda: _eq(on_hand(stocked), count), timeout=90)
+        await wait_for(drained, timeout=30)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert count == await on_hand(stocked)
+        async with stocked.transaction() as tx:
+            assert count == await tx.fetchval("SELECT COUNT(*) FROM inbox")
+        depths = await queue_depths()
+        assert 0 == depths[topology.queue("orders")] + depths[topology.dead_queue("orders")]
 
 
 class TestReplay:

@@ -76,6 +76,7 @@ class TestSchemaRegistryLoad:
             "inventory.v1",
             "tracking.v1",
             "shopify.order.v1",
+            "shopify.fulfillment.v1",
             "woocommerce.order.v1",
             "portal.order.v1",
             "inventory.stock.v1",
