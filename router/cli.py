@@ -229,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "send-test":
         source = _source(settings, args.source)
-        body = Path(args.file).read_bytes() if args.file else _sample_for(source).read_bytes()
+        body = _read_body(args.file) if args.file else _sample_for(source).read_bytes()
         headers = signed_headers(settings, args.source, body, args.topic)
         scheme = "https" if settings.server.tls_cert else "http"
         host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::") else settings.server.host

@@ -19,12 +19,14 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "router.toml"
 
 
-async def run_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+async def run_cli(*args: str, env: dict[str, str], stdin: bytes | None = None
+                  ) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "router", *args, cwd=ROOT, env={**os.environ, **env},
+        stdin=asyncio.subprocess.PIPE if stdin is not None else None,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
     return proc.returncode, out.decode(), err.decode()
 
 
@@ -65,6 +67,26 @@ class TestSendTest:
             await server.close()
         assert 0 == code, out + err
         assert out.startswith("202 Accepted")
+
+    async def test_body_from_stdin_and_topic(self, test_env, settings, topology, amqp):
+        """`send-test -f -` reads the body from stdin; `--topic` picks the event type."""
+        server = TestServer(create_app(settings), host="127.0.0.1")
+        await server.start_server()
+        body = (ROOT / "config" / "samples" / "shopify-fulfillments-create.json").read_bytes()
+        try:
+            code, out, err = await run_cli(
+                "--config", str(CONFIG), "send-test", "shopify", "--topic",
+                "fulfillments/create", "-f", "-", "--url", str(server.make_url("")),
+                env=test_env, stdin=body,
+            )
+        finally:
+            await server.close()
+        assert 0 == code, out + err
+        assert out.startswith("202 Accepted")
+        channel = await amqp.channel()
+        queue = await channel.get_queue(topology.queue("shipping"))
+        message = await queue.get(no_ack=True, timeout=5)
+        assert "shipment.updated" == message.type
 
 
 class TestConfigErrors:

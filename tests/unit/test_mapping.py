@@ -119,7 +119,7 @@ class TestProviderMappings:
         mapping = provider("shopify", registry)["shipment.updated"]
         payload = sample("shopify-fulfillments-create.json")
         assert {
-            "source": "shopify", "order_id": "450789469", "tracking_code": "1Z2345",
+            "source": "shopify", "order_id": "5820982911946154508", "tracking_code": "1",
             "carrier": "fedex", "status": "pre_transit", "occurred_at": "2026-11-20T16:40:00-05:00",
         } == mapping.apply(payload)
         payload.update(tracking_number=None, tracking_company=None, shipment_status="delivered")
