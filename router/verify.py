@@ -109,10 +109,17 @@ class _HmacKeys:
 
     def sign(self, *chunks: bytes) -> str:
         """The encoded signature of the concatenated chunks under the first secret."""
-        mac = self._macs[0].copy()
-        for chunk in chunks:
-            mac.update(chunk)
-        return self._encode(mac.digest()).decode("ascii")
+        return self.sign_all(*chunks)[0]
+
+    def sign_all(self, *chunks: bytes) -> list[str]:
+        """The encoded signatures of the concatenated chunks, one per secret, in order."""
+        signatures = []
+        for base in self._macs:
+            mac = base.copy()
+            for chunk in chunks:
+                mac.update(chunk)
+            signatures.append(self._encode(mac.digest()).decode("ascii"))
+        return signatures
 
 
 def _any_match(secrets: Iterable[bytes], received: bytes) -> bool:
@@ -345,12 +352,14 @@ class StandardWebhooksVerifier(_Scheme):
             )
 
     def sign(self, body: bytes, now: float, delivery_id: str) -> dict[str, str]:
+        """The three headers, with one `v1,` signature per secret (space-separated), so a
+        receiver holding any of the keys being rotated verifies."""
         timestamp = int(now)
-        signature = self._keys.sign(f"{delivery_id}.{timestamp}.".encode(), body)
+        signatures = self._keys.sign_all(f"{delivery_id}.{timestamp}.".encode(), body)
         return {
             "webhook-id": delivery_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": "v1," + signature,
+            "webhook-signature": " ".join("v1," + signature for signature in signatures),
         }
 
 
