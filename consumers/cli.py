@@ -42,9 +42,10 @@ def _open(store_url: str, concurrency: int):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m consumers", description=__doc__)
-    parser.add_argument("name", choices=[*sorted(CONSUMERS), "all"],
-                        help="a consumer, or `all`: the ingress and every consumer in this "
-                             "process (single machine, embedded SQLite)")
+    parser.add_argument("name", choices=[*sorted(CONSUMERS), "notifications", "all"],
+                        help="a consumer (`notifications` delivers outbound webhooks), or "
+                             "`all`: the ingress and every consumer in this process (single "
+                             "machine, embedded SQLite)")
     parser.add_argument("--port", type=int, default=None, help="ingress port, with `all`")
     parser.add_argument("--config", "-c", default=os.environ.get("ROUTER_CONFIG", DEFAULT_CONFIG))
     parser.add_argument("--store", default=None,
@@ -75,6 +76,11 @@ async def run(name: str, settings, store_url: str, prefetch: int, concurrency: i
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     async with _open(store_url, concurrency) as store:
+        if name == "notifications":
+            from consumers.notifications import Notifications
+
+            await Notifications(settings, store).run(stop)
+            return
         runner = Runner(consumer_spec(name, settings), store, settings.broker,
                         prefetch=prefetch, concurrency=concurrency)
         await runner.run(stop)
@@ -111,6 +117,9 @@ async def run_all(settings, store_url: str, prefetch: int, concurrency: int,
             ).run(stop))
             for name in CONSUMERS
         ]
+        from consumers.notifications import Notifications
+
+        consumers.append(asyncio.create_task(Notifications(settings, store).run(stop)))
         waiting = asyncio.create_task(signalled.wait())
         await asyncio.wait([waiting, *consumers], return_when=asyncio.FIRST_COMPLETED)
         await app_runner.cleanup()
@@ -133,7 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_quietly)
     args = build_parser().parse_args(argv)
     try:
-        settings = load_settings(args.config, resolve_secrets=args.name == "all")
+        settings = load_settings(args.config, resolve_secrets=args.name == "all",
+                                 resolve_subscription_secrets=args.name in ("all",
+                                                                            "notifications"))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -146,8 +157,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefetch = args.prefetch or settings.consumers.prefetch
     concurrency = args.concurrency or settings.consumers.concurrency
     print(f"consumer {args.name} on {redact_url(store)}", file=sys.stderr)
-    if args.name == "all":
-        asyncio.run(run_all(settings, store, prefetch, concurrency, args.port))
-    else:
-        asyncio.run(run(args.name, settings, store, prefetch, concurrency))
+    from router.egress import UnsafeURL
+
+    try:
+        if args.name == "all":
+            asyncio.run(run_all(settings, store, prefetch, concurrency, args.port))
+        else:
+            asyncio.run(run(args.name, settings, store, prefetch, concurrency))
+    except UnsafeURL as exc:
+        print(f"configuration error: {settings.file}: {exc}", file=sys.stderr)
+        return 2
     return 0

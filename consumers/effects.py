@@ -100,9 +100,15 @@ async def notify(tx: Any, event: dict[str, Any], kind: str, key: str, data: dict
     message_id = f"{event['id']}:{kind}:{key}"
     if len(message_id.encode()) > MAX_MESSAGE_ID:
         message_id = "sha256:" + hashlib.sha256(message_id.encode()).hexdigest()
-    body = orjson.dumps(
-        {"id": message_id, "type": f"notify.{kind}", "data": data, "cause": event["id"]}
-    )
+    # The body subscribers receive: Standard Webhooks' {type, timestamp, data}, plus the id
+    # (also the webhook-id) and the event that caused it.
+    body = orjson.dumps({
+        "id": message_id,
+        "type": kind,
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "data": data,
+        "cause": event["id"],
+    })
     await tx.add_outbox(kind, f"notify.{kind}", body, message_id)
     return message_id
 

@@ -195,6 +195,33 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX orders_waiting ON orders (status, created_at)",
         ],
     ),
+    (
+        # Outbound webhooks: each subscription's state, and every delivery attempt.
+        3,
+        [
+            """CREATE TABLE subscription_state (
+                name TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                reason TEXT,
+                failures INTEGER NOT NULL DEFAULT 0,
+                first_failure_at TEXT,
+                updated_at TEXT NOT NULL)""",
+            """CREATE TABLE deliveries (
+                id {serial_pk},
+                subscription TEXT NOT NULL,
+                message_id TEXT NOT NULL,
+                event_id TEXT,
+                type TEXT,
+                attempt INTEGER NOT NULL,
+                status_code INTEGER,
+                error TEXT,
+                latency_ms REAL,
+                at TEXT NOT NULL)""",
+            "CREATE INDEX deliveries_by_message ON deliveries (message_id)",
+            "CREATE INDEX deliveries_by_event ON deliveries (event_id)",
+            "CREATE INDEX outbox_by_time ON outbox (created_at)",
+        ],
+    ),
 ]
 
 _DIALECT = {

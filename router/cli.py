@@ -190,10 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
     p_test.add_argument("--topic", help="provider topic header value")
     p_dlq = commands.add_parser("dlq", help="inspect, replay or purge a dead-letter queue")
     p_dlq.add_argument("action", choices=["list", "show", "replay", "purge"])
-    p_dlq.add_argument("name", help="consumer queue: orders, inventory, shipping, notifications")
+    p_dlq.add_argument("name", help="consumer queue: orders, inventory, shipping, notifications, "
+                                    "or deliver.SUBSCRIPTION (outbound webhooks)")
     p_dlq.add_argument("--limit", type=int, default=20, help="messages to list or show")
     p_dlq.add_argument("--id", help="only the message with this id (show, replay)")
     p_dlq.add_argument("--yes", "-y", action="store_true", help="purge without asking")
+
+    p_subs = commands.add_parser("subscriptions", help="outbound webhook subscriptions")
+    p_subs.add_argument("action", choices=["list", "enable", "disable", "test"])
+    p_subs.add_argument("name", nargs="?", help="the subscription (not for list)")
+
+    p_del = commands.add_parser(
+        "deliveries", help="delivery attempts for an event, or `replay` past notifications")
+    p_del.add_argument("target", metavar="EVENT_ID|replay",
+                       help="an event id or a notification id, or `replay`")
+    p_del.add_argument("--subscription", help="replay: the subscriber")
+    p_del.add_argument("--since", help="replay: notifications created at or after this time "
+                                       "(ISO-8601; UTC unless it says otherwise)")
     return parser
 
 
@@ -201,7 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings(
-            args.config, resolve_secrets=args.command not in ("topology", "dlq")
+            args.config,
+            resolve_secrets=args.command not in ("topology", "dlq", "subscriptions",
+                                                 "deliveries"),
+            resolve_subscription_secrets=args.command == "subscriptions"
+            and args.action == "test",
         )
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
@@ -222,6 +239,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return asyncio.run(dlq_command(settings.broker, args.action, args.name,
                                        limit=args.limit, message_id=args.id, yes=args.yes))
+    if args.command in ("subscriptions", "deliveries"):
+        from consumers.admin import Usage, deliveries_command, subscriptions_command
+
+        try:
+            if args.command == "subscriptions":
+                return asyncio.run(subscriptions_command(settings, args.action, args.name))
+            return asyncio.run(deliveries_command(settings, args.target,
+                                                  subscription=args.subscription,
+                                                  since=args.since))
+        except Usage as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.command == "sign":
         body = _read_body(args.file)
         for name, value in signed_headers(settings, args.source, body, args.topic).items():

@@ -203,8 +203,9 @@ async def dlq_command(broker: BrokerSettings, action: str, name: str, *, limit: 
     if action not in ACTIONS:
         print(f"unknown action {action!r} (one of: {', '.join(ACTIONS)})", file=sys.stderr)
         return 2
-    if name not in QUEUES:
-        print(f"unknown queue {name!r} (known: {', '.join(QUEUES)})", file=sys.stderr)
+    if name not in QUEUES and not name.startswith("deliver."):
+        print(f"unknown queue {name!r} (known: {', '.join(QUEUES)}, "
+              "or deliver.SUBSCRIPTION)", file=sys.stderr)
         return 2
     if limit < 1:
         print("limit must be at least 1", file=sys.stderr)

@@ -6,7 +6,9 @@ when the settings are loaded, never when they are first used.
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -119,6 +121,49 @@ class ConsumerSettings:
     partial_allocation: bool = False
 
 
+# What the consumers announce (outbox kinds); subscriptions choose among them.
+NOTIFICATION_TYPES = (
+    "order.allocated",
+    "order.partially_allocated",
+    "order.backordered",
+    "order.cancelled",
+    "stock.changed",
+    "shipment.updated",
+)
+# Headers a subscription may not set: the signature's, and what HTTP itself decides.
+RESERVED_HEADERS = frozenset({
+    "webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length",
+    "host", "transfer-encoding", "connection",
+})
+
+
+@dataclass(frozen=True)
+class NotificationSettings:
+    mode: str = "production"  # production: https only; development: http to loopback too
+    retry_ladder: tuple[int, ...] = (5, 300, 1800, 7200, 18000, 36000, 36000)
+    pause_after: int = 20  # consecutive failures ...
+    pause_window: float = 300.0  # ... spanning at least this many seconds pause a subscription
+    max_response_bytes: int = 4096
+    concurrency: int = 8  # deliveries in flight per subscription
+
+
+@dataclass(frozen=True)
+class SubscriptionSettings:
+    name: str
+    url: str
+    events: tuple[str, ...]
+    secrets: tuple[bytes, ...] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 15.0
+    rate_limit: RateLimit | None = None
+    enabled: bool = True
+    allow_private: bool = False
+
+    def wants(self, event_type: str) -> bool:
+        """True if one of `events` (`*` matches anything, `shipment.*` one family) matches."""
+        return any(fnmatch.fnmatchcase(event_type, pattern) for pattern in self.events)
+
+
 @dataclass(frozen=True)
 class Settings:
     file: Path
@@ -126,6 +171,8 @@ class Settings:
     broker: BrokerSettings = field(default_factory=BrokerSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     consumers: ConsumerSettings = field(default_factory=ConsumerSettings)
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    subscriptions: Mapping[str, SubscriptionSettings] = field(default_factory=dict)
     sources: Mapping[str, SourceSettings] = field(default_factory=dict)
 
 
@@ -142,7 +189,7 @@ class _Table:
         self.seen: set[str] = set()
 
     def _name(self, name: str) -> str:
-        return f"{self.key}.{name}" if self.key else name
+        return f"{self.key}.{name}" if self.key and name else self.key or name
 
     def error(self, name: str, problem: str) -> ConfigError:
         return ConfigError(self.file, self._name(name), problem)
@@ -193,12 +240,16 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     *,
     resolve_secrets: bool = True,
+    resolve_subscription_secrets: bool | None = None,
 ) -> Settings:
     """Read and check the whole configuration, resolving secret references.
 
     `resolve_secrets=False` leaves sources without secrets, for commands that only talk to
-    the broker (topology) and should not need the webhook secrets.
+    the broker (topology) and should not need the webhook secrets;
+    `resolve_subscription_secrets` (default: the same) does so for the outbound subscriptions.
     """
+    if resolve_subscription_secrets is None:
+        resolve_subscription_secrets = resolve_secrets
     path = Path(path)
     file = str(path)
     try:
@@ -215,6 +266,14 @@ def load_settings(
     broker = _broker(top.table("broker"), base, env)
     logging = _logging(top.table("logging"))
     consumers = _consumers(top.table("consumers"), env)
+    notifications = _notifications(top.table("notifications"))
+    subscriptions_table = top.table("subscriptions")
+    subscriptions = {
+        name: _subscription(name, subscriptions_table.table(name), base, env,
+                            resolve_subscription_secrets, notifications.mode)
+        for name in subscriptions_table.data
+    }
+    subscriptions_table.done()
     sources_table = top.table("sources")
     sources: dict[str, SourceSettings] = {}
     paths: dict[str, str] = {}
@@ -229,7 +288,8 @@ def load_settings(
     sources_table.done()
     top.done()
     return Settings(file=path, server=server, broker=broker, logging=logging,
-                    consumers=consumers, sources=sources)
+                    consumers=consumers, notifications=notifications,
+                    subscriptions=subscriptions, sources=sources)
 
 
 def _relative(base: Path, value: str | None) -> Path | None:
@@ -278,9 +338,7 @@ def _broker(t: _Table, base: Path, env: Mapping[str, str]) -> BrokerSettings:
         url = resolve_secret(url, file=t.file, key="broker.url", base=base, environ=env).decode()
     if not url.startswith(("amqp://", "amqps://")):
         raise t.error("url", "must be an amqp:// or amqps:// URL")
-    ladder = t.get("retry_ladder", list, list(d.retry_ladder))
-    if not ladder or not all(isinstance(v, int) and v > 0 for v in ladder):
-        raise t.error("retry_ladder", "must be a non-empty list of positive whole seconds")
+    ladder = _ladder(t, d.retry_ladder)
     s = BrokerSettings(
         url=url,
         prefix=t.get("prefix", str, d.prefix),
@@ -315,6 +373,97 @@ def _consumers(t: _Table, env: Mapping[str, str]) -> ConsumerSettings:
         prefetch=t.positive("prefetch", int, d.prefetch),
         concurrency=t.positive("concurrency", int, d.concurrency),
         partial_allocation=t.get("partial_allocation", bool, d.partial_allocation),
+    )
+    t.done()
+    return s
+
+
+def _ladder(t: _Table, default: tuple[int, ...]) -> tuple[int, ...]:
+    ladder = t.get("retry_ladder", list, list(default))
+    if not ladder or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
+                             for v in ladder):
+        raise t.error("retry_ladder", "must be a non-empty list of positive whole seconds")
+    return tuple(ladder)
+
+
+def _rate_limit(t: _Table) -> RateLimit | None:
+    if t.get("rate_limit", dict) is None:
+        return None
+    rt = t.table("rate_limit")
+    rate = rt.positive("rate", float, None)
+    if rate is None:
+        raise rt.error("rate", "is required")
+    limit = RateLimit(rate=rate, burst=rt.positive("burst", int, max(1, int(rate))))
+    rt.done()
+    return limit
+
+
+def _notifications(t: _Table) -> NotificationSettings:
+    d = NotificationSettings()
+    mode = t.get("mode", str, d.mode)
+    if mode not in ("production", "development"):
+        raise t.error("mode", "must be production or development")
+    s = NotificationSettings(
+        mode=mode,
+        retry_ladder=_ladder(t, d.retry_ladder),
+        pause_after=t.positive("pause_after", int, d.pause_after),
+        pause_window=t.positive("pause_window", float, d.pause_window),
+        max_response_bytes=t.positive("max_response_bytes", int, d.max_response_bytes),
+        concurrency=t.positive("concurrency", int, d.concurrency),
+    )
+    t.done()
+    return s
+
+
+def _subscription(
+    name: str, t: _Table, base: Path, env: Mapping[str, str], resolve_secrets: bool, mode: str
+) -> SubscriptionSettings:
+    from router.egress import UnsafeURL, check_url
+
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,62}", name):
+        raise t.error("", "a subscription name is 1-63 of a-z, 0-9, _ and -")
+    url = t.require("url", str)
+    allow_private = t.get("allow_private", bool, False)
+    try:
+        check_url(url, mode=mode, allow_private=allow_private)
+    except UnsafeURL as exc:
+        raise t.error("url", str(exc)) from exc
+    events = t.strings("events")
+    if not events:
+        raise t.error("events", "name at least one notification type, e.g. \"shipment.*\"")
+    for pattern in events:
+        if not any(fnmatch.fnmatchcase(kind, pattern) for kind in NOTIFICATION_TYPES):
+            raise t.error("events", f"{pattern!r} matches no notification type "
+                                    f"({', '.join(NOTIFICATION_TYPES)})")
+    refs = t.get("secrets", list, [])
+    if not refs:
+        raise t.error("secrets", "at least one whsec_ secret reference is required")
+    enabled = t.get("enabled", bool, True)
+    secrets = tuple(  # a subscription switched off in the file needs no secret yet
+        resolve_secret(ref, file=t.file, key=f"{t.key}.secrets[{i}]", base=base, environ=env)
+        for i, ref in enumerate(refs)
+        if resolve_secrets and enabled
+    )
+    headers = t.get("headers", dict, {})
+    for header, value in headers.items():
+        if not isinstance(value, str):
+            raise t.error(f"headers.{header}", "must be a string")
+        if header.lower() in RESERVED_HEADERS:
+            raise t.error(f"headers.{header}", "is set by the router and cannot be overridden")
+    if secrets:
+        from router.verify import build_verifier
+
+        build_verifier("standard-webhooks", secrets, {}, file=t.file, key=t.key)
+    s = SubscriptionSettings(
+        name=name,
+        url=url,
+        events=events,
+        secrets=secrets,
+        headers=dict(headers),
+        timeout=t.positive("timeout", float, 15.0),
+        rate_limit=_rate_limit(t),
+        enabled=enabled,
+        allow_private=allow_private,
     )
     t.done()
     return s
@@ -357,15 +506,7 @@ def _source(
     path = t.get("path", str, f"/webhooks/{name}")
     if not path.startswith("/"):
         raise t.error("path", "must start with /")
-    rl = t.get("rate_limit", dict)
-    rate_limit = None
-    if rl is not None:
-        rt = t.table("rate_limit")
-        rate = rt.positive("rate", float, None)
-        if rate is None:
-            raise rt.error("rate", "is required")
-        rate_limit = RateLimit(rate=rate, burst=rt.positive("burst", int, max(1, int(rate))))
-        rt.done()
+    rate_limit = _rate_limit(t)
     content_types = tuple(c.lower() for c in t.strings("content_types", ("application/json",)))
     allow_ips = t.strings("allow_ips")
     _check_cidrs(t, "allow_ips", allow_ips)

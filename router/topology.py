@@ -67,36 +67,43 @@ class Topology:
     def queues(self) -> list[QueueSpec]:
         specs = [QueueSpec(self.unrouted_queue, {"x-queue-type": "quorum"})]
         for name, keys in QUEUES.items():
-            main = self.queue(name)
+            specs += self.work_queues(name, self.retry_ladder, keys)
+        return specs
+
+    def work_queues(
+        self, name: str, ladder: tuple[int, ...], bindings: tuple[str, ...] = ()
+    ) -> list[QueueSpec]:
+        """A work queue NAME, its retry queues on `ladder` and NAME.dead."""
+        main = self.queue(name)
+        specs = [
+            QueueSpec(
+                main,
+                {
+                    "x-queue-type": "quorum",
+                    "x-delivery-limit": self.delivery_limit,
+                    "x-dead-letter-exchange": "",
+                    "x-dead-letter-routing-key": self.dead_queue(name),
+                },
+                bindings,
+            )
+        ]
+        for delay in ladder:
             specs.append(
                 QueueSpec(
-                    main,
+                    self.retry_queue(name, delay),
                     {
                         "x-queue-type": "quorum",
-                        "x-delivery-limit": self.delivery_limit,
+                        "x-message-ttl": delay * 1000,
                         "x-dead-letter-exchange": "",
-                        "x-dead-letter-routing-key": self.dead_queue(name),
+                        "x-dead-letter-routing-key": main,
+                        # Expired messages move back with the broker's own confirms:
+                        # a retry is never lost on its way back to the work queue.
+                        "x-dead-letter-strategy": "at-least-once",
+                        "x-overflow": "reject-publish",
                     },
-                    keys,
                 )
             )
-            for delay in self.retry_ladder:
-                specs.append(
-                    QueueSpec(
-                        self.retry_queue(name, delay),
-                        {
-                            "x-queue-type": "quorum",
-                            "x-message-ttl": delay * 1000,
-                            "x-dead-letter-exchange": "",
-                            "x-dead-letter-routing-key": main,
-                            # Expired messages move back with the broker's own confirms:
-                            # a retry is never lost on its way back to the work queue.
-                            "x-dead-letter-strategy": "at-least-once",
-                            "x-overflow": "reject-publish",
-                        },
-                    )
-                )
-            specs.append(QueueSpec(self.dead_queue(name), {"x-queue-type": "quorum"}))
+        specs.append(QueueSpec(self.dead_queue(name), {"x-queue-type": "quorum"}))
         return specs
 
     def names(self) -> list[str]:
@@ -121,6 +128,11 @@ class Topology:
             for key in spec.bindings:
                 await queue.bind(events, routing_key=key)
         return events
+
+    async def declare_queues(self, channel: AbstractChannel, specs: list[QueueSpec]) -> None:
+        """Declare extra queues (idempotent), e.g. the per-subscription delivery queues."""
+        for spec in specs:
+            await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
 
     async def delete(self, channel: AbstractChannel) -> None:
         """Remove everything (tests and `topology --delete`); quorum queues refuse if_unused."""

@@ -98,3 +98,20 @@ class TestConfigErrors:
         assert 2 == code
         assert ("config/router.toml: sources.shopify.secrets[0]: environment variable "
                 "SHOPIFY_WEBHOOK_SECRET is not set") in err
+
+
+class TestSubscriptionCommands:
+    async def test_list_and_unknown_name(self, test_env, tmp_path):
+        """`subscriptions list` shows the shipped examples; an unknown name is exit 2."""
+        env = {**test_env, "DATABASE_URL": f"sqlite:///{tmp_path}/s.sqlite3"}
+        code, out, err = await run_cli("--config", str(CONFIG), "subscriptions", "list", env=env)
+        assert 0 == code, err
+        assert "customer-portal: off in config" in out
+        assert "storefront-stock: off in config" in out
+        code, _, err = await run_cli("--config", str(CONFIG), "subscriptions", "enable", "nope",
+                                     env=env)
+        assert 2 == code
+        assert "unknown subscription 'nope'" in err
+        code, out, _ = await run_cli("--config", str(CONFIG), "deliveries", "evt-none", env=env)
+        assert 1 == code
+        assert "no delivery attempts for evt-none" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import sys
@@ -205,15 +206,41 @@ class TestAllInOne:
         order, short of stock, is backordered until a received batch allocates it. SIGTERM
         exits 0."""
         import aiohttp
+        from aiohttp import web
+        from standardwebhooks.webhooks import Webhook
 
         from router.cli import signed_headers
+
+        # The customer portal: a receiver that verifies every delivery as the README says.
+        portal_secret = "whsec_" + base64.b64encode(b"portal-test-key-0123456789").decode()
+        portal: list[dict] = []
+
+        async def receive(request: web.Request) -> web.Response:
+            body = await request.read()
+            payload = Webhook(portal_secret).verify(body, dict(request.headers))
+            portal.append({"id": request.headers["webhook-id"], **payload})
+            return web.Response(status=204)
+
+        receiver = web.AppRunner(web.Application())
+        receiver.app.router.add_post("/webhooks/fulfillment", receive)
+        await receiver.setup()
+        portal_port = free_port()
+        await web.TCPSite(receiver, "127.0.0.1", portal_port).start()
 
         store_url = f"sqlite:///{tmp_path}/all.sqlite3"
         port = free_port()
         config = write_test_config(settings)
+        config.write_text(
+            config.read_text()
+            .replace('mode = "production"', 'mode = "development"')
+            .replace("https://portal.example.com/webhooks/fulfillment",
+                     f"http://127.0.0.1:{portal_port}/webhooks/fulfillment")
+            .replace("enabled = false              # switch on once the portal has the secret",
+                     "enabled = true\nallow_private = true"))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "consumers", "all", "--config", str(config),
-            "--port", str(port), "--store", store_url, cwd=ROOT, env={**os.environ, **test_env},
+            "--port", str(port), "--store", store_url, cwd=ROOT,
+            env={**os.environ, **test_env, "PORTAL_NOTIFY_SECRET": portal_secret},
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
         base = f"http://127.0.0.1:{port}"
@@ -280,5 +307,22 @@ class TestAllInOne:
             await wait_until(lambda: order_is("backordered", "5820982911946154509"))
             await stock("PEP-BPC157-5MG", 4, "2026-11-30T16:00:00Z", delta=True)
             await wait_until(lambda: order_is("allocated", "5820982911946154509"))
+
+            # The portal heard, verified: the allocations and every shipment move.
+            async def portal_heard() -> bool:
+                kinds = [(n["type"], n["data"].get("status")) for n in portal]
+                return kinds.count(("order.allocated", "allocated")) == 2 and all(
+                    ("shipment.updated", s) in kinds
+                    for s in ("pre_transit", "in_transit", "delivered"))
+
+            await wait_until(portal_heard)
+            first = next(n for n in portal if n["type"] == "order.allocated")
+            assert order_id == first["data"]["order_id"]
+            assert first["id"] == f"{first['cause']}:order.allocated:{order_id}"
+            delivered = next(n for n in portal if n["data"].get("status") == "delivered")
+            assert ("9400111899223344556677", order_id, "delivered") == (
+                delivered["data"]["tracking_code"], delivered["data"]["order_id"],
+                delivered["data"]["order_status"])
         proc.send_signal(signal.SIGTERM)
         assert 0 == await asyncio.wait_for(proc.wait(), 30)
+        await receiver.cleanup()

@@ -266,7 +266,8 @@ async def test_unknown_name_exits_2_listing_the_known_names(
     code = await dlq_command(settings.broker, "list", "payments", out=io.StringIO())
 
     assert 2 == code
-    expected = "unknown queue 'payments' (known: orders, inventory, shipping, notifications)\n"
+    expected = ("unknown queue 'payments' (known: orders, inventory, shipping, notifications, "
+                "or deliver.SUBSCRIPTION)\n")
     assert expected == capsys.readouterr().err
 
 

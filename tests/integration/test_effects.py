@@ -144,7 +144,7 @@ async def test_order_with_enough_stock_is_allocated(store: Store) -> None:
     expected = (
         "notify.order.allocated",
         f"{created['id']}:order.allocated:o-1",
-        "notify.order.allocated",
+        "order.allocated",
         created["id"],
         "allocated",
     )

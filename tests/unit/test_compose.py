@@ -87,7 +87,7 @@ class TestConsumerServices:
         from consumers.cli import CONSUMERS
         from consumers.cli import build_parser as consumer_parser
 
-        for name in CONSUMERS:
+        for name in [*CONSUMERS, "notifications"]:
             service = compose["services"][name]
             assert ["python", "-m", "consumers"] == service["command"][:3]
             args = consumer_parser().parse_args(service["command"][3:])

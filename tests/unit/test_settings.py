@@ -21,6 +21,7 @@ def write_config(tmp_path: Path, text: str) -> Path:
     return path
 
 
+SUB = '[subscriptions.portal]\nurl = "https://portal.example.com/hook"\n'
 SOURCE = """
 [sources.shop]
 scheme = "shopify"
@@ -54,6 +55,18 @@ class TestLoadSettings:
         assert "postgresql://u@db/router" == load_settings(
             write_config(tmp_path, text), environ=env).consumers.store
 
+    def test_subscriptions(self, tmp_path):
+        """A subscription matches its event patterns; one switched off needs no secret yet."""
+        text = (SUB + 'events = ["shipment.*", "order.allocated"]\nsecrets = ["env:W"]\n'
+                '[subscriptions.later]\nurl = "https://later.example.com/h"\n'
+                'events = ["*"]\nsecrets = ["env:UNSET"]\nenabled = false\n' + SOURCE)
+        env = {"S1": "a", "S2": "b", "W": "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}
+        subs = load_settings(write_config(tmp_path, text), environ=env).subscriptions
+        portal = subs["portal"]
+        assert portal.wants("shipment.updated") and portal.wants("order.allocated")
+        assert not portal.wants("order.backordered") and not portal.wants("stock.changed")
+        assert (False, ()) == (subs["later"].enabled, subs["later"].secrets)
+
     def test_provider_defaults_fill_identity(self, tmp_path):
         """A shopify source gets Shopify's topic and id headers without naming them."""
         settings = load_settings(write_config(tmp_path, SOURCE), environ={"S1": "a", "S2": "b"})
@@ -76,6 +89,16 @@ class TestLoadSettings:
             ('[consumers]\nstore = "mysql://x"\n', "consumers.store", "sqlite"),
             ('[consumers]\npartial_allocation = "yes"\n', "consumers.partial_allocation",
              "bool"),
+            ('[notifications]\nmode = "test"\n', "notifications.mode", "production"),
+            (SUB + 'events = ["order.shipped"]\n', "subscriptions.portal.events",
+             "matches no notification type"),
+            (SUB + 'events = ["order.*"]\nsecrets = ["env:S1"]\n'
+             'headers = { "Webhook-Signature" = "x" }\n',
+             "subscriptions.portal.headers.Webhook-Signature", "cannot be overridden"),
+            (SUB + 'events = ["order.*"]\nsecrets = ["env:S1"]\n',
+             "subscriptions.portal.secrets[0]", "whsec_"),
+            ('[subscriptions."Bad Name"]\nurl = "https://x.example"\n',
+             "subscriptions.Bad Name", "subscription name"),
         ],
     )
     def test_bad_values_name_file_and_key(self, tmp_path, extra, key, problem):

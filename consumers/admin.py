@@ -1,0 +1,218 @@
+"""Operator commands for outbound webhooks (run through `python -m router`):
+
+    subscriptions list                 each subscription: config, state, failures, queue depths
+    subscriptions enable NAME          resume a paused or disabled one (its parked messages flow)
+    subscriptions disable NAME         stop delivering; messages wait in deliver.NAME
+    subscriptions test NAME            POST a signed `webhook.test` event now and print the answer
+    deliveries EVENT_ID                every attempt for an event (its id or a notification id)
+    deliveries replay --subscription NAME --since TIME
+                                       send past notifications again to one subscriber
+
+The store is the consumers' ([consumers] store, DATABASE_URL). Exit codes: 0 done, 1 failed
+(receiver said no, broker away), 2 usage (unknown subscription, bad time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+import aio_pika
+import orjson
+
+from consumers.notifications import (
+    Sender,
+    check_addresses,
+    delivery_queue,
+    set_state,
+    subscription_state,
+)
+from consumers.store import open_store
+from router.egress import UnsafeURL
+from router.settings import Settings
+from router.topology import Topology
+
+
+class Usage(Exception):
+    """A mistake in the command line: exit 2 with the message."""
+
+
+def _subscription(settings: Settings, name: str) -> Any:
+    sub = settings.subscriptions.get(name)
+    if sub is None:
+        known = ", ".join(sorted(settings.subscriptions)) or "none configured"
+        raise Usage(f"unknown subscription {name!r} (known: {known})")
+    return sub
+
+
+def _topology(settings: Settings) -> Topology:
+    b = settings.broker
+    return Topology(b.prefix, b.retry_ladder, b.delivery_limit)
+
+
+async def _depths(settings: Settings, names: list[str]) -> dict[str, int | None]:
+    """Messages waiting per queue; None where the broker or the queue is not there."""
+    depths: dict[str, int | None] = dict.fromkeys(names)
+    try:
+        connection = await aio_pika.connect(settings.broker.url, timeout=5)
+    except (OSError, aio_pika.exceptions.AMQPException, TimeoutError):
+        return depths
+    async with connection:
+        for name in names:
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+                depths[name] = queue.declaration_result.message_count
+                await channel.close()
+            except aio_pika.exceptions.AMQPException:
+                pass
+    return depths
+
+
+async def subscriptions_command(settings: Settings, action: str, name: str | None,
+                                out: TextIO = sys.stdout) -> int:
+    if action != "list" and not name:
+        raise Usage(f"subscriptions {action} needs a subscription NAME")
+    async with open_store(settings.consumers.store) as store:
+        if action == "list":
+            return await _list(settings, store, out)
+        sub = _subscription(settings, name or "")
+        if action == "enable":
+            await set_state(store, sub.name, "enabled", "enabled by an operator")
+            print(f"{sub.name}: enabled; parked messages flow again", file=out)
+            return 0
+        if action == "disable":
+            await set_state(store, sub.name, "disabled", "disabled by an operator")
+            print(f"{sub.name}: disabled; its messages wait in its queue", file=out)
+            return 0
+    return await _test(settings, sub, out)
+
+
+async def _list(settings: Settings, store: Any, out: TextIO) -> int:
+    topology = _topology(settings)
+    queues = {}
+    for name in settings.subscriptions:
+        base = delivery_queue(name)
+        queues[name] = (topology.queue(base), topology.dead_queue(base))
+    depths = await _depths(settings, [q for pair in queues.values() for q in pair])
+    if not settings.subscriptions:
+        print("no subscriptions configured", file=out)
+    for name, sub in settings.subscriptions.items():
+        row = await subscription_state(store, name)
+        state = "off in config" if not sub.enabled else (row["state"] if row else "enabled")
+        waiting, dead = (depths[q] for q in queues[name])
+        print(f"{name}: {state}", file=out)
+        print(f"  url      {urlsplit(sub.url).scheme}://{urlsplit(sub.url).netloc}"
+              f"{urlsplit(sub.url).path}", file=out)
+        print(f"  events   {', '.join(sub.events)}", file=out)
+        print(f"  queue    {_count(waiting)} waiting, {_count(dead)} dead", file=out)
+        if row and (row["failures"] or row["reason"]):
+            print(f"  failures {row['failures']} in a row; {row['reason'] or '-'}", file=out)
+    return 0
+
+
+def _count(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+async def _test(settings: Settings, sub: Any, out: TextIO) -> int:
+    if not sub.secrets:
+        raise Usage(f"{sub.name} has no secret resolved (is it enabled in the config?)")
+    try:
+        await check_addresses(settings)
+    except UnsafeURL as exc:
+        print(f"refused: {exc}", file=out)
+        return 1
+    message_id = f"test_{uuid.uuid4().hex}"
+    body = orjson.dumps({
+        "id": message_id, "type": "webhook.test",
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "data": {"subscription": sub.name},
+    })
+    sender = Sender(sub, settings.notifications)
+    await sender.open()
+    try:
+        result = await sender.send(message_id, body)
+    finally:
+        await sender.close()
+    print(f"{sub.name}: {result.describe()} in {result.latency * 1000:.0f} ms "
+          f"(webhook-id {message_id})", file=out)
+    return 0 if result.delivered else 1
+
+
+async def deliveries_command(settings: Settings, target: str, *, subscription: str | None,
+                             since: str | None, out: TextIO = sys.stdout) -> int:
+    async with open_store(settings.consumers.store) as store:
+        if target == "replay":
+            if not subscription or not since:
+                raise Usage("deliveries replay needs --subscription NAME and --since TIME")
+            return await _replay(settings, store, _subscription(settings, subscription),
+                                 _since(since), out)
+        async with store.transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT at, subscription, message_id, type, attempt, status_code, error,"
+                " latency_ms FROM deliveries WHERE message_id = $1 OR event_id = $1"
+                " ORDER BY at, id",
+                target,
+            )
+    if not rows:
+        print(f"no delivery attempts for {target}", file=out)
+        return 1
+    for row in rows:
+        answer = (f"HTTP {row['status_code']}" if row["status_code"] is not None
+                  else row["error"])
+        print(f"{row['at']}  {row['subscription']}  {row['type']}  attempt {row['attempt']}  "
+              f"{answer}  {row['latency_ms']:.0f} ms  {row['message_id']}", file=out)
+    return 0
+
+
+def _since(text: str) -> str:
+    """The store's UTC form of --since (naive means UTC), as events' times are kept."""
+    from consumers.effects import iso
+    from consumers.runner import Permanent
+
+    try:
+        return iso(text, "--since")
+    except Permanent as exc:
+        raise Usage(str(exc)) from exc
+
+
+async def _replay(settings: Settings, store: Any, sub: Any, since: str, out: TextIO) -> int:
+    async with store.transaction() as tx:
+        rows = await tx.fetch(
+            "SELECT kind, routing_key, body, message_id FROM outbox WHERE created_at >= $1"
+            " ORDER BY id",
+            since,
+        )
+    rows = [row for row in rows if sub.wants(row["kind"])]
+    queue = _topology(settings).queue(delivery_queue(sub.name))
+    started = time.perf_counter()
+    try:
+        connection = await aio_pika.connect(settings.broker.url, timeout=10)
+    except (OSError, aio_pika.exceptions.AMQPException, TimeoutError) as exc:
+        print(f"cannot reach the broker: {type(exc).__name__}", file=out)
+        return 1
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.declare_queue(queue, passive=True)
+        await asyncio.gather(*(
+            channel.default_exchange.publish(
+                aio_pika.Message(
+                    bytes(row["body"]), content_type="application/json",
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=row["message_id"], type=row["routing_key"],
+                    headers={"attempt": 0, "subscription": sub.name, "replayed": True},
+                ),
+                routing_key=queue,
+            )
+            for row in rows
+        ))
+    print(f"{sub.name}: {len(rows)} notifications since {since} queued again "
+          f"({time.perf_counter() - started:.1f} s); same webhook-ids, so the receiver can "
+          "tell repeats", file=out)
+    return 0

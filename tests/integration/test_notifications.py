@@ -1,0 +1,382 @@
+"""Outbound webhooks against real HTTP receivers started here and the real broker: every
+delivery verifies with the official `standardwebhooks` package, retries keep the webhook-id,
+410 disables, a receiver that never answers is retried then dead-lettered while a healthy
+one keeps getting its events, pausing parks messages until `subscriptions enable`, and
+unsafe URLs are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import io
+import time
+from collections import defaultdict
+from typing import Any
+
+import aio_pika
+import orjson
+import pytest
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from consumers.admin import Usage, deliveries_command, subscriptions_command
+from consumers.notifications import Notifications, delivery_queue
+from consumers.store import open_store
+from router.errors import ConfigError
+from router.settings import NotificationSettings, SubscriptionSettings, load_settings
+
+pytestmark = pytest.mark.integration
+
+SECRET_1 = "whsec_" + base64.b64encode(b"first-key-0123456789abcdef").decode()
+SECRET_2 = "whsec_" + base64.b64encode(b"second-key-0123456789abcdef").decode()
+
+
+class Receivers:
+    """One aiohttp server; each path behaves as a kind of subscriber and records what it got."""
+
+    def __init__(self) -> None:
+        self.got: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.calls: dict[str, list[str]] = defaultdict(list)
+        self.mode: dict[str, str] = {}
+        self.arrived = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{name}", self.handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = await request.read()
+        webhook_id = request.headers.get("webhook-id", "")
+        self.calls[name].append(webhook_id)
+        mode = self.mode.get(name, "ok")
+        if mode == "hang":
+            await asyncio.sleep(30)
+        if mode == "gone":
+            return web.Response(status=410)
+        if mode == "redirect":
+            raise web.HTTPFound(f"/{name}-target")
+        if mode == "fail":
+            return web.Response(status=500, text="x" * 100_000)  # longer than we read
+        if mode == "flaky" and self.calls[name].count(webhook_id) <= 2:
+            return web.Response(status=503, headers={"Retry-After": "1"})
+        secret = SECRET_2 if name.endswith("-key2") else SECRET_1
+        try:
+            payload = Webhook(secret).verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            return web.Response(status=400, text="bad signature")
+        self.got[name].append({"id": webhook_id, "payload": payload, "at": time.monotonic()})
+        self.arrived.set()
+        return web.Response(status=204)
+
+
+@pytest.fixture
+async def receivers():
+    r = Receivers()
+    await r.start()
+    yield r
+    await r.stop()
+
+
+def subscription(name: str, url: str, *, events=("order.*", "shipment.*"), **kw: Any):
+    return SubscriptionSettings(
+        name=name, url=url, events=tuple(events),
+        secrets=(SECRET_1.encode(), SECRET_2.encode()), allow_private=True, **kw)
+
+
+@pytest.fixture
+async def notifying(settings, store_url, amqp):
+    """Runs the notifications consumer with the given subscriptions; stops it and deletes the
+    delivery queues afterwards."""
+    running: list[tuple[asyncio.Event, asyncio.Task[None], Any]] = []
+    declared: list[str] = []
+
+    async def start(subs: list[SubscriptionSettings], **notify: Any):
+        config = dataclasses.replace(
+            settings,
+            consumers=dataclasses.replace(settings.consumers, store=store_url),
+            notifications=NotificationSettings(
+                mode="development", retry_ladder=(1, 1), **notify),
+            subscriptions={sub.name: sub for sub in subs},
+        )
+        store = open_store(store_url)
+        await store.open()
+        stop = asyncio.Event()
+        task = asyncio.create_task(Notifications(config, store).run(stop))
+        running.append((stop, task, store))
+        b = config.broker
+        from router.topology import Topology
+
+        topology = Topology(b.prefix, b.retry_ladder, b.delivery_limit)
+        for sub in subs:
+            declared.extend(spec.name for spec in topology.work_queues(
+                delivery_queue(sub.name), config.notifications.retry_ladder))
+        channel = await amqp.channel()
+        for sub in subs:  # wait until every deliverer consumes
+            while True:
+                try:
+                    queue = await channel.declare_queue(
+                        topology.queue(delivery_queue(sub.name)), passive=True)
+                    if queue.declaration_result.consumer_count:
+                        break
+                except aio_pika.exceptions.AMQPException:
+                    channel = await amqp.channel()
+                assert not task.done(), task
+                await asyncio.sleep(0.05)
+        return config, store, topology
+
+    yield start
+    for stop, task, store in running:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await store.close()
+    async with await aio_pika.connect(settings.broker.url) as connection:
+        channel = await connection.channel()
+        for name in declared:
+            await channel.queue_delete(name)
+
+
+async def notify(amqp, topology, kind: str, n: int, tag: str = "") -> list[str]:
+    """Publish n notify.<kind> messages as the consumers' outbox relay does; their ids."""
+    channel = await amqp.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(topology.exchange)
+    ids = []
+    for i in range(n):
+        message_id = f"evt-{tag}{i}:{kind}:o-{i}"
+        body = orjson.dumps({"id": message_id, "type": kind, "timestamp": "2026-11-28T00:00:00Z",
+                             "data": {"order_id": f"o-{i}"}, "cause": f"evt-{tag}{i}"})
+        await exchange.publish(
+            aio_pika.Message(body, message_id=message_id, type=f"notify.{kind}",
+                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                             headers={"attempt": 0}),
+            routing_key=f"notify.{kind}")
+        ids.append(message_id)
+    await channel.close()
+    return ids
+
+
+async def until(check, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check() if asyncio.iscoroutinefunction(check) else check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def depth(amqp, name: str) -> int:
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(name, passive=True)
+    await channel.close()
+    return queue.declaration_result.message_count
+
+
+class TestDelivery:
+    async def test_every_delivery_verifies_with_either_rotated_key(
+        self, amqp, topology, receivers, notifying
+    ):
+        """Two subscribers each hold only one of the two active secrets: both verify every
+        delivery with the official package; the webhook-id is the notification id; a type a
+        subscription does not want never reaches it."""
+        await notifying([
+            subscription("portal-key1", receivers.url("portal-key1")),
+            subscription("portal-key2", receivers.url("portal-key2"),
+                         events=("order.allocated",)),
+        ])
+        ids = await notify(amqp, topology, "order.allocated", 5)
+        await notify(amqp, topology, "shipment.updated", 2, tag="s")
+        await until(lambda: len(receivers.got["portal-key1"]) == 7
+                    and len(receivers.got["portal-key2"]) == 5)
+        assert sorted(ids) == sorted(g["id"] for g in receivers.got["portal-key2"])
+        payload = receivers.got["portal-key2"][0]["payload"]
+        assert ("order.allocated", "2026-11-28T00:00:00Z") == (payload["type"],
+                                                               payload["timestamp"])
+
+    async def test_failing_twice_then_succeeding_keeps_the_webhook_id(
+        self, amqp, topology, receivers, notifying, store_url
+    ):
+        """503 with Retry-After twice, then success: three attempts with one webhook-id, all
+        recorded, shown by `deliveries EVENT_ID`."""
+        receivers.mode["flaky"] = "flaky"
+        config, store, _ = await notifying([subscription("flaky", receivers.url("flaky"))])
+        [message_id] = await notify(amqp, topology, "order.allocated", 1)
+        await until(lambda: len(receivers.got["flaky"]) == 1, timeout=30)
+        assert [message_id] * 3 == receivers.calls["flaky"]
+        out = io.StringIO()
+        assert 0 == await deliveries_command(config, "evt-0", subscription=None, since=None,
+                                             out=out)
+        lines = out.getvalue().splitlines()
+        assert ["HTTP 503", "HTTP 503", "HTTP 204"] == [
+            line.split("  ")[4] for line in lines]
+
+    async def test_redirects_are_failures_and_not_followed(
+        self, amqp, topology, receivers, notifying
+    ):
+        """A 302 is a failed attempt (retried); the Location is never requested."""
+        receivers.mode["moved"] = "redirect"
+        config, _, _ = await notifying([subscription("moved", receivers.url("moved"))])
+        await notify(amqp, topology, "order.allocated", 1)
+        await until(lambda: len(receivers.calls["moved"]) >= 2)  # first try and one retry
+        assert not receivers.calls["moved-target"]
+        out = io.StringIO()
+        await deliveries_command(config, "evt-0", subscription=None, since=None, out=out)
+        assert "HTTP 302" in out.getvalue()
+
+    async def test_410_disables_and_keeps_the_message(
+        self, amqp, topology, receivers, notifying
+    ):
+        """A 410 disables the subscription; its message stays queued and is delivered once an
+        operator enables it again."""
+        receivers.mode["gone"] = "gone"
+        config, store, topo = await notifying([subscription("gone", receivers.url("gone"))])
+        await notify(amqp, topology, "order.allocated", 1)
+        queue = topo.queue(delivery_queue("gone"))
+        await until(lambda: len(receivers.calls["gone"]) == 1)
+
+        async def parked() -> bool:
+            return await depth(amqp, queue) == 1
+
+        await until(parked)
+        out = io.StringIO()
+        await subscriptions_command(config, "list", None, out=out)
+        assert "gone: disabled" in out.getvalue()
+        assert "410 Gone" in out.getvalue()
+        receivers.mode["gone"] = "ok"
+        assert 0 == await subscriptions_command(config, "enable", "gone", out=io.StringIO())
+        await until(lambda: len(receivers.got["gone"]) == 1)
+
+    async def test_silent_receiver_is_retried_then_dead_while_others_stay_on_time(
+        self, amqp, topology, receivers, notifying
+    ):
+        """A receiver that never answers costs only its own queue: it is retried on the ladder
+        and dead-lettered with the reason, while the healthy one gets every event at once."""
+        receivers.mode["silent"] = "hang"
+        _, _, topo = await notifying([
+            subscription("silent", receivers.url("silent"), timeout=0.5),
+            subscription("healthy", receivers.url("healthy")),
+        ], concurrency=2)
+        sent = time.monotonic()
+        await notify(amqp, topology, "order.allocated", 4)
+        await until(lambda: len(receivers.got["healthy"]) == 4)
+        assert max(g["at"] for g in receivers.got["healthy"]) - sent < 2.0
+        dead = topo.dead_queue(delivery_queue("silent"))
+
+        async def all_dead() -> bool:
+            return await depth(amqp, dead) == 4
+
+        await until(all_dead, timeout=40)
+        channel = await amqp.channel()
+        message = await (await channel.get_queue(dead)).get(no_ack=False)
+        assert 3 == message.headers["attempt"]
+        assert message.headers["x-dead-reason"].startswith("timeout")
+        await message.nack(requeue=True)
+        assert 3 * 4 == len(receivers.calls["silent"])
+
+    async def test_consecutive_failures_pause_and_enable_resumes(
+        self, amqp, topology, receivers, notifying
+    ):
+        """After pause_after failures the subscription is paused and its messages wait;
+        `subscriptions enable` lets them flow."""
+        receivers.mode["down"] = "fail"
+        config, store, topo = await notifying(
+            [subscription("down", receivers.url("down"))],
+            pause_after=2, pause_window=0.001, concurrency=1)
+        await notify(amqp, topology, "order.allocated", 3)
+        out = io.StringIO()
+
+        async def paused() -> bool:
+            out.seek(0)
+            out.truncate()
+            await subscriptions_command(config, "list", None, out=out)
+            return "down: paused" in out.getvalue()
+
+        await until(paused)
+        calls = len(receivers.calls["down"])
+        queue = topo.queue(delivery_queue("down"))
+
+        async def all_parked() -> bool:
+            return await depth(amqp, queue) == 3
+
+        await until(all_parked, timeout=20)
+        assert calls == len(receivers.calls["down"])  # nothing is tried while paused
+        receivers.mode["down"] = "ok"
+        await subscriptions_command(config, "enable", "down", out=io.StringIO())
+        await until(lambda: len(receivers.got["down"]) == 3)
+
+
+class TestOperatorCommands:
+    async def test_subscription_test_sends_a_signed_test_event(
+        self, receivers, settings, store_url
+    ):
+        """`subscriptions test NAME` posts a verifiable webhook.test event and says how the
+        receiver answered; a refusing receiver makes it exit 1."""
+        receivers.mode["refuses"] = "gone"
+        config = dataclasses.replace(
+            settings, consumers=dataclasses.replace(settings.consumers, store=store_url),
+            notifications=NotificationSettings(mode="development"),
+            subscriptions={name: subscription(name, receivers.url(name))
+                           for name in ("answers", "refuses")})
+        out = io.StringIO()
+        assert 0 == await subscriptions_command(config, "test", "answers", out=out)
+        assert "HTTP 204" in out.getvalue()
+        [got] = receivers.got["answers"]
+        assert "webhook.test" == got["payload"]["type"]
+        assert 1 == await subscriptions_command(config, "test", "refuses", out=io.StringIO())
+
+    async def test_replay_resends_past_notifications_to_one_subscriber(
+        self, amqp, topology, receivers, notifying
+    ):
+        """`deliveries replay --subscription NAME --since TIME` sends the outbox rows since
+        then that the subscriber wants again, with their original webhook-ids."""
+        config, store, _ = await notifying([
+            subscription("lost-data", receivers.url("lost-data"), events=("shipment.*",)),
+        ])
+        async with store.transaction() as tx:
+            for i, kind in enumerate(["shipment.updated", "stock.changed", "shipment.updated"]):
+                body = orjson.dumps({"id": f"old-{i}", "type": kind, "data": {}, "cause": "c"})
+                await tx.add_outbox(kind, f"notify.{kind}", body, f"old-{i}")
+        out = io.StringIO()
+        assert 0 == await deliveries_command(config, "replay", subscription="lost-data",
+                                             since="2000-01-01T00:00:00", out=out)
+        assert "2 notifications" in out.getvalue()
+        await until(lambda: len(receivers.got["lost-data"]) == 2)
+        assert ["old-0", "old-2"] == sorted(g["id"] for g in receivers.got["lost-data"])
+        with pytest.raises(Usage, match="unknown subscription 'nobody'"):
+            await deliveries_command(config, "replay", subscription="nobody",
+                                     since="2000-01-01", out=io.StringIO())
+
+
+class TestUnsafeURLs:
+    @pytest.mark.parametrize(("mode", "url", "allow", "problem"), [
+        ("production", "http://portal.example.com/hook", False, "https"),
+        ("development", "http://portal.example.com/hook", False, "http"),
+        ("production", "https://169.254.169.254/latest/meta-data", False, "169.254.169.254"),
+        ("production", "https://10.1.2.3/hook", False, "10.1.2.3"),
+        ("development", "http://127.0.0.1:9/hook", False, "127.0.0.1"),
+    ])
+    def test_refused_at_start_up(self, tmp_path, mode, url, allow, problem):
+        """An SSRF-prone or insecure subscription URL stops start-up, naming the key."""
+        config = tmp_path / "router.toml"
+        config.write_text(
+            f'[notifications]\nmode = "{mode}"\n'
+            f'[subscriptions.portal]\nurl = "{url}"\nevents = ["shipment.*"]\n'
+            f'secrets = ["env:S"]\nallow_private = {str(allow).lower()}\n')
+        with pytest.raises(ConfigError) as info:
+            load_settings(config, environ={"S": SECRET_1})
+        assert "subscriptions.portal.url" == info.value.key
+        assert problem in info.value.problem
