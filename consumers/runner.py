@@ -279,7 +279,7 @@ class Runner:
                     await self._relay_unsent()
                 getting = asyncio.create_task(self._inbox.get())
                 while True:
-                    idle = MARK_IDLE_SECONDS if self._to_mark else None
+                    idle = MARK_IDLE_SECONDS if self._to_mark or self._sending else None
                     done, _ = await asyncio.wait({getting, stopping}, timeout=idle,
                                                  return_when=asyncio.FIRST_COMPLETED)
                     if done:
@@ -307,11 +307,15 @@ class Runner:
             async def apply_all(tx: Any) -> list[dict[str, Any]]:
                 if marks:
                     await mark_sent(tx, marks)
-                if self.spec.prepare is not None and not careful:
+                if self.spec.prepare is not None:
+                    # Careful or not, the same locks in the same order first: a batch run
+                    # again after a failure must not take them in message order.
                     events = [outcome.event for outcome in outcomes if outcome.event]
                     try:
                         await self.spec.prepare(tx, events)  # type: ignore[arg-type]
                     except Exception as exc:
+                        if careful:
+                            raise
                         raise _Failed from exc
                 for outcome in outcomes:
                     await self._apply(tx, outcome, careful)

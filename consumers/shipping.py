@@ -27,6 +27,7 @@ from consumers.effects import (
     data_of,
     iso,
     lock_order,
+    lock_stock,
     notify,
     release_order,
     text,
@@ -162,3 +163,29 @@ async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY
         },
     )
     return "advanced"
+
+
+async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
+    """Before a batch: lock, in one global order, the stock rows that shipping these orders
+    may consume, so this consumer never holds one stock row while waiting for another that
+    the orders or inventory consumer holds (they lock theirs the same way)."""
+    if tx.dialect != "postgresql":
+        return
+    codes, orders = set(), set()
+    for event in events:
+        data = event.get("data")
+        if not isinstance(data, dict):
+            continue
+        if isinstance(data.get("tracking_code"), str):
+            codes.add(data["tracking_code"])
+        if isinstance(data.get("order_id"), str):
+            orders.add(data["order_id"])
+    if not codes and not orders:
+        return
+    rows = await tx.fetch(
+        "SELECT DISTINCT l.sku FROM order_lines l WHERE l.order_id = ANY($2::text[])"
+        " OR l.order_id IN (SELECT order_id FROM shipments WHERE tracking_code = ANY($1::text[]))",
+        sorted(codes),
+        sorted(orders),
+    )
+    await lock_stock(tx, {row["sku"] for row in rows})

@@ -222,6 +222,11 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX outbox_by_time ON outbox (created_at)",
         ],
     ),
+    (
+        # Shipping looks orders up by their shipments, and shipments by their order.
+        4,
+        ["CREATE INDEX shipments_by_order ON shipments (order_id)"],
+    ),
 ]
 
 _DIALECT = {
