@@ -122,15 +122,17 @@ def _source(settings: Settings, name: str) -> SourceSettings:
 
 
 def signed_headers(
-    settings: Settings, source_name: str, body: bytes, topic: str | None = None
+    settings: Settings, source_name: str, body: bytes, topic: str | None = None,
+    delivery_id: str | None = None,
 ) -> dict[str, str]:
-    """The headers a provider would send with `body` to `source_name` (signature included)."""
+    """The headers a provider would send with `body` to `source_name` (signature included);
+    a fresh delivery id unless one is given (a provider's retry keeps its id)."""
     from router.verify import build_verifier
 
     s = _source(settings, source_name)
     verifier = build_verifier(s.scheme, s.secrets, s.options, file=str(settings.file),
                               key=f"sources.{source_name}")
-    delivery_id = str(uuid.uuid4())
+    delivery_id = delivery_id or str(uuid.uuid4())
     headers = {"Content-Type": s.content_types[0] if s.content_types else "application/json"}
     if s.topic_header:
         headers[s.topic_header] = topic or next(iter(s.events), "")

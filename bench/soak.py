@@ -1,0 +1,663 @@
+"""Soak and fault run: nothing accepted is lost, nothing is applied twice, while things break.
+
+    python bench/soak.py [--store sqlite|postgresql|both] [--orders 3000] [--rate 150]
+    python bench/soak.py --short            # the form CI runs: both stores, ~1,500 events each
+
+For each store in turn it starts the real thing as separate processes, with a config of its
+own (a unique broker prefix, short retry ladders): the ingress (`python -m router serve`) and
+the orders, inventory, shipping and notifications consumers (`python -m consumers NAME`), plus
+a customer-portal receiver in this process that verifies every webhook with the official
+`standardwebhooks` package.
+
+A sender then behaves like the providers: it signs every webhook (Shopify orders and
+fulfillments, WooCommerce orders, the inventory system's stock counts and received batches,
+EasyPost tracker updates), keeps each delivery's id across its retries, retries anything but
+2xx with back-off (up to 8 retries, as Shopify does, on a compressed clock), and sends a
+share of deliberate duplicates of deliveries already accepted. A few poison events are mixed
+in (a received batch that would take an unknown SKU below zero): the inventory consumer must
+dead-letter exactly those.
+
+While it sends, faults are injected at fixed points of progress: RabbitMQ stopped and
+started (`rabbitmqctl stop_app` / `start_app`), the orders consumer SIGKILLed and restarted,
+the ingress SIGKILLed and restarted, and the portal receiver failing (503) for a while.
+
+Then, once every queue has drained, it reconciles the store and the receiver against what
+the sender was told:
+
+    lost        accepted deliveries with no effect (no inbox claim) that are not dead letters
+    doubled     effects applied twice: order rows or lines beyond those sent, tracking history
+                rows per event > 1, stock on_hand != initial + accepted deltas - shipped units
+    phantom     effects of deliveries never answered 2xx
+    dead        dead letters found vs poison events sent (and each one is a poison event)
+    left        messages still on a work or retry queue
+    owed        portal notifications in the outbox not received (verified) at least once
+and prints one table per store with end-to-end latency (ingress accept -> effect committed,
+-> notification delivered). Exit status 1 if anything is lost, doubled, phantom, left or
+owed, or the dead letters are not exactly the poison events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import random
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import asyncpg
+import orjson
+from aiohttp import web
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from consumers.notifications import delivery_queue  # noqa: E402
+from consumers.store import open_store  # noqa: E402
+from router.cli import signed_headers  # noqa: E402
+from router.settings import load_settings  # noqa: E402
+from router.topology import Topology  # noqa: E402
+
+AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+PG_ADMIN_URL = os.environ.get("PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
+PORTAL_SECRET = "whsec_" + base64.b64encode(b"soak-portal-key-0123456789ab").decode()
+ENV = {
+    "SHOPIFY_WEBHOOK_SECRET": "soak-shopify",
+    "WOOCOMMERCE_WEBHOOK_SECRET": "soak-woo",
+    "PORTAL_WEBHOOK_TOKEN": "soak-portal",
+    "INVENTORY_WEBHOOK_SECRET": "soak-inventory",
+    "EASYPOST_WEBHOOK_SECRET": "soak-easypost",
+    "AFTERSHIP_WEBHOOK_SECRET": "soak-aftership",
+    "PORTAL_NOTIFY_SECRET": PORTAL_SECRET,
+    "AMQP_URL": AMQP_URL,
+}
+SKUS = [f"SOAK-{n:02d}" for n in range(20)]
+INITIAL = 100_000
+CONSUMERS = ("orders", "inventory", "shipping", "notifications")
+PORTAL_WANTS = ("order.allocated", "shipment.updated")
+MAX_RETRIES = 8  # Shopify retries a failed delivery 8 times
+SAMPLES = ROOT / "config" / "samples"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def now_iso() -> str:
+    return datetime.now().astimezone().isoformat()
+
+
+def ts(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+# --- the workload ----------------------------------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    source: str
+    topic: str | None
+    body: bytes
+    delivery_id: str
+    consumer: str  # which consumer applies it
+    poison: bool = False
+    duplicate_of: Delivery | None = None
+    attempts: int = 0
+    statuses: list[str] = field(default_factory=list)
+    accepted_at: float | None = None
+
+
+def build_workload(orders: int, seed: int) -> tuple[list[Delivery], dict[str, Any]]:
+    """Deliveries in sending order, and what the store must end up holding."""
+    rng = random.Random(seed)
+    run = uuid.uuid4().hex[:8]
+    out: list[Delivery] = []
+    expect: dict[str, Any] = {"lines": 0, "orders": 0, "deltas": Counter(), "poison": []}
+    shopify = orjson.loads((SAMPLES / "shopify-orders-create.json").read_bytes())
+    woo = orjson.loads((SAMPLES / "woocommerce-order-created.json").read_bytes())
+    fulfillment = orjson.loads((SAMPLES / "shopify-fulfillments-create.json").read_bytes())
+    tracker = orjson.loads((SAMPLES / "easypost-tracker-updated.json").read_bytes())
+
+    def stock(sku: str, *, on_hand: int | None = None, delta: int | None = None,
+              poison: bool = False) -> None:
+        event_id = f"inv-{run}-{len(out)}"
+        body: dict[str, Any] = {"event_id": event_id, "sku": sku, "location": "main",
+                                "as_of": "2026-11-28T00:00:00Z"}
+        if on_hand is not None:
+            body["on_hand"] = on_hand
+        else:
+            body["delta"] = delta
+        out.append(Delivery("inventory", None, orjson.dumps(body), event_id, "inventory",
+                            poison=poison))
+
+    for sku in SKUS:
+        stock(sku, on_hand=INITIAL)
+    shipments: list[tuple[str, str]] = []
+    for n in range(orders):
+        lines = [(sku, rng.randint(1, 3)) for sku in rng.sample(SKUS, rng.randint(1, 3))]
+        expect["orders"] += 1
+        expect["lines"] += len(lines)
+        if n % 4 == 3:  # WooCommerce
+            order_id = str(9_000_000 + n)
+            body = {**woo, "id": int(order_id), "number": order_id,
+                    "line_items": [{"id": i, "sku": s, "quantity": q, "name": s, "price": 1,
+                                    "product_id": i, "variation_id": 0, "total": "1.00"}
+                                   for i, (s, q) in enumerate(lines)]}
+            out.append(Delivery("woocommerce", "order.created", orjson.dumps(body),
+                                f"woo-{run}-{n}", "orders"))
+        else:
+            order_id = str(5_000_000_000 + n)
+            body = {**shopify, "id": int(order_id),
+                    "line_items": [{"id": i, "sku": s, "quantity": q, "name": s, "price": "1.00"}
+                                   for i, (s, q) in enumerate(lines)]}
+            out.append(Delivery("shopify", "orders/create", orjson.dumps(body),
+                                f"shop-{run}-{n}", "orders"))
+        if n % 10 == 5:
+            delta = rng.randint(5, 50)
+            expect["deltas"][lines[0][0]] += delta
+            stock(lines[0][0], delta=delta)
+        if n % 3 == 0:
+            shipments.append((order_id, f"T{run}{n}"))
+        if n % 250 == 125:
+            sku = f"POISON-{run}-{n}"
+            stock(sku, delta=-1, poison=True)
+            expect["poison"].append(out[-1].delivery_id)
+        # Ship orders placed a while ago (their order is most likely applied by now).
+        if n >= 30 and shipments and rng.random() < 0.5:
+            order_id, code = shipments.pop(0)
+            body = {**fulfillment, "id": int(order_id[-6:]) + 1, "order_id": int(order_id),
+                    "tracking_number": code, "tracking_company": "FedEx", "shipment_status": None}
+            out.append(Delivery("shopify", "fulfillments/create", orjson.dumps(body),
+                                f"ful-{run}-{code}", "shipping"))
+            for step, status in enumerate(("in_transit", "delivered")):
+                at = f"2026-11-2{8 + step}T10:00:00Z"
+                detail = {**tracker["result"]["tracking_details"][-1], "status": status,
+                          "datetime": at}
+                event = {**tracker, "id": f"ep-{run}-{code}-{step}",
+                         "result": {**tracker["result"], "tracking_code": code,
+                                    "carrier": "FedEx", "status": status, "updated_at": at,
+                                    "tracking_details": [detail]}}
+                out.append(Delivery("easypost", None, orjson.dumps(event), event["id"],
+                                    "shipping"))
+    return out, expect
+
+
+# --- the processes ---------------------------------------------------------------------------
+
+
+class System:
+    """The ingress and the four consumers as child processes."""
+
+    def __init__(self, config: Path, store_url: str, port: int, tmp: Path) -> None:
+        self.config, self.store_url, self.port, self.tmp = config, store_url, port, tmp
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.env = {**os.environ, **ENV, "DATABASE_URL": store_url}
+
+    async def start(self, name: str) -> None:
+        log = open(self.tmp / f"{name}.log", "ab")  # noqa: SIM115, ASYNC230 - the child's
+        if name == "ingress":
+            args = ["-m", "router", "--config", str(self.config), "serve", "--port",
+                    str(self.port)]
+        else:
+            args = ["-m", "consumers", name, "--config", str(self.config)]
+        self.procs[name] = await asyncio.create_subprocess_exec(
+            sys.executable, *args, cwd=ROOT, env=self.env, stdout=log, stderr=log)
+
+    async def kill(self, name: str) -> None:
+        proc = self.procs[name]
+        proc.kill()
+        await proc.wait()
+
+    async def stop_all(self) -> dict[str, int]:
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        codes = {}
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = await asyncio.wait_for(proc.wait(), 40)
+            except TimeoutError:
+                proc.kill()
+                codes[name] = await proc.wait()
+        return codes
+
+
+async def wait_ready(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the ingress did not become ready")
+
+
+async def queue_depths(topology: Topology, names: list[str]) -> dict[str, tuple[int, int]]:
+    """{queue: (messages, consumers)}; missing queues are left out."""
+    result = {}
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        for name in names:
+            channel = await connection.channel()
+            try:
+                queue = await channel.declare_queue(name, passive=True)
+                result[name] = (queue.declaration_result.message_count,
+                                queue.declaration_result.consumer_count)
+                await channel.close()
+            except aio_pika.exceptions.AMQPException:
+                pass
+    return result
+
+
+async def rabbitmqctl(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec("rabbitmqctl", "-q", *args,
+                                                stdout=asyncio.subprocess.DEVNULL)
+    if await proc.wait() != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed")
+
+
+# --- the portal ------------------------------------------------------------------------------
+
+
+class Portal:
+    """The customer portal's webhook endpoint: verifies with `standardwebhooks`."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, float] = {}  # webhook-id -> first verified receipt
+        self.receipts = 0
+        self.bad = 0
+        self.failing = False
+        self.body_of: dict[str, dict[str, Any]] = {}
+
+    async def handle(self, request: web.Request) -> web.Response:
+        if self.failing:
+            return web.Response(status=503, headers={"Retry-After": "1"})
+        body = await request.read()
+        try:
+            payload = Webhook(PORTAL_SECRET).verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            self.bad += 1
+            return web.Response(status=400)
+        webhook_id = request.headers["webhook-id"]
+        self.receipts += 1
+        self.received.setdefault(webhook_id, time.time())
+        self.body_of[webhook_id] = payload
+        return web.Response(status=204)
+
+
+# --- the sender ------------------------------------------------------------------------------
+
+
+class Sender:
+    def __init__(self, settings: Any, port: int, concurrency: int = 32) -> None:
+        self.settings = settings
+        self.base = f"http://127.0.0.1:{port}"
+        self.slots = asyncio.Semaphore(concurrency)
+        self.retried = 0
+
+    async def send(self, session: aiohttp.ClientSession, d: Delivery) -> None:
+        path = self.settings.sources[d.source].path
+        async with self.slots:
+            for attempt in range(MAX_RETRIES + 1):
+                if attempt:
+                    self.retried += 1
+                    await asyncio.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
+                headers = signed_headers(self.settings, d.source, d.body, d.topic,
+                                         delivery_id=d.delivery_id)
+                d.attempts += 1
+                try:
+                    async with session.post(self.base + path, data=d.body,
+                                            headers=headers) as response:
+                        await response.read()
+                        d.statuses.append(str(response.status))
+                        if 200 <= response.status < 300:
+                            d.accepted_at = time.time()
+                            return
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    d.statuses.append(type(exc).__name__)
+
+
+# --- one run ---------------------------------------------------------------------------------
+
+
+def write_config(tmp: Path, prefix: str, port: int, portal_url: str) -> Path:
+    text = (ROOT / "config" / "router.toml").read_text()
+    for old, new in [
+        ('prefix = ""', f'prefix = "{prefix}"'),
+        ("retry_ladder = [5, 15, 45]", "retry_ladder = [1, 2, 4]"),
+        ("retry_ladder = [5, 300, 1800, 7200, 18000, 36000, 36000]",
+         "retry_ladder = [1, 1, 2, 2, 4, 4, 8, 8]"),
+        ("pause_after = 20", "pause_after = 100000"),
+        ('mode = "production"', 'mode = "development"'),
+        ("https://portal.example.com/webhooks/fulfillment", portal_url),
+        ("enabled = false              # switch on once the portal has the secret",
+         "enabled = true\nallow_private = true"),
+        ("rate_limit = { rate = 20, burst = 40 }", "rate_limit = { rate = 1000, burst = 1000 }"),
+        ('= "mappings/', f'= "{ROOT}/config/mappings/'),
+        ('= "samples/', f'= "{ROOT}/config/samples/'),
+        ('schemas = "schemas"', f'schemas = "{ROOT}/config/schemas"'),
+        ("port = 8080", f"port = {port}"),
+    ]:
+        if old not in text:
+            raise RuntimeError(f"config/router.toml changed: {old!r} not found")
+        text = text.replace(old, new)
+    path = tmp / "router.toml"
+    path.write_text(text)
+    return path
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
+    prefix = f"soak-{uuid.uuid4().hex[:6]}."
+    tmp = Path(tempfile.mkdtemp(prefix="soak-"))
+    database = None
+    if kind == "sqlite":
+        store_url = f"sqlite:///{tmp / 'soak.sqlite3'}"
+    else:
+        database = f"soak_{uuid.uuid4().hex}"
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        await conn.execute(f'CREATE DATABASE "{database}"')
+        await conn.close()
+        store_url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{database}"
+    portal = Portal()
+    app = web.Application()
+    app.router.add_post("/portal", portal.handle)
+    receiver = web.AppRunner(app, access_log=None)
+    await receiver.setup()
+    portal_port = free_port()
+    await web.TCPSite(receiver, "127.0.0.1", portal_port).start()
+    port = free_port()
+    config = write_config(tmp, prefix, port, f"http://127.0.0.1:{portal_port}/portal")
+    settings = load_settings(config, environ=ENV)
+    topology = Topology(prefix, settings.broker.retry_ladder, settings.broker.delivery_limit)
+    delivery_names = [spec.name for spec in topology.work_queues(
+        delivery_queue("customer-portal"), settings.notifications.retry_ladder)]
+    system = System(config, store_url, port, tmp)
+    deliveries, expect = build_workload(args.orders, args.seed)
+    faults: list[str] = []
+    result: dict[str, Any] = {"store": kind}
+    try:
+        await system.start("ingress")
+        await wait_ready(port)
+        for name in CONSUMERS:
+            await system.start(name)
+        main_queues = [topology.queue(n) for n in ("orders", "inventory", "shipping",
+                                                   "notifications")]
+        deadline = time.monotonic() + 60
+        while True:
+            depths = await queue_depths(topology, main_queues + delivery_names[:1])
+            if len(depths) == 5 and all(c >= 1 for _, c in depths.values()):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"consumers did not start: {depths}")
+            await asyncio.sleep(0.2)
+
+        sender = Sender(settings, port)
+        rng = random.Random(args.seed + 1)
+        done = 0
+        total = len(deliveries)
+        marks = {int(total * 0.2): "broker", int(total * 0.4): "orders",
+                 int(total * 0.6): "ingress", int(total * 0.75): "portal"}
+
+        async def fault(what: str) -> None:
+            started = time.monotonic()
+            if what == "broker":
+                await rabbitmqctl("stop_app")
+                await asyncio.sleep(args.outage)
+                await rabbitmqctl("start_app")
+                await rabbitmqctl("await_startup")
+            elif what in ("orders", "ingress"):
+                await system.kill(what)
+                await asyncio.sleep(1.0)
+                await system.start(what)
+                if what == "ingress":
+                    await wait_ready(port)
+            else:
+                portal.failing = True
+                await asyncio.sleep(args.outage)
+                portal.failing = False
+            faults.append(f"{what} ({time.monotonic() - started:.1f} s)")
+
+        started = time.monotonic()
+        tasks: list[asyncio.Task[None]] = []
+        fault_tasks: list[asyncio.Task[None]] = []
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for d in deliveries:
+                tasks.append(asyncio.create_task(sender.send(session, d)))
+                done += 1
+                if done in marks:
+                    fault_tasks.append(asyncio.create_task(fault(marks[done])))
+                # A share of duplicates of what was already accepted (a provider's retry
+                # after a lost answer).
+                if rng.random() < args.duplicates:
+                    accepted = [x for x in deliveries[:done] if x.accepted_at]
+                    if accepted:
+                        original = rng.choice(accepted)
+                        copy = Delivery(original.source, original.topic, original.body,
+                                        original.delivery_id, original.consumer,
+                                        duplicate_of=original)
+                        tasks.append(asyncio.create_task(sender.send(session, copy)))
+                        deliveries_dup.append(copy)
+                await asyncio.sleep(1.0 / args.rate)
+            await asyncio.gather(*tasks)
+            await asyncio.gather(*fault_tasks)
+        send_time = time.monotonic() - started
+
+        # Wait until everything has drained: work and retry queues empty, outbox all sent,
+        # the portal has every notification it is owed.
+        all_queues = topology.names() + delivery_names
+        busy = [q for q in all_queues if not q.endswith(".dead") and not q.endswith("unrouted")]
+        store = open_store(store_url)
+        await store.open()
+        try:
+            deadline = time.monotonic() + args.drain_timeout
+            while True:
+                depths = await queue_depths(topology, busy)
+                async with store.transaction() as tx:
+                    unsent = await tx.fetchval(
+                        "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+                    owed_ids = [r["message_id"] for r in await tx.fetch(
+                        "SELECT message_id FROM outbox WHERE kind IN ($1, $2)", *PORTAL_WANTS)]
+                owed = [m for m in owed_ids if m not in portal.received]
+                drained = not any(n for n, _ in depths.values()) and not unsent and not owed
+                if drained or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.5)
+            drain_time = time.monotonic() - started - send_time
+            codes = await system.stop_all()
+            result.update(await reconcile(store, deliveries, expect, portal, owed, depths,
+                                          await queue_depths(topology, all_queues), topology,
+                                          delivery_names))
+        finally:
+            await store.close()
+        result.update(sent=len(deliveries), duplicates=len(deliveries_dup),
+                      retried=sender.retried, faults=faults, send_time=send_time,
+                      drain_time=drain_time, exit_codes=codes, unsent=unsent, drained=drained)
+    finally:
+        await system.stop_all()
+        await receiver.cleanup()
+        try:
+            async with await aio_pika.connect(AMQP_URL) as connection:
+                channel = await connection.channel()
+                await topology.delete(channel)
+                for name in delivery_names:
+                    await channel.queue_delete(name)
+        except Exception as exc:  # noqa: BLE001 - clean-up must not hide the result
+            print(f"clean-up of {prefix} failed: {exc}", file=sys.stderr)
+        if database:
+            conn = await asyncpg.connect(PG_ADMIN_URL)
+            await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            await conn.close()
+        if args.keep:
+            print(f"logs kept in {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
+deliveries_dup: list[Delivery] = []
+
+
+async def reconcile(store: Any, deliveries: list[Delivery], expect: dict[str, Any],
+                    portal: Portal, owed: list[str], depths: dict[str, tuple[int, int]],
+                    final: dict[str, tuple[int, int]], topology: Topology,
+                    delivery_names: list[str]) -> dict[str, Any]:
+    accepted = {d.delivery_id: d for d in deliveries if d.accepted_at}
+    never = {d.delivery_id for d in deliveries if not d.accepted_at}
+    async with store.transaction() as tx:
+        inbox = {(r["consumer"], r["event_id"]): r["processed_at"] for r in await tx.fetch(
+            "SELECT consumer, event_id, processed_at FROM inbox")}
+        orders = await tx.fetchval("SELECT COUNT(*) FROM orders")
+        lines = await tx.fetchval("SELECT COUNT(*) FROM order_lines")
+        history = await tx.fetch(
+            "SELECT event_id, COUNT(*) AS n FROM shipment_events GROUP BY event_id"
+            " HAVING COUNT(*) > 1")
+        stock = {r["sku"]: r for r in await tx.fetch(
+            "SELECT sku, on_hand, reserved FROM stock WHERE location = 'main'")}
+        held = {r["sku"]: (r["reserved"] or 0, r["shipped"] or 0) for r in await tx.fetch(
+            "SELECT sku, SUM(reserved) AS reserved, SUM(CASE WHEN reserved = 0 AND location"
+            " IS NOT NULL THEN quantity ELSE 0 END) AS shipped FROM order_lines GROUP BY sku")}
+        allocated_at = {r["message_id"]: r["created_at"] for r in await tx.fetch(
+            "SELECT message_id, created_at FROM outbox")}
+    poison = set(expect["poison"])
+    lost = [i for i, d in accepted.items()
+            if (d.consumer, i) not in inbox and i not in poison]
+    phantom = [i for i in never if any((c, i) in inbox for c in CONSUMERS)]
+    doubled = []
+    if orders != expect["orders"] or lines != expect["lines"]:
+        doubled.append(f"orders {orders}/{expect['orders']}, lines {lines}/{expect['lines']}")
+    doubled += [f"tracking event {r['event_id']} x{r['n']}" for r in history]
+    for sku in SKUS:
+        row = stock.get(sku)
+        reserved, shipped = held.get(sku, (0, 0))
+        want = INITIAL + expect["deltas"][sku] - shipped
+        if row is None or row["on_hand"] != want or row["reserved"] != reserved:
+            doubled.append(f"stock {sku}: on_hand {row and row['on_hand']} want {want}, "
+                           f"reserved {row and row['reserved']} want {reserved}")
+    dead_queue = topology.dead_queue("inventory")
+    dead_found = final.get(dead_queue, (0, 0))[0]
+    other_dead = sum(n for q, (n, _) in final.items()
+                     if q.endswith(".dead") and q != dead_queue)
+    left = sum(n for q, (n, _) in final.items() if not q.endswith(".dead"))
+    applied = [(d, inbox[(d.consumer, i)]) for i, d in accepted.items()
+               if (d.consumer, i) in inbox]
+    to_effect = [max(0.0, ts(at) - d.accepted_at) * 1000 for d, at in applied]
+    by_id = {d.delivery_id: d for d in deliveries}
+    to_notify = []
+    for message_id, got in portal.received.items():
+        cause = portal.body_of[message_id].get("cause")
+        d = by_id.get(cause)
+        if d and d.accepted_at:
+            to_notify.append(max(0.0, got - d.accepted_at) * 1000)
+    return {
+        "accepted": len(accepted), "never_accepted": len(never), "applied": len(applied),
+        "lost": len(lost), "lost_ids": lost[:5], "doubled": len(doubled),
+        "doubled_what": doubled[:5], "phantom": len(phantom),
+        "dead_expected": len(poison), "dead_found": dead_found + other_dead,
+        "left": left, "owed": len(owed), "notified": len(portal.received),
+        "portal_receipts": portal.receipts, "bad_signatures": portal.bad,
+        "effect_ms": (pct(to_effect, 0.5), pct(to_effect, 0.95), pct(to_effect, 0.99)),
+        "notify_ms": (pct(to_notify, 0.5), pct(to_notify, 0.95), pct(to_notify, 0.99)),
+        "outbox_rows": len(allocated_at),
+    }
+
+
+def ok(r: dict[str, Any]) -> bool:
+    return (r["lost"] == 0 and r["doubled"] == 0 and r["phantom"] == 0 and r["left"] == 0
+            and r["owed"] == 0 and r["bad_signatures"] == 0 and r["drained"]
+            and r["dead_found"] == r["dead_expected"]
+            and all(code == 0 for code in r["exit_codes"].values()))
+
+
+def report(r: dict[str, Any]) -> None:
+    e, n = r["effect_ms"], r["notify_ms"]
+    rows = [
+        ("store", r["store"]),
+        ("sent (deliveries)", r["sent"]),
+        ("accepted (2xx)", r["accepted"]),
+        ("never accepted", r["never_accepted"]),
+        ("duplicates sent", r["duplicates"]),
+        ("retried by sender", r["retried"]),
+        ("faults injected", ", ".join(r["faults"])),
+        ("applied", r["applied"]),
+        ("lost (must be 0)", f"{r['lost']} {r['lost_ids'] or ''}"),
+        ("doubled (must be 0)", f"{r['doubled']} {r['doubled_what'] or ''}"),
+        ("phantom (must be 0)", r["phantom"]),
+        ("dead-lettered (expected/found)", f"{r['dead_expected']} / {r['dead_found']}"),
+        ("left on queues (must be 0)", r["left"]),
+        ("notifications owed not received", r["owed"]),
+        ("notifications received (receipts)", f"{r['notified']} ({r['portal_receipts']})"),
+        ("accept -> effect p50/p95/p99 ms", f"{e[0]:.0f} / {e[1]:.0f} / {e[2]:.0f}"),
+        ("accept -> notified p50/p95/p99 ms", f"{n[0]:.0f} / {n[1]:.0f} / {n[2]:.0f}"),
+        ("send / drain time", f"{r['send_time']:.1f} s / {r['drain_time']:.1f} s"
+                              f"{'' if r['drained'] else ' (NOT drained in time)'}"),
+        ("outbox rows unsent at the end", r["unsent"]),
+        ("exit codes on SIGTERM", ", ".join(f"{k} {v}" for k, v in r["exit_codes"].items())),
+        ("result", "PASS" if ok(r) else "FAIL"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
+    print(flush=True)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    stores = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
+    failures = 0
+    for kind in stores:
+        deliveries_dup.clear()
+        result = await run_once(kind, args)
+        report(result)
+        failures += not ok(result)
+    return 1 if failures else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--store", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--orders", type=int, default=3000)
+    parser.add_argument("--rate", type=float, default=150.0, help="new deliveries per second")
+    parser.add_argument("--duplicates", type=float, default=0.05,
+                        help="share of deliberate duplicate deliveries")
+    parser.add_argument("--outage", type=float, default=3.0,
+                        help="seconds the broker and the portal stay down")
+    parser.add_argument("--drain-timeout", type=float, default=180.0)
+    parser.add_argument("--seed", type=int, default=20261128)
+    parser.add_argument("--short", action="store_true",
+                        help="the CI form: 800 orders (~1,500 deliveries) per store")
+    parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
+    args = parser.parse_args()
+    if args.short:
+        args.orders = 800
+    return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
