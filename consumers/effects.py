@@ -126,6 +126,20 @@ async def lock_order(tx: Any, order_id: str) -> dict[str, Any] | None:
     )
 
 
+async def lock_orders(tx: Any, order_ids: set[str]) -> None:
+    """Take a transaction-scoped lock on each order id, in one global order, until commit;
+    run first in a batch (before lock_stock). An order and a shipment naming it, applied at
+    once by two consumers on PostgreSQL, then follow each other: the second sees the first
+    committed, whichever it is, instead of both missing the other. The lock is on the id, not
+    a row, so it also holds for an order not stored yet. SQLite needs nothing."""
+    if order_ids and tx.dialect == "postgresql":
+        await tx.fetch(
+            "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended(id, 0) AS k"
+            " FROM unnest($1::text[]) AS id ORDER BY k) AS keys",
+            sorted(order_ids),
+        )
+
+
 async def lock_stock(tx: Any, skus: set[str]) -> None:
     """Lock every stock row of `skus`, in (sku, location) order, until commit. Run first in a
     batch (ConsumerSpec.prepare), it makes concurrent batches on PostgreSQL queue for hot

@@ -12,6 +12,8 @@ cancelled release its reservations, status `cancelled`. Unknown order: stored as
           so a late created event cannot allocate it. Too late once shipped or delivered.
           A created/updated whose canonical status is cancelled or refunded cancels too.
 Stock given back by an update or a cancellation goes to waiting orders, oldest first.
+An order stored after the shipping consumer already saw its shipment (a fulfillment that
+overtook its order) is moved on to where that shipment is (consumers.shipping).
 
 Outbox kinds: order.allocated, order.partially_allocated, order.backordered, order.cancelled.
 """
@@ -32,6 +34,7 @@ from consumers.effects import (
     integer,
     iso,
     lock_order,
+    lock_orders,
     lock_stock,
     new_lines,
     notify,
@@ -42,6 +45,7 @@ from consumers.effects import (
     text,
 )
 from consumers.runner import Permanent
+from consumers.shipping import follow_shipments
 
 # What handle() returns, for the runner to count.
 OUTCOMES = ("allocated", "partially_allocated", "backordered", "cancelled", "exists",
@@ -128,6 +132,7 @@ async def _created(tx: Any, event: dict[str, Any], order: dict[str, Any], policy
         return "exists"
     await insert_lines(tx, order_id, lines)
     await notify(tx, event, f"order.{status}", order_id, order_summary(order_id, status, lines))
+    await follow_shipments(tx, order_id)
     return status
 
 
@@ -185,15 +190,19 @@ async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY
 
 
 async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
-    """Before a batch: lock the stock rows its orders will reserve or release, in one order."""
+    """Before a batch: lock its order ids, then the stock rows its orders will reserve or
+    release, each in one global order."""
     if tx.dialect != "postgresql":
         return
     skus: set[str] = set()
     known: list[str] = []
+    ids: set[str] = set()
     for event in events:
         data = event.get("data")
         if not isinstance(data, dict):
             continue
+        if isinstance(data.get("order_id"), str):
+            ids.add(data["order_id"])
         for line in data.get("lines") or ():
             if isinstance(line, dict) and isinstance(line.get("sku"), str):
                 skus.add(line["sku"])
@@ -204,4 +213,5 @@ async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
             "SELECT DISTINCT sku FROM order_lines WHERE order_id = ANY($1::text[])", known
         )
         skus.update(row["sku"] for row in rows)
+    await lock_orders(tx, ids)
     await lock_stock(tx, skus)

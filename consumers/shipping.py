@@ -13,6 +13,7 @@ its tracking code's rows: in transit or later -> `shipped`, delivered -> `delive
 return to sender / failure / cancelled -> `exception` (a cancelled order is left as it is).
 On `shipped` or `delivered` the order's reservations are consumed: the units left the
 warehouse, so on_hand and reserved both drop (later absolute counts no longer include them).
+An order not stored yet is moved when the orders consumer stores it (follow_shipments).
 
 Outbox kind: shipment.updated (each status move).
 """
@@ -27,6 +28,7 @@ from consumers.effects import (
     data_of,
     iso,
     lock_order,
+    lock_orders,
     lock_stock,
     notify,
     release_order,
@@ -72,6 +74,20 @@ async def _move_order(tx: Any, order_id: str, target: str) -> str | None:
         await release_order(tx, order_id, consume=True)
     await tx.execute("UPDATE orders SET status = $2 WHERE order_id = $1", order_id, target)
     return target
+
+
+async def follow_shipments(tx: Any, order_id: str) -> str | None:
+    """Move the order forward to match the furthest status among its shipments; the status it
+    ends in (None if the order is not stored yet: the orders consumer calls this again when it
+    stores it, so a fulfillment that overtook its order is not forgotten)."""
+    furthest = await tx.fetchval(
+        "SELECT status FROM shipments WHERE order_id = $1 ORDER BY rank DESC, occurred_at DESC"
+        " LIMIT 1",
+        order_id,
+    )
+    if furthest not in ORDER_STATUS:
+        return None
+    return await _move_order(tx, order_id, ORDER_STATUS[furthest])
 
 
 async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY) -> str:
@@ -137,14 +153,7 @@ async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY
         return "kept"
     order_status = None
     if order_id is not None:
-        furthest = await tx.fetchval(
-            "SELECT status FROM shipments WHERE tracking_code = $1 AND order_id = $2"
-            " ORDER BY rank DESC, occurred_at DESC LIMIT 1",
-            code,
-            order_id,
-        )
-        if furthest in ORDER_STATUS:
-            order_status = await _move_order(tx, order_id, ORDER_STATUS[furthest])
+        order_status = await follow_shipments(tx, order_id)
     if not moved:  # only linked: the order follows the shipment, nothing new to announce
         return "kept"
     await notify(
@@ -166,9 +175,9 @@ async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY
 
 
 async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
-    """Before a batch: lock, in one global order, the stock rows that shipping these orders
-    may consume, so this consumer never holds one stock row while waiting for another that
-    the orders or inventory consumer holds (they lock theirs the same way)."""
+    """Before a batch: lock, each in one global order, the ids of the orders it may move and
+    then the stock rows that shipping them may consume, as the orders and inventory consumers
+    do, so none holds a lock while waiting for one another holds."""
     if tx.dialect != "postgresql":
         return
     codes, orders = set(), set()
@@ -182,10 +191,14 @@ async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
             orders.add(data["order_id"])
     if not codes and not orders:
         return
-    rows = await tx.fetch(
-        "SELECT DISTINCT l.sku FROM order_lines l WHERE l.order_id = ANY($2::text[])"
-        " OR l.order_id IN (SELECT order_id FROM shipments WHERE tracking_code = ANY($1::text[]))",
+    linked = await tx.fetch(
+        "SELECT DISTINCT order_id FROM shipments WHERE tracking_code = ANY($1::text[])"
+        " AND order_id IS NOT NULL",
         sorted(codes),
-        sorted(orders),
+    )
+    orders.update(row["order_id"] for row in linked)
+    await lock_orders(tx, orders)
+    rows = await tx.fetch(
+        "SELECT DISTINCT sku FROM order_lines WHERE order_id = ANY($1::text[])", sorted(orders)
     )
     await lock_stock(tx, {row["sku"] for row in rows})

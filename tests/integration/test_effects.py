@@ -453,3 +453,59 @@ async def test_carrier_updates_follow_the_storefronts_fulfillment(
     rows = await _rows(store, "SELECT carrier, order_id FROM shipments ORDER BY carrier")
     assert [(r["carrier"], r["order_id"]) for r in rows] == [
         ("dhl express", "o-1"), ("dhlexpress", "o-1")]
+
+
+async def test_an_order_stored_after_its_shipment_moved_follows_it(store: Store) -> None:
+    """A fulfillment and its delivery overtake the order (a provider's retry after an
+    outage): when the order is stored it is moved on to delivered and its stock consumed."""
+    await _apply(store, inventory, _stock("A", on_hand=5))
+    await _apply(store, shipping, _carrier_update("T7", "fedex", "pre_transit",
+                                                  "2024-05-02T08:00:00Z", "o-late"))
+    await _apply(store, shipping, _carrier_update("T7", "fedex", "delivered",
+                                                  "2024-05-03T10:00:00Z"))
+    assert await _rows(store, "SELECT order_id FROM orders") == []
+    assert await _apply(store, orders, _order("order.created", "o-late", [("A", 2)])) == \
+        "allocated"
+    assert await _status(store, "o-late") == "delivered"
+    assert await _reserved(store, "o-late") == [0]
+    assert await _stock_of(store, "A") == (3, 0)
+    # A repeat of the created event changes nothing.
+    assert await _apply(store, orders, _order("order.created", "o-late", [("A", 2)])) == "exists"
+    assert await _stock_of(store, "A") == (3, 0)
+
+
+async def _prepared(store: Store, module: Any, event: dict[str, Any]) -> str:
+    """Apply one event as the runner does a batch of one: prepare (the locks), then handle."""
+
+    async def work(tx: Any) -> str:
+        await module.prepare(tx, [event])
+        return await module.handle(tx, event, Policy())
+
+    return await store.run(work)
+
+
+async def test_order_and_its_shipment_applied_at_once_meet(store_url: str) -> None:
+    """On PostgreSQL, the orders and shipping consumers apply an order and a delivery naming it
+    at the same moment: the second waits for the first (a lock on the order id), so the order
+    ends delivered whichever commits first; without it each would miss the other."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: the two cannot overlap")
+    async with open_store(store_url) as store, open_store(store_url) as other:
+        await _apply(store, inventory, _stock("A", on_hand=5))
+        created = _order("order.created", "o-race", [("A", 2)])
+        delivered = _carrier_update("T8", "fedex", "delivered", "2024-05-03T10:00:00Z", "o-race")
+        async with asyncio.timeout(TIMEOUT):
+            async with store.transaction() as tx:
+                await orders.prepare(tx, [created])
+                assert await orders.handle(tx, created, Policy()) == "allocated"
+                # The delivery starts while the order is not committed: it must wait for it.
+                shipping_task = asyncio.create_task(_prepared(other, shipping, delivered))
+                while not await tx.fetchval(
+                    "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                ):
+                    assert not shipping_task.done(), shipping_task
+                    await asyncio.sleep(0.01)
+            assert await shipping_task == "advanced"
+    async with open_store(store_url) as store:
+        assert await _status(store, "o-race") == "delivered"
+        assert await _stock_of(store, "A") == (3, 0)
