@@ -46,6 +46,7 @@ import asyncpg
 T = TypeVar("T")
 
 DEFAULT_POOL_MAX = 4
+SQLITE_OPEN_TIMEOUT = 60.0  # seconds a starting process waits for the write lock
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
 # Any constant that other users of the same PostgreSQL database are unlikely to pick.
@@ -533,8 +534,22 @@ class SqliteStore(_OutboxMixin):
         )
         try:
             await self._call(self._connect)
-            async with self.transaction() as tx:
-                await _migrate(tx, self.dialect)
+            # A process (re)starting beside busy ones may wait longer than busy_timeout for
+            # the write lock (SQLite's busy handler is not fair): keep trying for a minute.
+            deadline = time.monotonic() + SQLITE_OPEN_TIMEOUT
+            pause = 0.05
+            while True:
+                try:
+                    async with self.transaction() as tx:
+                        await _migrate(tx, self.dialect)
+                    break
+                except StoreError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    if time.monotonic() + pause > deadline:
+                        raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
         except BaseException:
             await self.close()
             raise
