@@ -21,19 +21,30 @@ While it sends, faults are injected at fixed points of progress: RabbitMQ stoppe
 started (`rabbitmqctl stop_app` / `start_app`), the orders consumer SIGKILLed and restarted,
 the ingress SIGKILLed and restarted, and the portal receiver failing (503) for a while.
 
-Then, once every queue has drained, it reconciles the store and the receiver against what
-the sender was told:
+Then, once every queue has drained, it reconciles the store, the queues and the receiver
+against what the sender was told, working out what the store must hold from the accepted
+deliveries alone:
 
-    lost        accepted deliveries with no effect (no inbox claim) that are not dead letters
-    doubled     effects applied twice: order rows or lines beyond those sent, tracking history
-                rows per event > 1, stock on_hand != initial + accepted deltas - shipped units
-    phantom     effects of deliveries never answered 2xx
-    dead        dead letters found vs poison events sent (and each one is a poison event)
+    lost        accepted deliveries with no effect (no inbox claim; for orders, no order row)
+                that are not poison
+    doubled     effects applied twice: an order line stored twice or lines other than those
+                sent, a tracking event in the history twice
+    phantom     effects of deliveries never answered 2xx, order rows nobody sent
+    wrong       any other state that is not what was sent: stock on_hand != initial +
+                accepted deltas - units of the orders shipped, reserved != what the order
+                lines hold or outside 0..on_hand, a shipment not at the furthest status
+                accepted for it, an order not allocated / shipped / delivered as its
+                shipments say
+    dead        dead letters found vs poison events sent, each read off the dead-letter queue
+                and matched by event id
     left        messages still on a work or retry queue
-    owed        portal notifications in the outbox not received (verified) at least once
-and prints one table per store with end-to-end latency (ingress accept -> effect committed,
--> notification delivered). Exit status 1 if anything is lost, doubled, phantom, left or
-owed, or the dead letters are not exactly the poison events.
+    owed        portal notifications in the outbox not received (verified) at least once;
+                a webhook-id received again must carry the same payload
+and prints one table per store with end-to-end latency: ingress accept -> effect (the inbox
+claim's processed_at, stamped in the transaction that commits the effect, before its
+COMMIT) and -> notification delivered (first verified receipt at the portal). Exit status
+1 if anything is lost, doubled, phantom, wrong, left or owed, or the dead letters are not
+exactly the poison events.
 """
 
 from __future__ import annotations
@@ -118,18 +129,18 @@ class Delivery:
     delivery_id: str
     consumer: str  # which consumer applies it
     poison: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)  # what it means, for the reconcile
     duplicate_of: Delivery | None = None
     attempts: int = 0
     statuses: list[str] = field(default_factory=list)
     accepted_at: float | None = None
 
 
-def build_workload(orders: int, seed: int) -> tuple[list[Delivery], dict[str, Any]]:
-    """Deliveries in sending order, and what the store must end up holding."""
+def build_workload(orders: int, seed: int) -> list[Delivery]:
+    """Deliveries in sending order, each with what it means (Delivery.meta)."""
     rng = random.Random(seed)
     run = uuid.uuid4().hex[:8]
     out: list[Delivery] = []
-    expect: dict[str, Any] = {"lines": 0, "orders": 0, "deltas": Counter(), "poison": []}
     shopify = orjson.loads((SAMPLES / "shopify-orders-create.json").read_bytes())
     woo = orjson.loads((SAMPLES / "woocommerce-order-created.json").read_bytes())
     fulfillment = orjson.loads((SAMPLES / "shopify-fulfillments-create.json").read_bytes())
@@ -145,15 +156,13 @@ def build_workload(orders: int, seed: int) -> tuple[list[Delivery], dict[str, An
         else:
             body["delta"] = delta
         out.append(Delivery("inventory", None, orjson.dumps(body), event_id, "inventory",
-                            poison=poison))
+                            poison=poison, meta={"sku": sku, "delta": delta}))
 
     for sku in SKUS:
         stock(sku, on_hand=INITIAL)
     shipments: list[tuple[str, str]] = []
     for n in range(orders):
         lines = [(sku, rng.randint(1, 3)) for sku in rng.sample(SKUS, rng.randint(1, 3))]
-        expect["orders"] += 1
-        expect["lines"] += len(lines)
         if n % 4 == 3:  # WooCommerce
             order_id = str(9_000_000 + n)
             body = {**woo, "id": int(order_id), "number": order_id,
@@ -161,31 +170,31 @@ def build_workload(orders: int, seed: int) -> tuple[list[Delivery], dict[str, An
                                     "product_id": i, "variation_id": 0, "total": "1.00"}
                                    for i, (s, q) in enumerate(lines)]}
             out.append(Delivery("woocommerce", "order.created", orjson.dumps(body),
-                                f"woo-{run}-{n}", "orders"))
+                                f"woo-{run}-{n}", "orders",
+                                meta={"order_id": order_id, "lines": lines}))
         else:
             order_id = str(5_000_000_000 + n)
             body = {**shopify, "id": int(order_id),
                     "line_items": [{"id": i, "sku": s, "quantity": q, "name": s, "price": "1.00"}
                                    for i, (s, q) in enumerate(lines)]}
             out.append(Delivery("shopify", "orders/create", orjson.dumps(body),
-                                f"shop-{run}-{n}", "orders"))
+                                f"shop-{run}-{n}", "orders",
+                                meta={"order_id": order_id, "lines": lines}))
         if n % 10 == 5:
-            delta = rng.randint(5, 50)
-            expect["deltas"][lines[0][0]] += delta
-            stock(lines[0][0], delta=delta)
+            stock(lines[0][0], delta=rng.randint(5, 50))
         if n % 3 == 0:
             shipments.append((order_id, f"T{run}{n}"))
         if n % 250 == 125:
             sku = f"POISON-{run}-{n}"
             stock(sku, delta=-1, poison=True)
-            expect["poison"].append(out[-1].delivery_id)
         # Ship orders placed a while ago (their order is most likely applied by now).
         if n >= 30 and shipments and rng.random() < 0.5:
             order_id, code = shipments.pop(0)
             body = {**fulfillment, "id": int(order_id[-6:]) + 1, "order_id": int(order_id),
                     "tracking_number": code, "tracking_company": "FedEx", "shipment_status": None}
             out.append(Delivery("shopify", "fulfillments/create", orjson.dumps(body),
-                                f"ful-{run}-{code}", "shipping"))
+                                f"ful-{run}-{code}", "shipping",
+                                meta={"order_id": order_id, "code": code}))
             for step, status in enumerate(("in_transit", "delivered")):
                 at = f"2026-11-2{8 + step}T10:00:00Z"
                 detail = {**tracker["result"]["tracking_details"][-1], "status": status,
@@ -195,8 +204,8 @@ def build_workload(orders: int, seed: int) -> tuple[list[Delivery], dict[str, An
                                     "carrier": "FedEx", "status": status, "updated_at": at,
                                     "tracking_details": [detail]}}
                 out.append(Delivery("easypost", None, orjson.dumps(event), event["id"],
-                                    "shipping"))
-    return out, expect
+                                    "shipping", meta={"code": code, "status": status}))
+    return out
 
 
 # --- the processes ---------------------------------------------------------------------------
@@ -287,6 +296,7 @@ class Portal:
         self.receipts = 0
         self.bad = 0
         self.failing = False
+        self.inconsistent = 0  # receipts whose webhook-id was seen with another body
         self.body_of: dict[str, dict[str, Any]] = {}
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -301,7 +311,8 @@ class Portal:
         webhook_id = request.headers["webhook-id"]
         self.receipts += 1
         self.received.setdefault(webhook_id, time.time())
-        self.body_of[webhook_id] = payload
+        if self.body_of.setdefault(webhook_id, payload) != payload:
+            self.inconsistent += 1
         return web.Response(status=204)
 
 
@@ -399,7 +410,8 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     delivery_names = [spec.name for spec in topology.work_queues(
         delivery_queue("customer-portal"), settings.notifications.retry_ladder)]
     system = System(config, store_url, port, tmp)
-    deliveries, expect = build_workload(args.orders, args.seed)
+    deliveries = build_workload(args.orders, args.seed)
+    duplicates: list[Delivery] = []
     faults: list[str] = []
     result: dict[str, Any] = {"store": kind}
     try:
@@ -464,7 +476,7 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                                         original.delivery_id, original.consumer,
                                         duplicate_of=original)
                         tasks.append(asyncio.create_task(sender.send(session, copy)))
-                        deliveries_dup.append(copy)
+                        duplicates.append(copy)
                 await asyncio.sleep(1.0 / args.rate)
             await asyncio.gather(*tasks)
             await asyncio.gather(*fault_tasks)
@@ -492,12 +504,12 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                 await asyncio.sleep(0.5)
             drain_time = time.monotonic() - started - send_time
             codes = await system.stop_all()
-            result.update(await reconcile(store, deliveries, expect, portal, owed, depths,
-                                          await queue_depths(topology, all_queues), topology,
-                                          delivery_names))
+            final = await queue_depths(topology, all_queues)
+            dead = await dead_letters(topology.dead_queue("inventory"))
+            result.update(await reconcile(store, deliveries, portal, owed, final, dead))
         finally:
             await store.close()
-        result.update(sent=len(deliveries), duplicates=len(deliveries_dup),
+        result.update(sent=len(deliveries), duplicates=len(duplicates),
                       retried=sender.retried, faults=faults, send_time=send_time,
                       drain_time=drain_time, exit_codes=codes, unsent=unsent, drained=drained)
     finally:
@@ -522,76 +534,123 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-deliveries_dup: list[Delivery] = []
+async def dead_letters(queue: str) -> list[str]:
+    """The event ids of the messages on a dead-letter queue (read, left in place)."""
+    ids = []
+    async with await aio_pika.connect(AMQP_URL) as connection:
+        channel = await connection.channel()
+        dead = await channel.declare_queue(queue, passive=True)
+        while (message := await dead.get(no_ack=False, fail=False)) is not None:
+            ids.append(str(message.message_id or orjson.loads(message.body).get("id")))
+        await channel.close()  # unacknowledged: they go back to the queue
+    return ids
 
 
-async def reconcile(store: Any, deliveries: list[Delivery], expect: dict[str, Any],
-                    portal: Portal, owed: list[str], depths: dict[str, tuple[int, int]],
-                    final: dict[str, tuple[int, int]], topology: Topology,
-                    delivery_names: list[str]) -> dict[str, Any]:
+async def reconcile(store: Any, deliveries: list[Delivery], portal: Portal, owed: list[str],
+                    final: dict[str, tuple[int, int]], dead: list[str]) -> dict[str, Any]:
+    """What the store, the queues and the portal hold against what the sender was told."""
     accepted = {d.delivery_id: d for d in deliveries if d.accepted_at}
     never = {d.delivery_id for d in deliveries if not d.accepted_at}
+    poison = {d.delivery_id for d in deliveries if d.poison}
     async with store.transaction() as tx:
         inbox = {(r["consumer"], r["event_id"]): r["processed_at"] for r in await tx.fetch(
             "SELECT consumer, event_id, processed_at FROM inbox")}
-        orders = await tx.fetchval("SELECT COUNT(*) FROM orders")
-        lines = await tx.fetchval("SELECT COUNT(*) FROM order_lines")
+        orders = {r["order_id"]: r["status"] for r in await tx.fetch(
+            "SELECT order_id, status FROM orders")}
+        lines = Counter((r["order_id"], r["sku"], r["quantity"]) for r in await tx.fetch(
+            "SELECT order_id, sku, quantity FROM order_lines"))
         history = await tx.fetch(
             "SELECT event_id, COUNT(*) AS n FROM shipment_events GROUP BY event_id"
             " HAVING COUNT(*) > 1")
+        shipments = {r["tracking_code"]: r["status"] for r in await tx.fetch(
+            "SELECT tracking_code, status FROM shipments")}
         stock = {r["sku"]: r for r in await tx.fetch(
             "SELECT sku, on_hand, reserved FROM stock WHERE location = 'main'")}
-        held = {r["sku"]: (r["reserved"] or 0, r["shipped"] or 0) for r in await tx.fetch(
-            "SELECT sku, SUM(reserved) AS reserved, SUM(CASE WHEN reserved = 0 AND location"
-            " IS NOT NULL THEN quantity ELSE 0 END) AS shipped FROM order_lines GROUP BY sku")}
-        allocated_at = {r["message_id"]: r["created_at"] for r in await tx.fetch(
-            "SELECT message_id, created_at FROM outbox")}
-    poison = set(expect["poison"])
-    lost = [i for i, d in accepted.items()
-            if (d.consumer, i) not in inbox and i not in poison]
+        reserved = {r["sku"]: r["reserved"] for r in await tx.fetch(
+            "SELECT sku, SUM(reserved) AS reserved FROM order_lines GROUP BY sku")}
+
+    # What the accepted deliveries say the store must hold, worked out from the workload
+    # alone (never from the store's own bookkeeping).
+    want_orders = {d.meta["order_id"]: d.meta["lines"] for d in accepted.values()
+                   if d.consumer == "orders"}
+    deltas: Counter[str] = Counter()
+    for d in accepted.values():
+        if d.consumer == "inventory" and d.meta["delta"] is not None and not d.poison:
+            deltas[d.meta["sku"]] += d.meta["delta"]
+    linked = {d.meta["code"]: d.meta["order_id"] for d in accepted.values()
+              if "code" in d.meta and "order_id" in d.meta}
+    furthest: dict[str, str] = {}
+    for d in accepted.values():
+        if d.meta.get("status"):
+            code = d.meta["code"]
+            if furthest.get(code) != "delivered":
+                furthest[code] = d.meta["status"]
+    shipped_units: Counter[str] = Counter()
+    want_status = {order_id: "allocated" for order_id in want_orders}
+    for code, status in furthest.items():
+        order_id = linked.get(code)
+        if order_id in want_orders:
+            want_status[order_id] = "delivered" if status == "delivered" else "shipped"
+            for sku, quantity in want_orders[order_id]:
+                shipped_units[sku] += quantity
+
+    lost = [i for i, d in accepted.items() if (d.consumer, i) not in inbox and i not in poison]
+    lost += [f"order {o}" for o in want_orders if o not in orders]
     phantom = [i for i in never if any((c, i) in inbox for c in CONSUMERS)]
-    doubled = []
-    if orders != expect["orders"] or lines != expect["lines"]:
-        doubled.append(f"orders {orders}/{expect['orders']}, lines {lines}/{expect['lines']}")
+    phantom += [f"order {o}" for o in orders if o not in want_orders]
+    doubled = [f"order {o} line {sku} x{n}" for (o, sku, _), n in lines.items() if n > 1]
+    for order_id, order_lines in want_orders.items():
+        stored = sorted((sku, q) for (o, sku, q) in lines if o == order_id)
+        if order_id in orders and stored != sorted(order_lines):
+            doubled.append(f"order {order_id}: lines {stored}, sent {sorted(order_lines)}")
     doubled += [f"tracking event {r['event_id']} x{r['n']}" for r in history]
+    wrong = []  # effects that are neither lost nor doubled, but not what was sent
     for sku in SKUS:
         row = stock.get(sku)
-        reserved, shipped = held.get(sku, (0, 0))
-        want = INITIAL + expect["deltas"][sku] - shipped
-        if row is None or row["on_hand"] != want or row["reserved"] != reserved:
-            doubled.append(f"stock {sku}: on_hand {row and row['on_hand']} want {want}, "
-                           f"reserved {row and row['reserved']} want {reserved}")
-    dead_queue = topology.dead_queue("inventory")
-    dead_found = final.get(dead_queue, (0, 0))[0]
-    other_dead = sum(n for q, (n, _) in final.items()
-                     if q.endswith(".dead") and q != dead_queue)
+        want = INITIAL + deltas[sku] - shipped_units[sku]
+        if row is None or row["on_hand"] != want:
+            wrong.append(f"stock {sku}: on_hand {row and row['on_hand']}, want {want}")
+        elif row["reserved"] != (reserved.get(sku) or 0) or not 0 <= row["reserved"] <= want:
+            wrong.append(f"stock {sku}: reserved {row['reserved']}, lines hold "
+                         f"{reserved.get(sku) or 0}, on_hand {row['on_hand']}")
+    wrong += [f"shipment {code}: {shipments.get(code)}, want {status}"
+              for code, status in furthest.items() if shipments.get(code) != status]
+    wrong += [f"order {o}: {orders[o]}, want {status}" for o, status in want_status.items()
+              if o in orders and orders[o] != status]
+
+    dead_unexplained = [i for i in dead if i not in poison]
+    other_dead = sum(n for q, (n, _) in final.items() if q.endswith(".dead"))
     left = sum(n for q, (n, _) in final.items() if not q.endswith(".dead"))
+
     applied = [(d, inbox[(d.consumer, i)]) for i, d in accepted.items()
                if (d.consumer, i) in inbox]
     to_effect = [max(0.0, ts(at) - d.accepted_at) * 1000 for d, at in applied]
-    by_id = {d.delivery_id: d for d in deliveries}
     to_notify = []
     for message_id, got in portal.received.items():
-        cause = portal.body_of[message_id].get("cause")
-        d = by_id.get(cause)
-        if d and d.accepted_at:
+        d = accepted.get(portal.body_of[message_id].get("cause"))
+        if d is not None:
             to_notify.append(max(0.0, got - d.accepted_at) * 1000)
     return {
         "accepted": len(accepted), "never_accepted": len(never), "applied": len(applied),
         "lost": len(lost), "lost_ids": lost[:5], "doubled": len(doubled),
-        "doubled_what": doubled[:5], "phantom": len(phantom),
-        "dead_expected": len(poison), "dead_found": dead_found + other_dead,
+        "doubled_what": doubled[:5], "phantom": len(phantom), "wrong": wrong[:5],
+        "wrong_count": len(wrong), "orders": len(orders),
+        "shipments_delivered": sum(1 for v in shipments.values() if v == "delivered"),
+        "dead_expected": len(poison), "dead_found": other_dead,
+        "dead_unexplained": dead_unexplained[:5] + (["missing: " + i for i in
+                                                      sorted(poison - set(dead))[:5]]),
         "left": left, "owed": len(owed), "notified": len(portal.received),
         "portal_receipts": portal.receipts, "bad_signatures": portal.bad,
+        "inconsistent": portal.inconsistent,
         "effect_ms": (pct(to_effect, 0.5), pct(to_effect, 0.95), pct(to_effect, 0.99)),
         "notify_ms": (pct(to_notify, 0.5), pct(to_notify, 0.95), pct(to_notify, 0.99)),
-        "outbox_rows": len(allocated_at),
     }
 
 
 def ok(r: dict[str, Any]) -> bool:
     return (r["lost"] == 0 and r["doubled"] == 0 and r["phantom"] == 0 and r["left"] == 0
-            and r["owed"] == 0 and r["bad_signatures"] == 0 and r["drained"]
+            and r["wrong_count"] == 0 and r["owed"] == 0 and r["bad_signatures"] == 0
+            and r["inconsistent"] == 0 and r["drained"] and not r["dead_unexplained"]
             and r["dead_found"] == r["dead_expected"]
             and all(code == 0 for code in r["exit_codes"].values()))
 
@@ -610,10 +669,14 @@ def report(r: dict[str, Any]) -> None:
         ("lost (must be 0)", f"{r['lost']} {r['lost_ids'] or ''}"),
         ("doubled (must be 0)", f"{r['doubled']} {r['doubled_what'] or ''}"),
         ("phantom (must be 0)", r["phantom"]),
-        ("dead-lettered (expected/found)", f"{r['dead_expected']} / {r['dead_found']}"),
+        ("wrong state (must be 0)", f"{r['wrong_count']} {r['wrong'] or ''}"),
+        ("orders stored / shipments delivered", f"{r['orders']} / {r['shipments_delivered']}"),
+        ("dead-lettered (expected/found)", f"{r['dead_expected']} / {r['dead_found']}"
+                                           f" {r['dead_unexplained'] or ''}"),
         ("left on queues (must be 0)", r["left"]),
         ("notifications owed not received", r["owed"]),
         ("notifications received (receipts)", f"{r['notified']} ({r['portal_receipts']})"),
+        ("same webhook-id, different body", r["inconsistent"]),
         ("accept -> effect p50/p95/p99 ms", f"{e[0]:.0f} / {e[1]:.0f} / {e[2]:.0f}"),
         ("accept -> notified p50/p95/p99 ms", f"{n[0]:.0f} / {n[1]:.0f} / {n[2]:.0f}"),
         ("send / drain time", f"{r['send_time']:.1f} s / {r['drain_time']:.1f} s"
@@ -632,7 +695,6 @@ async def main_async(args: argparse.Namespace) -> int:
     stores = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
     failures = 0
     for kind in stores:
-        deliveries_dup.clear()
         result = await run_once(kind, args)
         report(result)
         failures += not ok(result)
