@@ -151,6 +151,21 @@ async def lock_stock(tx: Any, skus: set[str]) -> None:
         )
 
 
+async def lock_orders_and_stock(tx: Any, order_ids: set[str], skus: set[str]) -> None:
+    """A batch's locks, in the one global order every consumer uses: the order ids, then the
+    stock rows of `skus` and of the stored lines of those orders."""
+    if tx.dialect != "postgresql":
+        return
+    await lock_orders(tx, order_ids)
+    if order_ids:
+        rows = await tx.fetch(
+            "SELECT DISTINCT sku FROM order_lines WHERE order_id = ANY($1::text[])",
+            sorted(order_ids),
+        )
+        skus = skus | {row["sku"] for row in rows}
+    await lock_stock(tx, skus)
+
+
 def new_lines(skus_and_quantities: list[tuple[str, int]]) -> list[dict[str, Any]]:
     """Order lines not yet stored or reserved, numbered from 1."""
     return [

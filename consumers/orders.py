@@ -34,8 +34,7 @@ from consumers.effects import (
     integer,
     iso,
     lock_order,
-    lock_orders,
-    lock_stock,
+    lock_orders_and_stock,
     new_lines,
     notify,
     order_summary,
@@ -195,7 +194,6 @@ async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
     if tx.dialect != "postgresql":
         return
     skus: set[str] = set()
-    known: list[str] = []
     ids: set[str] = set()
     for event in events:
         data = event.get("data")
@@ -206,12 +204,4 @@ async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
         for line in data.get("lines") or ():
             if isinstance(line, dict) and isinstance(line.get("sku"), str):
                 skus.add(line["sku"])
-        if event.get("type") != "order.created" and isinstance(data.get("order_id"), str):
-            known.append(data["order_id"])
-    if known:
-        rows = await tx.fetch(
-            "SELECT DISTINCT sku FROM order_lines WHERE order_id = ANY($1::text[])", known
-        )
-        skus.update(row["sku"] for row in rows)
-    await lock_orders(tx, ids)
-    await lock_stock(tx, skus)
+    await lock_orders_and_stock(tx, ids, skus)

@@ -28,8 +28,7 @@ from consumers.effects import (
     data_of,
     iso,
     lock_order,
-    lock_orders,
-    lock_stock,
+    lock_orders_and_stock,
     notify,
     release_order,
     text,
@@ -197,8 +196,4 @@ async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
         sorted(codes),
     )
     orders.update(row["order_id"] for row in linked)
-    await lock_orders(tx, orders)
-    rows = await tx.fetch(
-        "SELECT DISTINCT sku FROM order_lines WHERE order_id = ANY($1::text[])", sorted(orders)
-    )
-    await lock_stock(tx, {row["sku"] for row in rows})
+    await lock_orders_and_stock(tx, orders, set())
