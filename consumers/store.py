@@ -569,8 +569,10 @@ class SqliteStore(_OutboxMixin):
     async def transaction(self) -> AsyncIterator[Tx]:
         """BEGIN IMMEDIATE … COMMIT, or ROLLBACK when the block raises."""
         async with self._lock:
-            await self._call(self._begin)
             try:
+                # Inside the try: a task cancelled while BEGIN runs (it runs all the same, on
+                # the store's thread) must still roll back, or the next BEGIN finds it open.
+                await self._call(self._begin)
                 yield _SqliteTx(self)
             except BaseException:
                 await self._call(self._end, False)

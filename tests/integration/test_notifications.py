@@ -380,3 +380,33 @@ class TestUnsafeURLs:
             load_settings(config, environ={"S": SECRET_1})
         assert "subscriptions.portal.url" == info.value.key
         assert problem in info.value.problem
+
+
+class TestBrokerRestart:
+    async def test_broker_restart_while_delivering_loses_nothing(
+        self, settings, amqp, topology, receivers, notifying
+    ):
+        """RabbitMQ stopped and started while notifications flow: the fan-out and the
+        deliverers come back by themselves, every notification published before, during and
+        after reaches the subscriber (at least once, one webhook-id each) and nothing is left
+        on its queues; SIGTERM-like stop afterwards is clean."""
+        from test_ingress import rabbitmqctl
+
+        _, _, topo = await notifying([subscription("portal", receivers.url("portal"))])
+        before = await notify(amqp, topology, "order.allocated", 2000, tag="a")
+        await until(lambda: len(receivers.got["portal"]) >= 100)
+        await rabbitmqctl("stop_app")
+        await rabbitmqctl("start_app")
+        await rabbitmqctl("await_startup")
+        async with await aio_pika.connect(settings.broker.url) as fresh:
+            after = await notify(fresh, topology, "order.allocated", 20, tag="b")
+        await until(lambda: set(before + after) <= {g["id"] for g in receivers.got["portal"]},
+                    timeout=60)
+
+        async def drained() -> bool:
+            async with await aio_pika.connect(settings.broker.url) as fresh:
+                names = [topo.queue("notifications"), topo.queue(delivery_queue("portal"))]
+                return [0, 0] == [await depth(fresh, name) for name in names]
+
+        await until(drained, timeout=30)
+

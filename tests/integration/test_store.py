@@ -242,6 +242,32 @@ async def test_sqlite_in_memory(tmp_path: Path) -> None:
         assert await tx.fetchval("SELECT count(*) FROM inbox") == 1
 
 
+async def test_a_transaction_cancelled_at_any_step_leaves_the_store_usable(store: Store) -> None:
+    """A task cancelled anywhere in a transaction (before BEGIN ran, while it runs, between
+    statements, at COMMIT) leaves nothing half-open: the next transaction starts, and each
+    cancelled one is either wholly committed or wholly absent. A broker channel that closes
+    cancels its consumers' callbacks like this."""
+
+    async def claim_and_insert(n: int) -> None:
+        async with store.transaction() as tx:
+            await tx.claim("orders", f"evt-c{n}")
+            await tx.execute(
+                "INSERT INTO orders (order_id, source, status, version) VALUES ($1, $2, $3, $4)",
+                f"o-c{n}", "shopify", "open", 1)
+
+    for n in range(12):
+        task = asyncio.create_task(claim_and_insert(n))
+        for _ in range(n):  # let it get n steps in
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        async with asyncio.timeout(TIMEOUT), store.transaction() as tx:
+            claimed = not await tx.claim("orders", f"evt-c{n}")
+            stored = await tx.fetchval(
+                "SELECT count(*) FROM orders WHERE order_id = $1", f"o-c{n}")
+        assert stored == (1 if claimed else 0), n
+
+
 async def test_closed_store_refuses_transactions(store_url: str) -> None:
     store = open_store(store_url)
     with pytest.raises(StoreError):
