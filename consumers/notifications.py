@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -44,7 +45,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import Counter, Histogram
 
-from consumers.store import now_iso
+from consumers.store import StoreError, now_iso
 from router.egress import (
     Unresolvable,
     UnsafeURL,
@@ -370,10 +371,29 @@ class Deliverer:
         self.sender = Sender(sub, self.settings)
         self.in_hand: set[asyncio.Task[None]] = set()
         self.tag: str | None = None
+        self.known_state = "enabled"
 
     async def _state(self) -> str:
-        row = await subscription_state(self.store, self.sub.name)
-        return row["state"] if row else "enabled"
+        """The stored state; while the store cannot answer, the last one it gave (deliveries
+        go on through a store outage, as they would with the state cached)."""
+        try:
+            row = await subscription_state(self.store, self.sub.name)
+        except StoreError as exc:
+            log.warning("subscription_state_unavailable", subscription=self.sub.name,
+                        error=str(exc)[:200], assumed=self.known_state)
+            return self.known_state
+        self.known_state = row["state"] if row else "enabled"
+        return self.known_state
+
+    async def _bookkeep(self, what: str, work: Awaitable[Any]) -> Any:
+        """A bookkeeping write (attempt record, failure count): if the store fails, log it
+        and go on; the delivery's own outcome (ack, retry, dead) does not depend on it."""
+        try:
+            return await work
+        except StoreError as exc:
+            log.warning("delivery_bookkeeping_failed", subscription=self.sub.name, what=what,
+                        error=str(exc)[:200])
+            return None
 
     async def run(self, stop: asyncio.Event) -> None:
         assert self.owner.connection is not None
@@ -413,6 +433,11 @@ class Deliverer:
         self.in_hand.add(task)
         try:
             await self._deliver(message)
+        except Exception as exc:  # a bug, not the receiver: retry it later, never hold it
+            log.error("delivery_crashed", subscription=self.sub.name,
+                      message_id=message.message_id, error=f"{type(exc).__name__}: {exc}"[:300])
+            await self._reroute(message, attempt_of(message),
+                                Attempt(error=f"internal error: {type(exc).__name__}"))
         finally:
             self.in_hand.discard(task)
 
@@ -427,24 +452,27 @@ class Deliverer:
         attempt = attempt_of(message)
         message_id = message.message_id or ""
         result = await self.sender.send(message_id, message.body)
-        await record_attempt(self.store, name, message, attempt + 1, result)
+        await self._bookkeep("record_attempt",
+                             record_attempt(self.store, name, message, attempt + 1, result))
         log.info("delivery", subscription=name, message_id=message_id, attempt=attempt + 1,
                  status=result.status, error=result.error,
                  latency_ms=round(result.latency * 1000, 3))
         if result.delivered:
             DELIVERIES.labels(name, "delivered").inc()
-            await reset_failures(self.store, name)
+            await self._bookkeep("reset_failures", reset_failures(self.store, name))
             await _quietly(message.ack())
             return
         DELIVERIES.labels(name, "failed").inc()
         if result.status == 410:
-            await set_state(self.store, name, "disabled", "the receiver answered 410 Gone")
+            await self._bookkeep("set_state", set_state(
+                self.store, name, "disabled", "the receiver answered 410 Gone"))
+            self.known_state = "disabled"
             PAUSES.labels(name).inc()
             log.warning("subscription_disabled", subscription=name, reason="410 Gone")
             await self.park("disabled")
             await _quietly(message.nack(requeue=True))  # kept for when it is enabled again
             return
-        if await count_failure(self.store, name, self.settings):
+        if await self._bookkeep("count_failure", count_failure(self.store, name, self.settings)):
             PAUSES.labels(name).inc()
             log.warning("subscription_paused", subscription=name)
             await self.park("paused")

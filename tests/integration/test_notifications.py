@@ -410,3 +410,25 @@ class TestBrokerRestart:
 
         await until(drained, timeout=30)
 
+
+class TestStoreOutage:
+    async def test_deliveries_go_on_while_the_store_is_away(
+        self, amqp, topology, receivers, notifying
+    ):
+        """The store closed under a running notifications consumer: it keeps delivering (on
+        the last known subscription state) and keeps running; once the store is back, the
+        attempts are recorded again."""
+        _, store, _ = await notifying([subscription("portal", receivers.url("portal"))])
+        await store.close()
+        away = await notify(amqp, topology, "order.allocated", 3, tag="away")
+        await until(lambda: set(away) <= {g["id"] for g in receivers.got["portal"]})
+        await store.open()
+        back = await notify(amqp, topology, "order.allocated", 2, tag="back")
+        await until(lambda: set(back) <= {g["id"] for g in receivers.got["portal"]})
+
+        async def recorded() -> bool:
+            async with store.transaction() as tx:
+                rows = await tx.fetch("SELECT message_id FROM deliveries")
+            return set(back) <= {row["message_id"] for row in rows}
+
+        await until(recorded)
