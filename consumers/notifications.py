@@ -21,7 +21,9 @@ After `pause_after` consecutive failures spanning at least `pause_window` second
 subscription is paused: its consumer stops and its messages wait (parked) in its queue.
 `python -m router subscriptions enable NAME` turns it back on and they flow again. The state
 lives in the store (subscription_state), so the CLI and every notifications process see it.
-Every attempt is a row in `deliveries` (`python -m router deliveries EVENT_ID`).
+Every attempt is a row in `deliveries` (`python -m router deliveries EVENT_ID`), committed
+before the ack; attempts that finish while a write is in flight share the next commit
+(AttemptLog). The state is read once a second, not per message.
 
 Addresses are checked at start-up (a URL that resolves to a private, loopback or link-local
 address is refused unless the subscription says allow_private) and again at every connect
@@ -181,21 +183,75 @@ async def set_state(store: Any, name: str, state: str, reason: str | None = None
         )
 
 
-async def record_attempt(
-    store: Any, sub: str, message: AbstractIncomingMessage, attempt: int, result: Attempt
-) -> None:
+def attempt_row(sub: str, message: AbstractIncomingMessage, attempt: int,
+                result: Attempt) -> tuple[Any, ...]:
+    """The `deliveries` row of one attempt, in ATTEMPT_COLUMNS order."""
     body_cause = None
     try:
         body_cause = orjson.loads(message.body).get("cause")
     except (orjson.JSONDecodeError, AttributeError):
         pass
-    async with store.transaction() as tx:
-        await tx.execute(
-            "INSERT INTO deliveries (subscription, message_id, event_id, type, attempt,"
-            " status_code, error, latency_ms, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            sub, message.message_id or "", body_cause, event_type(message), attempt,
-            result.status, result.error, round(result.latency * 1000, 3), now_iso(),
-        )
+    return (sub, message.message_id or "", body_cause, event_type(message), attempt,
+            result.status, result.error, round(result.latency * 1000, 3), now_iso())
+
+
+ATTEMPT_COLUMNS = ("subscription", "message_id", "event_id", "type", "attempt", "status_code",
+                   "error", "latency_ms", "at")
+_ATTEMPTS_PER_INSERT = 100
+
+
+class AttemptLog:
+    """One subscription's attempts, written in group commits: the rows that arrive while a
+    write is in flight go together in the next one, so under load one transaction records
+    many (and, if any of them was delivered, forgets the failures counted so far). record()
+    returns once its row is committed, and raises StoreError if the write failed."""
+
+    def __init__(self, store: Any, name: str) -> None:
+        self.store = store
+        self.name = name
+        self.pending: list[tuple[tuple[Any, ...], bool, asyncio.Future[None]]] = []
+        self.writer: asyncio.Task[None] | None = None
+
+    async def record(self, row: tuple[Any, ...], delivered: bool) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((row, delivered, future))
+        if self.writer is None or self.writer.done():
+            self.writer = asyncio.create_task(self._write())
+        await future
+
+    async def _write(self) -> None:
+        while self.pending:
+            batch, self.pending = self.pending, []
+            rows = [row for row, _, _ in batch]
+            reset = any(delivered for _, delivered, _ in batch)
+
+            async def work(tx: Any, rows: list[tuple[Any, ...]] = rows,
+                           reset: bool = reset) -> None:
+                width = len(ATTEMPT_COLUMNS)
+                for start in range(0, len(rows), _ATTEMPTS_PER_INSERT):
+                    chunk = rows[start:start + _ATTEMPTS_PER_INSERT]
+                    values = ", ".join(
+                        "(" + ", ".join(f"${i * width + j + 1}" for j in range(width)) + ")"
+                        for i in range(len(chunk)))
+                    await tx.execute(
+                        f"INSERT INTO deliveries ({', '.join(ATTEMPT_COLUMNS)})"
+                        f" VALUES {values}", *(value for row in chunk for value in row))
+                if reset:
+                    await tx.execute(
+                        "UPDATE subscription_state SET failures = 0, first_failure_at = NULL"
+                        " WHERE name = $1 AND failures > 0", self.name)
+
+            try:
+                await self.store.run(work)
+            except Exception as exc:
+                error = exc if isinstance(exc, StoreError) else StoreError(str(exc))
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+            else:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
 
 
 async def count_failure(store: Any, name: str, settings: NotificationSettings) -> bool:
@@ -221,15 +277,6 @@ async def count_failure(store: Any, name: str, settings: NotificationSettings) -
             )
             return True
     return False
-
-
-async def reset_failures(store: Any, name: str) -> None:
-    async with store.transaction() as tx:
-        await tx.execute(
-            "UPDATE subscription_state SET failures = 0, first_failure_at = NULL"
-            " WHERE name = $1 AND failures > 0",
-            name,
-        )
 
 
 # --- HTTP ------------------------------------------------------------------------------------
@@ -372,10 +419,12 @@ class Deliverer:
         self.in_hand: set[asyncio.Task[None]] = set()
         self.tag: str | None = None
         self.known_state = "enabled"
+        self.attempts = AttemptLog(self.store, sub.name)
 
     async def _state(self) -> str:
-        """The stored state; while the store cannot answer, the last one it gave (deliveries
-        go on through a store outage, as they would with the state cached)."""
+        """The stored state, read once a second by run() (a pause or an enable by the CLI or
+        another process is seen within that); while the store cannot answer, the last one
+        it gave (deliveries go on through a store outage)."""
         try:
             row = await subscription_state(self.store, self.sub.name)
         except StoreError as exc:
@@ -404,9 +453,12 @@ class Deliverer:
         self.queue = await channel.get_queue(self.queue_name)
         try:
             while not stop.is_set():
-                if await self._state() == "enabled" and self.tag is None:
+                state = await self._state()
+                if state == "enabled" and self.tag is None:
                     self.tag = await self.queue.consume(self._on_message)
                     log.info("subscription_consuming", subscription=self.sub.name)
+                elif state != "enabled" and self.tag is not None:
+                    await self.park(state)
                 try:
                     await asyncio.wait_for(stop.wait(), STATE_POLL_SECONDS)
                 except TimeoutError:
@@ -443,7 +495,7 @@ class Deliverer:
 
     async def _deliver(self, message: AbstractIncomingMessage) -> None:
         name = self.sub.name
-        state = await self._state()
+        state = self.known_state
         if state != "enabled":  # paused since it was delivered to us: park it
             await self.park(state)
             DELIVERIES.labels(name, "parked").inc()
@@ -452,14 +504,13 @@ class Deliverer:
         attempt = attempt_of(message)
         message_id = message.message_id or ""
         result = await self.sender.send(message_id, message.body)
-        await self._bookkeep("record_attempt",
-                             record_attempt(self.store, name, message, attempt + 1, result))
+        await self._bookkeep("record_attempt", self.attempts.record(
+            attempt_row(name, message, attempt + 1, result), result.delivered))
         log.info("delivery", subscription=name, message_id=message_id, attempt=attempt + 1,
                  status=result.status, error=result.error,
                  latency_ms=round(result.latency * 1000, 3))
         if result.delivered:
             DELIVERIES.labels(name, "delivered").inc()
-            await self._bookkeep("reset_failures", reset_failures(self.store, name))
             await _quietly(message.ack())
             return
         DELIVERIES.labels(name, "failed").inc()
@@ -475,6 +526,7 @@ class Deliverer:
         if await self._bookkeep("count_failure", count_failure(self.store, name, self.settings)):
             PAUSES.labels(name).inc()
             log.warning("subscription_paused", subscription=name)
+            self.known_state = "paused"
             await self.park("paused")
         await self._reroute(message, attempt, result)
 

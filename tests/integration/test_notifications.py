@@ -319,6 +319,57 @@ class TestDelivery:
         await until(lambda: len(receivers.got["down"]) == 3)
 
 
+    async def test_operator_disable_stops_a_running_deliverer_within_seconds(
+        self, amqp, topology, receivers, notifying
+    ):
+        """`subscriptions disable` from another process: the running deliverer sees it at its
+        next state poll and stops taking messages (they wait in deliver.NAME); enable
+        lets them flow again."""
+        config, _, topo = await notifying([subscription("ops", receivers.url("ops"))])
+        await notify(amqp, topology, "order.allocated", 2, tag="a")
+        await until(lambda: len(receivers.got["ops"]) == 2)
+        assert 0 == await subscriptions_command(config, "disable", "ops", out=io.StringIO())
+        queue = topo.queue(delivery_queue("ops"))
+
+        async def not_consuming() -> bool:
+            channel = await amqp.channel()
+            declared = await channel.declare_queue(queue, passive=True)
+            await channel.close()
+            return declared.declaration_result.consumer_count == 0
+
+        await until(not_consuming, timeout=10)
+        await notify(amqp, topology, "order.allocated", 3, tag="b")
+
+        async def parked() -> bool:
+            return await depth(amqp, queue) == 3
+
+        await until(parked)
+        assert 2 == len(receivers.got["ops"])
+        assert 0 == await subscriptions_command(config, "enable", "ops", out=io.StringIO())
+        await until(lambda: len(receivers.got["ops"]) == 5)
+
+    async def test_a_delivery_forgets_the_failures_counted_before_it(
+        self, amqp, topology, receivers, notifying
+    ):
+        """Two 503s are counted as consecutive failures; the delivery that then succeeds
+        resets the count (in the same commit as its attempt record)."""
+        receivers.mode["flaky"] = "flaky"
+        _, store, _ = await notifying([subscription("flaky", receivers.url("flaky"))])
+        await notify(amqp, topology, "order.allocated", 1)
+        await until(lambda: len(receivers.got["flaky"]) == 1, timeout=30)
+
+        async def reset() -> bool:
+            async with store.transaction() as tx:
+                row = await tx.fetchrow(
+                    "SELECT failures, first_failure_at FROM subscription_state"
+                    " WHERE name = $1", "flaky")
+                attempts = await tx.fetchval("SELECT COUNT(*) FROM deliveries")
+            return attempts == 3 and row is not None and row["failures"] == 0 \
+                and row["first_failure_at"] is None
+
+        await until(reset)
+
+
 class TestOperatorCommands:
     async def test_subscription_test_sends_a_signed_test_event(
         self, receivers, settings, store_url
