@@ -61,6 +61,12 @@ class IntegrityViolation(StoreError):
     """A constraint refused the change (PRIMARY KEY, UNIQUE, CHECK, FOREIGN KEY, NOT NULL)."""
 
 
+class StoreBusy(StoreError):
+    """Another connection held what this one needed (SQLite busy or locked; PostgreSQL
+    deadlock, serialization failure, lock not available): nothing was applied, and the same
+    work may succeed if tried again."""
+
+
 class Tx(Protocol):
     """One open transaction. SQL uses `$1, $2` placeholders."""
 
@@ -347,9 +353,20 @@ def _dict_row(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
     return {column[0]: value for column, value in zip(cursor.description, row, strict=True)}
 
 
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6
+
+
+def _sqlite_busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED, extended codes included (by code, not by message)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+
+
 def _sqlite_error(exc: sqlite3.Error) -> StoreError:
     if isinstance(exc, sqlite3.IntegrityError):
         return IntegrityViolation(f"constraint violated: {exc}")
+    if _sqlite_busy(exc):
+        return StoreBusy(f"sqlite: {exc}")
     return StoreError(f"sqlite: {exc}")
 
 
@@ -496,8 +513,7 @@ class SqliteStore(_OutboxMixin):
                 conn.execute("PRAGMA journal_mode = WAL")
                 return
             except sqlite3.OperationalError as exc:
-                locked = "locked" in str(exc) or "busy" in str(exc)
-                if not locked or time.monotonic() + pause > deadline:
+                if not _sqlite_busy(exc) or time.monotonic() + pause > deadline:
                     raise
             time.sleep(pause)  # on the store's worker thread, not the event loop
             pause = min(pause * 2, 0.1)
@@ -543,9 +559,7 @@ class SqliteStore(_OutboxMixin):
                     async with self.transaction() as tx:
                         await _migrate(tx, self.dialect)
                     break
-                except StoreError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc):
-                        raise
+                except StoreBusy:
                     if time.monotonic() + pause > deadline:
                         raise
                 await asyncio.sleep(pause)
@@ -604,6 +618,9 @@ class SqliteStore(_OutboxMixin):
 def _pg_error(exc: Exception) -> StoreError:
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         return IntegrityViolation(f"constraint violated: {exc}")
+    if isinstance(exc, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError,
+                        asyncpg.LockNotAvailableError)):
+        return StoreBusy(f"postgresql: {type(exc).__name__}: {exc}")
     return StoreError(f"postgresql: {type(exc).__name__}: {exc}")
 
 

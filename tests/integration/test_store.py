@@ -13,6 +13,7 @@ from consumers.store import (
     IntegrityViolation,
     SqliteStore,
     Store,
+    StoreBusy,
     StoreError,
     open_store,
 )
@@ -234,6 +235,67 @@ async def test_sqlite_settings_and_durability(tmp_path: Path) -> None:
     async with open_store(url) as reopened, reopened.transaction() as tx:
         assert await tx.fetchval("SELECT status FROM orders WHERE order_id = $1", "o-d") == "open"
         assert not await tx.claim("orders", "evt-durable")
+
+
+async def test_a_held_write_lock_is_store_busy_and_a_restart_outwaits_it(tmp_path: Path) -> None:
+    """While one connection holds SQLite's write lock past the other's busy_timeout, the
+    other's transaction fails with StoreBusy (nothing applied, worth retrying), not a bare
+    StoreError; and a store opening meanwhile keeps trying and opens once the lock is let
+    go."""
+    url = f"sqlite:///{tmp_path}/busy.sqlite3"
+    async with open_store(url) as holder:
+        impatient = SqliteStore(str(tmp_path / "busy.sqlite3"), busy_timeout_ms=50)
+        await impatient.open()
+        try:
+            async with holder.transaction() as held:
+                await held.claim("orders", "evt-held")
+                with pytest.raises(StoreBusy):
+                    async with impatient.transaction() as tx:
+                        await tx.claim("orders", "evt-waiting")
+                late = SqliteStore(str(tmp_path / "busy.sqlite3"), busy_timeout_ms=50)
+                opening = asyncio.create_task(late.open())
+                await asyncio.sleep(0.3)  # several busy_timeouts pass while the lock is held
+                assert not opening.done()
+            async with asyncio.timeout(TIMEOUT):
+                await opening
+            await late.close()
+            async with impatient.transaction() as tx:
+                assert await tx.claim("orders", "evt-waiting")
+        finally:
+            await impatient.close()
+
+
+async def test_postgresql_deadlock_is_store_busy(store: Store, store_url: str) -> None:
+    """Two transactions that lock the same two rows in opposite orders: the one PostgreSQL
+    picks as the deadlock victim fails with StoreBusy and applied nothing."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL detects deadlocks; SQLite has one writer")
+    await _put_stock(store, "A", 1)
+    await _put_stock(store, "B", 1)
+    other = open_store(store_url)
+    await other.open()
+    first_locked, second_locked = asyncio.Event(), asyncio.Event()
+
+    async def lock(s: Store, mine: str, theirs: str, locked: asyncio.Event,
+                   wait: asyncio.Event) -> None:
+        async with s.transaction() as tx:
+            await tx.execute("UPDATE stock SET on_hand = on_hand + 1 WHERE sku = $1", mine)
+            locked.set()
+            await wait.wait()
+            await tx.execute("UPDATE stock SET on_hand = on_hand + 1 WHERE sku = $1", theirs)
+
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            results = await asyncio.gather(
+                lock(store, "A", "B", first_locked, second_locked),
+                lock(other, "B", "A", second_locked, first_locked),
+                return_exceptions=True)
+    finally:
+        await other.close()
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 1 and isinstance(failed[0], StoreBusy), results
+    async with store.transaction() as tx:
+        assert await tx.fetchval("SELECT SUM(on_hand) FROM stock") == 4  # 1 + 1 + the winner's 2
 
 
 async def test_sqlite_in_memory(tmp_path: Path) -> None:
