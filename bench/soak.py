@@ -38,7 +38,9 @@ deliveries alone:
                 accepted for it, an order not allocated / shipped / delivered as its
                 shipments say
     dead        dead letters found vs poison events sent, each read off the dead-letter queue
-                and matched by event id
+                and matched by event id (a duplicate delivery of a poison event is
+                dead-lettered again: shown as a second copy, accounted for by the same
+                poison event); nothing may be on any other dead-letter queue
     left        messages still on a work or retry queue
     owed        portal notifications in the outbox not received (verified) at least once;
                 a webhook-id received again must carry the same payload
@@ -637,7 +639,9 @@ async def reconcile(store: Any, deliveries: list[Delivery], portal: Portal, owed
               if o in orders and orders[o] != status]
 
     dead_unexplained = [i for i in dead if i not in poison]
-    other_dead = sum(n for q, (n, _) in final.items() if q.endswith(".dead"))
+    # A duplicate delivery (or a redelivery) of a poison event is dead-lettered again: a
+    # second copy of the same event id, accounted for by the same poison event.
+    all_dead = sum(n for q, (n, _) in final.items() if q.endswith(".dead"))
     left = sum(n for q, (n, _) in final.items() if not q.endswith(".dead"))
 
     applied = [(d, inbox[(d.consumer, i)]) for i, d in accepted.items()
@@ -654,7 +658,8 @@ async def reconcile(store: Any, deliveries: list[Delivery], portal: Portal, owed
         "doubled_what": doubled[:5], "phantom": len(phantom), "wrong": wrong[:5],
         "wrong_count": len(wrong), "orders": len(orders),
         "shipments_delivered": sum(1 for v in shipments.values() if v == "delivered"),
-        "dead_expected": len(poison), "dead_found": other_dead,
+        "dead_expected": len(poison), "dead_found": len(set(dead) & poison),
+        "dead_copies": len(dead) - len(set(dead)), "dead_elsewhere": all_dead - len(dead),
         "dead_unexplained": dead_unexplained[:5] + (["missing: " + i for i in
                                                       sorted(poison - set(dead))[:5]]),
         "left": left, "owed": len(owed), "notified": len(portal.received),
@@ -669,7 +674,7 @@ def ok(r: dict[str, Any]) -> bool:
     return (r["lost"] == 0 and r["doubled"] == 0 and r["phantom"] == 0 and r["left"] == 0
             and r["wrong_count"] == 0 and r["owed"] == 0 and r["bad_signatures"] == 0
             and r["inconsistent"] == 0 and r["drained"] and not r["dead_unexplained"]
-            and r["dead_found"] == r["dead_expected"]
+            and r["dead_found"] == r["dead_expected"] and r["dead_elsewhere"] == 0
             and all(code == 0 for code in r["exit_codes"].values()))
 
 
@@ -692,7 +697,11 @@ def report(r: dict[str, Any]) -> None:
         ("wrong state (must be 0)", f"{r['wrong_count']} {r['wrong'] or ''}"),
         ("orders stored / shipments delivered", f"{r['orders']} / {r['shipments_delivered']}"),
         ("dead-lettered (expected/found)", f"{r['dead_expected']} / {r['dead_found']}"
-                                           f" {r['dead_unexplained'] or ''}"),
+                                           f" {r['dead_unexplained'] or ''}" + (
+            f" (+{r['dead_copies']} second copies of poison events, from duplicate"
+            " deliveries)" if r["dead_copies"] else "") + (
+            f"; {r['dead_elsewhere']} on other dead-letter queues (must be 0)"
+            if r["dead_elsewhere"] else "")),
         ("left on queues (must be 0)", r["left"]),
         ("notifications owed not received", r["owed"]),
         ("notifications received (receipts)", f"{r['notified']} ({r['portal_receipts']})"),
