@@ -44,12 +44,13 @@ from consumers.effects import (
     text,
 )
 from consumers.runner import Permanent
-from consumers.shipping import follow_shipments
+from consumers.shipping import follow_shipments, orders_with_shipments
 
 # What handle() returns, for the runner to count.
 OUTCOMES = ("allocated", "partially_allocated", "backordered", "cancelled", "exists",
             "ignored", "stale")
 
+SHIPPED_ORDERS = "orders.shipped_orders"  # tx.facts key: set by prepare, read by _created
 CANCELLED_STATUSES = frozenset({"cancelled", "refunded"})  # canonical order statuses
 NOT_UPDATABLE = frozenset({"shipped", "delivered", "exception", "cancelled"})
 NOT_CANCELLABLE = frozenset({"shipped", "delivered"})
@@ -131,7 +132,9 @@ async def _created(tx: Any, event: dict[str, Any], order: dict[str, Any], policy
         return "exists"
     await insert_lines(tx, order_id, lines)
     await notify(tx, event, f"order.{status}", order_id, order_summary(order_id, status, lines))
-    await follow_shipments(tx, order_id)
+    shipped = tx.facts.get(SHIPPED_ORDERS)  # None: no prepare ran, so look
+    if shipped is None or order_id in shipped:
+        await follow_shipments(tx, order_id)
     return status
 
 
@@ -190,9 +193,9 @@ async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY
 
 async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
     """Before a batch: lock its order ids, then the stock rows its orders will reserve or
-    release, each in one global order."""
-    if tx.dialect != "postgresql":
-        return
+    release, each in one global order (PostgreSQL); then note which of its orders a stored
+    shipment already names (a fulfillment that overtook its order), so storing the others
+    costs no lookup."""
     skus: set[str] = set()
     ids: set[str] = set()
     for event in events:
@@ -205,3 +208,4 @@ async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
             if isinstance(line, dict) and isinstance(line.get("sku"), str):
                 skus.add(line["sku"])
     await lock_orders_and_stock(tx, ids, skus)
+    tx.facts[SHIPPED_ORDERS] = await orders_with_shipments(tx, ids)

@@ -75,6 +75,25 @@ async def _move_order(tx: Any, order_id: str, target: str) -> str | None:
     return target
 
 
+async def orders_with_shipments(tx: Any, order_ids: set[str]) -> set[str]:
+    """Which of `order_ids` some stored shipment names (one query). On PostgreSQL, run it
+    after lock_orders: no shipment naming them can then commit before this transaction."""
+    if not order_ids:
+        return set()
+    ids = sorted(order_ids)
+    if tx.dialect == "postgresql":
+        rows = await tx.fetch(
+            "SELECT DISTINCT order_id FROM shipments WHERE order_id = ANY($1::text[])", ids)
+    else:
+        rows = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            marks = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
+            rows += await tx.fetch(
+                f"SELECT DISTINCT order_id FROM shipments WHERE order_id IN ({marks})", *chunk)
+    return {row["order_id"] for row in rows}
+
+
 async def follow_shipments(tx: Any, order_id: str) -> str | None:
     """Move the order forward to match the furthest status among its shipments; the status it
     ends in (None if the order is not stored yet: the orders consumer calls this again when it

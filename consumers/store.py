@@ -81,6 +81,7 @@ class Tx(Protocol):
     ) -> None: ...
     # The outbox rows this transaction added (id, routing_key, body, message_id), in order.
     outbox: list[dict[str, Any]]
+    facts: dict[str, Any]
     dialect: str  # "sqlite" or "postgresql"
 
 
@@ -266,6 +267,9 @@ class _TxBase:
 
     def __init__(self) -> None:
         self.outbox: list[dict[str, Any]] = []
+        # What a batch's prepare learned for its handlers (one query per batch instead of
+        # one per message); it lives and dies with this transaction.
+        self.facts: dict[str, Any] = {}
 
     async def execute(self, sql: str, *args: Any) -> int:
         raise NotImplementedError

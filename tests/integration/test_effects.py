@@ -484,6 +484,33 @@ async def _prepared(store: Store, module: Any, event: dict[str, Any]) -> str:
     return await store.run(work)
 
 
+async def test_a_batch_looks_up_overtaken_orders_once_and_follows_only_those(
+    store: Store,
+) -> None:
+    """Through prepare (as the runner applies a batch): the order whose fulfillment came
+    first follows it to delivered, the other in the same batch stays allocated; the lookup
+    is one query for the batch, noted for the handlers."""
+    await _apply(store, inventory, _stock("A", on_hand=5))
+    await _apply(store, shipping, _carrier_update("T8", "fedex", "pre_transit",
+                                                  "2024-05-02T08:00:00Z", "o-overtaken"))
+    await _apply(store, shipping, _carrier_update("T8", "fedex", "delivered",
+                                                  "2024-05-03T10:00:00Z"))
+    batch = [_order("order.created", "o-overtaken", [("A", 2)]),
+             _order("order.created", "o-plain", [("A", 1)])]
+
+    async def work(tx: Any) -> tuple[list[str], Any]:
+        await orders.prepare(tx, batch)
+        noted = set(tx.facts[orders.SHIPPED_ORDERS])
+        return [await orders.handle(tx, event, Policy()) for event in batch], noted
+
+    outcomes, noted = await store.run(work)
+    assert outcomes == ["allocated", "allocated"]
+    assert noted == {"o-overtaken"}
+    assert await _status(store, "o-overtaken") == "delivered"
+    assert await _status(store, "o-plain") == "allocated"
+    assert await _stock_of(store, "A") == (3, 1)
+
+
 async def test_order_and_its_shipment_applied_at_once_meet(store_url: str) -> None:
     """On PostgreSQL, the orders and shipping consumers apply an order and a delivery naming it
     at the same moment: the second waits for the first (a lock on the order id), so the order
