@@ -47,7 +47,7 @@ import structlog
 from aio_pika.abc import AbstractIncomingMessage
 from prometheus_client import Counter, Histogram
 
-from consumers.store import StoreError, now_iso
+from consumers.store import PARAMS_PER_STATEMENT, StoreError, chunks, now_iso, placeholders
 from router.egress import (
     Unresolvable,
     UnsafeURL,
@@ -197,14 +197,13 @@ def attempt_row(sub: str, message: AbstractIncomingMessage, attempt: int,
 
 ATTEMPT_COLUMNS = ("subscription", "message_id", "event_id", "type", "attempt", "status_code",
                    "error", "latency_ms", "at")
-_ATTEMPTS_PER_INSERT = 100
 
 
 class AttemptLog:
     """One subscription's attempts, written in group commits: the rows that arrive while a
     write is in flight go together in the next one, so under load one transaction records
     many (and, if any of them was delivered, forgets the failures counted so far). record()
-    returns once its row is committed, and raises StoreError if the write failed."""
+    returns once its row is committed, and raises what the store raised if the write failed."""
 
     def __init__(self, store: Any, name: str) -> None:
         self.store = store
@@ -228,11 +227,9 @@ class AttemptLog:
             async def work(tx: Any, rows: list[tuple[Any, ...]] = rows,
                            reset: bool = reset) -> None:
                 width = len(ATTEMPT_COLUMNS)
-                for start in range(0, len(rows), _ATTEMPTS_PER_INSERT):
-                    chunk = rows[start:start + _ATTEMPTS_PER_INSERT]
-                    values = ", ".join(
-                        "(" + ", ".join(f"${i * width + j + 1}" for j in range(width)) + ")"
-                        for i in range(len(chunk)))
+                for chunk in chunks(rows, PARAMS_PER_STATEMENT // width):
+                    values = ", ".join(f"({placeholders(width, first=i * width + 1)})"
+                                       for i in range(len(chunk)))
                     await tx.execute(
                         f"INSERT INTO deliveries ({', '.join(ATTEMPT_COLUMNS)})"
                         f" VALUES {values}", *(value for row in chunk for value in row))
@@ -244,10 +241,9 @@ class AttemptLog:
             try:
                 await self.store.run(work)
             except Exception as exc:
-                error = exc if isinstance(exc, StoreError) else StoreError(str(exc))
                 for _, _, future in batch:
                     if not future.done():
-                        future.set_exception(error)
+                        future.set_exception(exc)
             else:
                 for _, _, future in batch:
                     if not future.done():
@@ -429,7 +425,7 @@ class Deliverer:
             row = await subscription_state(self.store, self.sub.name)
         except StoreError as exc:
             log.warning("subscription_state_unavailable", subscription=self.sub.name,
-                        error=str(exc)[:200], assumed=self.known_state)
+                        error=type(exc).__name__, assumed=self.known_state)
             return self.known_state
         self.known_state = row["state"] if row else "enabled"
         return self.known_state
@@ -441,7 +437,7 @@ class Deliverer:
             return await work
         except StoreError as exc:
             log.warning("delivery_bookkeeping_failed", subscription=self.sub.name, what=what,
-                        error=str(exc)[:200])
+                        error=type(exc).__name__)
             return None
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -487,7 +483,7 @@ class Deliverer:
             await self._deliver(message)
         except Exception as exc:  # a bug, not the receiver: retry it later, never hold it
             log.error("delivery_crashed", subscription=self.sub.name,
-                      message_id=message.message_id, error=f"{type(exc).__name__}: {exc}"[:300])
+                      message_id=message.message_id, error=type(exc).__name__)
             await self._reroute(message, attempt_of(message),
                                 Attempt(error=f"internal error: {type(exc).__name__}"))
         finally:

@@ -34,6 +34,7 @@ from consumers.effects import (
     text,
 )
 from consumers.runner import Permanent
+from consumers.store import PARAMS_PER_STATEMENT, chunks, placeholders
 
 # What handle() returns, for the runner to count.
 OUTCOMES = ("advanced", "kept")
@@ -76,22 +77,15 @@ async def _move_order(tx: Any, order_id: str, target: str) -> str | None:
 
 
 async def orders_with_shipments(tx: Any, order_ids: set[str]) -> set[str]:
-    """Which of `order_ids` some stored shipment names (one query). On PostgreSQL, run it
-    after lock_orders: no shipment naming them can then commit before this transaction."""
-    if not order_ids:
-        return set()
-    ids = sorted(order_ids)
-    if tx.dialect == "postgresql":
-        rows = await tx.fetch(
-            "SELECT DISTINCT order_id FROM shipments WHERE order_id = ANY($1::text[])", ids)
-    else:
-        rows = []
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            marks = ", ".join(f"${i}" for i in range(1, len(chunk) + 1))
-            rows += await tx.fetch(
-                f"SELECT DISTINCT order_id FROM shipments WHERE order_id IN ({marks})", *chunk)
-    return {row["order_id"] for row in rows}
+    """Which of `order_ids` some stored shipment names, in one query for a batch. On
+    PostgreSQL, run it after lock_orders: no shipment naming them can then commit before
+    this transaction."""
+    found: set[str] = set()
+    for chunk in chunks(sorted(order_ids), PARAMS_PER_STATEMENT):
+        rows = await tx.fetch("SELECT DISTINCT order_id FROM shipments"
+                              f" WHERE order_id IN ({placeholders(len(chunk))})", *chunk)
+        found.update(row["order_id"] for row in rows)
+    return found
 
 
 async def follow_shipments(tx: Any, order_id: str) -> str | None:

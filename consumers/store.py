@@ -259,7 +259,17 @@ _PENDING = (
     "SELECT id, kind, routing_key, body, message_id, created_at FROM outbox"
     " WHERE sent_at IS NULL ORDER BY id LIMIT $1"
 )
-_MARK_SENT_CHUNK = 500  # ids per UPDATE: well under SQLite's 32,766 bound parameters
+PARAMS_PER_STATEMENT = 900  # bound parameters per statement: under SQLite's old 999 bound
+
+
+def placeholders(count: int, first: int = 1) -> str:
+    """`$first, $first+1, …` for `count` parameters (an IN list, a VALUES row)."""
+    return ", ".join(f"${i}" for i in range(first, first + count))
+
+
+def chunks(values: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    """`values` in slices of at most `size`, for statements with a bounded parameter count."""
+    return [values[start:start + size] for start in range(0, len(values), size)]
 
 
 class _TxBase:
@@ -314,11 +324,10 @@ class _OutboxMixin:
 async def mark_sent(tx: Any, ids: Sequence[int]) -> None:
     """Mark outbox rows sent inside `tx`, one UPDATE per chunk of ids rather than one per row."""
     sent_at = now_iso()
-    for start in range(0, len(ids), _MARK_SENT_CHUNK):
-        chunk = ids[start:start + _MARK_SENT_CHUNK]
-        marks = ", ".join(f"${i}" for i in range(2, len(chunk) + 2))
+    for chunk in chunks(ids, PARAMS_PER_STATEMENT - 1):
         await tx.execute(
-            f"UPDATE outbox SET sent_at = $1 WHERE sent_at IS NULL AND id IN ({marks})",
+            "UPDATE outbox SET sent_at = $1 WHERE sent_at IS NULL"
+            f" AND id IN ({placeholders(len(chunk), first=2)})",
             sent_at, *chunk,
         )
 

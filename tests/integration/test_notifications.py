@@ -483,3 +483,25 @@ class TestStoreOutage:
             return set(back) <= {row["message_id"] for row in rows}
 
         await until(recorded)
+
+
+class TestAttemptLog:
+    async def test_attempts_finishing_together_share_commits_and_all_land(self, store):
+        """250 attempts recorded at once (more than one INSERT's worth of parameters): every
+        row is committed before its record() returns, and a delivered one among them resets
+        the failure count."""
+        from consumers.notifications import AttemptLog
+
+        async with store.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO subscription_state (name, state, failures, first_failure_at,"
+                " updated_at) VALUES ('bulk', 'enabled', 3, $1, $1)", "2026-11-28T00:00:00+00:00")
+        log = AttemptLog(store, "bulk")
+        rows = [("bulk", f"m-{i}", f"evt-{i}", "order.allocated", 1, 204, None, 1.0,
+                 "2026-11-28T00:00:00+00:00") for i in range(250)]
+        await asyncio.gather(*(log.record(row, delivered=(i == 249))
+                               for i, row in enumerate(rows)))
+        async with store.transaction() as tx:
+            assert 250 == await tx.fetchval("SELECT COUNT(*) FROM deliveries")
+            assert 0 == await tx.fetchval(
+                "SELECT failures FROM subscription_state WHERE name = 'bulk'")
