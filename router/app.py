@@ -106,18 +106,27 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
-def _broker_ctx(publisher: Publisher) -> Callable[[web.Application], AsyncIterator[None]]:
+def _broker_ctx(
+    publisher: Publisher, wait: bool
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def broker(app: web.Application) -> AsyncIterator[None]:
-        # Serve at once: until the broker is reached, /readyz and webhooks answer 503.
-        publisher.connect_in_background()
+        if wait:  # the server starts listening only once the broker is reached
+            await publisher.connect_until_ready()
+        else:  # serve at once: until the broker is reached, /readyz and webhooks answer 503
+            publisher.connect_in_background()
         yield
         await publisher.close()
 
     return broker
 
 
-def create_app(settings: Settings, *, publisher: Publisher | None = None) -> web.Application:
-    """Build the ingress for `settings` (ConfigError if a source cannot work)."""
+def create_app(
+    settings: Settings, *, publisher: Publisher | None = None, wait_for_broker: bool = False
+) -> web.Application:
+    """Build the ingress for `settings` (ConfigError if a source cannot work).
+
+    With `wait_for_broker`, starting the app waits until the broker is connected, so a
+    server listens only once it can publish; otherwise it answers 503 until then."""
     registry = SchemaRegistry.load(settings.server.schemas)
     sources = build_sources(settings, registry)
     publisher = publisher or Publisher(settings.broker)
@@ -131,6 +140,6 @@ def create_app(settings: Settings, *, publisher: Publisher | None = None) -> web
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    app.cleanup_ctx.append(_broker_ctx(publisher))
+    app.cleanup_ctx.append(_broker_ctx(publisher, wait_for_broker))
     return app
 

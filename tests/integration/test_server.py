@@ -50,6 +50,18 @@ class Server:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
 
+    async def wait_for_line(self, text: bytes, timeout: float = 30.0) -> None:
+        """Read the output until a line containing `text` (kept in `output` with the rest)."""
+        assert self.proc is not None and self.proc.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self.proc.stdout.readline()
+                self.output += line
+                if text in line:
+                    return
+                if not line:
+                    raise AssertionError(f"exited without printing {text!r}: {self.output!r}")
+
     async def wait_exit(self, timeout: float = 30.0) -> int:
         assert self.proc is not None
         out, _ = await asyncio.wait_for(self.proc.communicate(), timeout)
@@ -86,8 +98,11 @@ async def wait_status(session, url: str, status: int, timeout: float = 30.0, **k
 def server_config(tmp_path: Path, settings: Settings, topology) -> Callable[..., Path]:
     """Writes a copy of the shipped router.toml using this test's broker prefix."""
 
-    def write(extra_server: str = "", confirm_timeout: float = 5.0) -> Path:
+    def write(extra_server: str = "", confirm_timeout: float = 5.0,
+              broker_url: str | None = None) -> Path:
         text = (ROOT / "config" / "router.toml").read_text()
+        if broker_url is not None:
+            text = text.replace("[broker]\n", f'[broker]\nurl = "{broker_url}"\n', 1)
         text = text.replace('prefix = ""', f'prefix = "{settings.broker.prefix}"')
         text = text.replace("confirm_timeout = 5.0", f"confirm_timeout = {confirm_timeout}")
         text = text.replace("retry_ladder = [5, 15, 45]", "retry_ladder = [1, 2]")
@@ -280,5 +295,33 @@ class TestWorkers:
                 text = await response.text()
         assert 'webhook_requests_total{source="shopify",status="202"} 20.0' in text
         assert 20 == (await queue_depths())[topology.queue("orders")]
+        await server.stop()
+        assert 0 == server.proc.returncode
+
+    async def test_workers_listen_only_once_they_can_publish(
+        self, server_config, make_server, settings
+    ):
+        """While the broker cannot be reached no worker takes connections (a provider gets
+        no 503 from a worker that cannot publish), and a SIGTERM that comes while the
+        workers are still starting stops them all cleanly: exit 0."""
+        server = make_server(server_config(broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/"))
+        await server.start("--workers", "2")
+        # Sent as soon as the workers exist: they are still importing, or waiting for the
+        # broker, and neither may end them by the signal (exit 15).
+        await server.wait_for_line(b'"workers_started"')
+        server.proc.send_signal(signal.SIGTERM)
+        assert 0 == await server.wait_exit()
+        assert b'"broker_connected"' not in server.output
+
+    async def test_a_worker_waiting_for_the_broker_refuses_connections(
+        self, server_config, make_server, settings
+    ):
+        """A worker that has not reached the broker does not listen: connections are refused,
+        not answered 503, until the broker is there."""
+        server = make_server(server_config(broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/"))
+        await server.start("--workers", "2")
+        await server.wait_for_line(b'"broker_unavailable"')
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
         await server.stop()
         assert 0 == server.proc.returncode
