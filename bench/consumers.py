@@ -52,8 +52,8 @@ sys.path.insert(0, str(ROOT))
 from consumers import orders  # noqa: E402
 from consumers.runner import ConsumerSpec, Runner  # noqa: E402
 from consumers.store import open_store  # noqa: E402
+from router.broker.topology import Topology  # noqa: E402
 from router.settings import BrokerSettings  # noqa: E402
-from router.topology import Topology  # noqa: E402
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_ADMIN_URL = os.environ.get("PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")

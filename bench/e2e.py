@@ -20,7 +20,7 @@ Two pipelines, each as separate processes on the same RabbitMQ, under the same l
            acks; no inbox, no outbox, no reservation.  Both under uvloop.
 
 Both publish to a topic exchange bound to a quorum `orders` queue of the same arguments
-(router.topology.Topology; ours under the prefix `e2e-<uuid6>.`, naive under
+(router.broker.topology.Topology; ours under the prefix `e2e-<uuid6>.`, naive under
 `e2e-<uuid6>.naive.`).
 
 Load: open loop.  Every request is a Shopify `orders/create` (the ~700-byte order of
@@ -104,7 +104,7 @@ sys.path.insert(0, str(ROOT))
 from bench.ingress import ORDER, PLAIN_SERVER, free_port, wait_http, wait_port  # noqa: E402
 from bench.ingress import write_config as write_ingress_config  # noqa: E402
 from consumers.store import open_store  # noqa: E402
-from router.topology import Topology  # noqa: E402
+from router.broker.topology import Topology  # noqa: E402
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SECRET = "bench-secret-0123456789"

@@ -162,7 +162,7 @@ def run_wrk(port: int, script: Path, duration: int, connections: int) -> dict[st
 async def declare(prefix: str) -> None:
     import aio_pika
 
-    from router.topology import Topology
+    from router.broker.topology import Topology
 
     connection = await aio_pika.connect(AMQP_URL)
     async with connection:
@@ -172,7 +172,7 @@ async def declare(prefix: str) -> None:
 async def purge(prefix: str, delete: bool = False) -> int:
     import aio_pika
 
-    from router.topology import Topology
+    from router.broker.topology import Topology
 
     connection = await aio_pika.connect(AMQP_URL)
     total = 0

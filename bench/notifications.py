@@ -11,7 +11,7 @@ every POST and notes the webhook id. Then, under uvloop, one of:
 
     plain     aio-pika on `notifications`, prefetch = concurrency; each message POSTed with one
               aiohttp session (no signature, nothing recorded), then acked
-    sqlite    consumers.notifications.Notifications with one subscription, on a fresh SQLite
+    sqlite    consumers.outbound.fanout.Notifications with one subscription, on a fresh SQLite
               file (WAL, synchronous=FULL)
     postgres  the same on a fresh database bench_<uuid>
 
@@ -50,15 +50,16 @@ from bench.consumers import (  # noqa: E402
     drop_pg_database,
     quiet_logging,
 )
-from consumers.notifications import Notifications, delivery_queue, delivery_queues  # noqa: E402
+from consumers.outbound.fanout import Notifications  # noqa: E402
+from consumers.outbound.notification import delivery_queue, delivery_queues  # noqa: E402
 from consumers.store import open_store  # noqa: E402
+from router.broker.topology import Topology  # noqa: E402
 from router.settings import (  # noqa: E402
     BrokerSettings,
     NotificationSettings,
     Settings,
     SubscriptionSettings,
 )
-from router.topology import Topology  # noqa: E402
 
 SECRET = "whsec_" + base64.b64encode(b"bench-notifications-key-0123456").decode()
 RUN_TIMEOUT = 600.0

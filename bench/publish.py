@@ -1,4 +1,4 @@
-"""Confirmed-publish benchmark: aio-pika, aiormq and router.amqp.ConfirmingPublisher, same run.
+"""Confirmed-publish benchmark: aio-pika, aiormq and our ConfirmingPublisher, in one run.
 
     python bench/publish.py [--count 20000] [--rounds 3] [--in-flight 256]
 
@@ -32,7 +32,7 @@ from aiormq import spec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from router.amqp import ConfirmingPublisher  # noqa: E402
+from router.broker.protocol import ConfirmingPublisher  # noqa: E402
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 KEY = "order.created"
@@ -115,7 +115,7 @@ async def aiormq_client(exchange: str, run_id: str) -> tuple[Publish, Callable[[
     channel = await connection.channel(publisher_confirms=True)
 
     async def publish(i: int) -> object:
-        # As router/publisher.py does it: wait for the confirm, not for the socket write.
+        # As router/broker/publisher.py does it: wait for the confirm, not for the socket write.
         result = await channel.basic_publish(
             BODY,
             exchange=exchange,

@@ -81,11 +81,11 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumers.notifications import delivery_queue  # noqa: E402
+from consumers.outbound.notification import delivery_queue  # noqa: E402
 from consumers.store import open_store  # noqa: E402
-from router.cli import signed_headers  # noqa: E402
+from router.broker.topology import Topology  # noqa: E402
+from router.providers import signed_headers  # noqa: E402
 from router.settings import load_settings  # noqa: E402
-from router.topology import Topology  # noqa: E402
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_ADMIN_URL = os.environ.get("PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")

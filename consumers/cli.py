@@ -10,16 +10,18 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from consumers.effects import Policy
 from consumers.runner import ConsumerSpec, Runner
-from consumers.store import DEFAULT_POOL_MAX, open_store, redact_url
+from consumers.stock import Policy
+from consumers.store import DEFAULT_POOL_MAX, Store, open_store, redact_url
+from router.egress import UnsafeURL
 from router.errors import ConfigError
 from router.logs import configure_logging
-from router.settings import DEFAULT_CONFIG, load_settings
+from router.settings import DEFAULT_CONFIG, Settings, load_settings
 
-# consumer name (= its queue) -> module with `async def handle(tx, event, policy)` and,
-# optionally, `async def prepare(tx, events)`
+# consumer name (= its queue) -> module with `async def handle(tx, event, batch, *, policy)`
+# and, optionally, `async def prepare(tx, events) -> batch`
 CONSUMERS = {
     "orders": "consumers.orders",
     "inventory": "consumers.inventory",
@@ -27,7 +29,7 @@ CONSUMERS = {
 }
 
 
-def consumer_spec(name: str, settings) -> ConsumerSpec:
+def consumer_spec(name: str, settings: Settings) -> ConsumerSpec[Any]:
     """The named consumer, its handler bound to the configured allocation policy."""
     module = importlib.import_module(CONSUMERS[name])
     policy = Policy(partial_allocation=settings.consumers.partial_allocation)
@@ -35,7 +37,7 @@ def consumer_spec(name: str, settings) -> ConsumerSpec:
                         getattr(module, "prepare", None))
 
 
-def _open(store_url: str, concurrency: int):
+def _open(store_url: str, concurrency: int) -> Store:
     # One connection per batch in flight, one for the outbox marks.
     return open_store(store_url, pool_max=max(DEFAULT_POOL_MAX, concurrency + 1))
 
@@ -69,7 +71,8 @@ def _positive(value: str) -> int:
     return number
 
 
-async def run(name: str, settings, store_url: str, prefetch: int, concurrency: int) -> None:
+async def run(name: str, settings: Settings, store_url: str, prefetch: int,
+              concurrency: int) -> None:
     _make_sqlite_dir(store_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -77,7 +80,7 @@ async def run(name: str, settings, store_url: str, prefetch: int, concurrency: i
         loop.add_signal_handler(signum, stop.set)
     async with _open(store_url, concurrency) as store:
         if name == "notifications":
-            from consumers.notifications import Notifications
+            from consumers.outbound.fanout import Notifications
 
             await Notifications(settings, store).run(stop)
             return
@@ -86,7 +89,7 @@ async def run(name: str, settings, store_url: str, prefetch: int, concurrency: i
         await runner.run(stop)
 
 
-async def run_all(settings, store_url: str, prefetch: int, concurrency: int,
+async def run_all(settings: Settings, store_url: str, prefetch: int, concurrency: int,
                   port: int | None) -> None:
     """The ingress and every consumer in one process, sharing one store.
 
@@ -96,7 +99,7 @@ async def run_all(settings, store_url: str, prefetch: int, concurrency: int,
     from aiohttp import web
 
     from router.app import create_app
-    from router.cli import _ssl_context
+    from router.serve import ssl_context
 
     _make_sqlite_dir(store_url)
     loop = asyncio.get_running_loop()
@@ -107,7 +110,7 @@ async def run_all(settings, store_url: str, prefetch: int, concurrency: int,
                                shutdown_timeout=settings.server.shutdown_timeout)
     await app_runner.setup()
     await web.TCPSite(app_runner, settings.server.host, port or settings.server.port,
-                      ssl_context=_ssl_context(settings)).start()
+                      ssl_context=ssl_context(settings)).start()
     stop = asyncio.Event()
     async with _open(store_url, concurrency * len(CONSUMERS)) as store:
         consumers = [
@@ -117,7 +120,7 @@ async def run_all(settings, store_url: str, prefetch: int, concurrency: int,
             ).run(stop))
             for name in CONSUMERS
         ]
-        from consumers.notifications import Notifications
+        from consumers.outbound.fanout import Notifications
 
         consumers.append(asyncio.create_task(Notifications(settings, store).run(stop)))
         waiting = asyncio.create_task(signalled.wait())
@@ -157,8 +160,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefetch = args.prefetch or settings.consumers.prefetch
     concurrency = args.concurrency or settings.consumers.concurrency
     print(f"consumer {args.name} on {redact_url(store)}", file=sys.stderr)
-    from router.egress import UnsafeURL
-
     try:
         if args.name == "all":
             asyncio.run(run_all(settings, store, prefetch, concurrency, args.port))

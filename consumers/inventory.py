@@ -9,7 +9,7 @@ delta     a received batch (or a negative correction): added to on_hand; as_of i
           A late absolute count older than an applied delta still overwrites it (one as_of).
 
 When the available quantity (on_hand - reserved) grows, waiting orders for the SKU are
-allocated oldest first (consumers.effects.allocate_waiting).
+allocated oldest first (consumers.stock.allocate_waiting).
 
 Outbox kinds: stock.changed (each change of on_hand), order.allocated or
 order.partially_allocated (per waiting order that got stock).
@@ -17,26 +17,19 @@ order.partially_allocated (per waiting order that got stock).
 
 from __future__ import annotations
 
-from typing import Any
-
-from consumers.effects import (
-    DEFAULT_POLICY,
-    Policy,
-    allocate_waiting,
-    data_of,
-    integer,
-    iso,
-    lock_stock,
-    notify,
-    text,
-)
-from consumers.runner import Permanent
+from consumers.errors import Permanent
+from consumers.events import Event, data_of, integer, iso, text
+from consumers.outbox import notify
+from consumers.stock import DEFAULT_POLICY, Policy, allocate_waiting, lock_stock
+from consumers.store import Tx
 
 # What handle() returns, for the runner to count.
 OUTCOMES = ("applied", "stale", "unchanged")
 
 
-async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY) -> str:
+async def handle(
+    tx: Tx, event: Event, batch: None = None, *, policy: Policy = DEFAULT_POLICY
+) -> str:
     """Apply one stock update in `tx`; returns one of OUTCOMES."""
     if event.get("type") != "inventory.updated":
         raise Permanent(f"inventory: unknown event type {event.get('type')!r}")
@@ -111,7 +104,7 @@ async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY
     return "applied"
 
 
-async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
+async def prepare(tx: Tx, events: list[Event]) -> None:
     """Before a batch: lock the stock rows it updates, in one order."""
     skus = {
         event["data"]["sku"] for event in events

@@ -1,6 +1,6 @@
 """The orders consumer: `order.created`, `order.updated`, `order.cancelled`.
 
-created   store the order and its lines and reserve stock for them (consumers.effects:
+created   store the order and its lines and reserve stock for them (consumers.stock:
           `allocated`, else `backordered` with nothing reserved, or `partially_allocated`
           when the policy allows it). An order id already stored is left alone ("exists").
 updated   for an order not shipped, delivered, in exception or cancelled: release its
@@ -20,43 +20,48 @@ Outbox kinds: order.allocated, order.partially_allocated, order.backordered, ord
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from consumers.effects import (
+from consumers.errors import Permanent
+from consumers.events import Event, data_of, event_time, integer, iso, text
+from consumers.outbox import notify
+from consumers.shipments import follow_shipments, orders_with_shipments
+from consumers.stock import (
     DEFAULT_POLICY,
     Policy,
     allocate_waiting,
-    data_of,
-    event_time,
     insert_lines,
-    integer,
-    iso,
     lock_order,
     lock_orders_and_stock,
     new_lines,
-    notify,
     order_summary,
     release_lines,
     release_order,
     reserve_lines,
-    text,
 )
-from consumers.runner import Permanent
-from consumers.shipping import follow_shipments, orders_with_shipments
+from consumers.store import Tx
 
 # What handle() returns, for the runner to count.
 OUTCOMES = ("allocated", "partially_allocated", "backordered", "cancelled", "exists",
             "ignored", "stale")
 
-SHIPPED_ORDERS = "orders.shipped_orders"  # tx.facts key: set by prepare, read by _created
 CANCELLED_STATUSES = frozenset({"cancelled", "refunded"})  # canonical order statuses
 NOT_UPDATABLE = frozenset({"shipped", "delivered", "exception", "cancelled"})
 NOT_CANCELLABLE = frozenset({"shipped", "delivered"})
 
 
-def _order(event: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class OrdersBatch:
+    """What `prepare` learned about a batch, for its handlers (one query per batch instead of
+    one per message)."""
+
+    shipped: frozenset[str]  # the batch's order ids that a stored shipment already names
+
+
+def _order(event: Event) -> dict[str, Any]:
     data = data_of(event)
     lines = data.get("lines")
     if not isinstance(lines, list) or not lines:
@@ -83,7 +88,7 @@ def _order(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _insert(tx: Any, order: dict[str, Any], status: str) -> bool:
+async def _insert(tx: Tx, order: dict[str, Any], status: str) -> bool:
     """Insert the order row; False if the order id is already stored."""
     inserted = await tx.execute(
         "INSERT INTO orders (order_id, source, status, shipping_address, note, created_at,"
@@ -100,7 +105,7 @@ async def _insert(tx: Any, order: dict[str, Any], status: str) -> bool:
 
 
 async def _cancelled(
-    tx: Any, event: dict[str, Any], order_id: str, at: str, policy: Policy
+    tx: Tx, event: Event, order_id: str, at: str, policy: Policy
 ) -> str:
     lines = await release_order(tx, order_id)
     await tx.execute(
@@ -114,7 +119,9 @@ async def _cancelled(
     return "cancelled"
 
 
-async def _created(tx: Any, event: dict[str, Any], order: dict[str, Any], policy: Policy) -> str:
+async def _created(
+    tx: Tx, event: Event, order: dict[str, Any], policy: Policy, batch: OrdersBatch | None
+) -> str:
     order_id = order["order_id"]
     lines = new_lines(order["lines"])
     if order["status"] in CANCELLED_STATUSES:
@@ -132,17 +139,18 @@ async def _created(tx: Any, event: dict[str, Any], order: dict[str, Any], policy
         return "exists"
     await insert_lines(tx, order_id, lines)
     await notify(tx, event, f"order.{status}", order_id, order_summary(order_id, status, lines))
-    shipped = tx.facts.get(SHIPPED_ORDERS)  # None: no prepare ran, so look
-    if shipped is None or order_id in shipped:
+    if batch is None or order_id in batch.shipped:  # no prepare ran: look
         await follow_shipments(tx, order_id)
     return status
 
 
-async def _updated(tx: Any, event: dict[str, Any], order: dict[str, Any], policy: Policy) -> str:
+async def _updated(
+    tx: Tx, event: Event, order: dict[str, Any], policy: Policy, batch: OrdersBatch | None
+) -> str:
     order_id = order["order_id"]
     row = await lock_order(tx, order_id)
     if row is None:
-        return await _created(tx, event, order, policy)
+        return await _created(tx, event, order, policy, batch)
     if row["status"] in NOT_UPDATABLE:
         return "ignored"
     if row["updated_at"] and order["at"] < row["updated_at"]:
@@ -168,7 +176,9 @@ async def _updated(tx: Any, event: dict[str, Any], order: dict[str, Any], policy
     return status
 
 
-async def _cancel(tx: Any, event: dict[str, Any], order: dict[str, Any], policy: Policy) -> str:
+async def _cancel(
+    tx: Tx, event: Event, order: dict[str, Any], policy: Policy, batch: OrdersBatch | None
+) -> str:
     order_id = order["order_id"]
     row = await lock_order(tx, order_id)
     if row is None:
@@ -183,15 +193,18 @@ async def _cancel(tx: Any, event: dict[str, Any], order: dict[str, Any], policy:
 _BY_TYPE = {"order.created": _created, "order.updated": _updated, "order.cancelled": _cancel}
 
 
-async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY) -> str:
-    """Apply one order event in `tx`; returns one of OUTCOMES."""
-    apply = _BY_TYPE.get(event.get("type"))  # type: ignore[arg-type]
+async def handle(
+    tx: Tx, event: Event, batch: OrdersBatch | None = None, *, policy: Policy = DEFAULT_POLICY
+) -> str:
+    """Apply one order event in `tx` (`batch`: what `prepare` found for its batch, if it
+    ran); returns one of OUTCOMES."""
+    apply = _BY_TYPE.get(str(event.get("type")))
     if apply is None:
         raise Permanent(f"orders: unknown event type {event.get('type')!r}")
-    return await apply(tx, event, _order(event), policy)
+    return await apply(tx, event, _order(event), policy, batch)
 
 
-async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
+async def prepare(tx: Tx, events: list[Event]) -> OrdersBatch:
     """Before a batch: lock its order ids, then the stock rows its orders will reserve or
     release, each in one global order (PostgreSQL); then note which of its orders a stored
     shipment already names (a fulfillment that overtook its order), so storing the others
@@ -208,4 +221,4 @@ async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
             if isinstance(line, dict) and isinstance(line.get("sku"), str):
                 skus.add(line["sku"])
     await lock_orders_and_stock(tx, ids, skus)
-    tx.facts[SHIPPED_ORDERS] = await orders_with_shipments(tx, ids)
+    return OrdersBatch(shipped=frozenset(await orders_with_shipments(tx, ids)))

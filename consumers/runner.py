@@ -27,29 +27,24 @@ import collections
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aio_pika
 import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
-from aio_pika.exceptions import AMQPException
-from aiormq.exceptions import AMQPError, ChannelInvalidStateError
+from aiormq.exceptions import ChannelInvalidStateError
 from prometheus_client import Counter, Histogram
 
-from consumers.store import mark_sent
-from router.errors import BrokerUnavailable
-from router.messages import (
-    DEAD_AT,
-    DEAD_CONSUMER,
-    DEAD_REASON,
-    attempt_of,
-    copy_message,
-    now_iso,
-)
-from router.publisher import Publisher
+from consumers.errors import Permanent
+from consumers.events import Event
+from consumers.store import Store, Tx, mark_sent
+from router.broker.errors import BROKER_ERRORS, PublishFailed
+from router.broker.messages import attempt_of, dead_copy, reroute, retry_copy
+from router.broker.publisher import Publisher
+from router.broker.reconnect import keep_trying
+from router.broker.topology import Topology
 from router.settings import BrokerSettings
-from router.topology import Topology
 
 log = structlog.get_logger("consumers.runner")
 
@@ -70,39 +65,30 @@ OUTBOX_PUBLISHED = Counter(
 # Confirmed outbox ids wait this long for a batch to mark them before a transaction of
 # their own does it.
 MARK_IDLE_SECONDS = 0.2
-# The broker's and the connection's failures: the message stays unacked and comes back.
-_BROKER_ERRORS = (
-    AMQPException, AMQPError, ChannelInvalidStateError, ConnectionError, OSError, TimeoutError,
-)
-
-
-class Transient(Exception):
-    """The effect could not be applied now (store busy, downstream timeout): retry later."""
-
-
-class Permanent(Exception):
-    """The event can never be applied (bad payload, unknown order): dead-letter it."""
 
 
 class _Failed(Exception):
     """A message of a batch applied without savepoints failed: roll back, go carefully."""
 
 
-# A handler applies one event inside the runner's transaction.  It may return a word for
-# the log and metrics (e.g. "stale" for an update older than what is stored).
-Handler = Callable[[Any, dict[str, Any]], Awaitable[str | None]]
+B = TypeVar("B")  # what a consumer's prepare tells its handler about the batch
 
 
 @dataclass(frozen=True)
-class ConsumerSpec:
+class ConsumerSpec(Generic[B]):
     """A consumer: the queue it reads (without prefix), its handler and, optionally, a
     `prepare(tx, events)` run first in each batch's transaction (to lock, in one global
     order, the rows the batch will touch, so concurrent batches queue instead of
-    deadlocking)."""
+    deadlocking, and to look up at once what its handlers need).
+
+    `handler(tx, event, batch)` applies one event inside the runner's transaction; `batch` is
+    what prepare returned (None without one). It may return a word for the log and metrics
+    (e.g. "stale" for an update older than what is stored); it raises to retry or dead-letter
+    (consumers.errors)."""
 
     name: str
-    handler: Handler
-    prepare: Callable[[Any, list[dict[str, Any]]], Awaitable[None]] | None = None
+    handler: Callable[[Tx, Event, B | None], Awaitable[str | None]]
+    prepare: Callable[[Tx, list[Event]], Awaitable[B]] | None = None
 
 
 @dataclass
@@ -113,7 +99,7 @@ class Outcome:
     result: str = "processed"  # processed | duplicate | retry | dead | a handler's word
     reason: str = ""
     started: float = field(default_factory=time.perf_counter)
-    event: dict[str, Any] | None = None  # the parsed envelope; None if it is not one
+    event: Event | None = None  # the parsed envelope; None if it is not one
 
     def __post_init__(self) -> None:
         try:
@@ -155,7 +141,7 @@ class _Acker:
         for message in last_per_channel.values():
             try:
                 await message.ack(multiple=True)
-            except _BROKER_ERRORS as exc:
+            except BROKER_ERRORS as exc:
                 # The channel is gone: the broker redelivers, the inbox makes it a no-op.
                 log.warning("ack_failed", error=type(exc).__name__)
 
@@ -165,8 +151,8 @@ class Runner:
 
     def __init__(
         self,
-        spec: ConsumerSpec,
-        store: Any,
+        spec: ConsumerSpec[Any],
+        store: Store,
         broker: BrokerSettings,
         *,
         prefetch: int = 100,
@@ -194,28 +180,19 @@ class Runner:
     async def _connect(self, stop: asyncio.Event) -> aio_pika.abc.AbstractQueue | None:
         """Connect (retrying with back-off while the broker is away) and declare the
         topology; None if `stop` is set first."""
-        backoff = 0.5
-        while not stop.is_set():
-            try:
-                self._connection = await aio_pika.connect_robust(
-                    self.broker.url,
-                    client_properties={"connection_name": f"consumer-{self.spec.name}"},
-                )
-                self._channel = await self._connection.channel(publisher_confirms=True)
-                await self.topology.declare(self._channel)
-                await self._channel.set_qos(prefetch_count=self.prefetch)
-                await self.publisher.start()
-                return await self._channel.get_queue(self.queue_name)
-            except (*_BROKER_ERRORS, BrokerUnavailable) as exc:
-                log.warning("broker_unavailable", consumer=self.spec.name,
-                            error=type(exc).__name__, retry_in=backoff)
-                await self._disconnect()
-            try:
-                await asyncio.wait_for(stop.wait(), backoff)
-            except TimeoutError:
-                pass
-            backoff = min(backoff * 2, 10.0)
-        return None
+        return await keep_trying(self._connect_once, stop, after_failure=self._disconnect,
+                                 consumer=self.spec.name)
+
+    async def _connect_once(self) -> aio_pika.abc.AbstractQueue:
+        self._connection = await aio_pika.connect_robust(
+            self.broker.url,
+            client_properties={"connection_name": f"consumer-{self.spec.name}"},
+        )
+        self._channel = await self._connection.channel(publisher_confirms=True)
+        await self.topology.declare(self._channel)
+        await self._channel.set_qos(prefetch_count=self.prefetch)
+        await self.publisher.start()
+        return await self._channel.get_queue(self.queue_name)
 
     async def _disconnect(self) -> None:
         await self.publisher.close()
@@ -242,7 +219,7 @@ class Runner:
             # Stop taking messages, then finish the ones already delivered to us.
             try:
                 await queue.cancel(tag)
-            except _BROKER_ERRORS as exc:
+            except BROKER_ERRORS as exc:
                 log.warning("cancel_failed", consumer=self.spec.name, error=type(exc).__name__)
             while not self._inbox.empty():
                 await self._process(self._take_nowait([]))
@@ -303,22 +280,23 @@ class Runner:
         outcomes = [Outcome(message) for message in batch]
         marks, self._to_mark = self._to_mark, []
 
-        def work(careful: bool) -> Callable[[Any], Awaitable[list[dict[str, Any]]]]:
-            async def apply_all(tx: Any) -> list[dict[str, Any]]:
+        def work(careful: bool) -> Callable[[Tx], Awaitable[list[dict[str, Any]]]]:
+            async def apply_all(tx: Tx) -> list[dict[str, Any]]:
                 if marks:
                     await mark_sent(tx, marks)
+                batch = None
                 if self.spec.prepare is not None:
                     # Careful or not, the same locks in the same order first: a batch run
                     # again after a failure must not take them in message order.
                     events = [outcome.event for outcome in outcomes if outcome.event]
                     try:
-                        await self.spec.prepare(tx, events)  # type: ignore[arg-type]
+                        batch = await self.spec.prepare(tx, events)
                     except Exception as exc:
                         if careful:
                             raise
                         raise _Failed from exc
                 for outcome in outcomes:
-                    await self._apply(tx, outcome, careful)
+                    await self._apply(tx, outcome, careful, batch)
                 return tx.outbox
             return apply_all
 
@@ -371,7 +349,7 @@ class Runner:
                  "headers": headers}
                 for row in rows
             ])
-        except BrokerUnavailable as exc:
+        except PublishFailed as exc:
             log.warning("outbox_publish_failed", consumer=self.spec.name, rows=len(rows),
                         error=exc.message)
             self._relay_needed = True
@@ -411,7 +389,7 @@ class Runner:
 
     # -- one message -------------------------------------------------------------------------
 
-    async def _apply(self, tx: Any, outcome: Outcome, careful: bool) -> None:
+    async def _apply(self, tx: Tx, outcome: Outcome, careful: bool, batch: Any) -> None:
         """Claim and apply one message in `tx`. Careless, a failure raises _Failed (the caller
         rolls everything back); careful, it rolls back to the message's savepoint and marks
         the outcome for a retry or the dead-letter queue."""
@@ -420,14 +398,14 @@ class Runner:
             return
         if not careful:
             try:
-                outcome.result = await self._claim_and_handle(tx, event)
+                outcome.result = await self._claim_and_handle(tx, event, batch)
             except Exception as exc:
                 raise _Failed from exc
             return
         added = len(tx.outbox)
         await tx.execute("SAVEPOINT message")
         try:
-            outcome.result = await self._claim_and_handle(tx, event)
+            outcome.result = await self._claim_and_handle(tx, event, batch)
         except Permanent as exc:
             await tx.execute("ROLLBACK TO SAVEPOINT message")
             del tx.outbox[added:]
@@ -441,35 +419,24 @@ class Runner:
             outcome.reason = f"{type(exc).__name__}: {exc}"[:200]
         await tx.execute("RELEASE SAVEPOINT message")
 
-    async def _claim_and_handle(self, tx: Any, event: dict[str, Any]) -> str:
+    async def _claim_and_handle(self, tx: Tx, event: Event, batch: Any) -> str:
         if not await tx.claim(self.spec.name, str(event["id"])):
             return "duplicate"
-        return await self.spec.handler(tx, event) or "processed"
+        return await self.spec.handler(tx, event, batch) or "processed"
 
     async def _reroute(self, outcome: Outcome) -> bool:
         """Republish a failed message (with confirm) to its retry or dead queue. If that
-        fails, nack it back onto its queue (False): it is never acked unless moved."""
+        fails, it is nacked back onto its queue (False): it is never acked unless moved."""
         message = outcome.message
         attempt = attempt_of(message)
         if outcome.result == "retry":
             delay = self.topology.retry_ladder[attempt]
             routing_key = self.topology.retry_queue(self.spec.name, delay)
-            copy = copy_message(message, attempt=attempt + 1)
+            copy = retry_copy(message)
         else:
             routing_key = self.topology.dead_queue(self.spec.name)
-            copy = copy_message(message, attempt=attempt, **{
-                DEAD_REASON: outcome.reason, DEAD_CONSUMER: self.spec.name, DEAD_AT: now_iso(),
-            })
-        try:
-            assert self._channel is not None
-            await self._channel.default_exchange.publish(
-                copy, routing_key=routing_key, timeout=self.broker.confirm_timeout)
-            return True
-        except _BROKER_ERRORS as exc:
-            log.warning("reroute_failed", consumer=self.spec.name, event_id=outcome.event_id,
-                        error=type(exc).__name__)
-            try:
-                await message.nack(requeue=True)
-            except _BROKER_ERRORS:
-                pass  # the channel is gone: the broker requeues it anyway
-            return False
+            copy = dead_copy(message, attempt=attempt, reason=outcome.reason,
+                             consumer=self.spec.name)
+        assert self._channel is not None
+        return await reroute(self._channel, message, copy, routing_key,
+                             timeout=self.broker.confirm_timeout)

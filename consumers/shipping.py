@@ -13,28 +13,19 @@ its tracking code's rows: in transit or later -> `shipped`, delivered -> `delive
 return to sender / failure / cancelled -> `exception` (a cancelled order is left as it is).
 On `shipped` or `delivered` the order's reservations are consumed: the units left the
 warehouse, so on_hand and reserved both drop (later absolute counts no longer include them).
-An order not stored yet is moved when the orders consumer stores it (follow_shipments).
+An order not stored yet is moved when the orders consumer stores it (consumers.shipments).
 
 Outbox kind: shipment.updated (each status move).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from consumers.effects import (
-    DEFAULT_POLICY,
-    Policy,
-    data_of,
-    iso,
-    lock_order,
-    lock_orders_and_stock,
-    notify,
-    release_order,
-    text,
-)
-from consumers.runner import Permanent
-from consumers.store import PARAMS_PER_STATEMENT, chunks, placeholders
+from consumers.errors import Permanent
+from consumers.events import Event, data_of, iso, text
+from consumers.outbox import notify
+from consumers.shipments import follow_shipments
+from consumers.stock import DEFAULT_POLICY, Policy, lock_orders_and_stock
+from consumers.store import Tx
 
 # What handle() returns, for the runner to count.
 OUTCOMES = ("advanced", "kept")
@@ -50,59 +41,11 @@ RANK = {
     "failure": 5,
     "cancelled": 5,
 }
-ORDER_STATUS = {
-    "in_transit": "shipped",
-    "out_for_delivery": "shipped",
-    "available_for_pickup": "shipped",
-    "delivered": "delivered",
-    "return_to_sender": "exception",
-    "failure": "exception",
-    "cancelled": "exception",
-}
-ORDER_RANK = {"shipped": 1, "delivered": 2, "exception": 3}
 
 
-async def _move_order(tx: Any, order_id: str, target: str) -> str | None:
-    """Move the order forward to `target`; the status it ends in, None if unknown order."""
-    row = await lock_order(tx, order_id)
-    if row is None:
-        return None
-    current = row["status"]
-    if current == "cancelled" or ORDER_RANK[target] <= ORDER_RANK.get(current, 0):
-        return current
-    if target in ("shipped", "delivered"):
-        await release_order(tx, order_id, consume=True)
-    await tx.execute("UPDATE orders SET status = $2 WHERE order_id = $1", order_id, target)
-    return target
-
-
-async def orders_with_shipments(tx: Any, order_ids: set[str]) -> set[str]:
-    """Which of `order_ids` some stored shipment names, in one query for a batch. On
-    PostgreSQL, run it after lock_orders: no shipment naming them can then commit before
-    this transaction."""
-    found: set[str] = set()
-    for chunk in chunks(sorted(order_ids), PARAMS_PER_STATEMENT):
-        rows = await tx.fetch("SELECT DISTINCT order_id FROM shipments"
-                              f" WHERE order_id IN ({placeholders(len(chunk))})", *chunk)
-        found.update(row["order_id"] for row in rows)
-    return found
-
-
-async def follow_shipments(tx: Any, order_id: str) -> str | None:
-    """Move the order forward to match the furthest status among its shipments; the status it
-    ends in (None if the order is not stored yet: the orders consumer calls this again when it
-    stores it, so a fulfillment that overtook its order is not forgotten)."""
-    furthest = await tx.fetchval(
-        "SELECT status FROM shipments WHERE order_id = $1 ORDER BY rank DESC, occurred_at DESC"
-        " LIMIT 1",
-        order_id,
-    )
-    if furthest not in ORDER_STATUS:
-        return None
-    return await _move_order(tx, order_id, ORDER_STATUS[furthest])
-
-
-async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY) -> str:
+async def handle(
+    tx: Tx, event: Event, batch: None = None, *, policy: Policy = DEFAULT_POLICY
+) -> str:
     """Apply one tracking update in `tx`; returns one of OUTCOMES."""
     if event.get("type") != "shipment.updated":
         raise Permanent(f"shipping: unknown event type {event.get('type')!r}")
@@ -186,7 +129,7 @@ async def handle(tx: Any, event: dict[str, Any], policy: Policy = DEFAULT_POLICY
     return "advanced"
 
 
-async def prepare(tx: Any, events: list[dict[str, Any]]) -> None:
+async def prepare(tx: Tx, events: list[Event]) -> None:
     """Before a batch: lock, each in one global order, the ids of the orders it may move and
     then the stock rows that shipping them may consume, as the orders and inventory consumers
     do, so none holds a lock while waiting for one another holds."""

@@ -12,10 +12,10 @@ import orjson
 import structlog
 from aiohttp import web
 
+from router.broker.publisher import Publisher
 from router.errors import IngressError
 from router.ingress import REQUEST_INFO, Ingress, RequestInfo
 from router.metrics import count_request, render
-from router.publisher import Publisher
 from router.schemas import SchemaRegistry
 from router.settings import Settings
 from router.sources import Source, build_sources

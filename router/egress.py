@@ -1,4 +1,6 @@
-"""Where outbound webhook deliveries may go: the SSRF guard for subscription URLs.
+"""Where outbound webhook deliveries may go: the URL and address policy behind the SSRF guard
+(consumers.outbound.guard), pure and without DNS, so settings can check a subscription's URL
+when they are loaded.
 
 Subscriptions POST JSON to URLs that customers give us, so a URL must not be able to reach
 anything inside our network: private ranges, loopback, link-local (169.254.169.254 and
@@ -9,20 +11,11 @@ addresses cannot be vetted). Only public unicast is allowed;
 `allow_private` lifts the address rules (for tests and single-host deployments) but never the
 scheme rules.
 
-The policy is enforced in three places, because each one alone can be bypassed:
-
-- `check_url` (syntax and policy, no DNS) before every request: https only in production;
-  in development plain http is allowed to loopback hosts only; no credentials in the URL; a
-  literal IP or a loopback name (localhost) must not be blocked. aiohttp never asks the
-  resolver about a literal IP host, so this is the only check that sees one.
-- `check_resolved` at start-up: the host resolves, and to allowed addresses only.
-- `GuardedResolver` (in `guarded_connector`) at connect time: the addresses aiohttp connects
-  to are filtered again, so a DNS answer that changed since start-up (DNS rebinding) still
-  cannot reach a private address.
-
-Callers must also send without redirects (`allow_redirects=False`: a redirect to a literal IP
-would skip both the per-request check and the resolver) and without proxies (`trust_env` off:
-the resolver would then only see the proxy's name).
+`check_url` (syntax and policy, no DNS) runs before every request: https only in
+production; in development plain http is allowed to loopback hosts only; no credentials in
+the URL; a literal IP or a loopback name (localhost) must not be blocked. aiohttp never asks
+the resolver about a literal IP host, so this is the only check that sees one. The guard
+applies the same address rules to what DNS answers, at start-up and at every connect.
 
 Error messages name the URL's host and the reason, never the path, query or credentials,
 which may hold tokens: they are safe to log and to show to the subscriber.
@@ -30,39 +23,27 @@ which may hold tokens: they are safe to log and to show to the subscriber.
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import ipaddress
 import re
-import socket
-from typing import TYPE_CHECKING
 
-import aiohttp
-from aiohttp.abc import AbstractResolver
 from yarl import URL
 
-if TYPE_CHECKING:
-    # A TypedDict in aiohttp >= 3.10 (a plain dict before): for annotations only.
-    from aiohttp.abc import ResolveResult
-
 __all__ = [
-    "GuardedResolver",
     "UnsafeURL",
-    "Unresolvable",
-    "check_resolved",
+    "address_reason",
     "check_url",
-    "guarded_connector",
+    "host_of",
+    "host_reason",
     "is_blocked",
     "is_loopback_host",
+    "parse_ip",
+    "parse_url",
+    "refused",
 ]
 
 _Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _MODES = ("production", "development")
-
-# Seconds aiohttp caches a (filtered) DNS answer: the cache only ever holds what the guarded
-# resolver let through, so it cannot be used to skip the filter.
-_DNS_CACHE_SECONDS = 10
 
 # A DNS name: dot-separated labels of letters, digits, "-" and "_" (after IDNA encoding).
 _LABEL = re.compile(r"[a-z0-9_-]{1,63}")
@@ -73,9 +54,6 @@ _NUMERIC_LABEL = re.compile(r"0x[0-9a-f]*|[0-9]+")
 class UnsafeURL(ValueError):
     """A subscription URL the policy refuses; str() says why."""
 
-
-class Unresolvable(UnsafeURL):
-    """The host did not resolve (the caller may choose to only warn at start-up)."""
 
 
 # Special-purpose ranges (IANA registries), most specific first: the first match names the
@@ -164,7 +142,7 @@ def is_blocked(address: _Address) -> bool:
     return _blocked_reason(address) is not None
 
 
-def _parse_ip(text: str) -> _Address | None:
+def parse_ip(text: str) -> _Address | None:
     """An IP literal as a host (brackets, a trailing dot and an IPv6 zone are fine), or None."""
     text = text.strip()
     if text.startswith("[") and text.endswith("]"):
@@ -177,9 +155,9 @@ def _parse_ip(text: str) -> _Address | None:
         return None
 
 
-def _address_reason(text: str) -> str | None:
+def address_reason(text: str) -> str | None:
     """`_blocked_reason` for an address given as text; text that is not an address is blocked."""
-    address = _parse_ip(text)
+    address = parse_ip(text)
     if address is None:
         return "not an IP address"
     return _blocked_reason(address)
@@ -190,13 +168,13 @@ def is_loopback_host(host: str) -> bool:
     name = host.strip().lower().removesuffix(".")
     if name == "localhost" or name.endswith(".localhost"):
         return True
-    address = _parse_ip(name)
+    address = parse_ip(name)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address is not None and address.is_loopback
 
 
-def _refused(host: str | None, reason: str) -> UnsafeURL:
+def refused(host: str | None, reason: str) -> UnsafeURL:
     if not host:
         return UnsafeURL(f"URL is refused: {reason}")
     return UnsafeURL(f"URL host {host} is refused: {reason}")
@@ -216,27 +194,27 @@ def _redacted(message: str, url: str) -> str:
     return message
 
 
-def _parse(url: str) -> URL:
+def parse_url(url: str) -> URL:
     try:
         return URL(url)
     except (ValueError, TypeError) as exc:
         raise UnsafeURL(f"not a valid URL: {_redacted(str(exc), url)}") from None
 
 
-def _host_of(parsed: URL) -> str:
+def host_of(parsed: URL) -> str:
     """The host as it is sent to DNS (IDNA-encoded), after the syntax checks."""
     host = parsed.raw_host
     if not host:
         raise UnsafeURL("URL has no host")
     if parsed.raw_user is not None or parsed.raw_password is not None:
-        raise _refused(host, "credentials in the URL (user:password@) are not allowed")
-    if _parse_ip(parsed.host or host) is not None:
+        raise refused(host, "credentials in the URL (user:password@) are not allowed")
+    if parse_ip(parsed.host or host) is not None:
         return host
     labels = host.removesuffix(".").split(".")
     if _NUMERIC_LABEL.fullmatch(labels[-1]):
-        raise _refused(host, "numeric host that is not a canonical IP address")
+        raise refused(host, "numeric host that is not a canonical IP address")
     if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-        raise _refused(host, "not a valid host name")
+        raise refused(host, "not a valid host name")
     return host
 
 
@@ -245,14 +223,14 @@ def _check_scheme(scheme: str, host: str, mode: str) -> None:
     if scheme == "https":
         return
     if mode == "production":
-        raise _refused(host, "plain http is not allowed in production (https only)")
+        raise refused(host, "plain http is not allowed in production (https only)")
     if not is_loopback_host(host):
-        raise _refused(host, "plain http is allowed in development to loopback hosts only")
+        raise refused(host, "plain http is allowed in development to loopback hosts only")
 
 
-def _host_reason(parsed: URL, host: str) -> str | None:
+def host_reason(parsed: URL, host: str) -> str | None:
     """Why the host itself is blocked: a blocked IP literal or a loopback name; else None."""
-    address = _parse_ip(parsed.host or host)
+    address = parse_ip(parsed.host or host)
     if address is not None:
         return _blocked_reason(address)
     if is_loopback_host(host):
@@ -269,105 +247,15 @@ def check_url(url: str, *, mode: str, allow_private: bool) -> None:
     """
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {', '.join(_MODES)}, not {mode!r}")
-    parsed = _parse(url)
+    parsed = parse_url(url)
     if not parsed.scheme:
         raise UnsafeURL("URL has no scheme (https only)")
     if parsed.scheme not in ("http", "https"):
-        raise _refused(parsed.raw_host, f"scheme {parsed.scheme!r} is not allowed (https only)")
-    host = _host_of(parsed)
+        raise refused(parsed.raw_host, f"scheme {parsed.scheme!r} is not allowed (https only)")
+    host = host_of(parsed)
     _check_scheme(parsed.scheme, host, mode)
     if not allow_private:
-        reason = _host_reason(parsed, host)
+        reason = host_reason(parsed, host)
         if reason is not None:
-            raise _refused(host, reason)
+            raise refused(host, reason)
 
-
-async def _resolve(host: str, port: int | None, timeout: float) -> list[str]:
-    """The addresses `host` resolves to, in order, without duplicates; Unresolvable if none."""
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(timeout):
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except TimeoutError:
-        raise Unresolvable(f"URL host {host} did not resolve within {timeout:g}s") from None
-    except (OSError, UnicodeError) as exc:
-        detail = getattr(exc, "strerror", None) or str(exc)
-        raise Unresolvable(f"URL host {host} does not resolve: {detail}") from None
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    if not addresses:
-        raise Unresolvable(f"URL host {host} does not resolve: no address")
-    return addresses
-
-
-async def check_resolved(url: str, *, allow_private: bool, timeout: float = 5.0) -> list[str]:
-    """Resolve the URL's host (start-up check) and return its addresses.
-
-    Raises Unresolvable if the host does not resolve within `timeout` seconds, UnsafeURL if
-    any address (or the host itself, see `check_url`) is blocked and not `allow_private`. A
-    literal IP host is returned without DNS. The scheme is not checked: see `check_url`.
-    """
-    parsed = _parse(url)
-    host = _host_of(parsed)
-    if not allow_private:
-        reason = _host_reason(parsed, host)
-        if reason is not None:
-            raise _refused(host, reason)
-    address = _parse_ip(parsed.host or host)
-    if address is not None:
-        return [str(address)]
-    addresses = await _resolve(host, parsed.port, timeout)
-    if not allow_private:
-        for text in addresses:
-            reason = _address_reason(text)
-            if reason is not None:
-                raise _refused(host, f"it resolves to {text} ({reason})")
-    return addresses
-
-
-class GuardedResolver(AbstractResolver):
-    """An aiohttp resolver that drops blocked addresses from another resolver's answers.
-
-    Raises OSError naming the host when no address is left, which aiohttp reports as
-    ClientConnectorDNSError (a ClientConnectorError). aiohttp does not call the resolver for
-    literal IP hosts: `check_url` must still be called before each request.
-    """
-
-    def __init__(self, *, allow_private: bool, resolver: AbstractResolver | None = None) -> None:
-        """`resolver` defaults to aiohttp.ThreadedResolver (needs a running event loop)."""
-        self._allow_private = allow_private
-        self._resolver = resolver if resolver is not None else aiohttp.ThreadedResolver()
-
-    # The signature and the result dicts (hostname, host, port, family, proto, flags) are those
-    # of aiohttp.abc.AbstractResolver; the connector calls resolve() only for names.
-    async def resolve(
-        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
-    ) -> list[ResolveResult]:
-        results = await self._resolver.resolve(host, port, family)
-        if self._allow_private:
-            return results
-        allowed = [result for result in results if _address_reason(result["host"]) is None]
-        if not allowed:
-            dropped = ", ".join(
-                f"{result['host']} ({_address_reason(result['host'])})" for result in results
-            )
-            raise OSError(
-                errno.EACCES,
-                f"host {host} has no allowed address: {dropped or 'no address'}",
-            )
-        return allowed
-
-    async def close(self) -> None:
-        await self._resolver.close()
-
-
-def guarded_connector(*, allow_private: bool, limit: int = 100) -> aiohttp.TCPConnector:
-    """A TCPConnector whose DNS answers go through GuardedResolver (needs a running loop).
-
-    A connector given a resolver does not close it; the default ThreadedResolver holds
-    nothing to release, so closing the connector is enough.
-    """
-    return aiohttp.TCPConnector(
-        resolver=GuardedResolver(allow_private=allow_private),
-        limit=limit,
-        ttl_dns_cache=_DNS_CACHE_SECONDS,
-    )

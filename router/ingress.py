@@ -14,9 +14,12 @@ from dataclasses import dataclass
 import orjson
 from aiohttp import web
 
+from router.broker.errors import PublishFailed
+from router.broker.publisher import Publisher
 from router.dedup import RecentIds
 from router.envelope import Event, build_event
 from router.errors import (
+    BrokerUnavailable,
     Forbidden,
     PayloadTooLarge,
     RateLimited,
@@ -25,7 +28,6 @@ from router.errors import (
 )
 from router.metrics import DUPLICATES, VERIFICATION_FAILURES
 from router.network import ClientAddress
-from router.publisher import Publisher
 from router.ratelimit import retry_after_seconds
 from router.schemas import SchemaRegistry
 from router.settings import ServerSettings
@@ -138,15 +140,20 @@ class Ingress:
             DUPLICATES.labels(source.name).inc()
             return _json(200, {"status": "duplicate", "id": event.id})
 
-        waited = await self.publisher.publish(
-            event.body,
-            routing_key=event.type,
-            message_id=event.id,
-            type=event.type,
-            correlation_id=info.request_id,
-            headers={"source": source.name, "schema": event.schema, "attempt": 0},
-            timestamp=now,
-        )
+        try:
+            waited = await self.publisher.publish(
+                event.body,
+                routing_key=event.type,
+                message_id=event.id,
+                type=event.type,
+                correlation_id=info.request_id,
+                headers={"source": source.name, "schema": event.schema, "attempt": 0},
+                timestamp=now,
+            )
+        except PublishFailed as exc:  # the provider is told to retry
+            raise BrokerUnavailable(
+                exc.message, retry_after=self.publisher.settings.retry_after
+            ) from exc
         source.publish_latency.observe(waited)
         self.recent.add(dedup_key, now)
         return _json(202, {"status": "accepted", "id": event.id})

@@ -16,30 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from router.errors import ConfigError
+from router.providers import PROVIDERS, Provider
 from router.secrets import resolve_secret
 
 DEFAULT_CONFIG = Path("config/router.toml")
 MiB = 1024 * 1024
-
-# Where each provider puts its topic, its delivery id and its event time, so a source
-# only has to name its scheme.  Any of these can be overridden per source.
-PROVIDER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "shopify": {
-        "topic_header": "X-Shopify-Topic",
-        "id_headers": ["X-Shopify-Event-Id", "X-Shopify-Webhook-Id"],
-        "occurred_at_header": "X-Shopify-Triggered-At",
-    },
-    "woocommerce": {
-        "topic_header": "X-WC-Webhook-Topic",
-        "id_headers": ["X-WC-Webhook-Delivery-ID"],
-    },
-    "github": {"topic_header": "X-GitHub-Event", "id_headers": ["X-GitHub-Delivery"]},
-    "stripe": {"topic_field": "type", "id_field": "id"},
-    "standard-webhooks": {"topic_field": "type", "id_headers": ["webhook-id", "svix-id"]},
-    "easypost": {"topic_field": "description", "id_field": "id"},
-    "aftership": {"topic_field": "event", "id_field": "event_id"},
-}
-
 
 @dataclass(frozen=True)
 class RateLimit:
@@ -451,9 +432,9 @@ def _subscription(
         if header.lower() in RESERVED_HEADERS:
             raise t.error(f"headers.{header}", "is set by the router and cannot be overridden")
     if secrets:
-        from router.verify import build_verifier
+        from router.verify.standard_webhooks import signer
 
-        build_verifier("standard-webhooks", secrets, {}, file=t.file, key=t.key)
+        signer(secrets, file=t.file, key=t.key)  # each must be a whsec_ key
     s = SubscriptionSettings(
         name=name,
         url=url,
@@ -483,7 +464,7 @@ def _source(
     name: str, t: _Table, base: Path, env: Mapping[str, str], resolve_secrets: bool
 ) -> SourceSettings:
     scheme = t.require("scheme", str)
-    defaults = PROVIDER_DEFAULTS.get(scheme, {})
+    provider = PROVIDERS.get(scheme) or Provider(scheme, scheme)
     refs = t.get("secrets", list, [])
     secrets = tuple(
         resolve_secret(ref, file=t.file, key=f"{t.key}.secrets[{i}]", base=base, environ=env)
@@ -496,8 +477,8 @@ def _source(
     events = t.get("events", dict, {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in events.items()):
         raise t.error("events", "must map provider topics to event types (strings)")
-    topic_header = t.get("topic_header", str, defaults.get("topic_header"))
-    topic_field = t.get("topic_field", str, defaults.get("topic_field"))
+    topic_header = t.get("topic_header", str, provider.topic_header)
+    topic_field = t.get("topic_field", str, provider.topic_field)
     event_type = t.get("event_type", str)
     if event_type is None and topic_header is None and topic_field is None:
         raise t.error("event_type", "set event_type, topic_header or topic_field")
@@ -521,9 +502,9 @@ def _source(
         topic_header=topic_header,
         topic_field=topic_field,
         event_type=event_type,
-        id_headers=t.strings("id_headers", tuple(defaults.get("id_headers", ()))),
-        id_field=t.get("id_field", str, defaults.get("id_field")),
-        occurred_at_header=t.get("occurred_at_header", str, defaults.get("occurred_at_header")),
+        id_headers=t.strings("id_headers", provider.id_headers),
+        id_field=t.get("id_field", str, provider.id_field),
+        occurred_at_header=t.get("occurred_at_header", str, provider.occurred_at_header),
         content_types=content_types,
         allow_ips=allow_ips,
         rate_limit=rate_limit,

@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 
 from consumers.store import Store, open_store
+from router.broker.topology import Topology
 from router.settings import Settings, load_settings
-from router.topology import Topology
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "router.toml"

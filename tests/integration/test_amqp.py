@@ -1,5 +1,6 @@
-"""router.amqp.ConfirmingPublisher against the real RabbitMQ: confirms, returns, nacks, channel
-and connection loss, resource alarms.  aio-pika declares the topology and reads messages back."""
+"""router.broker.protocol.ConfirmingPublisher against the real RabbitMQ: confirms, returns,
+nacks, channel and connection loss, resource alarms.  aio-pika declares the topology and reads
+messages back."""
 
 from __future__ import annotations
 
@@ -13,12 +14,8 @@ from dataclasses import dataclass
 import aio_pika
 import pytest
 
-from router.amqp import (
-    ConfirmingPublisher,
-    ConnectionLost,
-    PublishNacked,
-    PublishReturned,
-)
+from router.broker.errors import ConnectionLost, PublishNacked, PublishReturned
+from router.broker.protocol import ConfirmingPublisher
 
 pytestmark = pytest.mark.integration
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")

@@ -209,7 +209,7 @@ class TestAllInOne:
         from aiohttp import web
         from standardwebhooks.webhooks import Webhook
 
-        from router.cli import signed_headers
+        from router.providers import signed_headers
 
         # The customer portal: a receiver that verifies every delivery as the README says.
         portal_secret = "whsec_" + base64.b64encode(b"portal-test-key-0123456789").decode()

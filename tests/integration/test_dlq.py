@@ -11,9 +11,9 @@ import aio_pika
 import orjson
 import pytest
 
-from router.dlq import dlq_command
+from router.broker.dlq import dlq_command
+from router.broker.topology import Topology
 from router.settings import Settings
-from router.topology import Topology
 
 pytestmark = pytest.mark.integration
 

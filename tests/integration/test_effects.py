@@ -12,8 +12,9 @@ import pytest
 from conftest import TIMEOUT
 
 from consumers import inventory, orders, shipping
-from consumers.effects import Policy, notify
-from consumers.runner import Permanent
+from consumers.errors import Permanent
+from consumers.outbox import notify
+from consumers.stock import Policy
 from consumers.store import Store, open_store
 
 _ids = itertools.count(1)
@@ -85,7 +86,7 @@ async def _apply(
     store: Store, module: Any, event: dict[str, Any], policy: Policy | None = None
 ) -> str | None:
     """Apply one event as the runner does: the whole handler in one store.run transaction."""
-    return await store.run(lambda tx: module.handle(tx, event, policy or Policy()))
+    return await store.run(lambda tx: module.handle(tx, event, policy=policy or Policy()))
 
 
 async def _rows(store: Store, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -478,8 +479,8 @@ async def _prepared(store: Store, module: Any, event: dict[str, Any]) -> str:
     """Apply one event as the runner does a batch of one: prepare (the locks), then handle."""
 
     async def work(tx: Any) -> str:
-        await module.prepare(tx, [event])
-        return await module.handle(tx, event, Policy())
+        batch = await module.prepare(tx, [event])
+        return await module.handle(tx, event, batch, policy=Policy())
 
     return await store.run(work)
 
@@ -499,9 +500,9 @@ async def test_a_batch_looks_up_overtaken_orders_once_and_follows_only_those(
              _order("order.created", "o-plain", [("A", 1)])]
 
     async def work(tx: Any) -> tuple[list[str], Any]:
-        await orders.prepare(tx, batch)
-        noted = set(tx.facts[orders.SHIPPED_ORDERS])
-        return [await orders.handle(tx, event, Policy()) for event in batch], noted
+        prepared = await orders.prepare(tx, batch)
+        noted = set(prepared.shipped)
+        return [await orders.handle(tx, event, prepared, policy=Policy()) for event in batch], noted
 
     outcomes, noted = await store.run(work)
     assert outcomes == ["allocated", "allocated"]
@@ -523,8 +524,8 @@ async def test_order_and_its_shipment_applied_at_once_meet(store_url: str) -> No
         delivered = _carrier_update("T8", "fedex", "delivered", "2024-05-03T10:00:00Z", "o-race")
         async with asyncio.timeout(TIMEOUT):
             async with store.transaction() as tx:
-                await orders.prepare(tx, [created])
-                assert await orders.handle(tx, created, Policy()) == "allocated"
+                prepared = await orders.prepare(tx, [created])
+                assert await orders.handle(tx, created, prepared, policy=Policy()) == "allocated"
                 # The delivery starts while the order is not committed: it must wait for it.
                 shipping_task = asyncio.create_task(_prepared(other, shipping, delivered))
                 while not await tx.fetchval(

@@ -16,7 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from router.app import create_app
-from router.cli import signed_headers
+from router.providers import signed_headers
 from router.settings import RateLimit, Settings
 
 pytestmark = pytest.mark.integration

@@ -20,8 +20,9 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from consumers.admin import Usage, deliveries_command, subscriptions_command
-from consumers.notifications import Notifications, delivery_queue
+from consumers.outbound.admin import Usage, deliveries_command, subscriptions_command
+from consumers.outbound.fanout import Notifications  # noqa: E402
+from consumers.outbound.notification import delivery_queue
 from consumers.store import open_store
 from router.errors import ConfigError
 from router.settings import NotificationSettings, SubscriptionSettings, load_settings
@@ -120,7 +121,7 @@ async def notifying(settings, store_url, amqp):
         task = asyncio.create_task(Notifications(config, store).run(stop))
         running.append((stop, task, store))
         b = config.broker
-        from router.topology import Topology
+        from router.broker.topology import Topology
 
         topology = Topology(b.prefix, b.retry_ladder, b.delivery_limit)
         for sub in subs:
@@ -490,7 +491,7 @@ class TestAttemptLog:
         """250 attempts recorded at once (more than one INSERT's worth of parameters): every
         row is committed before its record() returns, and a delivered one among them resets
         the failure count."""
-        from consumers.notifications import AttemptLog
+        from consumers.outbound.attempts import AttemptLog
 
         async with store.transaction() as tx:
             await tx.execute(

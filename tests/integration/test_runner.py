@@ -12,7 +12,8 @@ import aio_pika
 import orjson
 import pytest
 
-from consumers.runner import ConsumerSpec, Permanent, Runner
+from consumers.errors import Permanent
+from consumers.runner import ConsumerSpec, Runner
 
 pytestmark = pytest.mark.integration
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.integration
 DOWNSTREAM = {"up": True}  # the test flips it to make "flaky" events fail for a while
 
 
-async def count_effect(tx: Any, event: dict[str, Any]) -> None:
+async def count_effect(tx: Any, event: dict[str, Any], batch: None = None) -> None:
     """A test consumer: each event adds its quantity to one stock row; some events fail."""
     data = event["data"]
     if data.get("flaky") and not DOWNSTREAM["up"]:
@@ -244,7 +245,7 @@ class TestReplay:
     ):
         """A message that died while a dependency was down is applied once it is replayed
         from the dead-letter queue."""
-        from router.dlq import dlq_command
+        from router.broker.dlq import dlq_command
 
         DOWNSTREAM["up"] = False
         try:

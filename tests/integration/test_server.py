@@ -18,7 +18,8 @@ import aiohttp
 import pytest
 from test_ingress import SHOPIFY_ORDER, rabbitmqctl
 
-from router.cli import _ssl_context, signed_headers
+from router.providers import signed_headers
+from router.serve import ssl_context as _ssl_context
 from router.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from consumers.notifications import parse_retry_after, rung_for
+from consumers.outbound.sender import parse_retry_after, rung_for
 
 LADDER = (5, 300, 1800, 7200, 18000, 36000, 36000)
 

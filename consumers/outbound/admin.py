@@ -18,31 +18,29 @@ import asyncio
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TextIO
 from urllib.parse import urlsplit
 
 import aio_pika
-import orjson
 
-from consumers.notifications import (
-    Sender,
-    check_addresses,
-    delivery_queue,
-    set_state,
-    subscription_state,
-)
-from consumers.store import open_store
+from consumers.errors import Permanent
+from consumers.events import iso
+from consumers.outbound.guard import check_addresses
+from consumers.outbound.notification import delivery_queue, notification_body
+from consumers.outbound.sender import Sender
+from consumers.outbound.state import set_state, subscription_state
+from consumers.store import Store, open_store
+from router.broker.errors import BROKER_ERRORS
+from router.broker.topology import Topology
 from router.egress import UnsafeURL
-from router.settings import Settings
-from router.topology import Topology
+from router.settings import Settings, SubscriptionSettings
 
 
 class Usage(Exception):
     """A mistake in the command line: exit 2 with the message."""
 
 
-def _subscription(settings: Settings, name: str) -> Any:
+def _subscription(settings: Settings, name: str) -> SubscriptionSettings:
     sub = settings.subscriptions.get(name)
     if sub is None:
         known = ", ".join(sorted(settings.subscriptions)) or "none configured"
@@ -60,7 +58,7 @@ async def _depths(settings: Settings, names: list[str]) -> dict[str, int | None]
     depths: dict[str, int | None] = dict.fromkeys(names)
     try:
         connection = await aio_pika.connect(settings.broker.url, timeout=5)
-    except (OSError, aio_pika.exceptions.AMQPException, TimeoutError):
+    except BROKER_ERRORS:
         return depths
     async with connection:
         for name in names:
@@ -93,7 +91,7 @@ async def subscriptions_command(settings: Settings, action: str, name: str | Non
     return await _test(settings, sub, out)
 
 
-async def _list(settings: Settings, store: Any, out: TextIO) -> int:
+async def _list(settings: Settings, store: Store, out: TextIO) -> int:
     topology = _topology(settings)
     queues = {}
     for name in settings.subscriptions:
@@ -120,7 +118,7 @@ def _count(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
-async def _test(settings: Settings, sub: Any, out: TextIO) -> int:
+async def _test(settings: Settings, sub: SubscriptionSettings, out: TextIO) -> int:
     if not sub.secrets:
         raise Usage(f"{sub.name} has no secret resolved (is it enabled in the config?)")
     try:
@@ -129,11 +127,7 @@ async def _test(settings: Settings, sub: Any, out: TextIO) -> int:
         print(f"refused: {exc}", file=out)
         return 1
     message_id = f"test_{uuid.uuid4().hex}"
-    body = orjson.dumps({
-        "id": message_id, "type": "webhook.test",
-        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "data": {"subscription": sub.name},
-    })
+    body = notification_body(message_id, "webhook.test", {"subscription": sub.name})
     sender = Sender(sub, settings.notifications)
     await sender.open()
     try:
@@ -173,16 +167,14 @@ async def deliveries_command(settings: Settings, target: str, *, subscription: s
 
 def _since(text: str) -> str:
     """The store's UTC form of --since (naive means UTC), as events' times are kept."""
-    from consumers.effects import iso
-    from consumers.runner import Permanent
-
     try:
         return iso(text, "--since")
     except Permanent as exc:
         raise Usage(str(exc)) from exc
 
 
-async def _replay(settings: Settings, store: Any, sub: Any, since: str, out: TextIO) -> int:
+async def _replay(settings: Settings, store: Store, sub: SubscriptionSettings, since: str,
+                  out: TextIO) -> int:
     async with store.transaction() as tx:
         rows = await tx.fetch(
             "SELECT kind, routing_key, body, message_id FROM outbox WHERE created_at >= $1"
@@ -194,7 +186,7 @@ async def _replay(settings: Settings, store: Any, sub: Any, since: str, out: Tex
     started = time.perf_counter()
     try:
         connection = await aio_pika.connect(settings.broker.url, timeout=10)
-    except (OSError, aio_pika.exceptions.AMQPException, TimeoutError) as exc:
+    except BROKER_ERRORS as exc:
         print(f"cannot reach the broker: {type(exc).__name__}", file=out)
         return 1
     async with connection:

@@ -1,5 +1,5 @@
-"""router.amqp without RabbitMQ: the hand-written encoders byte for byte against pamqp, and the
-publisher's frame handling against a scripted fake broker on loopback."""
+"""router.broker.wire and .protocol without RabbitMQ: the hand-written encoders byte for byte
+against pamqp, and the publisher's frame handling against a scripted fake broker on loopback."""
 
 from __future__ import annotations
 
@@ -13,15 +13,9 @@ import pytest
 from pamqp import body as pamqp_body
 from pamqp import commands, encode, frame, header
 
-from router.amqp import (
-    ConfirmingPublisher,
-    ConnectionLost,
-    PublishNacked,
-    PublishReturned,
-    encode_properties,
-    encode_publish,
-    encode_table,
-)
+from router.broker.errors import ConnectionLost, PublishNacked, PublishReturned
+from router.broker.protocol import ConfirmingPublisher
+from router.broker.wire import encode_properties, encode_publish, encode_table
 
 # --- encoders against pamqp ------------------------------------------------------------------
 

@@ -23,11 +23,13 @@ from typing import Any, TextIO
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
-from aio_pika.exceptions import AMQPError, ChannelNotFoundEntity
+from aio_pika.exceptions import ChannelNotFoundEntity
 
-from router.messages import DEAD_HEADERS, copy_message, now_iso
+from router.broker.errors import BROKER_ERRORS
+from router.broker.messages import DEAD_HEADERS, copy_message
+from router.broker.topology import QUEUES, Topology
 from router.settings import BrokerSettings
-from router.topology import QUEUES, Topology
+from router.times import now_iso
 
 ACTIONS = ("list", "show", "replay", "purge")
 CONNECT_TIMEOUT = 10.0
@@ -103,7 +105,8 @@ def _details(message: AbstractIncomingMessage) -> str:
 
 
 def _replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
-    return copy_message(message, drop=DEAD_HEADERS, attempt=0, **{"x-replayed-at": now_iso()})
+    return copy_message(message, drop=DEAD_HEADERS, attempt=0, **{
+        "x-replayed-at": now_iso("seconds")})
 
 
 async def _depth(channel: AbstractChannel, queue: str) -> int:
@@ -217,7 +220,7 @@ async def dlq_command(broker: BrokerSettings, action: str, name: str, *, limit: 
                 broker.url,
                 client_properties={"connection_name": f"{broker.connection_name}-dlq"},
             )
-    except (OSError, AMQPError, TimeoutError) as exc:
+    except BROKER_ERRORS as exc:
         print(f"cannot reach the broker: {exc or type(exc).__name__}", file=sys.stderr)
         return 1
     try:
@@ -232,6 +235,8 @@ async def dlq_command(broker: BrokerSettings, action: str, name: str, *, limit: 
     except _Failure as exc:
         print(str(exc), file=sys.stderr)
         return exc.code
-    except (OSError, AMQPError, TimeoutError) as exc:
+    except BrokenPipeError:
+        raise  # our reader went away; not the broker's doing
+    except BROKER_ERRORS as exc:
         print(f"broker error: {exc or type(exc).__name__}", file=sys.stderr)
         return 1

@@ -1,7 +1,7 @@
 """Confirmed publishing: a message counts as accepted only once RabbitMQ has confirmed it.
 
 The topology is declared with aio-pika (once per connection); events are published with
-`router.amqp.ConfirmingPublisher`, a publish-only client that costs ~10x less CPU per
+`router.broker.protocol.ConfirmingPublisher`, a publish-only client that costs ~10x less CPU per
 message than aio-pika (bench/publish.py), which matters on the request path.
 """
 
@@ -12,25 +12,15 @@ import time
 from typing import Any
 
 import aio_pika
-import aiormq
 import structlog
-from aio_pika.exceptions import AMQPException
 
-from router.amqp import AmqpError, ConfirmingPublisher, ConnectionLost
-from router.errors import BrokerUnavailable
+from router.broker.errors import BROKER_ERRORS, AmqpError, ConnectionLost, PublishFailed
+from router.broker.protocol import ConfirmingPublisher
+from router.broker.reconnect import keep_trying
+from router.broker.topology import Topology
 from router.settings import BrokerSettings
-from router.topology import Topology
 
 log = structlog.get_logger("router.publisher")
-
-# Everything that means "the broker did not take it"; the provider is told to retry.
-_BROKER_FAILURES = (
-    TimeoutError,
-    OSError,
-    AmqpError,
-    AMQPException,
-    aiormq.exceptions.AMQPError,
-)
 
 
 class Publisher:
@@ -42,7 +32,7 @@ class Publisher:
         self._connection_name = connection_name or settings.connection_name
         self._client: ConfirmingPublisher | None = None
         self._reconnect: asyncio.Task[None] | None = None
-        self._closing = False
+        self._closing = asyncio.Event()
 
     async def _declare_topology(self) -> None:
         connection = await aio_pika.connect(
@@ -54,7 +44,7 @@ class Publisher:
             await self.topology.declare(await connection.channel())
 
     async def start(self) -> None:
-        """Declare the topology and connect; raises BrokerUnavailable if the broker is away.
+        """Declare the topology and connect; raises PublishFailed if the broker is away.
 
         Once started, a lost connection is re-established in the background: `ready` is
         False meanwhile.
@@ -65,29 +55,19 @@ class Publisher:
                 self.settings.url, connection_name=self._connection_name, on_lost=self._on_lost
             )
             await client.connect(timeout=self.settings.confirm_timeout)
-        except _BROKER_FAILURES as exc:
-            raise BrokerUnavailable(
-                f"cannot reach the broker: {type(exc).__name__}",
-                retry_after=self.settings.retry_after,
-            ) from exc
+        except BROKER_ERRORS as exc:
+            raise PublishFailed(f"cannot reach the broker: {type(exc).__name__}") from exc
         self._client = client
         log.info("broker_connected", exchange=self.topology.exchange)
 
-    async def connect_until_ready(self, *, max_backoff: float = 10.0) -> None:
-        """Keep trying `start` with back-off until connected (the broker may start later)."""
-        backoff = 0.5
-        while not self._closing:
-            try:
-                await self.start()
-                return
-            except BrokerUnavailable as exc:
-                log.warning("broker_unavailable", error=exc.message, retry_in=backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(max_backoff, backoff * 2)
+    async def connect_until_ready(self) -> None:
+        """Keep trying `start` with back-off until connected (the broker may start later),
+        or until `close()`."""
+        await keep_trying(self.start, self._closing)
 
     def connect_in_background(self) -> None:
         """Start connecting (and keep trying) without waiting; `ready` says when it is done."""
-        if not self._closing and (self._reconnect is None or self._reconnect.done()):
+        if not self._closing.is_set() and (self._reconnect is None or self._reconnect.done()):
             self._reconnect = asyncio.get_running_loop().create_task(self.connect_until_ready())
 
     def _on_lost(self, error: ConnectionLost) -> None:
@@ -115,15 +95,13 @@ class Publisher:
     ) -> float:
         """Publish a persistent message to the events exchange and wait for the confirm.
 
-        Returns the seconds spent waiting.  Raises BrokerUnavailable if the broker is away,
+        Returns the seconds spent waiting.  Raises PublishFailed if the broker is away,
         refuses (nack) or cannot route the message, or does not confirm within
         confirm_timeout.
         """
         client = self._client
         if client is None or not client.ready:
-            raise BrokerUnavailable(
-                "the broker is unavailable", retry_after=self.settings.retry_after
-            )
+            raise PublishFailed("the broker is unavailable")
         started = time.perf_counter()
         try:
             confirmed = client.publish(
@@ -141,21 +119,17 @@ class Publisher:
         except (TimeoutError, AmqpError) as exc:
             reason = "confirm_timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
             log.warning("publish_failed", reason=reason)
-            raise BrokerUnavailable(
-                "the broker did not confirm the event", retry_after=self.settings.retry_after
-            ) from exc
+            raise PublishFailed("the broker did not confirm the event") from exc
         return time.perf_counter() - started
 
     async def publish_all(self, messages: list[dict[str, Any]]) -> None:
         """Publish persistent messages to the events exchange, all in flight at once, and wait
         (confirm_timeout in all) until the broker confirmed every one. Each message is a dict
         of body, routing_key, message_id and optional type and headers. Raises
-        BrokerUnavailable as `publish` does if any was not confirmed."""
+        PublishFailed as `publish` does if any was not confirmed."""
         client = self._client
         if client is None or not client.ready:
-            raise BrokerUnavailable(
-                "the broker is unavailable", retry_after=self.settings.retry_after
-            )
+            raise PublishFailed("the broker is unavailable")
         now = int(time.time())
         confirms: list[asyncio.Future[None]] = []
         try:
@@ -182,13 +156,11 @@ class Publisher:
                     confirm.exception()
             reason = "confirm_timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
             log.warning("publish_failed", reason=reason, messages=len(messages))
-            raise BrokerUnavailable(
-                "the broker did not confirm every message", retry_after=self.settings.retry_after
-            ) from exc
+            raise PublishFailed("the broker did not confirm every message") from exc
 
     async def close(self) -> None:
         """Stop reconnecting and close the connection (after in-flight publishes finished)."""
-        self._closing = True
+        self._closing.set()
         if self._reconnect is not None:
             self._reconnect.cancel()
             await asyncio.gather(self._reconnect, return_exceptions=True)

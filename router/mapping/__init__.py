@@ -43,6 +43,7 @@ Expressions
                       map, map_default, default, required, sep, fields, value).
 Modifiers (path and join; each takes only default and required)
     as = "str" | "int" | "float" | "bool" | "lower" | "upper" | "text" | "datetime"
+        (router/mapping/conversions.py)
         str       numbers and booleans as text; ints exactly, so 64-bit ids keep every digit
         int       ints, integral floats, decimal strings ("12", " -3 ")
         float     numbers and numeric strings, finite only
@@ -74,19 +75,18 @@ import math
 import tomllib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from router.errors import ConfigError, InvalidPayload
+from router.mapping.conversions import CONVERTERS, BadValue, as_str, map_key, sanitize_text
+from router.mapping.paths import PathError, Step, getter, json_pointer, parse_path
 
 __all__ = ["EventMapping", "load_mappings", "sanitize_text"]
 
 MAX_ERRORS = 20
-TEXT_MAX = 1000
 
 _Fn = Callable[[Any], Any]  # current value -> field value; None means absent
-_Step = str | int
 _MISSING: Any = object()
 
 _SOURCES = ("path", "const", "each", "join")
@@ -143,13 +143,6 @@ class _Unmappable(Exception):
         super().__init__(errors)
         self.errors = errors
 
-
-class _BadValue(Exception):
-    """A value a converter cannot take; `message` names what was expected, never the value."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 # --- loading -----------------------------------------------------------------------------
@@ -274,7 +267,7 @@ def _compile_object(ctx: _Ctx, key: str, fields: dict[str, Any]) -> Callable[[An
 
 def _compile_expr(ctx: _Ctx, key: str, spec: Any, *, nested_ok: bool, each_ok: bool) -> _Fn:
     if isinstance(spec, str):
-        return _getter(_parse_path(ctx, key, spec))
+        return getter(_parse_path(ctx, key, spec))
     if not isinstance(spec, dict):
         raise ctx.error(key, "must be a path string or a table")
     sources = [s for s in _SOURCES if s in spec]
@@ -327,12 +320,12 @@ def _compile_paths(ctx: _Ctx, key: str, spec: Any) -> tuple[_Fn, Callable[[Any],
     """A getter for one path or for alternatives (first present wins), and its error pointer."""
     if isinstance(spec, str):
         steps = _parse_path(ctx, key, spec)
-        pointer = _pointer(steps)
-        return _getter(steps), lambda value: pointer
+        pointer = json_pointer(steps)
+        return getter(steps), lambda value: pointer
     if not isinstance(spec, list) or not spec:
         raise ctx.error(key, "must be a path or a non-empty array of paths")
     alternatives = [
-        (_getter(s), _pointer(s))
+        (getter(s), json_pointer(s))
         for s in (_parse_path(ctx, f"{key}[{i}]", p) for i, p in enumerate(spec))
     ]
     getters = tuple(g for g, _ in alternatives)
@@ -374,7 +367,7 @@ def _compile_join(ctx: _Ctx, key: str, spec: dict[str, Any]) -> tuple[_Fn, Calla
         if isinstance(text, list) and text:
             text = text[0]
         if isinstance(text, str):
-            pointer = _pointer(_parse_path(ctx, f"{key}.join[{i}]", text))
+            pointer = json_pointer(_parse_path(ctx, f"{key}.join[{i}]", text))
             break
 
     def join(value: Any) -> str | None:
@@ -383,8 +376,8 @@ def _compile_join(ctx: _Ctx, key: str, spec: dict[str, Any]) -> tuple[_Fn, Calla
             item = part(value)
             if item is not None:
                 try:
-                    text = _as_str(item)
-                except _BadValue as exc:
+                    text = as_str(item)
+                except BadValue as exc:
                     raise _Unmappable([(pointer, exc.message)]) from None
                 if text and not text.isspace():
                     texts.append(text)
@@ -400,9 +393,9 @@ def _compile_value(
     conv = None
     if "as" in spec:
         name = spec["as"]
-        conv = _CONVERTERS.get(name) if isinstance(name, str) else None
+        conv = CONVERTERS.get(name) if isinstance(name, str) else None
         if conv is None:
-            raise ctx.error(f"{key}.as", f"must be one of {', '.join(_CONVERTERS)}")
+            raise ctx.error(f"{key}.as", f"must be one of {', '.join(CONVERTERS)}")
     table: dict[str, Any] | None = None
     if "map" in spec:
         table = spec["map"]
@@ -427,7 +420,7 @@ def _compile_value(
         if found is not None and conv is not None:
             try:
                 found = conv(found)
-            except _BadValue as exc:
+            except BadValue as exc:
                 raise _Unmappable([(where(value), exc.message)]) from None
         if found is None:
             if default is not None:
@@ -436,7 +429,7 @@ def _compile_value(
                 raise _Unmappable([(where(value), "is required")])
             return None
         if table is not None:
-            mapped = table.get(found if type(found) is str else _map_key(found), _MISSING)
+            mapped = table.get(found if type(found) is str else map_key(found), _MISSING)
             if mapped is _MISSING:
                 if map_default is _MISSING:
                     raise _Unmappable([(where(value), "has no mapping for this value")])
@@ -453,8 +446,8 @@ def _compile_each(ctx: _Ctx, key: str, spec: dict[str, Any]) -> _Fn:
         raise ctx.error(f"{key}.each", "must be a path ending in [*], e.g. 'line_items[*]'")
     prefix = text[: -len("[*]")]
     steps = _parse_path(ctx, f"{key}.each", prefix) if prefix else ()
-    get = _getter(steps)
-    pointer = _pointer(steps)
+    get = getter(steps)
+    pointer = json_pointer(steps)
     if ("fields" in spec) == ("value" in spec):
         raise ctx.error(key, "each needs exactly one of fields (objects) or value (scalars)")
     default, required = _absent_rules(ctx, key, spec, list_ok=True)
@@ -518,272 +511,10 @@ def _is_scalar(value: Any) -> bool:
     return isinstance(value, str | int | bool)
 
 
-# --- paths -------------------------------------------------------------------------------
 
+def _parse_path(ctx: _Ctx, key: str, text: Any) -> tuple[Step, ...]:
+    try:
+        return parse_path(text)
+    except PathError as exc:
+        raise ctx.error(key, str(exc)) from None
 
-def _parse_path(ctx: _Ctx, key: str, text: Any) -> tuple[_Step, ...]:
-    """'a.b[0].c' -> ("a", "b", 0, "c"); '.' -> () (the current value)."""
-    if not isinstance(text, str) or not text:
-        raise ctx.error(key, "must be a non-empty path string")
-    if text == ".":
-        return ()
-    steps: list[_Step] = []
-    for part in text.split("."):
-        name, bracket, rest = part.partition("[")
-        if not name and not bracket:
-            raise ctx.error(key, f"path {text!r} has an empty segment")
-        if "]" in name:
-            raise ctx.error(key, f"path {text!r} has ']' without '['")
-        if name:
-            steps.append(name)
-        while bracket:
-            index, close, rest = rest.partition("]")
-            if not close:
-                raise ctx.error(key, f"path {text!r} has '[' without ']'")
-            if index == "*":
-                raise ctx.error(key, f"path {text!r}: [*] is only allowed at the end of `each`")
-            digits = index[1:] if index[:1] == "-" else index
-            if not (digits.isascii() and digits.isdigit()):
-                raise ctx.error(key, f"path {text!r}: [{index}] is not a list index")
-            steps.append(int(index))
-            if not rest:
-                break
-            if rest[0] != "[":
-                raise ctx.error(key, f"path {text!r} has text after ']'")
-            rest = rest[1:]
-    return tuple(steps)
-
-
-def _pointer(steps: tuple[_Step, ...]) -> str:
-    return "".join("/" + str(s).replace("~", "~0").replace("/", "~1") for s in steps)
-
-
-def _getter(steps: tuple[_Step, ...]) -> _Fn:
-    """A closure reading `steps` from a value; None when anything along the way is missing."""
-    if not steps:
-        return _identity
-    if all(type(s) is str for s in steps):
-        if len(steps) == 1:
-            (k1,) = steps
-
-            def get1(value: Any) -> Any:
-                return value.get(k1) if isinstance(value, dict) else None
-
-            return get1
-        if len(steps) == 2:
-            k1, k2 = steps
-
-            def get2(value: Any) -> Any:
-                if isinstance(value, dict):
-                    value = value.get(k1)
-                    if isinstance(value, dict):
-                        return value.get(k2)
-                return None
-
-            return get2
-        keys = steps
-
-        def get_keys(value: Any) -> Any:
-            for k in keys:
-                if not isinstance(value, dict):
-                    return None
-                value = value.get(k)
-            return value
-
-        return get_keys
-
-    def get_mixed(value: Any) -> Any:
-        for step in steps:
-            if type(step) is str:
-                if not isinstance(value, dict):
-                    return None
-                value = value.get(step)
-            else:
-                if not isinstance(value, list):
-                    return None
-                try:
-                    value = value[step]
-                except IndexError:
-                    return None
-        return value
-
-    return get_mixed
-
-
-def _identity(value: Any) -> Any:
-    return value
-
-
-# --- conversions -------------------------------------------------------------------------
-
-
-def _map_key(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return None
-
-
-def _as_str(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)  # str(int) is exact, so 64-bit Shopify ids survive
-    raise _BadValue("must be a string, a number or a boolean")
-
-
-def _as_int(value: Any) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, str):
-        text = value.strip()
-        digits = text[1:] if text[:1] in ("+", "-") else text
-        # isascii + isdigit: int() alone would also take "1_000" and non-ASCII digits.
-        if digits.isascii() and digits.isdigit() and len(digits) <= 30:
-            return int(text)
-    raise _BadValue("must be an integer")
-
-
-def _as_float(value: Any) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            result = float(value)
-        except OverflowError:
-            raise _BadValue("must be a finite number") from None
-    elif isinstance(value, str) and value.isascii() and "_" not in value:
-        try:
-            result = float(value)
-        except ValueError:
-            raise _BadValue("must be a number") from None
-    else:
-        raise _BadValue("must be a number")
-    if not math.isfinite(result):
-        raise _BadValue("must be a finite number")
-    return result
-
-
-_TRUE = frozenset({"true", "1", "yes", "y", "on"})
-_FALSE = frozenset({"false", "0", "no", "n", "off"})
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-    raise _BadValue("must be a boolean")
-
-
-def _as_lower(value: Any) -> str | None:
-    return _as_str(value).strip().lower() or None
-
-
-def _as_upper(value: Any) -> str | None:
-    return _as_str(value).strip().upper() or None
-
-
-def _as_text(value: Any) -> str | None:
-    return sanitize_text(_as_str(value)) or None
-
-
-def _as_datetime(value: Any) -> str:
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise _BadValue("must be an ISO 8601 date-time") from None
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        try:
-            moment = datetime.fromtimestamp(value, UTC)
-        except (OverflowError, OSError, ValueError):
-            raise _BadValue("must be a Unix time in seconds") from None
-    else:
-        raise _BadValue("must be an ISO 8601 date-time")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    text = moment.isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-_CONVERTERS: dict[str, _Fn] = {
-    "str": _as_str,
-    "int": _as_int,
-    "float": _as_float,
-    "bool": _as_bool,
-    "lower": _as_lower,
-    "upper": _as_upper,
-    "text": _as_text,
-    "datetime": _as_datetime,
-}
-
-
-# --- free text ---------------------------------------------------------------------------
-
-# Control characters go (tab and newline stay); line breaks of every kind become "\n";
-# zero-width and bidirectional-override characters go (they hide or reorder text).
-_TEXT_TABLE: dict[int, str | None] = {
-    c: None for c in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if c not in (0x09, 0x0A)
-}
-_TEXT_TABLE.update({0x0D: "\n", 0x85: "\n", 0x2028: "\n", 0x2029: "\n"})
-_TEXT_TABLE.update(
-    {
-        c: None
-        for c in (
-            *range(0x200B, 0x2010),
-            *range(0x202A, 0x202F),
-            *range(0x2060, 0x2065),
-            *range(0x2066, 0x206A),
-            0xFEFF,
-        )
-    }
-)
-_TAG_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ/!?")
-
-
-def sanitize_text(text: str, limit: int = TEXT_MAX) -> str:
-    """Free text made safe to store and show: see `as = "text"` in the module docstring."""
-    if not (text.isascii() and text.isprintable()):  # printable ASCII needs no translation
-        text = text.translate(_TEXT_TABLE)
-    if "<" in text:
-        text = _strip_tags(text)
-    if "\n" in text:
-        lines = (" ".join(line.split()) for line in text.split("\n"))
-        text = "\n".join(line for line in lines if line)
-    else:
-        text = " ".join(text.split())
-    if len(text) > limit:
-        text = text[:limit].rstrip()
-    return text
-
-
-def _strip_tags(text: str) -> str:
-    """Remove `<tag ...>`, `</tag>`, `<!...>` and `<?...>`; a lone "<" (as in "a < b") stays."""
-    out: list[str] = []
-    start = 0
-    while True:
-        lt = text.find("<", start)
-        if lt < 0:
-            break
-        if text[lt + 1 : lt + 2] not in _TAG_START:  # also true at the very end ("")
-            out.append(text[start : lt + 1])
-            start = lt + 1
-            continue
-        gt = text.find(">", lt + 1)
-        if gt < 0:
-            break
-        out.append(text[start:lt])
-        out.append(" ")  # "<br>" between words must not glue them together
-        start = gt + 1
-    out.append(text[start:])
-    return "".join(out)

@@ -1,10 +1,5 @@
-"""What the orders, inventory and shipping consumers share: times, order locks, stock
-reservations and outbox notifications.
-
-Handlers are `async def handle(tx, event, policy=Policy()) -> str | None`: they apply the
-effect inside the runner's transaction (the inbox claim is already made) and return a short
-outcome the runner may count and log (see each module's OUTCOMES), or raise `Permanent` for a
-payload that can never be applied; any other exception means "retry".
+"""Stock as the orders, inventory and shipping consumers share it: the allocation policy,
+the locks every batch takes in one global order, order lines and their reservations.
 
 Reservations: each order line is reserved whole at one location, the one with the most units
 available for its SKU (ties: the first location by name); the line records where
@@ -28,14 +23,12 @@ tried once more, and if that fails too the order waits like any other backorder.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
-from consumers.runner import Permanent
+from consumers.events import Event
+from consumers.outbox import notify
+from consumers.store import Tx
 
 
 @dataclass(frozen=True)
@@ -46,77 +39,13 @@ class Policy:
 
 
 DEFAULT_POLICY = Policy()
-MAX_MESSAGE_ID = 200
 # Order statuses that wait for stock.
 WAITING = ("backordered", "partially_allocated")
-
-
-def iso(value: Any, field: str = "time") -> str:
-    """`value` (ISO-8601, 'Z' allowed, naive means UTC) as the UTC string the store compares."""
-    if not isinstance(value, str) or not value:
-        raise Permanent(f"{field}: expected an ISO-8601 date-time, got {value!r}")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise Permanent(f"{field}: not an ISO-8601 date-time: {value!r}") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def event_time(event: dict[str, Any]) -> str:
-    """When the event happened at the provider, else when the ingress received it, else now."""
-    for key in ("occurred_at", "received_at"):
-        if event.get(key):
-            return iso(event[key], key)
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def data_of(event: dict[str, Any]) -> dict[str, Any]:
-    data = event.get("data")
-    if not isinstance(data, dict):
-        raise Permanent("event has no data object")
-    return data
-
-
-def text(data: dict[str, Any], key: str) -> str:
-    value = data.get(key)
-    if not isinstance(value, str) or not value:
-        raise Permanent(f"{key}: expected a non-empty string, got {value!r}")
-    return value
-
-
-def integer(data: dict[str, Any], key: str) -> int:
-    value = data.get(key)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise Permanent(f"{key}: expected an integer, got {value!r}")
-    return value
-
-
-async def notify(tx: Any, event: dict[str, Any], kind: str, key: str, data: dict[str, Any]) -> str:
-    """Write the outbox row for `kind`; its message id comes from the cause, so a retried or
-    replayed event adds no second row. Returns the message id (an AMQP short string: one over
-    MAX_MESSAGE_ID bytes is replaced by its SHA-256, as stable)."""
-    message_id = f"{event['id']}:{kind}:{key}"
-    if len(message_id.encode()) > MAX_MESSAGE_ID:
-        message_id = "sha256:" + hashlib.sha256(message_id.encode()).hexdigest()
-    # The body subscribers receive: Standard Webhooks' {type, timestamp, data}, plus the id
-    # (also the webhook-id) and the event that caused it.
-    body = orjson.dumps({
-        "id": message_id,
-        "type": kind,
-        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-        "data": data,
-        "cause": event["id"],
-    })
-    await tx.add_outbox(kind, f"notify.{kind}", body, message_id)
-    return message_id
-
 
 # --- orders and reservations -----------------------------------------------------------------
 
 
-async def lock_order(tx: Any, order_id: str) -> dict[str, Any] | None:
+async def lock_order(tx: Tx, order_id: str) -> dict[str, Any] | None:
     """The order's row (status, created_at, updated_at), locked until commit; None if unknown.
     updated_at is the time of the last order event applied (not of stock or shipping moves)."""
     return await tx.fetchrow(
@@ -126,7 +55,7 @@ async def lock_order(tx: Any, order_id: str) -> dict[str, Any] | None:
     )
 
 
-async def lock_orders(tx: Any, order_ids: set[str]) -> None:
+async def lock_orders(tx: Tx, order_ids: set[str]) -> None:
     """Take a transaction-scoped lock on each order id, in one global order, until commit;
     run first in a batch (before lock_stock). An order and a shipment naming it, applied at
     once by two consumers on PostgreSQL, then follow each other: the second sees the first
@@ -140,7 +69,7 @@ async def lock_orders(tx: Any, order_ids: set[str]) -> None:
         )
 
 
-async def lock_stock(tx: Any, skus: set[str]) -> None:
+async def lock_stock(tx: Tx, skus: set[str]) -> None:
     """Lock every stock row of `skus`, in (sku, location) order, until commit. Run first in a
     batch (ConsumerSpec.prepare), it makes concurrent batches on PostgreSQL queue for hot
     SKUs instead of deadlocking over them. SQLite needs nothing: one writer at a time."""
@@ -151,7 +80,7 @@ async def lock_stock(tx: Any, skus: set[str]) -> None:
         )
 
 
-async def lock_orders_and_stock(tx: Any, order_ids: set[str], skus: set[str]) -> None:
+async def lock_orders_and_stock(tx: Tx, order_ids: set[str], skus: set[str]) -> None:
     """A batch's locks, in the one global order every consumer uses: the order ids, then the
     stock rows of `skus` and of the stored lines of those orders."""
     if tx.dialect != "postgresql":
@@ -174,7 +103,7 @@ def new_lines(skus_and_quantities: list[tuple[str, int]]) -> list[dict[str, Any]
     ]
 
 
-async def order_lines(tx: Any, order_id: str) -> list[dict[str, Any]]:
+async def order_lines(tx: Tx, order_id: str) -> list[dict[str, Any]]:
     return await tx.fetch(
         "SELECT line_no, sku, quantity, reserved, location FROM order_lines"
         " WHERE order_id = $1 ORDER BY line_no",
@@ -182,7 +111,7 @@ async def order_lines(tx: Any, order_id: str) -> list[dict[str, Any]]:
     )
 
 
-async def insert_lines(tx: Any, order_id: str, lines: list[dict[str, Any]]) -> None:
+async def insert_lines(tx: Tx, order_id: str, lines: list[dict[str, Any]]) -> None:
     await tx.executemany(
         "INSERT INTO order_lines (order_id, line_no, sku, quantity, reserved, location)"
         " VALUES ($1, $2, $3, $4, $5, $6)",
@@ -191,7 +120,7 @@ async def insert_lines(tx: Any, order_id: str, lines: list[dict[str, Any]]) -> N
     )
 
 
-async def save_lines(tx: Any, order_id: str, lines: list[dict[str, Any]]) -> None:
+async def save_lines(tx: Tx, order_id: str, lines: list[dict[str, Any]]) -> None:
     """Store what `lines` (already in the table) now hold."""
     await tx.executemany(
         "UPDATE order_lines SET reserved = $3, location = $4 WHERE order_id = $1 AND line_no = $2",
@@ -208,7 +137,7 @@ _TAKE = (
 )
 
 
-async def _take(tx: Any, sku: str, quantity: int) -> str | None:
+async def _take(tx: Tx, sku: str, quantity: int) -> str | None:
     """Reserve `quantity` of `sku` at one location; the location, or None if none has it."""
     location = await tx.fetchval(_TAKE, sku, quantity)
     if location is None:  # PostgreSQL: the chosen row may have changed under us; look again
@@ -216,7 +145,7 @@ async def _take(tx: Any, sku: str, quantity: int) -> str | None:
     return location
 
 
-async def _give_back(tx: Any, line: dict[str, Any], *, consume: bool = False) -> None:
+async def _give_back(tx: Tx, line: dict[str, Any], *, consume: bool = False) -> None:
     take = ", on_hand = on_hand - $3" if consume else ""
     done = await tx.execute(
         f"UPDATE stock SET reserved = reserved - $3{take} WHERE sku = $1 AND location = $2",
@@ -229,7 +158,7 @@ async def _give_back(tx: Any, line: dict[str, Any], *, consume: bool = False) ->
 
 
 async def reserve_lines(
-    tx: Any, lines: list[dict[str, Any]], policy: Policy = DEFAULT_POLICY
+    tx: Tx, lines: list[dict[str, Any]], policy: Policy = DEFAULT_POLICY
 ) -> str:
     """Reserve the lines not yet reserved (in memory: the caller stores them); the order's
     status: allocated, partially_allocated or backordered. Without partial allocation it is
@@ -255,7 +184,7 @@ async def reserve_lines(
 
 
 async def release_lines(
-    tx: Any, lines: list[dict[str, Any]], *, consume: bool = False
+    tx: Tx, lines: list[dict[str, Any]], *, consume: bool = False
 ) -> list[str]:
     """Give back what `lines` hold (in memory: the caller stores them); with `consume` the
     units left the warehouse (shipped), so on_hand drops too. The SKUs released."""
@@ -271,7 +200,7 @@ async def release_lines(
     return released
 
 
-async def release_order(tx: Any, order_id: str, *, consume: bool = False) -> list[dict[str, Any]]:
+async def release_order(tx: Tx, order_id: str, *, consume: bool = False) -> list[dict[str, Any]]:
     """Release (or consume) everything the stored order holds; its lines, as now stored."""
     lines = await order_lines(tx, order_id)
     changed = [dict(line) for line in lines if line["reserved"]]
@@ -297,7 +226,7 @@ def order_summary(order_id: str, status: str, lines: list[dict[str, Any]]) -> di
 
 
 async def allocate_waiting(
-    tx: Any, event: dict[str, Any], skus: list[str], policy: Policy = DEFAULT_POLICY
+    tx: Tx, event: Event, skus: list[str], policy: Policy = DEFAULT_POLICY
 ) -> list[str]:
     """Stock of `skus` became available: allocate waiting (backordered, or partially
     allocated) orders that need them, oldest (created_at) first. An order that does not fit

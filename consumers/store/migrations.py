@@ -1,0 +1,142 @@
+"""The schema, as numbered migrations applied in order (each recorded in schema_migrations).
+Never edit one that shipped: append. `{serial_pk}` and `{blob}` are filled per engine."""
+
+from __future__ import annotations
+
+from consumers.store.contract import Tx
+from router.times import now_iso
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            """CREATE TABLE inbox (
+                consumer TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                processed_at TEXT NOT NULL,
+                PRIMARY KEY (consumer, event_id))""",
+            """CREATE TABLE orders (
+                order_id TEXT PRIMARY KEY,
+                source TEXT,
+                status TEXT,
+                shipping_address TEXT,
+                note TEXT,
+                created_at TEXT,
+                updated_at TEXT,
+                version INTEGER NOT NULL DEFAULT 0)""",
+            """CREATE TABLE order_lines (
+                order_id TEXT NOT NULL REFERENCES orders (order_id),
+                line_no INTEGER NOT NULL,
+                sku TEXT NOT NULL,
+                quantity INTEGER NOT NULL,
+                reserved INTEGER NOT NULL DEFAULT 0,
+                PRIMARY KEY (order_id, line_no))""",
+            """CREATE TABLE stock (
+                sku TEXT NOT NULL,
+                location TEXT NOT NULL,
+                on_hand INTEGER NOT NULL CHECK (on_hand >= 0),
+                reserved INTEGER NOT NULL DEFAULT 0 CHECK (reserved >= 0 AND reserved <= on_hand),
+                as_of TEXT,
+                PRIMARY KEY (sku, location))""",
+            """CREATE TABLE shipments (
+                tracking_code TEXT NOT NULL,
+                carrier TEXT NOT NULL,
+                order_id TEXT,
+                status TEXT,
+                rank INTEGER,
+                occurred_at TEXT,
+                PRIMARY KEY (tracking_code, carrier))""",
+            """CREATE TABLE shipment_events (
+                id {serial_pk},
+                tracking_code TEXT NOT NULL,
+                carrier TEXT NOT NULL,
+                status TEXT,
+                occurred_at TEXT,
+                detail TEXT,
+                event_id TEXT)""",
+            "CREATE INDEX shipment_events_by_shipment"
+            " ON shipment_events (tracking_code, carrier, occurred_at)",
+            """CREATE TABLE outbox (
+                id {serial_pk},
+                kind TEXT NOT NULL,
+                routing_key TEXT NOT NULL,
+                body {blob} NOT NULL,
+                message_id TEXT NOT NULL UNIQUE,
+                created_at TEXT NOT NULL,
+                sent_at TEXT)""",
+            "CREATE INDEX outbox_unsent ON outbox (id) WHERE sent_at IS NULL",
+        ],
+    ),
+    (
+        # Reservations at any location: each line records where it holds stock. Lines
+        # reserved before this were reserved at the one location then used, "default".
+        2,
+        [
+            "ALTER TABLE order_lines ADD COLUMN location TEXT",
+            "UPDATE order_lines SET location = 'default' WHERE reserved > 0",
+            "CREATE INDEX order_lines_by_sku ON order_lines (sku, order_id)",
+            "CREATE INDEX orders_waiting ON orders (status, created_at)",
+        ],
+    ),
+    (
+        # Outbound webhooks: each subscription's state, and every delivery attempt.
+        3,
+        [
+            """CREATE TABLE subscription_state (
+                name TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                reason TEXT,
+                failures INTEGER NOT NULL DEFAULT 0,
+                first_failure_at TEXT,
+                updated_at TEXT NOT NULL)""",
+            """CREATE TABLE deliveries (
+                id {serial_pk},
+                subscription TEXT NOT NULL,
+                message_id TEXT NOT NULL,
+                event_id TEXT,
+                type TEXT,
+                attempt INTEGER NOT NULL,
+                status_code INTEGER,
+                error TEXT,
+                latency_ms REAL,
+                at TEXT NOT NULL)""",
+            "CREATE INDEX deliveries_by_message ON deliveries (message_id)",
+            "CREATE INDEX deliveries_by_event ON deliveries (event_id)",
+            "CREATE INDEX outbox_by_time ON outbox (created_at)",
+        ],
+    ),
+    (
+        # Shipping looks orders up by their shipments, and shipments by their order.
+        4,
+        ["CREATE INDEX shipments_by_order ON shipments (order_id)"],
+    ),
+]
+
+_DIALECT = {
+    "sqlite": {"serial_pk": "INTEGER PRIMARY KEY", "blob": "BLOB"},
+    "postgresql": {"serial_pk": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA"},
+}
+
+_CREATE_MIGRATIONS = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    " version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+)
+
+
+async def migrate(tx: Tx, dialect: str) -> list[int]:
+    """Apply the missing migrations inside `tx` (the caller serialises); the versions applied."""
+    await tx.execute(_CREATE_MIGRATIONS)
+    done = {row["version"] for row in await tx.fetch("SELECT version FROM schema_migrations")}
+    applied = []
+    for version, statements in MIGRATIONS:
+        if version in done:
+            continue
+        for statement in statements:
+            await tx.execute(statement.format(**_DIALECT[dialect]))
+        await tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
+            version,
+            now_iso(),
+        )
+        applied.append(version)
+    return applied

@@ -1,0 +1,148 @@
+"""PostgreSQL: an asyncpg pool (min 1, max `pool_max`), READ COMMITTED."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from consumers.store.contract import (
+    IntegrityViolation,
+    OutboxRelay,
+    StoreBusy,
+    StoreError,
+    Tx,
+    TxBase,
+    redact_url,
+)
+from consumers.store.migrations import migrate
+
+T = TypeVar("T")
+
+DEFAULT_POOL_MAX = 4
+# Any constant that other users of the same PostgreSQL database are unlikely to pick.
+_MIGRATION_LOCK_KEY = 0x5EB400C0
+
+def _pg_error(exc: Exception) -> StoreError:
+    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
+        return IntegrityViolation(f"constraint violated: {exc}")
+    if isinstance(exc, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError,
+                        asyncpg.LockNotAvailableError)):
+        return StoreBusy(f"postgresql: {type(exc).__name__}: {exc}")
+    return StoreError(f"postgresql: {type(exc).__name__}: {exc}")
+
+
+def _rows_affected(status: str) -> int:
+    """'INSERT 0 1' → 1, 'UPDATE 5' → 5, 'CREATE TABLE' → 0."""
+    last = status.rpartition(" ")[2]
+    return int(last) if last.isdigit() else 0
+
+
+class _PostgresTx(TxBase):
+    dialect = "postgresql"
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        super().__init__()
+        self._conn = conn
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        try:
+            await self._conn.executemany(sql, rows)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise _pg_error(exc) from exc
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        try:
+            return _rows_affected(await self._conn.execute(sql, *args))
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise _pg_error(exc) from exc
+
+    async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        try:
+            return [dict(row) for row in await self._conn.fetch(sql, *args)]
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise _pg_error(exc) from exc
+
+    async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
+        try:
+            row = await self._conn.fetchrow(sql, *args)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise _pg_error(exc) from exc
+        return None if row is None else dict(row)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        try:
+            return await self._conn.fetchval(sql, *args)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise _pg_error(exc) from exc
+
+
+class PostgresStore(OutboxRelay):
+    """PostgreSQL through an asyncpg pool; each transaction holds one pooled connection."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, pool_max: int = DEFAULT_POOL_MAX) -> None:
+        if pool_max < 1:
+            raise ValueError("pool_max must be at least 1")
+        self.url = url
+        self.pool_max = pool_max
+        self._pool: asyncpg.Pool | None = None
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date; concurrent starters wait on an advisory lock."""
+        if self._pool is not None:
+            return
+        try:
+            self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_max)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreError(
+                f"cannot connect to {redact_url(self.url)}: {type(exc).__name__}"
+            ) from exc
+        try:
+            async with self.transaction() as tx:
+                await tx.fetchval("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
+                await migrate(tx, self.dialect)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Tx]:
+        """A pooled connection in a READ COMMITTED transaction: commit, or rollback on error."""
+        if self._pool is None:
+            raise StoreError("store is not open")
+        raised: BaseException | None = None
+        try:
+            async with self._pool.acquire() as conn:
+                async with conn.transaction(isolation="read_committed"):
+                    try:
+                        yield _PostgresTx(conn)
+                    except BaseException as exc:
+                        raised = exc
+                        raise
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            if exc is raised:  # the block's own error: pass it on as it is
+                raise
+            # Raised by acquire, BEGIN, COMMIT or ROLLBACK.
+            raise _pg_error(exc) from exc
+
+    async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
+        """`work(tx)` in one transaction: committed when it returns, rolled back if it raises."""
+        async with self.transaction() as tx:
+            return await work(tx)
+

@@ -1,0 +1,72 @@
+"""What goes wrong with the broker, as the router's broker code reports it.
+
+    AmqpError                 our publish-only client (router.broker.protocol)
+    ├── ConnectionLost        the connection or channel is gone (broker, network or close())
+    ├── PublishNacked         the broker nacked the message (it did not take responsibility)
+    └── PublishReturned       a mandatory message could not be routed to any queue
+    PublishFailed             Publisher: not connected, or a message was not confirmed in time
+                              (the ingress answers 503; a consumer tries again later)
+
+BROKER_ERRORS holds every exception that means "the broker or the connection failed", from
+aio-pika, aiormq, our client and the socket, for the places that catch them all.
+"""
+
+from __future__ import annotations
+
+import aiormq
+from aio_pika.exceptions import AMQPException
+
+
+class AmqpError(Exception):
+    """Base of this module's errors.
+
+    AmqpError
+    ├── ConnectionLost    the connection or channel is gone (broker, network or close())
+    ├── PublishNacked     the broker nacked the message (it did not take responsibility)
+    └── PublishReturned   a mandatory message could not be routed to any queue
+    """
+
+
+class ConnectionLost(AmqpError):
+    """The connection or the channel closed; `reply_code`/`reply_text` are the broker's if it
+    said why (e.g. 403 ACCESS_REFUSED, 404 NOT_FOUND, 320 CONNECTION_FORCED), else None/text."""
+
+    def __init__(self, reply_code: int | None = None, reply_text: str = "connection lost") -> None:
+        super().__init__(f"{reply_code} {reply_text}" if reply_code else reply_text)
+        self.reply_code = reply_code
+        self.reply_text = reply_text
+
+
+class PublishNacked(AmqpError):
+    """The broker sent basic.nack for the message: it was not stored; publish it again."""
+
+
+class PublishReturned(AmqpError):
+    """A mandatory message was unroutable: the broker returned it (basic.return) instead."""
+
+    def __init__(self, reply_code: int, reply_text: str, exchange: str, routing_key: str) -> None:
+        super().__init__(f"{reply_code} {reply_text} (exchange {exchange!r}, key {routing_key!r})")
+        self.reply_code = reply_code
+        self.reply_text = reply_text
+        self.exchange = exchange
+        self.routing_key = routing_key
+
+
+
+class PublishFailed(Exception):
+    """The broker did not take a message: not connected, or it did not confirm in time (or
+    nacked, returned, or lost the connection first). `message` is safe to show."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    AmqpError,
+    AMQPException,
+    aiormq.exceptions.AMQPError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    OSError,  # ConnectionError among them
+    TimeoutError,
+)

@@ -1,0 +1,45 @@
+"""The one back-off loop for (re)connecting to the broker: the ingress's publisher and every
+consumer wait the same way while RabbitMQ is away."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+
+from router.broker.errors import BROKER_ERRORS, PublishFailed
+
+T = TypeVar("T")
+log = structlog.get_logger("router.broker")
+
+FIRST_DELAY = 0.5
+LONGEST_DELAY = 10.0
+
+
+async def keep_trying(
+    connect: Callable[[], Awaitable[T]],
+    stop: asyncio.Event,
+    *,
+    after_failure: Callable[[], Awaitable[None]] | None = None,
+    **log_fields: Any,
+) -> T | None:
+    """`await connect()` until it returns, and return what it returned; None once `stop` is
+    set. A broker failure is logged (`broker_unavailable`, with `log_fields`), then
+    `after_failure` is awaited (to drop what the attempt left half open) and the next try
+    waits 0.5 s, doubling up to 10 s. Anything else `connect` raises propagates."""
+    delay = FIRST_DELAY
+    while not stop.is_set():
+        try:
+            return await connect()
+        except (*BROKER_ERRORS, PublishFailed) as exc:
+            error = exc.message if isinstance(exc, PublishFailed) else type(exc).__name__
+            log.warning("broker_unavailable", error=error, retry_in=delay, **log_fields)
+            if after_failure is not None:
+                await after_failure()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, LONGEST_DELAY)
+    return None
