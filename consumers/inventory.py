@@ -53,6 +53,7 @@ async def handle(
     else:
         old_on_hand, reserved, stored_as_of = row["on_hand"], row["reserved"], row["as_of"]
 
+    new_as_of: str | None
     if relative is None:
         if stored_as_of is not None and as_of <= stored_as_of:
             return "stale"

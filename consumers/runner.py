@@ -175,7 +175,7 @@ class Runner:
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._to_mark: list[int] = []  # confirmed outbox ids not yet marked sent
         self._relay_needed = True  # scan for unsent outbox rows (at start, after a failure)
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending: set[asyncio.Task[bool]] = set()
 
     async def _connect(self, stop: asyncio.Event) -> aio_pika.abc.AbstractQueue | None:
         """Connect (retrying with back-off while the broker is away) and declare the

@@ -163,7 +163,7 @@ async def reserve_lines(
     """Reserve the lines not yet reserved (in memory: the caller stores them); the order's
     status: allocated, partially_allocated or backordered. Without partial allocation it is
     all or nothing: a line that does not fit gives back what this call took."""
-    taken = []
+    taken: list[dict[str, Any]] = []
     for line in sorted(lines, key=lambda line: (line["sku"], line["line_no"])):
         if line["reserved"]:
             continue

@@ -28,7 +28,9 @@ log = structlog.get_logger("router.app")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error_response(status: int, body: dict[str, object], retry_after: int | None = None):
+def _error_response(
+    status: int, body: dict[str, object], retry_after: int | None = None
+) -> web.Response:
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return web.Response(
         body=orjson.dumps(body), status=status, content_type="application/json", headers=headers

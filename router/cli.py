@@ -146,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return _run(build_parser().parse_args(argv))
+        try:
+            return _run(build_parser().parse_args(argv))
+        finally:
+            sys.stdout.flush()  # here, where a reader gone away is caught, not at exit
     except BrokenPipeError:
         # Whoever read our output stopped (`... | head`): end quietly, as cat and ls do, and
         # keep Python from complaining when it flushes stdout at exit.
@@ -178,6 +181,8 @@ def _run(args: argparse.Namespace) -> int:
 
         try:
             return asyncio.run(_topology(settings, args.delete))
+        except BrokenPipeError:
+            raise  # our reader went away; not the broker's doing
         except BROKER_ERRORS as exc:
             print(f"cannot reach the broker: {exc}", file=sys.stderr)
             return 1

@@ -10,7 +10,7 @@ import atexit
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import orjson
 import structlog
@@ -115,6 +115,6 @@ def configure_logging(level: str = "info", pii_fields: Iterable[str] = ()) -> No
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.BytesLoggerFactory(output),
+        logger_factory=structlog.BytesLoggerFactory(cast(BinaryIO, output)),  # write, flush
         cache_logger_on_first_use=True,
     )

@@ -27,10 +27,10 @@ def resolve_secret(
         raise ConfigError(file, key, "must be a string like 'env:NAME' or 'file:PATH'")
     kind, _, target = ref.partition(":")
     if kind == "env" and target:
-        value = env.get(target)
-        if not value:
+        text = env.get(target)
+        if not text:
             raise ConfigError(file, key, f"environment variable {target} is not set")
-        return value.encode()
+        return text.encode()
     if kind == "file" and target:
         path = Path(target)
         if not path.is_absolute():

@@ -273,11 +273,13 @@ def load_settings(
                     subscriptions=subscriptions, sources=sources)
 
 
-def _relative(base: Path, value: str | None) -> Path | None:
-    if value is None:
-        return None
+def _path(base: Path, value: str) -> Path:
     p = Path(value)
     return p if p.is_absolute() else base / p
+
+
+def _relative(base: Path, value: str | None) -> Path | None:
+    return None if value is None else _path(base, value)
 
 
 def _server(t: _Table, base: Path) -> ServerSettings:
@@ -303,7 +305,7 @@ def _server(t: _Table, base: Path) -> ServerSettings:
         dedup_capacity=t.positive("dedup_capacity", int, d.dedup_capacity),
         tls_cert=tls_cert,
         tls_key=tls_key,
-        schemas=_relative(base, t.get("schemas", str, "schemas")),
+        schemas=_path(base, t.get("schemas", str, "schemas")),
     )
     _check_cidrs(t, "trusted_proxies", s.trusted_proxies)
     t.done()
@@ -471,7 +473,7 @@ def _source(
         for i, ref in enumerate(refs)
         if resolve_secrets
     )
-    mapping = _relative(base, t.require("mapping", str))
+    mapping = _path(base, t.require("mapping", str))
     if not mapping.is_file():
         raise t.error("mapping", f"file {mapping} does not exist")
     events = t.get("events", dict, {})

@@ -13,7 +13,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from consumers.store.contract import (
     IntegrityViolation,
@@ -130,8 +130,9 @@ class _SqliteDirectTx(_SqliteTx):
         self._run_many(sql, rows)
 
 
-def _drive(coroutine: Coroutine[Any, Any, T]) -> T:
+def _drive(awaitable: Awaitable[T]) -> T:
     """Run a coroutine that never suspends to its end, synchronously."""
+    coroutine = cast(Coroutine[Any, Any, T], awaitable)
     try:
         coroutine.send(None)
     except StopIteration as done:
@@ -293,7 +294,7 @@ class SqliteStore(OutboxRelay):
     def _run_work(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         self._begin()
         try:
-            result = _drive(work(_SqliteDirectTx(self)))  # type: ignore[arg-type]
+            result = _drive(work(_SqliteDirectTx(self)))
         except BaseException:
             self._end(False)
             raise

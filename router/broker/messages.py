@@ -68,9 +68,10 @@ def dead_copy(
     message: AbstractIncomingMessage, *, attempt: int, reason: str, consumer: str
 ) -> aio_pika.Message:
     """The copy for a dead-letter queue, saying why, who gave up on it, and when."""
-    return copy_message(message, attempt=attempt, **{
+    headers: dict[str, Any] = {
         DEAD_REASON: reason, DEAD_CONSUMER: consumer, DEAD_AT: now_iso("seconds"),
-    })
+    }
+    return copy_message(message, attempt=attempt, **headers)
 
 
 async def reroute(

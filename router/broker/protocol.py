@@ -405,7 +405,8 @@ class ConfirmingPublisher(asyncio.Protocol):
         if isinstance(method, commands.Basic.Return):
             self._return = ReturnedMessage(
                 PublishReturned(
-                    method.reply_code, method.reply_text, method.exchange, method.routing_key
+                    method.reply_code or 0, method.reply_text or "", method.exchange or "",
+                    method.routing_key or "",
                 )
             )
         elif isinstance(method, commands.Connection.Close):

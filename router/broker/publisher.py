@@ -117,7 +117,7 @@ class Publisher:
             async with asyncio.timeout(self.settings.confirm_timeout):
                 await confirmed
         except (TimeoutError, AmqpError) as exc:
-            reason = "confirm_timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            reason = "confirm_timeout" if isinstance(exc, TimeoutError) else exc.__class__.__name__
             log.warning("publish_failed", reason=reason)
             raise PublishFailed("the broker did not confirm the event") from exc
         return time.perf_counter() - started
@@ -154,7 +154,7 @@ class Publisher:
                     confirm.cancel()
                 elif not confirm.cancelled():
                     confirm.exception()
-            reason = "confirm_timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            reason = "confirm_timeout" if isinstance(exc, TimeoutError) else exc.__class__.__name__
             log.warning("publish_failed", reason=reason, messages=len(messages))
             raise PublishFailed("the broker did not confirm every message") from exc
 

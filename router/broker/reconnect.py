@@ -15,6 +15,8 @@ from router.broker.errors import BROKER_ERRORS, PublishFailed
 T = TypeVar("T")
 log = structlog.get_logger("router.broker")
 
+# What makes a try fail for the broker's sake (anything else is a bug, and propagates).
+_BROKER_FAILURES: tuple[type[BaseException], ...] = (*BROKER_ERRORS, PublishFailed)
 FIRST_DELAY = 0.5
 LONGEST_DELAY = 10.0
 
@@ -34,7 +36,7 @@ async def keep_trying(
     while not stop.is_set():
         try:
             return await connect()
-        except (*BROKER_ERRORS, PublishFailed) as exc:
+        except _BROKER_FAILURES as exc:
             error = exc.message if isinstance(exc, PublishFailed) else type(exc).__name__
             log.warning("broker_unavailable", error=error, retry_in=delay, **log_fields)
             if after_failure is not None:

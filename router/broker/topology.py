@@ -15,6 +15,7 @@ All names carry the configured prefix.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
@@ -31,7 +32,7 @@ QUEUES: dict[str, tuple[str, ...]] = {
 @dataclass(frozen=True)
 class QueueSpec:
     name: str
-    arguments: dict[str, object]
+    arguments: dict[str, Any]
     bindings: tuple[str, ...] = ()
 
 

@@ -429,7 +429,8 @@ def _compile_value(
                 raise _Unmappable([(where(value), "is required")])
             return None
         if table is not None:
-            mapped = table.get(found if type(found) is str else map_key(found), _MISSING)
+            key = found if isinstance(found, str) else map_key(found)
+            mapped = _MISSING if key is None else table.get(key, _MISSING)
             if mapped is _MISSING:
                 if map_default is _MISSING:
                     raise _Unmappable([(where(value), "has no mapping for this value")])

@@ -86,7 +86,7 @@ def getter(steps: tuple[Step, ...]) -> Getter:
 
     def get_mixed(value: Any) -> Any:
         for step in steps:
-            if type(step) is str:
+            if isinstance(step, str):
                 if not isinstance(value, dict):
                     return None
                 value = value.get(step)

@@ -75,7 +75,7 @@ class JwtVerifier(SchemeBase):
         algorithm = jwt.get_unverified_header(token).get("alg")
         # The header only picks among the configured algorithms' keys; PyJWT checks it again.
         keys = self._keys.get(algorithm) if isinstance(algorithm, str) else None
-        if not keys:
+        if not keys or not isinstance(algorithm, str):
             raise jwt.InvalidAlgorithmError("algorithm not allowed")
         for key in keys[:-1]:  # rotation: a signature mismatch moves on to the next key
             try:

@@ -19,7 +19,6 @@ from router.verify.scheme import (
     Options,
     Scheme,
     SchemeBase,
-    Verifier,
     check_timestamp,
     to_bytes,
 )
@@ -94,7 +93,7 @@ def _whsec_key(secret: bytes, index: int, options: Options) -> bytes:
     return key
 
 
-def _build_standard_webhooks(secrets: Sequence[bytes], options: Options) -> Verifier:
+def _build_standard_webhooks(secrets: Sequence[bytes], options: Options) -> StandardWebhooks:
     keys = [_whsec_key(s, n, options) for n, s in enumerate(secrets)]
     tolerance = options.seconds("tolerance", DEFAULT_TOLERANCE)
     return StandardWebhooks(HmacKeys(keys, hashlib.sha256, "base64"), tolerance)

@@ -115,3 +115,55 @@ class TestSubscriptionCommands:
         code, out, _ = await run_cli("--config", str(CONFIG), "deliveries", "evt-none", env=env)
         assert 1 == code
         assert "no delivery attempts for evt-none" in out
+
+
+class TestCommandLine:
+    async def test_config_goes_before_or_after_the_command_or_in_the_environment(
+        self, test_env
+    ):
+        """`--config FILE` works where users type it, before or after the command, and
+        ROUTER_CONFIG works without it; a wrong path is named whichever way it came."""
+        sample = str(ROOT / "config" / "samples" / "shopify-orders-create.json")
+        for args, env in (
+            (("--config", str(CONFIG), "sign", "shopify", "-f", sample), test_env),
+            (("sign", "--config", str(CONFIG), "shopify", "-f", sample), test_env),
+            (("sign", "shopify", "-f", sample), {**test_env, "ROUTER_CONFIG": str(CONFIG)}),
+        ):
+            code, out, err = await run_cli(*args, env=env)
+            assert (0, True) == (code, "\nX-Shopify-Hmac-Sha256: " in out), err
+        code, _, err = await run_cli("sign", "--config", "/nonexistent/router.toml", "shopify",
+                                     "-f", sample, env={**test_env, "ROUTER_CONFIG": str(CONFIG)})
+        assert (2, "configuration error: /nonexistent/router.toml: -: file not found") == (
+            code, err.strip())
+
+    async def test_help_lists_every_command(self, test_env):
+        """`--help` names every command the CLI has."""
+        from router.cli import build_parser
+
+        code, out, _ = await run_cli("--help", env=test_env)
+        commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+        assert 0 == code
+        assert [] == [name for name in commands if f"    {name} " not in out]
+        assert {"serve", "topology", "sign", "send-test", "dlq", "subscriptions",
+                "deliveries"} == set(commands)
+
+    @pytest.mark.parametrize(("args", "expected"), [
+        (("sign", "shopify", "-f", str(ROOT / "config" / "samples" / "shopify-orders-create.json")),
+         141),
+        (("--help",), 0),  # argparse itself ignores a failed write of the help
+    ])
+    async def test_output_to_a_closed_pipe_ends_quietly(self, test_env, settings, args, expected):
+        """Output into a pipe nobody reads any more (`... | head`) ends the command without a
+        traceback: exit 141 (128 + SIGPIPE, as a shell reports it), nothing on stderr."""
+        reader, writer = os.pipe()
+        os.close(reader)  # the reader is gone before the first write
+        env = {**os.environ, **test_env, "AMQP_URL": settings.broker.url}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "router", "--config", str(CONFIG), *args, cwd=ROOT,
+                env=env, stdout=writer, stderr=asyncio.subprocess.PIPE,
+            )
+        finally:
+            os.close(writer)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert (expected, "") == (proc.returncode, err.decode())

@@ -333,6 +333,23 @@ class TestBrokerTrouble:
         finally:
             await rabbitmqctl("set_vm_memory_high_watermark", "0.4")
 
+    async def test_publish_the_broker_returns_gives_503(self, settings, make_client, amqp,
+                                                        topology):
+        """With no queue to take it (the orders queue and the unrouted queue behind the
+        alternate exchange are gone), the broker returns the event: 503 with Retry-After, so
+        the provider tries again; never a 500."""
+        client = await make_client(settings)
+        channel = await amqp.channel()
+        for name in (topology.queue("orders"), topology.unrouted_queue):
+            queue = await channel.get_queue(name, ensure=False)
+            await queue.delete(if_unused=False, if_empty=False)
+        headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+        response = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
+        assert (503, "broker_unavailable", "5") == (
+            response.status, (await response.json())["error"], response.headers["Retry-After"]
+        )
+        await topology.declare(channel)  # back as it was, for the clean-up
+
 
 def metric(text: str, name: str, **labels: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
