@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from consumers.errors import Permanent
+from router.times import now_iso
 
 # The envelope as published by the ingress (or an outbox): id, type, source, received_at,
 # occurred_at, schema, data.
@@ -31,7 +32,7 @@ def event_time(event: Event) -> str:
     for key in ("occurred_at", "received_at"):
         if event.get(key):
             return iso(event[key], key)
-    return datetime.now(UTC).isoformat(timespec="microseconds")
+    return now_iso()
 
 
 def data_of(event: Event) -> dict[str, Any]:

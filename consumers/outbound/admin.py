@@ -67,7 +67,7 @@ async def _depths(settings: Settings, names: list[str]) -> dict[str, int | None]
                 queue = await channel.declare_queue(name, passive=True)
                 depths[name] = queue.declaration_result.message_count
                 await channel.close()
-            except aio_pika.exceptions.AMQPException:
+            except BROKER_ERRORS:
                 pass
     return depths
 

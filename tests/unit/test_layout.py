@@ -13,6 +13,15 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("router", "consumers")
 MAX_LINES = 600
 HANDLERS = ("consumers.orders", "consumers.inventory", "consumers.shipping")
+# package -> what its modules may import of ours (README, "Map of the tree")
+MAY_IMPORT = {
+    "router.verify": ("router.verify", "router.errors"),
+    "router.mapping": ("router.mapping", "router.errors"),
+    "router.broker": ("router.broker", "router.settings", "router.times"),
+    "consumers.store": ("consumers.store", "router.times"),
+    "consumers.outbound": ("consumers.outbound", "consumers.store", "consumers.errors",
+                           "consumers.events", "router"),
+}
 
 
 def _module_name(path: Path) -> str:
@@ -92,6 +101,20 @@ def test_router_does_not_import_consumers():
         for name, imports in GRAPH.items() if name.startswith("router")
         for target, top in imports if target.startswith("consumers")
         if name != "router.cli" or top
+    )
+    assert [] == wrong
+
+
+@pytest.mark.parametrize("package", sorted(MAY_IMPORT))
+def test_each_package_imports_only_what_it_may(package):
+    """The verification schemes and mappings stay pure, the broker client knows only its
+    settings, the store knows nothing of the consumers, outbound nothing of the handlers."""
+    allowed = MAY_IMPORT[package]
+    wrong = sorted(
+        (name, target)
+        for name, imports in GRAPH.items() if name == package or name.startswith(package + ".")
+        for target, _ in imports
+        if not any(target == a or target.startswith(a + ".") for a in allowed)
     )
     assert [] == wrong
 
