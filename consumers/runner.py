@@ -166,7 +166,7 @@ class Runner:
         self.prefetch = prefetch
         self.concurrency = concurrency
         self.batch_size = max(1, prefetch // (concurrency + 1))
-        self.topology = Topology(broker.prefix, broker.retry_ladder, broker.delivery_limit)
+        self.topology = Topology.of(broker)
         self.queue_name = self.topology.queue(spec.name)
         self.publisher = Publisher(broker, connection_name=f"consumer-{spec.name}-outbox")
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()

@@ -31,7 +31,7 @@ async def _topology(settings: Settings, delete: bool) -> int:
     from router.broker.topology import Topology
 
     b = settings.broker
-    topology = Topology(b.prefix, b.retry_ladder, b.delivery_limit)
+    topology = Topology.of(b)
     connection = await aio_pika.connect(
         b.url, client_properties={"connection_name": f"{b.connection_name}-topology"}
     )

@@ -48,11 +48,6 @@ def _subscription(settings: Settings, name: str) -> SubscriptionSettings:
     return sub
 
 
-def _topology(settings: Settings) -> Topology:
-    b = settings.broker
-    return Topology(b.prefix, b.retry_ladder, b.delivery_limit)
-
-
 async def _depths(settings: Settings, names: list[str]) -> dict[str, int | None]:
     """Messages waiting per queue; None where the broker or the queue is not there."""
     depths: dict[str, int | None] = dict.fromkeys(names)
@@ -92,7 +87,7 @@ async def subscriptions_command(settings: Settings, action: str, name: str | Non
 
 
 async def _list(settings: Settings, store: Store, out: TextIO) -> int:
-    topology = _topology(settings)
+    topology = Topology.of(settings.broker)
     queues = {}
     for name in settings.subscriptions:
         base = delivery_queue(name)
@@ -182,7 +177,7 @@ async def _replay(settings: Settings, store: Store, sub: SubscriptionSettings, s
             since,
         )
     rows = [row for row in rows if sub.wants(row["kind"])]
-    queue = _topology(settings).queue(delivery_queue(sub.name))
+    queue = Topology.of(settings.broker).queue(delivery_queue(sub.name))
     started = time.perf_counter()
     try:
         connection = await aio_pika.connect(settings.broker.url, timeout=10)

@@ -42,8 +42,7 @@ class Deliverer:
         self.settings = settings.notifications
         self.confirm_timeout = settings.broker.confirm_timeout
         self.store = store
-        b = settings.broker
-        self.topology = Topology(b.prefix, b.retry_ladder, b.delivery_limit)
+        self.topology = Topology.of(settings.broker)
         self.queue_name = self.topology.queue(delivery_queue(sub.name))
         self.sender = Sender(sub, self.settings)
         self.in_hand: set[asyncio.Task[None]] = set()

@@ -33,8 +33,7 @@ class Notifications:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.store = store
-        broker = settings.broker
-        self.topology = Topology(broker.prefix, broker.retry_ladder, broker.delivery_limit)
+        self.topology = Topology.of(settings.broker)
         self.connection: aio_pika.abc.AbstractRobustConnection | None = None
 
     async def run(self, stop: asyncio.Event) -> None:

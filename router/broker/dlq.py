@@ -213,7 +213,7 @@ async def dlq_command(broker: BrokerSettings, action: str, name: str, *, limit: 
     if limit < 1:
         print("limit must be at least 1", file=sys.stderr)
         return 2
-    topology = Topology(broker.prefix, broker.retry_ladder, broker.delivery_limit)
+    topology = Topology.of(broker)
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT):
             connection = await aio_pika.connect(

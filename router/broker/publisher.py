@@ -28,7 +28,7 @@ class Publisher:
 
     def __init__(self, settings: BrokerSettings, *, connection_name: str | None = None) -> None:
         self.settings = settings
-        self.topology = Topology(settings.prefix, settings.retry_ladder, settings.delivery_limit)
+        self.topology = Topology.of(settings)
         self._connection_name = connection_name or settings.connection_name
         self._client: ConfirmingPublisher | None = None
         self._reconnect: asyncio.Task[None] | None = None

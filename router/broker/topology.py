@@ -20,6 +20,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
+from router.settings import BrokerSettings
+
 # queue name -> routing keys bound from the events exchange
 QUEUES: dict[str, tuple[str, ...]] = {
     "orders": ("order.*",),
@@ -43,6 +45,11 @@ class Topology:
     prefix: str = ""
     retry_ladder: tuple[int, ...] = (5, 15, 45)
     delivery_limit: int = 20
+
+    @classmethod
+    def of(cls, broker: BrokerSettings) -> Topology:
+        """The topology the `[broker]` settings describe."""
+        return cls(broker.prefix, broker.retry_ladder, broker.delivery_limit)
 
     @property
     def exchange(self) -> str:
