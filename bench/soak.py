@@ -81,7 +81,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consumers.outbound.notification import delivery_queue  # noqa: E402
+from consumers.outbound.notification import delivery_queues  # noqa: E402
 from consumers.store import open_store  # noqa: E402
 from router.broker.topology import Topology  # noqa: E402
 from router.providers import signed_headers  # noqa: E402
@@ -420,8 +420,8 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     config = write_config(tmp, prefix, port, f"http://127.0.0.1:{portal_port}/portal")
     settings = load_settings(config, environ=ENV)
     topology = Topology(prefix, settings.broker.retry_ladder, settings.broker.delivery_limit)
-    delivery_names = [spec.name for spec in topology.work_queues(
-        delivery_queue("customer-portal"), settings.notifications.retry_ladder)]
+    # Every subscription's queues: the notifications consumer declares them all.
+    delivery_names = [spec.name for spec in delivery_queues(topology, settings)]
     system = System(config, store_url, port, tmp)
     deliveries = build_workload(args.orders, args.seed)
     duplicates: list[Delivery] = []

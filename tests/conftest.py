@@ -13,6 +13,7 @@ import aio_pika
 import asyncpg
 import pytest
 
+from consumers.outbound.notification import delivery_queues
 from consumers.store import Store, open_store
 from router.broker.topology import Topology
 from router.settings import Settings, load_settings
@@ -77,7 +78,12 @@ async def topology(
     yield topo
     # A fresh connection: a test may have restarted the broker under the first one.
     async with await aio_pika.connect(AMQP_URL) as connection:
-        await topo.delete(await connection.channel())
+        channel = await connection.channel()
+        await topo.delete(channel)
+        # And the outbound queues a notifications consumer declared, one set per subscription.
+        for spec in delivery_queues(topo, settings):
+            queue = await channel.get_queue(spec.name, ensure=False)
+            await queue.delete(if_unused=False, if_empty=False)
 
 
 @pytest.fixture
