@@ -35,15 +35,21 @@ async def _topology(settings: Settings, delete: bool) -> int:
     connection = await aio_pika.connect(
         b.url, client_properties={"connection_name": f"{b.connection_name}-topology"}
     )
+    holds = topology.hold_queues(
+        name for name, source in settings.sources.items() if source.on_invalid == "hold")
     async with connection:
         channel = await connection.channel()
         if delete:
             await topology.delete(channel)
+            for spec in holds:
+                await (await channel.get_queue(spec.name, ensure=False)).delete(
+                    if_unused=False, if_empty=False)
             print("deleted")
             return 0
         await topology.declare(channel)
+        await topology.declare_queues(channel, holds)
         print(f"exchange {topology.exchange} (topic) -> alternate {topology.unrouted_exchange}")
-        for spec in topology.queues():
+        for spec in [*topology.queues(), *holds]:
             bindings = ", ".join(spec.bindings) or "-"
             print(f"queue {spec.name}  bindings: {bindings}  arguments: {spec.arguments}")
     return 0
@@ -121,10 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_test.add_argument("--file", "-f", help="payload file (default: the source's sample)")
     p_test.add_argument("--topic", help="provider topic header value")
 
-    p_dlq = command("dlq", "inspect, replay or purge a dead-letter queue")
-    p_dlq.add_argument("action", choices=["list", "show", "replay", "purge"])
+    p_dlq = command("dlq", "inspect, replay or purge a dead-letter queue; look at, release "
+                           "or purge the deliveries a source held")
+    p_dlq.add_argument("action", choices=["list", "show", "replay", "purge", "release"])
     p_dlq.add_argument("name", help="consumer queue: orders, inventory, shipping, notifications, "
-                                    "or deliver.SUBSCRIPTION (outbound webhooks)")
+                                    "deliver.SUBSCRIPTION (outbound webhooks), or held.SOURCE "
+                                    "(what a source could not map; `release` maps them again)")
     p_dlq.add_argument("--limit", type=int, default=20, help="messages to list or show")
     p_dlq.add_argument("--id", help="only the message with this id (show, replay)")
     p_dlq.add_argument("--yes", "-y", action="store_true", help="purge without asking")
@@ -159,10 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     try:
+        releasing = args.command == "dlq" and args.action == "release"
         settings = load_settings(
             args.config,
-            resolve_secrets=args.command not in ("topology", "dlq", "subscriptions",
-                                                 "deliveries"),
+            resolve_secrets=releasing or args.command not in ("topology", "dlq",
+                                                              "subscriptions", "deliveries"),
             resolve_subscription_secrets=args.command == "subscriptions"
             and args.action == "test",
         )
@@ -186,6 +195,15 @@ def _run(args: argparse.Namespace) -> int:
         except BROKER_ERRORS as exc:
             print(f"cannot reach the broker: {exc}", file=sys.stderr)
             return 1
+    if releasing:
+        if not args.name.startswith("held."):
+            print(f"release takes held.SOURCE, not {args.name!r} (dead letters are replayed)",
+                  file=sys.stderr)
+            return 2
+        from router.hold import release_command
+
+        return asyncio.run(release_command(settings, args.name.removeprefix("held."),
+                                           message_id=args.id))
     if args.command == "dlq":
         from router.broker.dlq import dlq_command
 

@@ -1,6 +1,11 @@
 """From a verified request to the event envelope we publish (pure: no I/O).
 
+    delivery = parse_delivery(source, body, headers, media_type, now, max_depth=32)  # 400
+    event = build_event(source, registry, delivery)                                # 422
+
 Envelope (one JSON object): id, type, source, received_at, occurred_at, schema, data[, raw].
+A delivery that parses but cannot be mapped keeps its id, so a source that holds such
+deliveries (router.hold) files them under the id the provider's retries carry too.
 """
 
 from __future__ import annotations
@@ -19,6 +24,18 @@ from router.schemas import SchemaRegistry
 from router.sources import Source
 
 MAX_ID_BYTES = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A verified, parsed delivery: the raw body, what it parsed to, and the headers the
+    mapping reads (topic, delivery id, event time)."""
+
+    id: str
+    body: bytes
+    payload: Any
+    headers: Mapping[str, str]
+    received_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,21 +67,26 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
 
 
-def build_event(
+def parse_delivery(
     source: Source,
-    registry: SchemaRegistry,
     body: bytes,
     headers: Mapping[str, str],
     media_type: str,
     now: float,
     *,
     max_depth: int,
-) -> Event:
-    """Parse, validate, map and wrap a verified delivery.
-
-    Raises MalformedPayload (400) or InvalidPayload (422); nothing else for any input.
-    """
+) -> Delivery:
+    """Parse a verified delivery and find its id; MalformedPayload (400) if it cannot be
+    read, nothing else for any input."""
     payload = parse_body(body, media_type, max_depth=max_depth)
+    return Delivery(event_id(source, headers, payload, body), body, payload, headers, now)
+
+
+def build_event(source: Source, registry: SchemaRegistry, delivery: Delivery) -> Event:
+    """Validate, map and wrap a parsed delivery; InvalidPayload (422) if it cannot be: its
+    topic is not mapped (unknown_event), the payload breaks its schema (schema_violation),
+    or the mapped data breaks the model's (unmappable)."""
+    payload, headers = delivery.payload, delivery.headers
     type_ = source.event_type(headers, payload)
     if type_ is None:
         raise InvalidPayload(
@@ -78,18 +100,20 @@ def build_event(
     occurred_at = mapping.occurred_at(payload)
     if occurred_at is None and source.settings.occurred_at_header:
         occurred_at = headers.get(source.settings.occurred_at_header)
-    id_ = event_id(source, headers, payload, body)
     version = mapping.model_schema.rpartition(".")[2]
     schema = f"{type_}/{version}"
     envelope: dict[str, Any] = {
-        "id": id_,
+        "id": delivery.id,
         "type": type_,
         "source": source.name,
-        "received_at": iso(now),
+        "received_at": iso(delivery.received_at),
         "occurred_at": occurred_at,
         "schema": schema,
         "data": data,
     }
     if source.settings.include_raw:
         envelope["raw"] = payload
-    return Event(id=id_, type=type_, source=source.name, schema=schema, body=orjson.dumps(envelope))
+    return Event(
+        id=delivery.id, type=type_, source=source.name, schema=schema,
+        body=orjson.dumps(envelope),
+    )

@@ -1,7 +1,8 @@
 """The webhook pipeline: from an HTTP request on a source's path to a confirmed event.
 
     size, content type -> 413 / 415     address allowlist -> 403     rate limit -> 429
-    verify -> 401     parse -> 400     validate, map -> 422     duplicate -> 200
+    verify -> 401     parse -> 400     duplicate -> 200
+    validate, map -> 422, or with on_invalid = "hold": held (router.hold), 202
     publish and wait for the broker's confirm -> 202 (or 503 if it does not confirm)
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -17,16 +19,18 @@ from aiohttp import web
 from router.broker.errors import PublishFailed
 from router.broker.publisher import Publisher
 from router.dedup import RecentIds
-from router.envelope import Event, build_event
+from router.envelope import Delivery, build_event, parse_delivery
 from router.errors import (
     BrokerUnavailable,
     Forbidden,
+    InvalidPayload,
     PayloadTooLarge,
     RateLimited,
     Unauthorized,
     UnsupportedMediaType,
 )
-from router.metrics import DUPLICATES, VERIFICATION_FAILURES
+from router.hold import held_type, hold_headers
+from router.metrics import DUPLICATES, HELD, VERIFICATION_FAILURES
 from router.network import ClientAddress
 from router.ratelimit import retry_after_seconds
 from router.schemas import SchemaRegistry
@@ -129,31 +133,61 @@ class Ingress:
             VERIFICATION_FAILURES.labels(source.name, exc.reason).inc()
             raise
 
-        event: Event = build_event(
-            source, self.registry, body, headers, media_type, now,
-            max_depth=self.server.max_depth,
+        delivery = parse_delivery(
+            source, body, headers, media_type, now, max_depth=self.server.max_depth
         )
-        info.event_id = event.id
-        info.type = event.type
-        dedup_key = f"{source.name}\0{event.id}"
+        info.event_id = delivery.id
+        dedup_key = f"{source.name}\0{delivery.id}"
         if self.recent.seen(dedup_key, now):
             DUPLICATES.labels(source.name).inc()
-            return _json(200, {"status": "duplicate", "id": event.id})
-
+            return _json(200, {"status": "duplicate", "id": delivery.id})
         try:
-            waited = await self.publisher.publish(
-                event.body,
-                routing_key=event.type,
-                message_id=event.id,
-                type=event.type,
-                correlation_id=info.request_id,
-                headers={"source": source.name, "schema": event.schema, "attempt": 0},
-                timestamp=now,
-            )
+            event = build_event(source, self.registry, delivery)
+        except InvalidPayload as exc:
+            if settings.on_invalid != "hold":
+                raise
+            return await self._hold(source, delivery, media_type, exc, info, dedup_key, now)
+        info.type = event.type
+
+        waited = await self._publish(
+            event.body,
+            routing_key=event.type,
+            message_id=event.id,
+            type=event.type,
+            correlation_id=info.request_id,
+            headers={"source": source.name, "schema": event.schema, "attempt": 0},
+            timestamp=now,
+        )
+        source.publish_latency.observe(waited)
+        self.recent.add(dedup_key, now)
+        return _json(202, {"status": "accepted", "id": event.id})
+
+    async def _publish(self, body: bytes, **message: Any) -> float:
+        try:
+            return await self.publisher.publish(body, **message)
         except PublishFailed as exc:  # the provider is told to retry
             raise BrokerUnavailable(
                 exc.message, retry_after=self.publisher.settings.retry_after
             ) from exc
-        source.publish_latency.observe(waited)
+
+    async def _hold(
+        self, source: Source, delivery: Delivery, media_type: str, error: InvalidPayload,
+        info: RequestInfo, dedup_key: str, now: float,
+    ) -> web.Response:
+        """Keep an authentic delivery we cannot map for an operator (router.hold) and answer
+        2xx once the broker has it: the provider would only retry and then give up on us."""
+        info.type = "held"
+        await self._publish(
+            delivery.body,
+            exchange="",
+            routing_key=self.publisher.topology.hold_queue(source.name),
+            message_id=delivery.id,
+            type=held_type(source, delivery),
+            correlation_id=info.request_id,
+            headers=hold_headers(source, delivery, error),
+            timestamp=now,
+            content_type=media_type,
+        )
+        HELD.labels(source.name, error.reason).inc()
         self.recent.add(dedup_key, now)
-        return _json(202, {"status": "accepted", "id": event.id})
+        return _json(202, {"status": "held", "id": delivery.id, "reason": error.reason})

@@ -32,6 +32,10 @@ PUBLISH_LATENCY = Histogram(
 )
 DUPLICATES = Counter("webhook_duplicates", "Repeated deliveries answered without publishing",
                      ["source"])
+HELD = Counter(
+    "webhook_held", "Authentic deliveries held for an operator (not mappable), by reason: "
+    "unknown_event, schema_violation, unmappable", ["source", "reason"],
+)
 
 
 _request_counters: dict[tuple[str, int], object] = {}

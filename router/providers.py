@@ -1,8 +1,14 @@
 """Everything we know about each provider, one row each: the verification scheme it signs
-with, where it puts the topic, its delivery id and its event time, and the headers it sends
-with a delivery besides the signature (what `sign` and `send-test` send, as the provider
-would).  A source names its provider with `scheme = "<name>"`; any of the header and field
-names can be overridden per source.
+with, where it puts the topic, its delivery id and its event time, what to do with an
+authentic delivery we cannot use, and the headers it sends with a delivery besides the
+signature (what `sign` and `send-test` send, as the provider would).  A source names its
+provider with `scheme = "<name>"`; any of these can be overridden per source.
+
+A third-party provider's deliveries are held when they cannot be used (`on_invalid =
+"hold"`): they treat every non-2xx as a failure and disable a webhook that keeps failing
+(WooCommerce after 5, Shopify after 8 retries over 4 hours), so one odd order must not cut a
+store off. A source without a provider row is one of our own feeds (generic hmac, bearer,
+basic, jwt), whose sender can fix a request: it is told why with a 422 (`"reject"`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ class Provider:
     id_field: str | None = None  # the delivery id when it is in the body
     occurred_at_header: str | None = None
     delivery_headers: DeliveryHeaders | None = None
+    on_invalid: str = "hold"  # an authentic delivery we cannot map: "hold" or "reject" (422)
 
 
 def _iso_utc(now: float) -> str:

@@ -20,6 +20,7 @@ from router.providers import PROVIDERS, Provider
 from router.secrets import resolve_secret
 
 DEFAULT_CONFIG = Path("config/router.toml")
+ON_INVALID = ("hold", "reject")
 MiB = 1024 * 1024
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class SourceSettings:
     max_body: int = MiB
     include_raw: bool = False
     sample: Path | None = None  # a payload for `send-test`
+    on_invalid: str = "reject"  # "hold": accept and hold an authentic unmappable delivery
 
 
 @dataclass(frozen=True)
@@ -466,7 +468,7 @@ def _source(
     name: str, t: _Table, base: Path, env: Mapping[str, str], resolve_secrets: bool
 ) -> SourceSettings:
     scheme = t.require("scheme", str)
-    provider = PROVIDERS.get(scheme) or Provider(scheme, scheme)
+    provider = PROVIDERS.get(scheme) or Provider(scheme, scheme, on_invalid="reject")
     refs = t.get("secrets", list, [])
     secrets = tuple(
         resolve_secret(ref, file=t.file, key=f"{t.key}.secrets[{i}]", base=base, environ=env)
@@ -493,6 +495,9 @@ def _source(
     content_types = tuple(c.lower() for c in t.strings("content_types", ("application/json",)))
     allow_ips = t.strings("allow_ips")
     _check_cidrs(t, "allow_ips", allow_ips)
+    on_invalid = t.get("on_invalid", str, provider.on_invalid)
+    if on_invalid not in ON_INVALID:
+        raise t.error("on_invalid", f"must be one of {', '.join(ON_INVALID)}")
     s = SourceSettings(
         name=name,
         path=path,
@@ -513,6 +518,7 @@ def _source(
         max_body=t.positive("max_body", int, MiB),
         include_raw=t.get("include_raw", bool, False),
         sample=_relative(base, t.get("sample", str)),
+        on_invalid=on_invalid,
     )
     t.done()
     return s

@@ -1,8 +1,10 @@
-"""`python -m router dlq list|show|replay|purge NAME`: look after a consumer's dead letters.
+"""`python -m router dlq list|show|replay|purge NAME`: look after a consumer's dead letters,
+and (NAME = held.SOURCE) after the deliveries a source held (router.hold).
 
     list    count, and one line per message (up to --limit); nothing is removed
     show    like list, with every header and the body (or only the one with --id)
     replay  move every message (or only --id) back to the work queue, attempt reset to 0
+            (held deliveries are not replayed but released: `dlq release held.SOURCE`)
     purge   drop them all, after a confirmation unless --yes
 
 list and show take messages with basic.get and hold them unacknowledged, then close the
@@ -26,12 +28,13 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import ChannelNotFoundEntity
 
 from router.broker.errors import BROKER_ERRORS
-from router.broker.messages import DEAD_HEADERS, copy_message
+from router.broker.messages import DEAD_HEADERS, HELD_AT, HELD_ERRORS, HELD_REASON, copy_message
 from router.broker.topology import QUEUES, Topology
 from router.settings import BrokerSettings
 from router.times import now_iso
 
 ACTIONS = ("list", "show", "replay", "purge")
+HELD = "held."  # NAME = held.SOURCE: the source's hold queue itself
 CONNECT_TIMEOUT = 10.0
 
 
@@ -67,14 +70,23 @@ def _message_id(message: AbstractIncomingMessage) -> str:
 def _summary(message: AbstractIncomingMessage) -> str:
     headers = message.headers or {}
     event_type = message.type or _envelope(message).get("type")
-    fields = {
-        "id": _message_id(message),
-        "type": _text(event_type),
-        "attempt": _text(headers.get("attempt", 0)),
-        "consumer": _text(headers.get("x-dead-consumer")),
-        "dead-at": _text(headers.get("x-dead-at")),
-        "reason": _text(headers.get("x-dead-reason")),
-    }
+    if HELD_REASON in headers:
+        fields = {
+            "id": _message_id(message),
+            "type": _text(event_type),
+            "held-at": _text(headers.get(HELD_AT)),
+            "reason": _text(headers.get(HELD_REASON)),
+            "errors": _text(headers.get(HELD_ERRORS)),
+        }
+    else:
+        fields = {
+            "id": _message_id(message),
+            "type": _text(event_type),
+            "attempt": _text(headers.get("attempt", 0)),
+            "consumer": _text(headers.get("x-dead-consumer")),
+            "dead-at": _text(headers.get("x-dead-at")),
+            "reason": _text(headers.get("x-dead-reason")),
+        }
     return "  ".join(f"{key}={value}" for key, value in fields.items())
 
 
@@ -109,12 +121,21 @@ def _replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
         "x-replayed-at": now_iso("seconds")})
 
 
-async def _depth(channel: AbstractChannel, queue: str) -> int:
+async def queue_depth(channel: AbstractChannel, queue: str) -> int | None:
+    """Messages waiting in `queue`; None if it does not exist (the channel is then closed by
+    the broker: use a fresh one)."""
     try:
         declared = await channel.declare_queue(queue, passive=True)
     except ChannelNotFoundEntity:
-        raise _Failure(f"queue {queue} does not exist (run `topology` first)") from None
+        return None
     return declared.declaration_result.message_count or 0
+
+
+async def _depth(channel: AbstractChannel, queue: str) -> int:
+    depth = await queue_depth(channel, queue)
+    if depth is None:
+        raise _Failure(f"queue {queue} does not exist (run `topology` first)")
+    return depth
 
 
 async def _take(channel: AbstractChannel, queue: str, count: int,
@@ -206,9 +227,14 @@ async def dlq_command(broker: BrokerSettings, action: str, name: str, *, limit: 
     if action not in ACTIONS:
         print(f"unknown action {action!r} (one of: {', '.join(ACTIONS)})", file=sys.stderr)
         return 2
-    if name not in QUEUES and not name.startswith("deliver."):
+    held = name.startswith(HELD)
+    if name not in QUEUES and not name.startswith("deliver.") and not held:
         print(f"unknown queue {name!r} (known: {', '.join(QUEUES)}, "
-              "or deliver.SUBSCRIPTION)", file=sys.stderr)
+              "deliver.SUBSCRIPTION or held.SOURCE)", file=sys.stderr)
+        return 2
+    if held and action == "replay":
+        print(f"held deliveries are mapped again, not replayed: dlq release {name}",
+              file=sys.stderr)
         return 2
     if limit < 1:
         print("limit must be at least 1", file=sys.stderr)
@@ -226,7 +252,8 @@ async def dlq_command(broker: BrokerSettings, action: str, name: str, *, limit: 
     try:
         async with connection:
             channel = await connection.channel(publisher_confirms=True)
-            queue = topology.dead_queue(name)
+            queue = (topology.hold_queue(name.removeprefix(HELD)) if held
+                     else topology.dead_queue(name))
             if action in ("list", "show"):
                 return await _inspect(channel, queue, action, limit, message_id, out)
             if action == "replay":

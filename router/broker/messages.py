@@ -24,6 +24,12 @@ DEAD_REASON = "x-dead-reason"
 DEAD_CONSUMER = "x-dead-consumer"
 DEAD_AT = "x-dead-at"
 DEAD_HEADERS = (DEAD_REASON, DEAD_CONSUMER, DEAD_AT)
+# Written by the ingress when it holds a delivery it cannot map (router.hold).
+HELD_REASON = "x-held-reason"
+HELD_ERRORS = "x-held-errors"
+HELD_HEADERS = "x-held-headers"
+HELD_AT = "x-held-at"
+HELD_RELEASES = "x-held-releases"
 # Set by the broker on a (quorum queue) redelivery or dead-lettering; never copied.
 BROKER_HEADERS = ("x-delivery-count", "x-death", "x-first-death-exchange",
                   "x-first-death-queue", "x-first-death-reason")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
@@ -17,7 +18,7 @@ import structlog
 from router.broker.errors import BROKER_ERRORS, AmqpError, ConnectionLost, PublishFailed
 from router.broker.protocol import ConfirmingPublisher
 from router.broker.reconnect import keep_trying
-from router.broker.topology import Topology
+from router.broker.topology import QueueSpec, Topology
 from router.settings import BrokerSettings
 
 log = structlog.get_logger("router.publisher")
@@ -26,9 +27,17 @@ log = structlog.get_logger("router.publisher")
 class Publisher:
     """A confirming connection to the events exchange that reconnects by itself."""
 
-    def __init__(self, settings: BrokerSettings, *, connection_name: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: BrokerSettings,
+        *,
+        connection_name: str | None = None,
+        extra_queues: Sequence[QueueSpec] = (),
+    ) -> None:
+        """`extra_queues` are declared with the topology (the ingress's hold queues)."""
         self.settings = settings
         self.topology = Topology.of(settings)
+        self._extra_queues = list(extra_queues)
         self._connection_name = connection_name or settings.connection_name
         self._client: ConfirmingPublisher | None = None
         self._reconnect: asyncio.Task[None] | None = None
@@ -41,7 +50,9 @@ class Publisher:
             timeout=self.settings.confirm_timeout,
         )
         async with connection:
-            await self.topology.declare(await connection.channel())
+            channel = await connection.channel()
+            await self.topology.declare(channel)
+            await self.topology.declare_queues(channel, self._extra_queues)
 
     async def start(self) -> None:
         """Declare the topology and connect; raises PublishFailed if the broker is away.
@@ -92,8 +103,11 @@ class Publisher:
         correlation_id: str | None,
         headers: dict[str, str | int],
         timestamp: float | None = None,
+        exchange: str | None = None,
+        content_type: str = "application/json",
     ) -> float:
-        """Publish a persistent message to the events exchange and wait for the confirm.
+        """Publish a persistent message to the events exchange (or `exchange`; "" is the
+        default exchange, where the routing key is a queue's name) and wait for the confirm.
 
         Returns the seconds spent waiting.  Raises PublishFailed if the broker is away,
         refuses (nack) or cannot route the message, or does not confirm within
@@ -105,7 +119,7 @@ class Publisher:
         started = time.perf_counter()
         try:
             confirmed = client.publish(
-                self.topology.exchange,
+                self.topology.exchange if exchange is None else exchange,
                 routing_key,
                 body,
                 message_id=message_id,
@@ -113,6 +127,7 @@ class Publisher:
                 correlation_id=correlation_id,
                 headers=headers,
                 timestamp=int(timestamp if timestamp is not None else time.time()),
+                content_type=content_type,
             )
             async with asyncio.timeout(self.settings.confirm_timeout):
                 await confirmed

@@ -9,11 +9,14 @@
     per queue NAME.retry.<s>    quorum, x-message-ttl, dead-letters back to NAME
               NAME.dead         quorum; also where a message redelivered more than
                                 delivery_limit times (a crash loop) ends up
+    per source held.SOURCE      quorum; authentic deliveries that could not be mapped, kept
+                                for an operator (sources with on_invalid = "hold")
 All names carry the configured prefix.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +74,13 @@ class Topology:
 
     def dead_queue(self, name: str) -> str:
         return f"{self.prefix}{name}.dead"
+
+    def hold_queue(self, source: str) -> str:
+        return f"{self.prefix}held.{source}"
+
+    def hold_queues(self, sources: Iterable[str]) -> list[QueueSpec]:
+        """Where each of `sources` keeps the deliveries it could not map (router.hold)."""
+        return [QueueSpec(self.hold_queue(name), {"x-queue-type": "quorum"}) for name in sources]
 
     def queues(self) -> list[QueueSpec]:
         specs = [QueueSpec(self.unrouted_queue, {"x-queue-type": "quorum"})]

@@ -1,0 +1,148 @@
+"""Authentic deliveries a provider's source cannot map are held, answered 202, counted, shown
+with the DLQ commands and released once the mapping is fixed (router.hold)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import orjson
+import pytest
+from test_ingress import BAD_QTY, NO_LINES, SHOPIFY_ORDER, with_source
+
+from router.broker.dlq import dlq_command
+from router.hold import release_command
+from router.providers import signed_headers
+
+pytestmark = pytest.mark.integration
+
+UNUSABLE = [
+    # (case, body, topic, reason, a path the errors name)
+    ("schema violation", BAD_QTY, "orders/create", "schema_violation", "/line_items/0/quantity"),
+    ("unmappable", NO_LINES, "orders/create", "unmappable", "/lines"),
+    ("unknown topic", SHOPIFY_ORDER, "products/update", "unknown_event", None),
+]
+
+
+async def held_messages(amqp, topology, source: str = "shopify") -> list:
+    """Everything on the source's hold queue (taken and given back)."""
+    channel = await amqp.channel()
+    queue = await channel.get_queue(topology.hold_queue(source))
+    taken = []
+    while (message := await queue.get(no_ack=False, fail=False)) is not None:
+        taken.append(message)
+    await channel.close()  # unacknowledged: they go back
+    return taken
+
+
+async def post(client, settings, body: bytes, topic: str, delivery_id: str | None = None):
+    headers = signed_headers(settings, "shopify", body, topic, delivery_id=delivery_id)
+    response = await client.post("/webhooks/shopify", data=body, headers=headers)
+    return response.status, await response.json(), headers
+
+
+class TestHeld:
+    @pytest.mark.parametrize(("body", "topic", "reason", "path"),
+                             [row[1:] for row in UNUSABLE], ids=[row[0] for row in UNUSABLE])
+    async def test_held_answered_202_and_nothing_reaches_a_work_queue(
+        self, settings, make_client, amqp, topology, queue_depths, body, topic, reason, path
+    ):
+        """A verified delivery that fails its schema or mapping, or whose topic is not mapped,
+        is answered 202 held once the broker has it on held.shopify, byte for byte with its
+        reason and paths (no values); no work queue sees it; the provider's retry of it is a
+        duplicate."""
+        client = await make_client(settings)
+        status, answer, headers = await post(client, settings, body, topic)
+        delivery_id = headers["X-Shopify-Event-Id"]
+        assert (202, {"status": "held", "id": delivery_id, "reason": reason}) == (status, answer)
+        assert 0 == sum((await queue_depths()).values())
+        [message] = await held_messages(amqp, topology)
+        held = message.headers
+        assert (body, delivery_id, "shopify", reason) == (
+            message.body, message.message_id, held["source"], held["x-held-reason"])
+        errors = orjson.loads(held["x-held-errors"])
+        if path is not None:
+            assert path in [error["path"] for error in errors]
+        assert b"two" not in held["x-held-errors"].encode()  # never a payload value
+        kept = orjson.loads(held["x-held-headers"])
+        assert (topic, delivery_id) == (kept["X-Shopify-Topic"], kept["X-Shopify-Event-Id"])
+        assert "X-Shopify-Hmac-Sha256" not in kept  # never the signature
+
+        again, answer, _ = await post(client, settings, body, topic, delivery_id=delivery_id)
+        assert (200, "duplicate") == (again, answer["status"])
+        assert 1 == len(await held_messages(amqp, topology))
+
+    async def test_held_deliveries_are_counted_by_source_and_reason(
+        self, settings, make_client, topology
+    ):
+        """webhook_held_total{source, reason} counts what was held."""
+        from test_ingress import metric
+
+        client = await make_client(settings)
+        before = metric(await (await client.get("/metrics")).text(), "webhook_held_total",
+                        source="shopify", reason="unmappable")
+        await post(client, settings, NO_LINES, "orders/create")
+        after = metric(await (await client.get("/metrics")).text(), "webhook_held_total",
+                       source="shopify", reason="unmappable")
+        assert 1.0 == after - before
+
+
+class TestRelease:
+    async def test_release_publishes_what_now_maps_and_holds_the_rest_again(
+        self, settings, make_client, amqp, topology, queue_depths
+    ):
+        """Held while orders/paid was not wired, a delivery is released once it is: published
+        as the event it would have been, under its delivery id; one that still cannot be
+        mapped stays held with its reason, counted as released once. `dlq list` shows them
+        and `dlq replay` refuses a hold queue."""
+        unwired = with_source(settings, "shopify", events={
+            k: v for k, v in settings.sources["shopify"].events.items() if k != "orders/paid"})
+        client = await make_client(unwired)
+        _, paid, _ = await post(client, unwired, SHOPIFY_ORDER, "orders/paid")
+        _, broken, _ = await post(client, unwired, NO_LINES, "orders/create")
+        assert ("held", "held") == (paid["status"], broken["status"])
+
+        listing = io.StringIO()
+        assert 0 == await dlq_command(settings.broker, "list", "held.shopify", out=listing)
+        assert "2 message(s)" in listing.getvalue()
+        assert f"id={paid['id']}" in listing.getvalue()
+        assert "reason=unknown_event" in listing.getvalue()
+        assert 2 == await dlq_command(settings.broker, "replay", "held.shopify")
+
+        wired = with_source(settings, "shopify", events={
+            **settings.sources["shopify"].events, "orders/paid": "order.updated"})
+        report = io.StringIO()
+        assert 0 == await release_command(wired, "shopify", out=report)
+        assert "released 1 of 2" in report.getvalue()
+        assert "still held: unmappable 1" in report.getvalue()
+
+        channel = await amqp.channel()
+        orders = await channel.get_queue(topology.queue("orders"))
+        event = await orders.get(no_ack=True, timeout=5)
+        envelope = orjson.loads(event.body)
+        assert (paid["id"], "order.updated", "shopify") == (
+            event.message_id, envelope["type"], envelope["source"])
+        [still] = await held_messages(amqp, topology)
+        assert (broken["id"], "unmappable", 1) == (
+            still.message_id, still.headers["x-held-reason"], still.headers["x-held-releases"])
+
+    async def test_release_of_one_id_leaves_the_others(
+        self, settings, make_client, amqp, topology
+    ):
+        """`release --id` takes only that delivery off the hold queue."""
+        client = await make_client(settings)
+        _, first, _ = await post(client, settings, SHOPIFY_ORDER, "products/update")
+        _, second, _ = await post(client, settings, SHOPIFY_ORDER, "products/update")
+        wired = with_source(settings, "shopify", events={
+            **settings.sources["shopify"].events, "products/update": "order.updated"})
+        assert 0 == await release_command(wired, "shopify", message_id=second["id"],
+                                          out=io.StringIO())
+        assert [first["id"]] == [m.message_id for m in await held_messages(amqp, topology)]
+
+    async def test_a_source_that_rejects_holds_nothing(self, settings, make_client, topology):
+        """on_invalid = "reject" (our own feeds) answers 422 and holds nothing."""
+        rejecting = with_source(settings, "shopify", on_invalid="reject")
+        client = await make_client(rejecting)
+        status, answer, _ = await post(client, rejecting, NO_LINES, "orders/create")
+        assert (422, "unmappable") == (status, answer["error"])
+        assert dataclasses.replace(settings.sources["portal"]).on_invalid == "reject"
