@@ -32,9 +32,12 @@ CONSUMERS = {
 def consumer_spec(name: str, settings: Settings) -> ConsumerSpec[Any]:
     """The named consumer, its handler bound to the configured allocation policy."""
     module = importlib.import_module(CONSUMERS[name])
-    policy = Policy(partial_allocation=settings.consumers.partial_allocation)
+    policy = Policy(partial_allocation=settings.consumers.partial_allocation,
+                    unpaid_expiry=settings.consumers.unpaid_expiry)
+    tick = getattr(module, "tick", None)
     return ConsumerSpec(name, functools.partial(module.handle, policy=policy),
-                        getattr(module, "prepare", None))
+                        getattr(module, "prepare", None),
+                        functools.partial(tick, policy=policy) if tick else None)
 
 
 def _open(store_url: str, concurrency: int) -> Store:

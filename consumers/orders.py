@@ -1,21 +1,36 @@
-"""The orders consumer: `order.created`, `order.updated`, `order.cancelled`.
+"""The orders consumer: `order.created`, `.updated`, `.restored`, `.cancelled`, `.fulfilled`
+and `.refunded`, and the expiry of unpaid orders. Statuses: consumers.order_status.
 
-created   store the order and its lines and reserve stock for them (consumers.stock:
-          `allocated`, else `backordered` with nothing reserved, or `partially_allocated`
-          when the policy allows it). An order id already stored is left alone ("exists").
-updated   for an order not shipped, delivered, in exception or cancelled: release its
-          reservations, replace address, note and lines, reserve again. An update older than
-          the last order event applied (envelope occurred_at) is "stale". An update for an
-          unknown order creates it (the created event may still be on its way; it is then
-          ignored as "exists").
-cancelled release its reservations, status `cancelled`. Unknown order: stored as cancelled,
-          so a late created event cannot allocate it. Too late once shipped or delivered.
-          A created/updated whose canonical status is cancelled or refunded cancels too.
-Stock given back by an update or a cancellation goes to waiting orders, oldest first.
-An order stored after the shipping consumer already saw its shipment (a fulfillment that
-overtook its order) is moved on to where that shipment is (consumers.shipping).
+created   store the order and its lines and reserve stock for the lines that ship
+          (consumers.stock: `allocated`, else `backordered` with nothing reserved, or
+          `partially_allocated` when the policy allows it); a line that does not ship (a
+          gift card, a tip, a download) is stored but reserves nothing. The status then says
+          what fulfilment waits for: `on_hold` (no_address) without a usable shipping
+          address, `ready_to_ship` once allocated and paid, `completed` when nothing ships.
+          An unpaid order keeps its stock until [consumers] unpaid_expiry after it was made.
+          An order id already stored is left alone ("exists").
+updated   for an open order (and an expired or completed one): release its reservations,
+          replace address, note, payment and lines, reserve again; an address arriving
+          releases an on_hold, a payment makes it ready_to_ship. An update older than the last
+          order event applied (envelope occurred_at) is "stale". An update for an unknown
+          order creates it (the created event may still be on its way; it is then ignored as
+          "exists"). An expired order still unpaid stays expired.
+restored  an order the storefront deleted and restored: a cancelled one is made anew, any
+          other is updated.
+cancelled release its reservations, status `cancelled`. It may name only the order (a
+          storefront's deletion). Unknown order: stored as cancelled, so a late created
+          event cannot allocate it. Too late once shipped or delivered. A created/updated
+          whose canonical status is cancelled or refunded cancels too.
+fulfilled the storefront shipped it all: `shipped`, its reservations consumed (stored first
+          if unknown).
+refunded  refunded lines leave the order before it ships: their stock goes back; with none
+          left the order is `refunded`. A refund without lines (money only), or once
+          shipped, changes nothing ("ignored").
+Stock given back goes to waiting orders, oldest first. An order stored after the shipping
+consumer already saw its shipment (a fulfillment that overtook its order) is moved on to
+where that shipment is (consumers.shipments).
 
-Outbox kinds: order.allocated, order.partially_allocated, order.backordered, order.cancelled.
+Outbox kinds: order.<status> for each status an event leaves an order in.
 """
 
 from __future__ import annotations
@@ -27,8 +42,9 @@ import orjson
 
 from consumers.errors import Permanent
 from consumers.events import Event, data_of, event_time, integer, iso, text
+from consumers.order_status import UNPAID, address_complete, derive, expires_at
 from consumers.outbox import notify
-from consumers.shipments import follow_shipments, orders_with_shipments
+from consumers.shipments import follow_shipments, move_order, orders_with_shipments
 from consumers.stock import (
     DEFAULT_POLICY,
     Policy,
@@ -41,16 +57,19 @@ from consumers.stock import (
     release_lines,
     release_order,
     reserve_lines,
+    shippable,
 )
 from consumers.store import Tx
 
 # What handle() returns, for the runner to count.
-OUTCOMES = ("allocated", "partially_allocated", "backordered", "cancelled", "exists",
-            "ignored", "stale")
+OUTCOMES = ("allocated", "partially_allocated", "backordered", "on_hold", "ready_to_ship",
+            "completed", "expired", "cancelled", "refunded", "shipped", "exists", "ignored",
+            "stale")
 
 CANCELLED_STATUSES = frozenset({"cancelled", "refunded"})  # canonical order statuses
-NOT_UPDATABLE = frozenset({"shipped", "delivered", "exception", "cancelled"})
+NOT_UPDATABLE = frozenset({"shipped", "delivered", "exception", "cancelled", "refunded"})
 NOT_CANCELLABLE = frozenset({"shipped", "delivered"})
+CLOSED = NOT_UPDATABLE  # no refund or cancellation changes these
 
 
 @dataclass(frozen=True)
@@ -61,62 +80,91 @@ class OrdersBatch:
     shipped: frozenset[str]  # the batch's order ids that a stored shipment already names
 
 
-def _order(event: Event) -> dict[str, Any]:
-    data = data_of(event)
+def _lines(data: dict[str, Any], *, ships: bool = True) -> list[tuple[str, int, bool]]:
     lines = data.get("lines")
     if not isinstance(lines, list) or not lines:
         raise Permanent("lines: expected a non-empty list")
-    parsed_lines = []
+    parsed = []
     for number, line in enumerate(lines):
         if not isinstance(line, dict):
             raise Permanent(f"lines[{number}]: expected an object")
         quantity = integer(line, "quantity")
         if quantity < 1:
             raise Permanent(f"lines[{number}].quantity: must be at least 1, got {quantity}")
-        parsed_lines.append((text(line, "sku"), quantity))
+        flag = line.get("ships", True)
+        parsed.append((text(line, "sku"), quantity, flag if isinstance(flag, bool) else ships))
+    return parsed
+
+
+def _order(event: Event) -> dict[str, Any]:
+    data = data_of(event)
     address = data.get("shipping_address")
     note = data.get("note")
+    payment = data.get("payment_status")
     return {
         "order_id": text(data, "order_id"),
         "source": data.get("source") or event.get("source"),
         "status": data.get("status"),
-        "lines": parsed_lines,
+        "payment_status": payment if isinstance(payment, str) else None,
+        "lines": _lines(data),
         "shipping_address": None if address is None else orjson.dumps(address).decode(),
+        "addressed": address_complete(address if isinstance(address, dict) else None),
         "note": note if isinstance(note, str) else None,
         "created_at": iso(data.get("created_at"), "created_at"),
         "at": event_time(event),
     }
 
 
-async def _insert(tx: Tx, order: dict[str, Any], status: str) -> bool:
+async def _insert(
+    tx: Tx, order: dict[str, Any], status: str, allocation: str | None = None,
+    hold_reason: str | None = None, expires: str | None = None,
+) -> bool:
     """Insert the order row; False if the order id is already stored."""
     inserted = await tx.execute(
         "INSERT INTO orders (order_id, source, status, shipping_address, note, created_at,"
-        " updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id) DO NOTHING",
-        order["order_id"],
-        order["source"],
-        status,
-        order["shipping_address"],
-        order["note"],
-        order["created_at"],
-        order["at"],
+        " updated_at, allocation, payment_status, hold_reason, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        " ON CONFLICT (order_id) DO NOTHING",
+        order["order_id"], order["source"], status, order["shipping_address"], order["note"],
+        order["created_at"], order["at"], allocation, order["payment_status"], hold_reason,
+        expires,
     )
     return inserted == 1
 
 
+async def _notify_state(
+    tx: Tx, event: Event, order_id: str, status: str, lines: list[dict[str, Any]],
+    hold_reason: str | None = None, payment_status: str | None = None,
+) -> None:
+    await notify(tx, event, f"order.{status}", order_id, order_summary(
+        order_id, status, lines, hold_reason=hold_reason, payment_status=payment_status))
+
+
 async def _cancelled(
-    tx: Tx, event: Event, order_id: str, at: str, policy: Policy
+    tx: Tx, event: Event, order_id: str, at: str, policy: Policy, status: str = "cancelled"
 ) -> str:
     lines = await release_order(tx, order_id)
     await tx.execute(
-        "UPDATE orders SET status = 'cancelled', updated_at = $2 WHERE order_id = $1",
-        order_id,
-        at,
+        "UPDATE orders SET status = $2, updated_at = $3, allocation = NULL, hold_reason = NULL,"
+        " expires_at = NULL WHERE order_id = $1",
+        order_id, status, at,
     )
-    await notify(tx, event, "order.cancelled", order_id,
-                 order_summary(order_id, "cancelled", lines))
+    await _notify_state(tx, event, order_id, status, lines)
     await allocate_waiting(tx, event, [line["sku"] for line in lines], policy)
-    return "cancelled"
+    return status
+
+
+async def _reserve(
+    tx: Tx, lines: list[dict[str, Any]], order: dict[str, Any], created_at: str, policy: Policy
+) -> tuple[str, str | None, str | None, str | None]:
+    """Reserve the lines that ship; (status, allocation, hold_reason, expires_at)."""
+    to_ship = shippable(lines)
+    allocation = await reserve_lines(tx, to_ship, policy) if to_ship else None
+    status, hold_reason = derive(allocation, order["addressed"], order["payment_status"])
+    expires = None
+    if allocation is not None:
+        expires = expires_at(created_at, order["payment_status"], policy.unpaid_expiry)
+    return status, allocation, hold_reason, expires
 
 
 async def _created(
@@ -128,17 +176,17 @@ async def _created(
         if not await _insert(tx, order, "cancelled"):
             return "exists"
         await insert_lines(tx, order_id, lines)
-        await notify(tx, event, "order.cancelled", order_id,
-                     order_summary(order_id, "cancelled", lines))
+        await _notify_state(tx, event, order_id, "cancelled", lines)
         return "cancelled"
     # Reserve first, then insert the order with its final status: the usual path is one
     # statement per line plus three. A repeat (the order is already stored) gives it back.
-    status = await reserve_lines(tx, lines, policy)
-    if not await _insert(tx, order, status):
+    status, allocation, hold_reason, expires = await _reserve(
+        tx, lines, order, order["created_at"], policy)
+    if not await _insert(tx, order, status, allocation, hold_reason, expires):
         await release_lines(tx, lines)
         return "exists"
     await insert_lines(tx, order_id, lines)
-    await notify(tx, event, f"order.{status}", order_id, order_summary(order_id, status, lines))
+    await _notify_state(tx, event, order_id, status, lines, hold_reason, order["payment_status"])
     if batch is None or order_id in batch.shipped:  # no prepare ran: look
         await follow_shipments(tx, order_id)
     return status
@@ -160,37 +208,117 @@ async def _updated(
     released = [line["sku"] for line in await release_order(tx, order_id)]
     await tx.execute("DELETE FROM order_lines WHERE order_id = $1", order_id)
     lines = new_lines(order["lines"])
-    status = await reserve_lines(tx, lines, policy)
+    if row["status"] == "expired" and order["payment_status"] in UNPAID:
+        # Its time to pay has passed: it stays expired, reserving nothing.
+        status, allocation, hold_reason, expires = "expired", None, None, None
+    else:
+        status, allocation, hold_reason, expires = await _reserve(
+            tx, lines, order, row["created_at"], policy)
     await insert_lines(tx, order_id, lines)
     await tx.execute(
-        "UPDATE orders SET shipping_address = $2, note = $3, updated_at = $4, status = $5"
+        "UPDATE orders SET shipping_address = $2, note = $3, updated_at = $4, status = $5,"
+        " allocation = $6, hold_reason = $7, payment_status = $8, expires_at = $9"
         " WHERE order_id = $1",
-        order_id,
-        order["shipping_address"],
-        order["note"],
-        order["at"],
-        status,
+        order_id, order["shipping_address"], order["note"], order["at"], status, allocation,
+        hold_reason, order["payment_status"], expires,
     )
-    await notify(tx, event, f"order.{status}", order_id, order_summary(order_id, status, lines))
+    await _notify_state(tx, event, order_id, status, lines, hold_reason, order["payment_status"])
     await allocate_waiting(tx, event, released, policy)
     return status
 
 
-async def _cancel(
+async def _restored(
     tx: Tx, event: Event, order: dict[str, Any], policy: Policy, batch: OrdersBatch | None
 ) -> str:
+    row = await lock_order(tx, order["order_id"])
+    if row is not None and row["status"] == "cancelled":
+        # Deleted at the storefront, then restored: it starts again from what it is now.
+        await tx.execute("DELETE FROM order_lines WHERE order_id = $1", order["order_id"])
+        await tx.execute("DELETE FROM orders WHERE order_id = $1", order["order_id"])
+        return await _created(tx, event, order, policy, batch)
+    return await _updated(tx, event, order, policy, batch)
+
+
+async def _cancel(tx: Tx, event: Event, policy: Policy, batch: OrdersBatch | None) -> str:
+    data = data_of(event)
+    if data.get("lines") is not None:
+        order = _order(event)
+    else:  # a deletion names only the order
+        at = event_time(event)
+        order = {"order_id": text(data, "order_id"), "source": event.get("source"),
+                 "status": "cancelled", "payment_status": None, "lines": [],
+                 "shipping_address": None, "addressed": False, "note": None,
+                 "created_at": at, "at": at}
     order_id = order["order_id"]
     row = await lock_order(tx, order_id)
     if row is None:
         if await _insert(tx, order, "cancelled"):
             await insert_lines(tx, order_id, new_lines(order["lines"]))
         return await _cancelled(tx, event, order_id, order["at"], policy)
-    if row["status"] == "cancelled" or row["status"] in NOT_CANCELLABLE:
+    if row["status"] in CANCELLED_STATUSES or row["status"] in NOT_CANCELLABLE:
         return "ignored"
     return await _cancelled(tx, event, order_id, order["at"], policy)
 
 
-_BY_TYPE = {"order.created": _created, "order.updated": _updated, "order.cancelled": _cancel}
+async def _fulfilled(
+    tx: Tx, event: Event, order: dict[str, Any], policy: Policy, batch: OrdersBatch | None
+) -> str:
+    if await lock_order(tx, order["order_id"]) is None:
+        await _created(tx, event, order, policy, batch)
+    moved = await move_order(tx, order["order_id"], "shipped")
+    return "shipped" if moved == "shipped" else "ignored"
+
+
+async def _refunded(tx: Tx, event: Event, policy: Policy) -> str:
+    data = data_of(event)
+    order_id = text(data, "order_id")
+    refunded = data.get("lines") or []
+    row = await lock_order(tx, order_id)
+    if row is None or row["status"] in CLOSED or not refunded:
+        return "ignored"
+    left: dict[str, int] = {}
+    for number, line in enumerate(refunded):
+        if not isinstance(line, dict):
+            raise Permanent(f"lines[{number}]: expected an object")
+        sku = text(line, "sku")
+        left[sku] = left.get(sku, 0) + integer(line, "quantity")
+    released = await release_order(tx, order_id)
+    remaining = []
+    for line in released:  # take the refunded units off the order's lines, in line order
+        taken = min(line["quantity"], left.get(line["sku"], 0))
+        left[line["sku"]] = left.get(line["sku"], 0) - taken
+        if line["quantity"] > taken:
+            remaining.append((line["sku"], line["quantity"] - taken, line["ships"]))
+    await tx.execute("DELETE FROM order_lines WHERE order_id = $1", order_id)
+    at = event_time(event)
+    skus = [line["sku"] for line in released]
+    if not remaining:
+        await tx.execute(
+            "UPDATE orders SET status = 'refunded', updated_at = $2, allocation = NULL,"
+            " hold_reason = NULL, expires_at = NULL WHERE order_id = $1", order_id, at)
+        await _notify_state(tx, event, order_id, "refunded", released)
+        await allocate_waiting(tx, event, skus, policy)
+        return "refunded"
+    lines = new_lines(remaining)
+    address = orjson.loads(row["shipping_address"]) if row["shipping_address"] else None
+    kept = {"addressed": address_complete(address), "payment_status": row["payment_status"]}
+    status, allocation, hold_reason, expires = await _reserve(
+        tx, lines, kept, row["created_at"], policy)
+    await insert_lines(tx, order_id, lines)
+    await tx.execute(
+        "UPDATE orders SET status = $2, allocation = $3, hold_reason = $4, expires_at = $5"
+        " WHERE order_id = $1", order_id, status, allocation, hold_reason, expires)
+    await _notify_state(tx, event, order_id, status, lines, hold_reason, row["payment_status"])
+    await allocate_waiting(tx, event, skus, policy)
+    return status
+
+
+_WITH_ORDER = {
+    "order.created": _created,
+    "order.updated": _updated,
+    "order.restored": _restored,
+    "order.fulfilled": _fulfilled,
+}
 
 
 async def handle(
@@ -198,10 +326,15 @@ async def handle(
 ) -> str:
     """Apply one order event in `tx` (`batch`: what `prepare` found for its batch, if it
     ran); returns one of OUTCOMES."""
-    apply = _BY_TYPE.get(str(event.get("type")))
-    if apply is None:
-        raise Permanent(f"orders: unknown event type {event.get('type')!r}")
-    return await apply(tx, event, _order(event), policy, batch)
+    kind = str(event.get("type"))
+    apply = _WITH_ORDER.get(kind)
+    if apply is not None:
+        return await apply(tx, event, _order(event), policy, batch)
+    if kind == "order.cancelled":
+        return await _cancel(tx, event, policy, batch)
+    if kind == "order.refunded":
+        return await _refunded(tx, event, policy)
+    raise Permanent(f"orders: unknown event type {event.get('type')!r}")
 
 
 async def prepare(tx: Tx, events: list[Event]) -> OrdersBatch:
@@ -222,3 +355,35 @@ async def prepare(tx: Tx, events: list[Event]) -> OrdersBatch:
                 skus.add(line["sku"])
     await lock_orders_and_stock(tx, ids, skus)
     return OrdersBatch(shipped=frozenset(await orders_with_shipments(tx, ids)))
+
+
+EXPIRY_BATCH = 200
+
+
+async def tick(tx: Tx, now: str, *, policy: Policy = DEFAULT_POLICY) -> int:
+    """Give back the stock of unpaid orders whose time to pay has passed (`now`, the store's
+    ISO form): status `expired`, an `order.expired` notification, the stock to waiting
+    orders. Run by the runner every few seconds; several processes may run it at once (each
+    order is locked and looked at again). How many expired."""
+    due = await tx.fetch(
+        "SELECT order_id FROM orders WHERE expires_at <= $1 AND allocation IS NOT NULL"
+        " ORDER BY expires_at LIMIT $2", now, EXPIRY_BATCH)
+    ids = {row["order_id"] for row in due}
+    await lock_orders_and_stock(tx, ids, set())
+    expired = 0
+    for order_id in sorted(ids):
+        row = await lock_order(tx, order_id)
+        if (row is None or row["allocation"] is None or row["expires_at"] is None
+                or row["expires_at"] > now or row["payment_status"] not in UNPAID):
+            continue  # paid, shipped or expired since it was picked
+        cause: Event = {"id": f"expiry:{order_id}:{row['expires_at']}", "type": "order.expired"}
+        lines = await release_order(tx, order_id)
+        await tx.execute(
+            "UPDATE orders SET status = 'expired', allocation = NULL, hold_reason = NULL,"
+            " expires_at = NULL WHERE order_id = $1", order_id)
+        await _notify_state(tx, cause, order_id, "expired", lines,
+                            payment_status=row["payment_status"])
+        await allocate_waiting(tx, cause, [line["sku"] for line in lines], policy)
+        expired += 1
+    return expired
+

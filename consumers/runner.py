@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from router.broker.publisher import Publisher
 from router.broker.reconnect import keep_trying
 from router.broker.topology import Topology
 from router.settings import BrokerSettings
+from router.times import now_iso
 
 log = structlog.get_logger("consumers.runner")
 
@@ -84,11 +86,18 @@ class ConsumerSpec(Generic[B]):
     `handler(tx, event, batch)` applies one event inside the runner's transaction; `batch` is
     what prepare returned (None without one). It may return a word for the log and metrics
     (e.g. "stale" for an update older than what is stored); it raises to retry or dead-letter
-    (consumers.errors)."""
+    (consumers.errors).
+
+    `tick(tx, now)`, if given, runs every `tick_every` seconds in a transaction of its own,
+    for effects that come from time rather than from a message (unpaid orders expiring);
+    `now` is the store's ISO form; it returns how many things it changed. Its outbox rows go
+    out as a batch's do."""
 
     name: str
     handler: Callable[[Tx, Event, B | None], Awaitable[str | None]]
     prepare: Callable[[Tx, list[Event]], Awaitable[B]] | None = None
+    tick: Callable[[Tx, str], Awaitable[int]] | None = None
+    tick_every: float = 30.0
 
 
 @dataclass
@@ -215,7 +224,12 @@ class Runner:
             tag = await queue.consume(self._delivered)
             log.info("consumer_started", consumer=self.spec.name, queue=self.queue_name,
                      prefetch=self.prefetch, concurrency=self.concurrency)
-            await self._consume(stop)
+            ticking = asyncio.create_task(self._ticking(stop))
+            try:
+                await self._consume(stop)
+            finally:
+                ticking.cancel()
+                await asyncio.gather(ticking, return_exceptions=True)
             # Stop taking messages, then finish the ones already delivered to us.
             try:
                 await queue.cancel(tag)
@@ -335,6 +349,35 @@ class Runner:
                      type=outcome.type, attempt=attempt_of(outcome.message),
                      outcome=outcome.result, reason=outcome.reason or None,
                      latency_ms=round(latency * 1000, 3))
+
+    # -- effects of time ---------------------------------------------------------------------
+
+    async def _ticking(self, stop: asyncio.Event) -> None:
+        """Run the spec's tick every tick_every seconds until `stop`; a failed tick is logged
+        and tried again at the next one."""
+        tick = self.spec.tick
+        if tick is None:
+            return
+
+        async def work(tx: Tx) -> list[dict[str, Any]]:
+            changed = await tick(tx, now_iso())
+            if changed:
+                log.info("tick", consumer=self.spec.name, changed=changed)
+            return tx.outbox
+
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.spec.tick_every)
+                return
+            try:
+                outbox = await self.store.run(work)
+            except Exception as exc:  # the store is busy or away: the next tick tries again
+                log.warning("tick_failed", consumer=self.spec.name, error=type(exc).__name__)
+                continue
+            if outbox:
+                task = asyncio.create_task(self._send_outbox(outbox))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
 
     # -- the outbox --------------------------------------------------------------------------
 

@@ -30,11 +30,14 @@ async def move_order(tx: Tx, order_id: str, target: str) -> str | None:
     if row is None:
         return None
     current = row["status"]
-    if current == "cancelled" or ORDER_RANK[target] <= ORDER_RANK.get(current, 0):
+    if current in ("cancelled", "refunded") or ORDER_RANK[target] <= ORDER_RANK.get(current, 0):
         return current
     if target in ("shipped", "delivered"):
         await release_order(tx, order_id, consume=True)
-    await tx.execute("UPDATE orders SET status = $2 WHERE order_id = $1", order_id, target)
+    # Out of the warehouse's hands: it no longer waits for stock, an address or payment.
+    await tx.execute(
+        "UPDATE orders SET status = $2, allocation = NULL, hold_reason = NULL,"
+        " expires_at = NULL WHERE order_id = $1", order_id, target)
     return target
 
 

@@ -26,7 +26,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from consumers.events import Event
+from consumers.order_status import WAITING, address_complete, derive
 from consumers.outbox import notify
 from consumers.store import Tx
 
@@ -36,22 +39,32 @@ class Policy:
     """How the consumers allocate stock (config/router.toml, [consumers])."""
 
     partial_allocation: bool = False
+    unpaid_expiry: float = 3 * 24 * 3600.0  # seconds an unpaid order keeps its stock; 0: ever
 
 
 DEFAULT_POLICY = Policy()
-# Order statuses that wait for stock.
-WAITING = ("backordered", "partially_allocated")
 
 # --- orders and reservations -----------------------------------------------------------------
 
 
 async def lock_order(tx: Tx, order_id: str) -> dict[str, Any] | None:
-    """The order's row (status, created_at, updated_at), locked until commit; None if unknown.
-    updated_at is the time of the last order event applied (not of stock or shipping moves)."""
+    """The order's row, locked until commit; None if unknown. updated_at is the time of the
+    last order event applied (not of stock or shipping moves)."""
     return await tx.fetchrow(
         "UPDATE orders SET version = version + 1 WHERE order_id = $1"
-        " RETURNING order_id, status, created_at, updated_at",
+        " RETURNING order_id, status, created_at, updated_at, allocation, payment_status,"
+        " hold_reason, shipping_address, expires_at",
         order_id,
+    )
+
+
+async def set_state(
+    tx: Tx, order_id: str, status: str, allocation: str | None, hold_reason: str | None
+) -> None:
+    """Store what an order's status is made of (consumers.order_status)."""
+    await tx.execute(
+        "UPDATE orders SET status = $2, allocation = $3, hold_reason = $4 WHERE order_id = $1",
+        order_id, status, allocation, hold_reason,
     )
 
 
@@ -95,28 +108,37 @@ async def lock_orders_and_stock(tx: Tx, order_ids: set[str], skus: set[str]) -> 
     await lock_stock(tx, skus)
 
 
-def new_lines(skus_and_quantities: list[tuple[str, int]]) -> list[dict[str, Any]]:
-    """Order lines not yet stored or reserved, numbered from 1."""
+def new_lines(items: list[tuple[str, int, bool]]) -> list[dict[str, Any]]:
+    """Order lines (sku, quantity, ships) not yet stored or reserved, numbered from 1."""
     return [
-        {"line_no": n, "sku": sku, "quantity": quantity, "reserved": 0, "location": None}
-        for n, (sku, quantity) in enumerate(skus_and_quantities, start=1)
+        {"line_no": n, "sku": sku, "quantity": quantity, "reserved": 0, "location": None,
+         "ships": ships}
+        for n, (sku, quantity, ships) in enumerate(items, start=1)
     ]
 
 
+def shippable(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The lines that ship: only they reserve stock."""
+    return [line for line in lines if line["ships"]]
+
+
 async def order_lines(tx: Tx, order_id: str) -> list[dict[str, Any]]:
-    return await tx.fetch(
-        "SELECT line_no, sku, quantity, reserved, location FROM order_lines"
+    rows = await tx.fetch(
+        "SELECT line_no, sku, quantity, reserved, location, ships FROM order_lines"
         " WHERE order_id = $1 ORDER BY line_no",
         order_id,
     )
+    for row in rows:
+        row["ships"] = bool(row["ships"])
+    return rows
 
 
 async def insert_lines(tx: Tx, order_id: str, lines: list[dict[str, Any]]) -> None:
     await tx.executemany(
-        "INSERT INTO order_lines (order_id, line_no, sku, quantity, reserved, location)"
-        " VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO order_lines (order_id, line_no, sku, quantity, reserved, location, ships)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         [(order_id, line["line_no"], line["sku"], line["quantity"], line["reserved"],
-          line["location"]) for line in lines],
+          line["location"], int(line["ships"])) for line in lines],
     )
 
 
@@ -212,31 +234,40 @@ async def release_order(tx: Tx, order_id: str, *, consume: bool = False) -> list
     return lines
 
 
-def order_summary(order_id: str, status: str, lines: list[dict[str, Any]]) -> dict[str, Any]:
+def order_summary(
+    order_id: str, status: str, lines: list[dict[str, Any]], *,
+    hold_reason: str | None = None, payment_status: str | None = None,
+) -> dict[str, Any]:
     """The order as notifications tell it."""
-    return {
+    summary: dict[str, Any] = {
         "order_id": order_id,
         "status": status,
         "lines": [
             {"sku": line["sku"], "quantity": line["quantity"], "reserved": line["reserved"],
-             "location": line["location"]}
+             "location": line["location"], "ships": line["ships"]}
             for line in sorted(lines, key=lambda line: line["line_no"])
         ],
     }
+    if hold_reason is not None:
+        summary["hold_reason"] = hold_reason
+    if payment_status is not None:
+        summary["payment_status"] = payment_status
+    return summary
 
 
 async def allocate_waiting(
     tx: Tx, event: Event, skus: list[str], policy: Policy = DEFAULT_POLICY
 ) -> list[str]:
-    """Stock of `skus` became available: allocate waiting (backordered, or partially
-    allocated) orders that need them, oldest (created_at) first. An order that does not fit
-    is skipped, so smaller later ones may still go. The order ids whose status changed."""
+    """Stock of `skus` became available: allocate open orders whose allocation waits
+    (backordered, or partially allocated) and that need them, oldest (created_at) first. An
+    order that does not fit is skipped, so smaller later ones may still go. The order ids
+    whose status changed."""
     changed = []
     for sku in sorted(set(skus)):
         candidates = await tx.fetch(
-            "SELECT o.order_id FROM orders o WHERE o.status IN ($2, $3)"
+            "SELECT o.order_id FROM orders o WHERE o.allocation IN ($2, $3)"
             " AND EXISTS (SELECT 1 FROM order_lines l WHERE l.order_id = o.order_id"
-            " AND l.sku = $1 AND l.reserved = 0)"
+            " AND l.sku = $1 AND l.reserved = 0 AND l.ships = 1)"
             " ORDER BY o.created_at, o.order_id",
             sku,
             *WAITING,
@@ -248,19 +279,23 @@ async def allocate_waiting(
                 break
             order_id = candidate["order_id"]
             row = await lock_order(tx, order_id)
-            if row is None or row["status"] not in WAITING:  # another consumer got there first
+            if row is None or row["allocation"] not in WAITING:  # another consumer got there
                 continue
             lines = [dict(line) for line in await order_lines(tx, order_id)]
             before = [line["reserved"] for line in lines]
-            status = await reserve_lines(tx, lines, policy)
+            allocation = await reserve_lines(tx, shippable(lines), policy)
             if [line["reserved"] for line in lines] == before:
                 continue
             await save_lines(tx, order_id, [
                 line for line, old in zip(lines, before, strict=True) if line["reserved"] != old
             ])
-            await tx.execute("UPDATE orders SET status = $2 WHERE order_id = $1", order_id, status)
-            await notify(tx, event, f"order.{status}", order_id,
-                         order_summary(order_id, status, lines))
+            address = orjson.loads(row["shipping_address"]) if row["shipping_address"] else None
+            status, hold_reason = derive(allocation, address_complete(address),
+                                         row["payment_status"])
+            await set_state(tx, order_id, status, allocation, hold_reason)
+            await notify(tx, event, f"order.{status}", order_id, order_summary(
+                order_id, status, lines, hold_reason=hold_reason,
+                payment_status=row["payment_status"]))
             if order_id not in changed:
                 changed.append(order_id)
     return changed

@@ -102,6 +102,7 @@ class ConsumerSettings:
     prefetch: int = 100
     concurrency: int = 1
     partial_allocation: bool = False
+    unpaid_expiry: float = 3 * 24 * 3600.0  # seconds an unpaid order keeps its stock; 0: ever
 
 
 # What the consumers announce (outbox kinds); subscriptions choose among them.
@@ -109,6 +110,11 @@ NOTIFICATION_TYPES = (
     "order.allocated",
     "order.partially_allocated",
     "order.backordered",
+    "order.on_hold",
+    "order.ready_to_ship",
+    "order.completed",
+    "order.expired",
+    "order.refunded",
     "order.cancelled",
     "stock.changed",
     "shipment.updated",
@@ -358,9 +364,17 @@ def _consumers(t: _Table, env: Mapping[str, str]) -> ConsumerSettings:
         prefetch=t.positive("prefetch", int, d.prefetch),
         concurrency=t.positive("concurrency", int, d.concurrency),
         partial_allocation=t.get("partial_allocation", bool, d.partial_allocation),
+        unpaid_expiry=_non_negative(t, "unpaid_expiry", d.unpaid_expiry),
     )
     t.done()
     return s
+
+
+def _non_negative(t: _Table, name: str, default: float) -> float:
+    value: float = t.get(name, float, default)
+    if value < 0:
+        raise t.error(name, "must be 0 or more seconds")
+    return value
 
 
 def _ladder(t: _Table, default: tuple[int, ...]) -> tuple[int, ...]:

@@ -110,6 +110,23 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         4,
         ["CREATE INDEX shipments_by_order ON shipments (order_id)"],
     ),
+    (
+        # Orders as fulfillment sees them: what an open order's status is made of (its
+        # allocation, its payment, why it is held) and when an unpaid one gives its stock
+        # back; lines that do not ship (gift cards, tips, downloads) reserve nothing.
+        5,
+        [
+            "ALTER TABLE orders ADD COLUMN allocation TEXT",
+            "ALTER TABLE orders ADD COLUMN payment_status TEXT",
+            "ALTER TABLE orders ADD COLUMN hold_reason TEXT",
+            "ALTER TABLE orders ADD COLUMN expires_at TEXT",
+            "ALTER TABLE order_lines ADD COLUMN ships INTEGER NOT NULL DEFAULT 1",
+            "UPDATE orders SET allocation = status"
+            " WHERE status IN ('allocated', 'partially_allocated', 'backordered')",
+            "CREATE INDEX orders_by_allocation ON orders (allocation, created_at)",
+            "CREATE INDEX orders_expiring ON orders (expires_at) WHERE expires_at IS NOT NULL",
+        ],
+    ),
 ]
 
 _DIALECT = {

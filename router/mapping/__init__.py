@@ -29,6 +29,10 @@ Expressions
     { join = [E, ...], sep = " " }
                       the parts (paths or expression tables) that are present and not blank,
                       as strings, joined with sep (default " "); absent when none is.
+    { first = [E, ...] }
+                      the first of the expressions whose value is present and not blank: a
+                      fallback order, e.g. a line's identity when a product has no SKU:
+                      first = ["sku", { path = "variant_id", absent = [0], prefix = "variant:" }]
     { each = "items[*]", fields = {...} }
                       a list with one object per item of the list at the path before "[*]";
                       paths inside `fields` are relative to the item. Every item yields an
@@ -36,12 +40,13 @@ Expressions
                       vanishing.
     { each = "items[*]", value = E }
                       a list of E evaluated on each item; items where E is absent are skipped.
-    a table without any of path/const/each/join
+    a table without any of path/const/each/join/first
                       a nested object whose keys are output fields (paths stay relative to the
                       current value, not to the object); omitted when none of its fields is.
-                      Its field names cannot be expression keys (path, const, each, join, as,
-                      map, map_default, default, required, sep, fields, value).
-Modifiers (path and join; each takes only default and required)
+                      Its field names cannot be expression keys (path, const, each, join,
+                      first, as, map, map_default, default, required, sep, fields, value,
+                      absent, prefix).
+Modifiers (path, join and first; each takes only default and required)
     as = "str" | "int" | "float" | "bool" | "lower" | "upper" | "text" | "datetime"
         (router/mapping/conversions.py)
         str       numbers and booleans as text; ints exactly, so 64-bit ids keep every digit
@@ -60,6 +65,10 @@ Modifiers (path and join; each takes only default and required)
         ("true", "2"). A value with no entry takes `map_default` if given, else is unmappable.
     default = V        used, as written, when the value is absent (missing or null); for each,
                        only an array of scalars. Without a default an absent field is omitted.
+    absent = [V, ...]  (path only) values that count as absent, as found (before `as`): a
+                       provider's 0 for "no variation", "" for "no SKU".
+    prefix = "text"    (path only) put before the value, as text, once everything else is
+                       done: "variant:" + 123 is "variant:123". Not added to a default.
     required = true    absent is an error naming the payload path (not with default).
 occurred_at is an expression too; without an explicit `as` it is read as "datetime". A time
 that is absent or unreadable gives None (the event is still accepted).
@@ -89,11 +98,13 @@ MAX_ERRORS = 20
 _Fn = Callable[[Any], Any]  # current value -> field value; None means absent
 _MISSING: Any = object()
 
-_SOURCES = ("path", "const", "each", "join")
-_MODIFIERS = ("as", "map", "map_default", "default", "required", "sep", "fields", "value")
+_SOURCES = ("path", "const", "each", "join", "first")
+_MODIFIERS = ("as", "map", "map_default", "default", "required", "sep", "fields", "value",
+              "absent", "prefix")
 _ALLOWED = {
-    "path": {"path", "as", "map", "map_default", "default", "required"},
+    "path": {"path", "as", "map", "map_default", "default", "required", "absent", "prefix"},
     "join": {"join", "sep", "as", "map", "map_default", "default", "required"},
+    "first": {"first", "as", "map", "map_default", "default", "required"},
     "each": {"each", "fields", "value", "default", "required"},
     "const": {"const"},
 }
@@ -274,9 +285,10 @@ def _compile_expr(ctx: _Ctx, key: str, spec: Any, *, nested_ok: bool, each_ok: b
     if not sources:
         modifiers = [m for m in _MODIFIERS if m in spec]
         if modifiers:
-            raise ctx.error(key, f"has {modifiers[0]!r} but none of path, const, each, join")
+            raise ctx.error(
+                key, f"has {modifiers[0]!r} but none of path, const, each, join, first")
         if not nested_ok:
-            raise ctx.error(key, "must be an expression with path, const or join")
+            raise ctx.error(key, "must be an expression with path, const, join or first")
         if not spec:
             raise ctx.error(key, "an object needs at least one field")
         build = _compile_object(ctx, key, spec)
@@ -287,7 +299,7 @@ def _compile_expr(ctx: _Ctx, key: str, spec: Any, *, nested_ok: bool, each_ok: b
         return nested
     if len(sources) > 1:
         raise ctx.error(
-            key, f"takes only one of path, const, each, join (has {', '.join(sources)})"
+            key, f"takes only one of path, const, each, join, first (has {', '.join(sources)})"
         )
     kind = sources[0]
     for name in spec:
@@ -301,8 +313,10 @@ def _compile_expr(ctx: _Ctx, key: str, spec: Any, *, nested_ok: bool, each_ok: b
         return _compile_each(ctx, key, spec)
     if kind == "path":
         get, where = _compile_paths(ctx, f"{key}.path", spec["path"])
-    else:
+    elif kind == "join":
         get, where = _compile_join(ctx, key, spec)
+    else:
+        get, where = _compile_first(ctx, key, spec)
     return _compile_value(ctx, key, spec, get, where)
 
 
@@ -360,15 +374,7 @@ def _compile_join(ctx: _Ctx, key: str, spec: dict[str, Any]) -> tuple[_Fn, Calla
         _compile_expr(ctx, f"{key}.join[{i}]", p, nested_ok=False, each_ok=False)
         for i, p in enumerate(parts_spec)
     )
-    # Errors point at the first part that names a path (compile-time, so no per-call cost).
-    pointer = ""
-    for i, part in enumerate(parts_spec):
-        text = part.get("path") if isinstance(part, dict) else part
-        if isinstance(text, list) and text:
-            text = text[0]
-        if isinstance(text, str):
-            pointer = json_pointer(_parse_path(ctx, f"{key}.join[{i}]", text))
-            break
+    pointer = _first_pointer(ctx, f"{key}.join", parts_spec)
 
     def join(value: Any) -> str | None:
         texts = []
@@ -386,10 +392,45 @@ def _compile_join(ctx: _Ctx, key: str, spec: dict[str, Any]) -> tuple[_Fn, Calla
     return join, lambda value: pointer
 
 
+def _first_pointer(ctx: _Ctx, key: str, specs: list[Any]) -> str:
+    """The pointer errors name for a join or first: its first part that names a path
+    (compile-time, so no per-call cost)."""
+    for i, part in enumerate(specs):
+        text = part.get("path") if isinstance(part, dict) else part
+        if isinstance(text, list) and text:
+            text = text[0]
+        if isinstance(text, str):
+            return json_pointer(_parse_path(ctx, f"{key}[{i}]", text))
+    return ""
+
+
+def _compile_first(
+    ctx: _Ctx, key: str, spec: dict[str, Any]
+) -> tuple[_Fn, Callable[[Any], str]]:
+    specs = spec["first"]
+    if not isinstance(specs, list) or not specs:
+        raise ctx.error(f"{key}.first", "must be a non-empty array of expressions")
+    options = tuple(
+        _compile_expr(ctx, f"{key}.first[{i}]", s, nested_ok=False, each_ok=False)
+        for i, s in enumerate(specs)
+    )
+    pointer = _first_pointer(ctx, f"{key}.first", specs)
+
+    def first(value: Any) -> Any:
+        for option in options:
+            found = option(value)
+            if found is not None and not (isinstance(found, str) and not found.strip()):
+                return found
+        return None
+
+    return first, lambda value: pointer
+
+
 def _compile_value(
     ctx: _Ctx, key: str, spec: dict[str, Any], get: _Fn, where: Callable[[Any], str]
 ) -> _Fn:
-    """path/join plus `as`, `map`, `default` and `required`, fused into one closure."""
+    """path/join/first plus `as`, `map`, `default`, `required`, `absent` and `prefix`, fused
+    into one closure."""
     conv = None
     if "as" in spec:
         name = spec["as"]
@@ -411,12 +452,24 @@ def _compile_value(
         if not _is_scalar(map_default):
             raise ctx.error(f"{key}.map_default", "must be a string, a number or a boolean")
     default, required = _absent_rules(ctx, key, spec, list_ok=False)
+    absent = spec.get("absent", [])
+    if not isinstance(absent, list) or not all(_is_scalar(a) for a in absent):
+        raise ctx.error(f"{key}.absent", "must be an array of strings, numbers or booleans")
+    # Compared with their types: 0 must not also match false.
+    nothing = tuple((type(a), a) for a in absent)
+    prefix = spec.get("prefix", "")
+    if not isinstance(prefix, str):
+        raise ctx.error(f"{key}.prefix", "must be a string")
 
-    if conv is None and table is None and default is None and not required:
+    if conv is None and table is None and default is None and not required and not (
+        nothing or prefix
+    ):
         return get  # the common plain copy: no wrapper at all
 
     def value_expr(value: Any) -> Any:
         found = get(value)
+        if nothing and (type(found), found) in nothing:
+            found = None
         if found is not None and conv is not None:
             try:
                 found = conv(found)
@@ -434,8 +487,13 @@ def _compile_value(
             if mapped is _MISSING:
                 if map_default is _MISSING:
                     raise _Unmappable([(where(value), "has no mapping for this value")])
-                return map_default
-            return mapped
+                mapped = map_default
+            found = mapped
+        if prefix:
+            try:
+                return prefix + as_str(found)
+            except BadValue as exc:
+                raise _Unmappable([(where(value), exc.message)]) from None
         return found
 
     return value_expr

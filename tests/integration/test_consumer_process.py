@@ -163,7 +163,9 @@ class TestRacingConsumers:
                         "occurred_at": "2026-11-28T00:00:00Z",
                         "data": {"order_id": f"R-{i:03d}", "status": "received",
                                  "created_at": f"2026-11-28T00:{i // 60:02d}:{i % 60:02d}Z",
-                                 "lines": [{"sku": "LAST-UNITS", "quantity": 1}]},
+                                 "lines": [{"sku": "LAST-UNITS", "quantity": 1}],
+                                 "shipping_address": {"name": "A", "line1": "1 Main St",
+                                                      "city": "Austin", "country": "US"}},
                     }), delivery_mode=aio_pika.DeliveryMode.PERSISTENT, headers={"attempt": 0}),
                         routing_key="order.created")
                     for i in range(100)

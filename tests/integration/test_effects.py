@@ -38,6 +38,9 @@ def _event(
     }
 
 
+ADDRESS = {"name": "Jane Doe", "line1": "1 Main St", "city": "Austin", "country": "US"}
+
+
 def _order(
     type_: str,
     order_id: str,
@@ -46,17 +49,19 @@ def _order(
     created_at: str = "2024-05-01T09:00:00Z",
     status: str = "received",
     occurred_at: str = "2024-05-01T10:00:00Z",
+    address: dict[str, str] | None = ADDRESS,
+    **more: Any,
 ) -> dict[str, Any]:
-    return _event(
-        type_,
-        {
-            "order_id": order_id,
-            "status": status,
-            "lines": [{"sku": sku, "quantity": quantity} for sku, quantity in lines],
-            "created_at": created_at,
-        },
-        occurred_at,
-    )
+    data: dict[str, Any] = {
+        "order_id": order_id,
+        "status": status,
+        "lines": [{"sku": sku, "quantity": quantity} for sku, quantity in lines],
+        "created_at": created_at,
+        **more,
+    }
+    if address is not None:
+        data["shipping_address"] = address
+    return _event(type_, data, occurred_at)
 
 
 def _stock(

@@ -378,6 +378,49 @@ class TestExpressions:
         payload = {"first": "Jane", "middle": " ", "last": "Doe", "a": "p", "n": 7, "blank": ""}
         assert {"name": "Jane Doe", "code": "p-X-7"} == mapping.apply(payload)
 
+    def test_first_present_and_not_blank(self, tmp_path: Path) -> None:
+        """first takes the first expression whose value is present and not blank: a line's
+        identity falls back from an empty SKU to its variant, then its product, then itself;
+        `absent` drops a provider's "none" value (0) and `prefix` tells the ids apart."""
+        mapping = compile_fields(
+            tmp_path,
+            """
+            id = { required = true, first = [
+                "sku",
+                { path = "variation_id", absent = [0], prefix = "variation:" },
+                { path = "product_id", absent = [0], prefix = "product:" },
+                { path = "id", prefix = "line:" },
+            ] }
+            """,
+        )
+        assert {"id": "Bar3"} == mapping.apply({"sku": "Bar3", "variation_id": 23})
+        assert {"id": "variation:23"} == mapping.apply(
+            {"sku": "", "variation_id": 23, "product_id": 22})
+        assert {"id": "product:93"} == mapping.apply(
+            {"sku": "  ", "variation_id": 0, "product_id": 93, "id": 315})
+        assert {"id": "line:315"} == mapping.apply(
+            {"sku": None, "variation_id": 0, "product_id": 0, "id": 315})
+        assert [{"path": "/sku", "message": "is required"}] == unmappable(mapping, {})
+
+    def test_absent_compares_types(self, tmp_path: Path) -> None:
+        """absent = [0] makes 0 absent, not false; a default still applies."""
+        mapping = compile_fields(
+            tmp_path, 'n = { path = "n", absent = [0], default = "none" }\n')
+        assert [{"n": "none"}, {"n": False}, {"n": 7}] == [
+            mapping.apply({"n": value}) for value in (0, False, 7)]
+
+    def test_prefix_after_as_and_map(self, tmp_path: Path) -> None:
+        """prefix goes before the finished value, as text; never before an absent one."""
+        mapping = compile_fields(
+            tmp_path,
+            'v = { path = "v", as = "lower", map = { a = "x" }, map_default = "y", '
+            'prefix = "k:" }\n'
+            'n = { path = "n", prefix = "id:" }\n',
+        )
+        assert {"v": "k:x", "n": "id:18446744073709551616"} == mapping.apply(
+            {"v": " A ", "n": 18446744073709551616})
+        assert {} == mapping.apply({})
+
     def test_nested_object(self, tmp_path: Path) -> None:
         """A plain nested table is an object, omitted when none of its fields is present."""
         mapping = compile_fields(
@@ -532,6 +575,12 @@ class TestLoadMappingsErrors:
             ('a = { each = "items[*]" }', "thing.fields.a"),
             ('a = { each = "items[*]", fields = { s = "s" }, as = "str" }', "thing.fields.a.as"),
             ("a = { join = [] }", "thing.fields.a.join"),
+            ("a = { first = [] }", "thing.fields.a.first"),
+            ('a = { first = ["x"], sep = "-" }', "thing.fields.a.sep"),
+            ('a = { first = ["x", 3] }', "thing.fields.a.first[1]"),
+            ('a = { path = "x", absent = 0 }', "thing.fields.a.absent"),
+            ('a = { path = "x", prefix = 1 }', "thing.fields.a.prefix"),
+            ('a = { join = ["x"], prefix = "p" }', "thing.fields.a.prefix"),
             ('a = { join = ["x"], sep = 1 }', "thing.fields.a.sep"),
             (
                 'a = { each = "i[*]", value = { each = "j[*]", value = "." } }',
