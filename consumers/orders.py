@@ -8,7 +8,8 @@ created   store the order and its lines and reserve stock for the lines that shi
           what fulfilment waits for: `on_hold` (no_address) without a usable shipping
           address, `ready_to_ship` once allocated and paid, `completed` when nothing ships.
           An unpaid order keeps its stock until [consumers] unpaid_expiry after it was made.
-          An order id already stored is left alone ("exists").
+          An order id already stored is left alone ("exists"). One the storefront says it
+          already sent (canonical status `completed`, WooCommerce's) is moved to `shipped`.
 updated   for an open order (and an expired or completed one): release its reservations,
           replace address, note, payment and lines, reserve again; an address arriving
           releases an on_hold, a payment makes it ready_to_ship. An update older than the last
@@ -67,6 +68,7 @@ OUTCOMES = ("allocated", "partially_allocated", "backordered", "on_hold", "ready
             "stale")
 
 CANCELLED_STATUSES = frozenset({"cancelled", "refunded"})  # canonical order statuses
+FULFILLED_STATUSES = frozenset({"completed"})  # the storefront says it was sent
 NOT_UPDATABLE = frozenset({"shipped", "delivered", "exception", "cancelled", "refunded"})
 NOT_CANCELLABLE = frozenset({"shipped", "delivered"})
 CLOSED = NOT_UPDATABLE  # no refund or cancellation changes these
@@ -189,7 +191,17 @@ async def _created(
     await _notify_state(tx, event, order_id, status, lines, hold_reason, order["payment_status"])
     if batch is None or order_id in batch.shipped:  # no prepare ran: look
         await follow_shipments(tx, order_id)
-    return status
+    return await _sent_already(tx, order, allocation, status)
+
+
+async def _sent_already(
+    tx: Tx, order: dict[str, Any], allocation: str | None, status: str
+) -> str:
+    """A storefront that says the order was sent (WooCommerce `completed`) moves it to
+    shipped, its stock consumed; an order with nothing to ship stays completed."""
+    if order["status"] not in FULFILLED_STATUSES or allocation is None:
+        return status
+    return await move_order(tx, order["order_id"], "shipped") or status
 
 
 async def _updated(
@@ -224,7 +236,7 @@ async def _updated(
     )
     await _notify_state(tx, event, order_id, status, lines, hold_reason, order["payment_status"])
     await allocate_waiting(tx, event, released, policy)
-    return status
+    return await _sent_already(tx, order, allocation, status)
 
 
 async def _restored(

@@ -6,6 +6,7 @@
     send-test       post a signed sample payload to a running ingress
     dlq             inspect, replay or purge a dead-letter queue
     subscriptions   outbound webhook subscriptions: list, enable, disable, test
+    orders          where orders stand: show one, or list them by status
     deliveries      delivery attempts for an event, or `replay` past notifications
 
 Every command takes `--config FILE` (before or after the command; default: env
@@ -142,6 +143,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_subs.add_argument("action", choices=["list", "enable", "disable", "test"])
     p_subs.add_argument("name", nargs="?", help="the subscription (not for list)")
 
+    p_orders = command("orders", "where orders stand: show one, or list them by status")
+    p_orders.add_argument("action", choices=["show", "list"])
+    p_orders.add_argument("order_id", nargs="?", help="the order (show)")
+    p_orders.add_argument("--status", help="list: only orders with this status, e.g. on_hold")
+    p_orders.add_argument("--limit", type=int, default=50, help="list: how many, newest first")
+
     p_del = command("deliveries",
                     "delivery attempts for an event, or `replay` past notifications")
     p_del.add_argument("target", metavar="EVENT_ID|replay",
@@ -170,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
         releasing = args.command == "dlq" and args.action == "release"
         settings = load_settings(
             args.config,
-            resolve_secrets=releasing or args.command not in ("topology", "dlq",
+            resolve_secrets=releasing or args.command not in ("topology", "dlq", "orders",
                                                               "subscriptions", "deliveries"),
             resolve_subscription_secrets=args.command == "subscriptions"
             and args.action == "test",
@@ -209,6 +216,16 @@ def _run(args: argparse.Namespace) -> int:
 
         return asyncio.run(dlq_command(settings.broker, args.action, args.name,
                                        limit=args.limit, message_id=args.id, yes=args.yes))
+    if args.command == "orders":
+        from consumers.order_admin import Usage as OrdersUsage
+        from consumers.order_admin import orders_command
+
+        try:
+            return asyncio.run(orders_command(settings, args.action, order_id=args.order_id,
+                                              status=args.status, limit=args.limit))
+        except OrdersUsage as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.command in ("subscriptions", "deliveries"):
         # The only place router/ reaches into consumers/: these commands are theirs.
         from consumers.outbound.admin import Usage, deliveries_command, subscriptions_command

@@ -144,7 +144,7 @@ class TestCommandLine:
         commands = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
         assert 0 == code
         assert [] == [name for name in commands if f"    {name} " not in out]
-        assert {"serve", "topology", "sign", "send-test", "dlq", "subscriptions",
+        assert {"serve", "topology", "sign", "send-test", "dlq", "subscriptions", "orders",
                 "deliveries"} == set(commands)
 
     @pytest.mark.parametrize(("args", "expected"), [

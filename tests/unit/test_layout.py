@@ -95,7 +95,7 @@ def test_no_import_cycles():
 
 def test_router_does_not_import_consumers():
     """router/ is the ingress and what both sides share: only the CLI reaches into consumers/,
-    and only inside the commands that are theirs (lazily)."""
+    and only inside the commands that are theirs (orders, subscriptions, deliveries), lazily."""
     wrong = sorted(
         (name, target, top)
         for name, imports in GRAPH.items() if name.startswith("router")

@@ -94,8 +94,8 @@ class TestProviderMappings:
             "note": "Leave at the side door",
             "created_at": "2026-11-20T10:15:31-05:00",
             "lines": [
-                {"sku": "PEP-BPC157-5MG", "quantity": 2},
-                {"sku": "BAC-WATER-10ML", "quantity": 1},
+                {"sku": "PEP-BPC157-5MG", "quantity": 2, "ships": True},
+                {"sku": "BAC-WATER-10ML", "quantity": 1, "ships": True},
             ],
             "shipping_address": {
                 "name": "Jane Doe",
@@ -153,6 +153,7 @@ class TestProviderMappings:
             "note": "Call before delivery",
             "created_at": "2026-11-20T16:15:31Z",
             "status": "received",
+            "payment_status": "paid",
             "lines": [
                 {"sku": "PEP-TB500-2MG", "quantity": 1},
                 {"sku": "BAC-WATER-10ML", "quantity": 1},

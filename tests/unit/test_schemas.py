@@ -73,11 +73,15 @@ class TestSchemaRegistryLoad:
         """The schemas shipped in config/schemas/ all compile."""
         expected = {
             "order.v1",
+            "order.refund.v1",
+            "order.cancellation.v1",
             "inventory.v1",
             "tracking.v1",
             "shopify.order.v1",
             "shopify.fulfillment.v1",
+            "shopify.refund.v1",
             "woocommerce.order.v1",
+            "woocommerce.deleted.v1",
             "portal.order.v1",
             "inventory.stock.v1",
             "easypost.event.v1",

@@ -19,6 +19,8 @@ from verify_cases import (
     refusal,
 )
 
+EASYPOST_FIXTURE = FIXTURES / "providers" / "easypost" / "tracker-updated.json"
+
 
 class TestOfficialVectors:
     """GitHub's, WooCommerce's and EasyPost's own published vectors, which outrank every other
@@ -52,7 +54,7 @@ class TestOfficialVectors:
 
     def test_easypost(self):
         """EasyPost's fixture verifies byte for byte with the NFKD-normalised secret."""
-        body = (FIXTURES / "easypost-tracker-updated.json").read_bytes()
+        body = EASYPOST_FIXTURE.read_bytes()
         verifier = build("easypost", "sécret".encode())
         headers = CIMultiDict({"X-Hmac-Signature": self.EASYPOST_SIGNATURE})
         assert 3550 == len(body)
@@ -63,11 +65,11 @@ class TestOfficialVectors:
         shared = SHARED_SAMPLES / "easypost-tracker-updated.json"
         if not shared.is_file():
             pytest.skip("shared/samples is not next to this checkout")
-        assert shared.read_bytes() == (FIXTURES / "easypost-tracker-updated.json").read_bytes()
+        assert shared.read_bytes() == EASYPOST_FIXTURE.read_bytes()
 
     def test_easypost_composed_secret_also_verifies(self):
         """The precomposed and decomposed spellings of the secret are the same key."""
-        body = (FIXTURES / "easypost-tracker-updated.json").read_bytes()
+        body = EASYPOST_FIXTURE.read_bytes()
         verifier = build("easypost", "se\u0301cret".encode())
         headers = CIMultiDict({"X-Hmac-Signature": self.EASYPOST_SIGNATURE})
         assert None is verifier.verify(body, headers, NOW)
