@@ -173,17 +173,21 @@ def build_workload(orders: int, seed: int) -> list[Delivery]:
                     "line_items": [{"id": i, "sku": s, "quantity": q, "name": s, "price": 1,
                                     "product_id": i, "variation_id": 0, "total": "1.00"}
                                    for i, (s, q) in enumerate(lines)]}
+            # `processing` is paid: with its stock and address the order is ready to ship.
             out.append(Delivery("woocommerce", "order.created", orjson.dumps(body),
                                 f"woo-{run}-{n}", "orders",
-                                meta={"order_id": order_id, "lines": lines}))
+                                meta={"order_id": order_id, "lines": lines,
+                                      "open": "ready_to_ship"}))
         else:
             order_id = str(5_000_000_000 + n)
             body = {**shopify, "id": int(order_id),
                     "line_items": [{"id": i, "sku": s, "quantity": q, "name": s, "price": "1.00"}
                                    for i, (s, q) in enumerate(lines)]}
+            # The sample says nothing of payment: allocated, not gated.
             out.append(Delivery("shopify", "orders/create", orjson.dumps(body),
                                 f"shop-{run}-{n}", "orders",
-                                meta={"order_id": order_id, "lines": lines}))
+                                meta={"order_id": order_id, "lines": lines,
+                                      "open": "allocated"}))
         if n % 10 == 5:
             stock(lines[0][0], delta=rng.randint(5, 50))
         if n % 3 == 0:
@@ -606,7 +610,8 @@ async def reconcile(store: Any, deliveries: list[Delivery], portal: Portal, owed
             if furthest.get(code) != "delivered":
                 furthest[code] = d.meta["status"]
     shipped_units: Counter[str] = Counter()
-    want_status = {order_id: "allocated" for order_id in want_orders}
+    want_status = {d.meta["order_id"]: d.meta["open"] for d in accepted.values()
+                   if "open" in d.meta}
     for code, status in furthest.items():
         order_id = linked.get(code)
         if order_id in want_orders:
