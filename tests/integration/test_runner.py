@@ -289,6 +289,36 @@ class TestOutbox:
         assert ("n1:stock", "notify.stock.changed") == (message.message_id, message.type)
 
 
+class TestTick:
+    async def test_a_tick_runs_on_its_own_and_its_outbox_goes_out(
+        self, stocked, settings, topology, queue_depths
+    ):
+        """A consumer's tick runs every tick_every seconds in a transaction of its own, with
+        no message arriving; what it writes to the outbox is published and marked sent."""
+        ticks: list[str] = []
+
+        async def tick(tx: Any, now: str) -> int:
+            ticks.append(now)
+            if len(ticks) == 2:  # the second tick has something to announce
+                body = orjson.dumps({"id": "tick-2", "type": "stock.changed"})
+                await tx.add_outbox("stock.changed", "notify.stock.changed", body, "tick-2")
+                return 1
+            return 0
+
+        spec = ConsumerSpec("orders", count_effect, tick=tick, tick_every=0.1)
+        stop = asyncio.Event()
+        task = asyncio.create_task(Runner(spec, stocked, settings.broker).run(stop))
+
+        async def announced() -> bool:
+            return 1 == (await queue_depths())[topology.queue("notifications")]
+
+        await wait_for(announced)
+        stop.set()
+        await asyncio.wait_for(task, 10)
+        assert len(ticks) >= 2 and ticks == sorted(ticks)
+        assert [] == await stocked.pending_outbox(10)
+
+
 async def _eq(value: Awaitable[int], expected: int) -> bool:
     return expected == await value
 
