@@ -62,8 +62,8 @@ class TestAccepted:
         assert "order.created/v1" == envelope["schema"]
         assert "5820982911946154508" == envelope["data"]["order_id"]
         assert [
-            {"sku": "PEP-BPC157-5MG", "quantity": 2},
-            {"sku": "BAC-WATER-10ML", "quantity": 1},
+            {"sku": "PEP-BPC157-5MG", "quantity": 2, "ships": True},
+            {"sku": "BAC-WATER-10ML", "quantity": 1, "ships": True},
         ] == envelope["data"]["lines"]
         assert aio_pika.DeliveryMode.PERSISTENT == message.delivery_mode
         assert response.headers["X-Request-Id"] == message.correlation_id
