@@ -424,8 +424,10 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     config = write_config(tmp, prefix, port, f"http://127.0.0.1:{portal_port}/portal")
     settings = load_settings(config, environ=ENV)
     topology = Topology(prefix, settings.broker.retry_ladder, settings.broker.delivery_limit)
-    # Every subscription's queues: the notifications consumer declares them all.
-    delivery_names = [spec.name for spec in delivery_queues(topology, settings)]
+    # Every subscription's queues (the notifications consumer declares them all), and the
+    # sources' hold queues (the ingress declares them): nothing the soak sends may be held.
+    extra_queues = [spec.name for spec in delivery_queues(topology, settings)]
+    extra_queues += [spec.name for spec in topology.hold_queues(settings.sources)]
     system = System(config, store_url, port, tmp)
     deliveries = build_workload(args.orders, args.seed)
     duplicates: list[Delivery] = []
@@ -440,7 +442,7 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                                                    "notifications")]
         deadline = time.monotonic() + 60
         while True:
-            depths = await queue_depths(topology, main_queues + delivery_names[:1])
+            depths = await queue_depths(topology, main_queues + extra_queues[:1])
             if len(depths) == 5 and all(c >= 1 for _, c in depths.values()):
                 break
             if time.monotonic() > deadline:
@@ -508,7 +510,7 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
 
         # Wait until everything has drained: work and retry queues empty, outbox all sent,
         # the portal has every notification it is owed.
-        all_queues = topology.names() + delivery_names
+        all_queues = topology.names() + extra_queues
         busy = [q for q in all_queues if not q.endswith(".dead") and not q.endswith("unrouted")]
         store = open_store(store_url)
         await store.open()
@@ -543,7 +545,7 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             async with await aio_pika.connect(AMQP_URL) as connection:
                 channel = await connection.channel()
                 await topology.delete(channel)
-                for name in delivery_names:
+                for name in extra_queues:
                     await channel.queue_delete(name)
         except Exception as exc:  # noqa: BLE001 - clean-up must not hide the result
             print(f"clean-up of {prefix} failed: {exc}", file=sys.stderr)
