@@ -67,6 +67,25 @@ class TestLoadSettings:
         assert not portal.wants("order.backordered") and not portal.wants("stock.changed")
         assert (False, ()) == (subs["later"].enabled, subs["later"].secrets)
 
+    def test_providers_hold_and_our_feeds_reject(self, tmp_path):
+        """A provider's source holds what it cannot use unless told otherwise; a generic
+        scheme (our own feeds) rejects; anything else is a ConfigError naming the key."""
+        env = {"S1": "a", "S2": "b"}
+        feed = ('[sources.feed]\nscheme = "bearer"\nsecrets = ["env:S1"]\n'
+                'mapping = "m.toml"\nevent_type = "order.created"\npath = "/feed"\n')
+
+        def shop(setting: str) -> str:
+            return SOURCE.replace('mapping = "m.toml"\n', f'mapping = "m.toml"\n{setting}\n')
+
+        settings = load_settings(write_config(tmp_path, SOURCE + feed), environ=env)
+        assert ("hold", "reject") == (settings.sources["shop"].on_invalid,
+                                      settings.sources["feed"].on_invalid)
+        told = load_settings(write_config(tmp_path, shop('on_invalid = "reject"')), environ=env)
+        assert "reject" == told.sources["shop"].on_invalid
+        with pytest.raises(ConfigError) as info:
+            load_settings(write_config(tmp_path, shop('on_invalid = "drop"')), environ=env)
+        assert "sources.shop.on_invalid" == info.value.key
+
     def test_provider_defaults_fill_identity(self, tmp_path):
         """A shopify source gets Shopify's topic and id headers without naming them."""
         settings = load_settings(write_config(tmp_path, SOURCE), environ={"S1": "a", "S2": "b"})
@@ -89,6 +108,7 @@ class TestLoadSettings:
             ('[consumers]\nstore = "mysql://x"\n', "consumers.store", "sqlite"),
             ('[consumers]\npartial_allocation = "yes"\n', "consumers.partial_allocation",
              "bool"),
+            ("[consumers]\nunpaid_expiry = -1\n", "consumers.unpaid_expiry", "0 or more"),
             ('[notifications]\nmode = "test"\n', "notifications.mode", "production"),
             (SUB + 'events = ["order.shipped"]\n', "subscriptions.portal.events",
              "matches no notification type"),
