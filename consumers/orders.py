@@ -71,7 +71,6 @@ CANCELLED_STATUSES = frozenset({"cancelled", "refunded"})  # canonical order sta
 FULFILLED_STATUSES = frozenset({"completed"})  # the storefront says it was sent
 NOT_UPDATABLE = frozenset({"shipped", "delivered", "exception", "cancelled", "refunded"})
 NOT_CANCELLABLE = frozenset({"shipped", "delivered"})
-CLOSED = NOT_UPDATABLE  # no refund or cancellation changes these
 
 
 @dataclass(frozen=True)
@@ -286,7 +285,7 @@ async def _refunded(tx: Tx, event: Event, policy: Policy) -> str:
     order_id = text(data, "order_id")
     refunded = data.get("lines") or []
     row = await lock_order(tx, order_id)
-    if row is None or row["status"] in CLOSED or not refunded:
+    if row is None or row["status"] in NOT_UPDATABLE or not refunded:
         return "ignored"
     left: dict[str, int] = {}
     for number, line in enumerate(refunded):

@@ -5,11 +5,13 @@ Reservations: each order line is reserved whole at one location, the one with th
 available for its SKU (ties: the first location by name); the line records where
 (order_lines.location) and how much it holds (order_lines.reserved: 0 or its quantity).
 Releasing or consuming (shipping) sets reserved back to 0, so a release can never happen
-twice. An order is `allocated` when every line is reserved; otherwise, by default, nothing is
-reserved and it is `backordered`; with Policy(partial_allocation=True) the lines that fit are
-reserved and the order is `partially_allocated` (or `backordered` if none fit). Whenever
-stock becomes available (an inventory update, a cancelled or changed order), waiting orders
-for that SKU are allocated oldest (created_at) first.
+twice. Only lines that ship are reserved (a gift card or a tip holds nothing). An order's
+allocation is `allocated` when every such line is reserved; otherwise, by default, nothing
+is reserved and it is `backordered`; with Policy(partial_allocation=True) the lines that
+fit are reserved and it is `partially_allocated` (or `backordered` if none fit). Its status
+follows from that (consumers.order_status). Whenever stock becomes available (an inventory
+update, a cancelled or changed order), orders whose allocation waits for that SKU are
+allocated oldest (created_at) first.
 
 Every reservation is one conditional UPDATE (`on_hand - reserved >= quantity`), so no
 interleaving of transactions can oversell, and CHECK constraints keep 0 <= reserved <=

@@ -34,7 +34,10 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from multidict import CIMultiDict
 
+from router.broker.dlq import CONNECT_TIMEOUT, queue_depth
+from router.broker.errors import BROKER_ERRORS
 from router.broker.messages import HELD_AT, HELD_ERRORS, HELD_HEADERS, HELD_REASON, HELD_RELEASES
+from router.broker.topology import Topology
 from router.envelope import Delivery, build_event
 from router.errors import InvalidPayload, MalformedPayload
 from router.parsing import parse_body
@@ -139,10 +142,6 @@ async def release_command(
 ) -> int:
     """`dlq release held.SOURCE`: map the held deliveries again (all, or the one with
     `message_id`); the exit code."""
-    from router.broker.dlq import CONNECT_TIMEOUT, queue_depth
-    from router.broker.errors import BROKER_ERRORS
-    from router.broker.topology import Topology
-
     if source_name not in settings.sources:
         known = ", ".join(sorted(settings.sources)) or "none"
         print(f"unknown source {source_name!r} (configured: {known})", file=sys.stderr)
