@@ -102,6 +102,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.ingress import ORDER, PLAIN_SERVER, free_port, wait_http, wait_port  # noqa: E402
+from bench.ingress import SOURCES as SHIPPED_SOURCES  # noqa: E402
 from bench.ingress import write_config as write_ingress_config  # noqa: E402
 from consumers.store import open_store  # noqa: E402
 from router.broker.topology import Topology  # noqa: E402
@@ -453,7 +454,8 @@ class Broker:
 async def delete_topology(topology: Topology) -> None:
     connection = await aio_pika.connect(AMQP_URL, timeout=10)
     async with connection:
-        await topology.delete(await connection.channel())
+        # With the hold queues our ingress declared for the shipped config's sources.
+        await topology.delete(await connection.channel(), SHIPPED_SOURCES)
 
 
 def confirm_buckets(port: int) -> dict[float, float]:

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.request
 import uuid
 from pathlib import Path
@@ -35,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SECRET = "bench-secret-0123456789"
+# The shipped config's sources: the ingress declares a hold queue for each provider's.
+SOURCES = tuple(tomllib.loads((ROOT / "config" / "router.toml").read_text())["sources"])
 
 ORDER = (
     b'{"id":5820982911946154508,"name":"#1042","email":"jane.doe@example.com",'
@@ -183,8 +186,8 @@ async def purge(prefix: str, delete: bool = False) -> int:
             queue = await channel.declare_queue(name, passive=True)
             total += queue.declaration_result.message_count
             await queue.purge()
-        if delete:
-            await topology.delete(channel)
+        if delete:  # with the hold queues the ingress declared for the config's sources
+            await topology.delete(channel, SOURCES)
     return total
 
 

@@ -41,10 +41,7 @@ async def _topology(settings: Settings, delete: bool) -> int:
     async with connection:
         channel = await connection.channel()
         if delete:
-            await topology.delete(channel)
-            for spec in holds:
-                await (await channel.get_queue(spec.name, ensure=False)).delete(
-                    if_unused=False, if_empty=False)
+            await topology.delete(channel, settings.sources)
             print("deleted")
             return 0
         await topology.declare(channel)

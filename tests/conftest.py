@@ -84,10 +84,9 @@ async def topology(
     # A fresh connection: a test may have restarted the broker under the first one.
     async with await aio_pika.connect(AMQP_URL) as connection:
         channel = await connection.channel()
-        await topo.delete(channel)
-        # And the outbound queues a notifications consumer declared, one set per subscription,
-        # and the queues the sources hold deliveries in.
-        for spec in [*delivery_queues(topo, settings), *topo.hold_queues(settings.sources)]:
+        await topo.delete(channel, settings.sources)
+        # And the outbound queues a notifications consumer declared, one set per subscription.
+        for spec in delivery_queues(topo, settings):
             queue = await channel.get_queue(spec.name, ensure=False)
             await queue.delete(if_unused=False, if_empty=False)
 

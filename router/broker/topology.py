@@ -152,9 +152,10 @@ class Topology:
         for spec in specs:
             await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
 
-    async def delete(self, channel: AbstractChannel) -> None:
-        """Remove everything (tests and `topology --delete`); quorum queues refuse if_unused."""
-        for name in self.names():
+    async def delete(self, channel: AbstractChannel, holds: Iterable[str] = ()) -> None:
+        """Remove everything (tests and `topology --delete`), and the hold queues of the
+        sources `holds` names; quorum queues refuse if_unused."""
+        for name in [*self.names(), *(spec.name for spec in self.hold_queues(holds))]:
             queue = await channel.get_queue(name, ensure=False)
             await queue.delete(if_unused=False, if_empty=False)
         for name in (self.exchange, self.unrouted_exchange):
