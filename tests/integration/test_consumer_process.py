@@ -11,11 +11,13 @@ import time
 from pathlib import Path
 
 import aio_pika
+import aiohttp
 import orjson
 import pytest
 from test_server import free_port
 
 from consumers.store import open_store
+from router.providers import signed_headers
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +82,28 @@ async def applied(store) -> int:
 async def claimed(store) -> int:
     async with store.transaction() as tx:
         return await tx.fetchval("SELECT COUNT(*) FROM inbox WHERE consumer = $1", "inventory")
+
+
+class Ingress:
+    """A running ingress at `base`, posted to as its providers post (signed)."""
+
+    def __init__(self, session, base: str, settings) -> None:
+        self.session, self.base, self.settings = session, base, settings
+
+    async def ready(self) -> bool:
+        try:
+            async with self.session.get(f"{self.base}/readyz") as response:
+                return response.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    async def post(self, source: str, body: bytes, topic: str | None = None) -> dict:
+        """Post signed; the JSON answer, which must be a 202."""
+        headers = signed_headers(self.settings, source, body, topic)
+        async with self.session.post(f"{self.base}/webhooks/{source}", data=body,
+                                     headers=headers) as response:
+            assert 202 == response.status, await response.text()
+            return await response.json()
 
 
 async def wait_until(check, timeout: float = 60.0) -> None:
@@ -207,11 +231,8 @@ class TestAllInOne:
         and EasyPost's tracker updates for its tracking code end it `delivered`; a second
         order, short of stock, is backordered until a received batch allocates it. SIGTERM
         exits 0."""
-        import aiohttp
         from aiohttp import web
         from standardwebhooks.webhooks import Webhook
-
-        from router.providers import signed_headers
 
         # The customer portal: a receiver that verifies every delivery as the README says.
         portal_secret = "whsec_" + base64.b64encode(b"portal-test-key-0123456789").decode()
@@ -249,18 +270,8 @@ class TestAllInOne:
         samples = ROOT / "config" / "samples"
         order_id = "5820982911946154508"
         async with aiohttp.ClientSession() as session, open_store(store_url) as store:
-            async def ready() -> bool:
-                try:
-                    async with session.get(f"{base}/readyz") as response:
-                        return response.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            async def post(source: str, body: bytes, topic: str | None = None) -> None:
-                headers = signed_headers(settings, source, body, topic)
-                async with session.post(f"{base}/webhooks/{source}", data=body,
-                                        headers=headers) as response:
-                    assert 202 == response.status, await response.text()
+            ingress = Ingress(session, base, settings)
+            ready, post = ingress.ready, ingress.post
 
             async def value(sql: str, *args) -> object:
                 async with store.transaction() as tx:

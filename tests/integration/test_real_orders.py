@@ -18,9 +18,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from test_consumer_process import free_port, wait_until, write_test_config
-
-from router.providers import signed_headers
+from test_consumer_process import Ingress, free_port, wait_until, write_test_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDERS = ROOT / "tests" / "fixtures" / "providers"
@@ -55,19 +53,8 @@ async def test_real_orders_are_accepted_stored_and_shown_and_a_held_one_released
     base = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:
-            async def ready() -> bool:
-                try:
-                    async with session.get(f"{base}/readyz") as response:
-                        return response.status == 200
-                except aiohttp.ClientError:
-                    return False
-
-            async def post(source: str, body: bytes, topic: str | None = None) -> dict:
-                headers = signed_headers(settings, source, body, topic)
-                async with session.post(f"{base}/webhooks/{source}", data=body,
-                                        headers=headers) as response:
-                    assert 202 == response.status, await response.text()
-                    return await response.json()
+            ingress = Ingress(session, base, settings)
+            ready, post = ingress.ready, ingress.post
 
             async def shown(order_id: str, text: str) -> bool:
                 code, out = await cli(config, env, "orders", "show", order_id)
