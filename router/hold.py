@@ -49,10 +49,15 @@ from router.times import now_iso
 
 def mapping_headers(source: Source, headers: Mapping[str, str]) -> dict[str, str]:
     """The request headers `source`'s mapping reads: topic, delivery id, event time. Never
-    a signature or a credential."""
+    a signature or a credential. Bytes that are not UTF-8 (aiohttp keeps them as lone
+    surrogates, which JSON and AMQP cannot carry) become U+FFFD."""
     s = source.settings
     names = [n for n in (s.topic_header, s.occurred_at_header, *s.id_headers) if n]
-    return {name: headers[name] for name in names if name in headers}
+    return {name: _text_of(headers[name]) for name in names if name in headers}
+
+
+def _text_of(value: str) -> str:
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def hold_headers(

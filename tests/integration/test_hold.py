@@ -3,6 +3,7 @@ with the DLQ commands and released once the mapping is fixed (router.hold)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
 
@@ -85,6 +86,30 @@ class TestHeld:
         after = metric(await (await client.get("/metrics")).text(), "webhook_held_total",
                        source="shopify", reason="unmappable")
         assert 1.0 == after - before
+
+
+    async def test_a_topic_header_that_is_not_utf8_is_held_not_a_500(
+        self, settings, make_client, amqp, topology, queue_depths
+    ):
+        """A signed delivery whose topic header is not UTF-8 (the body is what is signed) maps
+        to no event: it is held like any other, its kept headers made valid text."""
+        client = await make_client(settings)
+        headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+        headers.pop("X-Shopify-Topic")
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode()
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+        writer.write(b"POST /webhooks/shopify HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     + head + b"X-Shopify-Topic: orders/\xff\xfe\r\n"
+                     + f"Content-Length: {len(SHOPIFY_ORDER)}\r\n\r\n".encode()
+                     + SHOPIFY_ORDER)
+        answer = await reader.read()
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 202"), answer[:200]
+        assert b'"status":"held"' in answer
+        assert 0 == sum((await queue_depths()).values())
+        [message] = await held_messages(amqp, topology)
+        kept = orjson.loads(message.headers["x-held-headers"])
+        assert "orders/\ufffd\ufffd" == kept["X-Shopify-Topic"]
 
 
 class TestRelease:
