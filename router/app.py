@@ -13,8 +13,8 @@ import structlog
 from aiohttp import web
 
 from router.broker.publisher import Publisher
-from router.broker.topology import Topology
 from router.errors import IngressError
+from router.hold import hold_queues
 from router.ingress import REQUEST_INFO, Ingress, RequestInfo
 from router.metrics import count_request, render
 from router.schemas import SchemaRegistry
@@ -132,10 +132,7 @@ def create_app(
     server listens only once it can publish; otherwise it answers 503 until then."""
     registry = SchemaRegistry.load(settings.server.schemas)
     sources = build_sources(settings, registry)
-    holding = [name for name, s in settings.sources.items() if s.on_invalid == "hold"]
-    publisher = publisher or Publisher(
-        settings.broker, extra_queues=Topology.of(settings.broker).hold_queues(holding)
-    )
+    publisher = publisher or Publisher(settings.broker, extra_queues=hold_queues(settings))
     ingress = Ingress(settings.server, sources, registry, publisher)
     max_body = max((s.settings.max_body for s in sources.values()), default=1024 * 1024)
     app = web.Application(middlewares=[errors_and_access_log], client_max_size=max_body)

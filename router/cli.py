@@ -30,14 +30,14 @@ async def _topology(settings: Settings, delete: bool) -> int:
     import aio_pika
 
     from router.broker.topology import Topology
+    from router.hold import hold_queues
 
     b = settings.broker
     topology = Topology.of(b)
     connection = await aio_pika.connect(
         b.url, client_properties={"connection_name": f"{b.connection_name}-topology"}
     )
-    holds = topology.hold_queues(
-        name for name, source in settings.sources.items() if source.on_invalid == "hold")
+    holds = hold_queues(settings)
     async with connection:
         channel = await connection.channel()
         if delete:

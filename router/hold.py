@@ -37,7 +37,7 @@ from multidict import CIMultiDict
 from router.broker.dlq import CONNECT_TIMEOUT, queue_depth
 from router.broker.errors import BROKER_ERRORS
 from router.broker.messages import HELD_AT, HELD_ERRORS, HELD_HEADERS, HELD_REASON, HELD_RELEASES
-from router.broker.topology import Topology
+from router.broker.topology import QueueSpec, Topology
 from router.envelope import Delivery, build_event
 from router.errors import InvalidPayload, MalformedPayload
 from router.parsing import parse_body
@@ -45,6 +45,12 @@ from router.schemas import SchemaRegistry
 from router.settings import Settings
 from router.sources import Source, build_sources
 from router.times import now_iso
+
+
+def hold_queues(settings: Settings) -> list[QueueSpec]:
+    """The hold queue of every source that holds what it cannot map."""
+    return Topology.of(settings.broker).hold_queues(
+        name for name, source in settings.sources.items() if source.on_invalid == "hold")
 
 
 def mapping_headers(source: Source, headers: Mapping[str, str]) -> dict[str, str]:
@@ -165,28 +171,36 @@ async def release_command(
         print(f"cannot reach the broker: {exc or type(exc).__name__}", file=sys.stderr)
         return 1
     outcomes: Counter[str] = Counter()
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        total = await queue_depth(channel, queue)
-        if total is None:
-            print(f"queue {queue} does not exist (nothing was ever held)", file=sys.stderr)
-            return 1
-        held = await channel.get_queue(queue, ensure=False)
-        # At most the messages there when we started: one held again is not read twice.
-        for _ in range(total):
-            message = await held.get(no_ack=False, fail=False)
-            if message is None:
-                break
-            if message_id is not None and message.message_id != message_id:
-                continue  # unacknowledged: back on the queue when the channel closes
-            try:
-                outcome = await _release_one(channel, queue, topology.exchange, source,
-                                             registry, message, max_depth)
-            except MalformedPayload:
-                outcome = "unreadable"  # left held, as it was
-            outcomes[outcome] += 1
-            if message_id is not None:
-                break
+    try:
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            total = await queue_depth(channel, queue)
+            if total is None:
+                print(f"queue {queue} does not exist (nothing was ever held)", file=sys.stderr)
+                return 1
+            held = await channel.get_queue(queue, ensure=False)
+            # At most the messages there when we started: one held again is not read twice.
+            for _ in range(total):
+                message = await held.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                if message_id is not None and message.message_id != message_id:
+                    continue  # unacknowledged: back on the queue when the channel closes
+                try:
+                    outcome = await _release_one(channel, queue, topology.exchange, source,
+                                                 registry, message, max_depth)
+                except MalformedPayload:
+                    outcome = "unreadable"  # left held, as it was
+                outcomes[outcome] += 1
+                if message_id is not None:
+                    break
+    except BrokenPipeError:
+        raise  # our reader went away; not the broker's doing
+    except BROKER_ERRORS as exc:
+        # Whatever was not acknowledged is back on the hold queue: nothing is lost.
+        print(f"broker error after {sum(outcomes.values())} message(s): "
+              f"{exc or type(exc).__name__}; the rest stay held", file=sys.stderr)
+        return 1
     if message_id is not None and not outcomes:
         print(f"no message {message_id} in {queue}", file=sys.stderr)
         return 1

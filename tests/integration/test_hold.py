@@ -164,6 +164,21 @@ class TestRelease:
                                           out=io.StringIO())
         assert [first["id"]] == [m.message_id for m in await held_messages(amqp, topology)]
 
+    async def test_a_broker_error_during_release_keeps_everything_held(
+        self, settings, make_client, amqp, topology, capsys
+    ):
+        """If the broker refuses the replacement (here: the events exchange is gone), release
+        says so and exits 1, and the delivery stays held: nothing is lost."""
+        client = await make_client(settings)
+        _, held, _ = await post(client, settings, SHOPIFY_ORDER, "products/update")
+        channel = await amqp.channel()
+        await (await channel.get_exchange(topology.exchange, ensure=False)).delete()
+        wired = with_source(settings, "shopify", events={
+            **settings.sources["shopify"].events, "products/update": "order.updated"})
+        assert 1 == await release_command(wired, "shopify", out=io.StringIO())
+        assert "broker error after 0 message(s)" in capsys.readouterr().err
+        assert [held["id"]] == [m.message_id for m in await held_messages(amqp, topology)]
+
     async def test_a_source_that_rejects_holds_nothing(self, settings, make_client, topology):
         """on_invalid = "reject" (our own feeds) answers 422 and holds nothing."""
         rejecting = with_source(settings, "shopify", on_invalid="reject")
