@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 PAID = frozenset({"paid", "partially_refunded"})
 UNPAID = frozenset({"pending", "authorized", "partially_paid"})  # these expire
 WAITING = ("backordered", "partially_allocated")  # allocations that wait for stock
@@ -38,6 +40,11 @@ def address_complete(address: Mapping[str, Any] | None) -> bool:
     return address is not None and all(
         isinstance(address.get(key), str) and address[key].strip() for key in ADDRESS_NEEDS
     )
+
+
+def stored_address_complete(shipping_address: str | None) -> bool:
+    """address_complete for an order's stored shipping_address (JSON text, or NULL)."""
+    return shipping_address is not None and address_complete(orjson.loads(shipping_address))
 
 
 def derive(

@@ -43,7 +43,13 @@ import orjson
 
 from consumers.errors import Permanent
 from consumers.events import Event, data_of, event_time, integer, iso, text
-from consumers.order_status import UNPAID, address_complete, derive, expires_at
+from consumers.order_status import (
+    UNPAID,
+    address_complete,
+    derive,
+    expires_at,
+    stored_address_complete,
+)
 from consumers.outbox import notify
 from consumers.shipments import follow_shipments, move_order, orders_with_shipments
 from consumers.stock import (
@@ -168,6 +174,22 @@ async def _reserve(
     return status, allocation, hold_reason, expires
 
 
+async def _replace_lines(
+    tx: Tx, order_id: str, items: list[tuple[str, int, bool]], order: dict[str, Any],
+    created_at: str, policy: Policy, *, reserve: bool = True,
+) -> tuple[list[dict[str, Any]], tuple[str, str | None, str | None, str | None]]:
+    """Put `items` in place of the order's lines (whose stock was given back) and, unless
+    told not to, reserve those that ship: the new lines and (status, allocation,
+    hold_reason, expires_at); without reserving, it is expired."""
+    await tx.execute("DELETE FROM order_lines WHERE order_id = $1", order_id)
+    lines = new_lines(items)
+    state: tuple[str, str | None, str | None, str | None] = ("expired", None, None, None)
+    if reserve:
+        state = await _reserve(tx, lines, order, created_at, policy)
+    await insert_lines(tx, order_id, lines)
+    return lines, state
+
+
 async def _created(
     tx: Tx, event: Event, order: dict[str, Any], policy: Policy, batch: OrdersBatch | None
 ) -> str:
@@ -217,15 +239,10 @@ async def _updated(
     if order["status"] in CANCELLED_STATUSES:
         return await _cancelled(tx, event, order_id, order["at"], policy)
     released = [line["sku"] for line in await release_order(tx, order_id)]
-    await tx.execute("DELETE FROM order_lines WHERE order_id = $1", order_id)
-    lines = new_lines(order["lines"])
-    if row["status"] == "expired" and order["payment_status"] in UNPAID:
-        # Its time to pay has passed: it stays expired, reserving nothing.
-        status, allocation, hold_reason, expires = "expired", None, None, None
-    else:
-        status, allocation, hold_reason, expires = await _reserve(
-            tx, lines, order, row["created_at"], policy)
-    await insert_lines(tx, order_id, lines)
+    # Past its time to pay and still unpaid, it stays expired, reserving nothing.
+    reserve = not (row["status"] == "expired" and order["payment_status"] in UNPAID)
+    lines, (status, allocation, hold_reason, expires) = await _replace_lines(
+        tx, order_id, order["lines"], order, row["created_at"], policy, reserve=reserve)
     await tx.execute(
         "UPDATE orders SET shipping_address = $2, note = $3, updated_at = $4, status = $5,"
         " allocation = $6, hold_reason = $7, payment_status = $8, expires_at = $9"
@@ -300,22 +317,20 @@ async def _refunded(tx: Tx, event: Event, policy: Policy) -> str:
         left[line["sku"]] = left.get(line["sku"], 0) - taken
         if line["quantity"] > taken:
             remaining.append((line["sku"], line["quantity"] - taken, line["ships"]))
-    await tx.execute("DELETE FROM order_lines WHERE order_id = $1", order_id)
     at = event_time(event)
     skus = [line["sku"] for line in released]
     if not remaining:
+        await tx.execute("DELETE FROM order_lines WHERE order_id = $1", order_id)
         await tx.execute(
             "UPDATE orders SET status = 'refunded', updated_at = $2, allocation = NULL,"
             " hold_reason = NULL, expires_at = NULL WHERE order_id = $1", order_id, at)
         await _notify_state(tx, event, order_id, "refunded", released)
         await allocate_waiting(tx, event, skus, policy)
         return "refunded"
-    lines = new_lines(remaining)
-    address = orjson.loads(row["shipping_address"]) if row["shipping_address"] else None
-    kept = {"addressed": address_complete(address), "payment_status": row["payment_status"]}
-    status, allocation, hold_reason, expires = await _reserve(
-        tx, lines, kept, row["created_at"], policy)
-    await insert_lines(tx, order_id, lines)
+    kept = {"addressed": stored_address_complete(row["shipping_address"]),
+            "payment_status": row["payment_status"]}
+    lines, (status, allocation, hold_reason, expires) = await _replace_lines(
+        tx, order_id, remaining, kept, row["created_at"], policy)
     await tx.execute(
         "UPDATE orders SET status = $2, allocation = $3, hold_reason = $4, expires_at = $5"
         " WHERE order_id = $1", order_id, status, allocation, hold_reason, expires)

@@ -28,10 +28,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from consumers.events import Event
-from consumers.order_status import WAITING, address_complete, derive
+from consumers.order_status import WAITING, derive, stored_address_complete
 from consumers.outbox import notify
 from consumers.store import Tx
 
@@ -291,8 +289,8 @@ async def allocate_waiting(
             await save_lines(tx, order_id, [
                 line for line, old in zip(lines, before, strict=True) if line["reserved"] != old
             ])
-            address = orjson.loads(row["shipping_address"]) if row["shipping_address"] else None
-            status, hold_reason = derive(allocation, address_complete(address),
+            status, hold_reason = derive(allocation,
+                                         stored_address_complete(row["shipping_address"]),
                                          row["payment_status"])
             await set_state(tx, order_id, status, allocation, hold_reason)
             await notify(tx, event, f"order.{status}", order_id, order_summary(
