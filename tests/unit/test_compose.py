@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+import re
 import tomllib
 from pathlib import Path
 
@@ -20,12 +22,47 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "compose.yaml").read_text())
 
 
-@pytest.fixture(scope="module")
-def secret_env_names() -> set[str]:
-    with (ROOT / "config" / "router.toml").open("rb") as fh:
-        sources = tomllib.load(fh)["sources"]
-    refs = [ref for source in sources.values() for ref in source.get("secrets", [])]
+def _env_refs(tables: dict) -> set[str]:
+    refs = [ref for table in tables.values() for ref in table.get("secrets", [])]
     return {ref.removeprefix("env:") for ref in refs if ref.startswith("env:")}
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    with (ROOT / "config" / "router.toml").open("rb") as fh:
+        return tomllib.load(fh)
+
+
+@pytest.fixture(scope="module")
+def secret_env_names(config) -> set[str]:
+    """The environment variables the sources' secrets are read from."""
+    return _env_refs(config["sources"])
+
+
+@pytest.fixture(scope="module")
+def subscription_env_names(config) -> set[str]:
+    """The environment variables the outbound subscriptions' secrets are read from."""
+    return _env_refs(config.get("subscriptions", {}))
+
+
+def _published(service: dict) -> list[tuple[str, int, int]]:
+    """(host address, host port, container port) of each port a service publishes."""
+    found = []
+    for port in service.get("ports", []):
+        *address, host, container = str(port).split(":")
+        found.append((address[0] if address else "0.0.0.0", int(host), int(container)))
+    return found
+
+
+def _env_example() -> dict[str, str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
+    return {name: value for name, value in pairs}
+
+
+# Ports that RabbitMQ (AMQP, TLS, management, Erlang distribution, epmd), PostgreSQL (and a
+# second Debian cluster) and `scripts/start` (the config's port) take on a developer's machine.
+LOCAL_PORTS = {5672, 5671, 15672, 25672, 4369, 5432, 5433}
 
 
 class TestCompose:
@@ -33,7 +70,28 @@ class TestCompose:
         """RabbitMQ with management, PostgreSQL and the ingress are all there."""
         assert {"rabbitmq", "postgres", "ingress"} <= set(compose["services"])
         assert "management" in compose["services"]["rabbitmq"]["image"]
-        assert "15672:15672" in compose["services"]["rabbitmq"]["ports"]
+        assert [("127.0.0.1", 15673, 15672)] == _published(compose["services"]["rabbitmq"])
+
+    def test_rabbitmq_image_is_a_supported_release_line(self, compose):
+        """RabbitMQ 4.x (3.x, 3.13 included, is out of community support), management tag."""
+        image = compose["services"]["rabbitmq"]["image"]
+        assert re.fullmatch(r"rabbitmq:4(\.\d+){0,2}-management", image), image
+
+    def test_host_ports_do_not_clash_with_local_services(self, compose, test_env):
+        """Nothing is published on a port a local RabbitMQ, PostgreSQL or `scripts/start`
+        holds; the broker and the database publish nothing but the management UI, on the
+        loopback address."""
+        settings = load_settings(ROOT / "config" / "router.toml", environ=test_env)
+        taken = LOCAL_PORTS | {settings.server.port}
+        host_ports = []
+        for name, service in compose["services"].items():
+            for address, host, _ in _published(service):
+                assert host not in taken, (name, host)
+                if name in ("rabbitmq", "postgres"):
+                    assert "127.0.0.1" == address, name
+                host_ports.append(host)
+        assert len(set(host_ports)) == len(host_ports)
+        assert [] == _published(compose["services"]["postgres"])
 
     def test_every_service_has_a_health_check(self, compose):
         """Each service declares a health check, so depends_on can wait for it."""
@@ -47,18 +105,45 @@ class TestCompose:
         assert ["python", "-m", "router"] == command[:3]
         args = build_parser().parse_args(command[3:])
         assert "serve" == args.command
-        published = {p.split(":")[1] for p in ingress["ports"]}
-        assert {str(args.port)} == published
+        assert {args.port} == {container for _, _, container in _published(ingress)}
         assert f":{args.port}/readyz" in " ".join(ingress["healthcheck"]["test"])
 
-    def test_ingress_environment_has_every_secret_and_the_broker(self, compose, secret_env_names):
-        """Every env: secret named in router.toml is passed to the ingress, and AMQP_URL points
-        at the rabbitmq service."""
-        env = compose["services"]["ingress"]["environment"]
-        assert secret_env_names
-        assert secret_env_names <= set(env)
-        assert "@rabbitmq:5672/" in env["AMQP_URL"]
-        assert "/app/config/router.toml" == env["ROUTER_CONFIG"]
+    def test_ingress_environment_has_the_broker_and_secrets_from_env_local(self, compose):
+        """The ingress reads its secrets from .env.local, and AMQP_URL points at the rabbitmq
+        service."""
+        ingress = compose["services"]["ingress"]
+        assert ".env.local" == ingress["env_file"]
+        assert "@rabbitmq:5672/" in ingress["environment"]["AMQP_URL"]
+        assert "/app/config/router.toml" == ingress["environment"]["ROUTER_CONFIG"]
+
+    def test_secrets_come_from_env_local_only(self, compose, secret_env_names,
+                                              subscription_env_names):
+        """No secret the config reads is set or interpolated in compose.yaml: the services
+        that need them (the ingress the sources', notifications the subscriptions') get them
+        from .env.local; the others get none."""
+        text = (ROOT / "compose.yaml").read_text()
+        assert secret_env_names and subscription_env_names
+        for name in secret_env_names | subscription_env_names:
+            assert not re.search(rf"\b{name}\s*:", text), name
+            assert "${" + name not in text, name
+        needing = {"ingress", "notifications"}
+        for name, service in compose["services"].items():
+            assert (".env.local" == service.get("env_file")) == (name in needing), name
+
+    def test_env_example_names_every_secret_and_holds_none(self, secret_env_names,
+                                                           subscription_env_names):
+        """.env.example (committed) lists every env: secret of router.toml, all empty."""
+        example = _env_example()
+        assert secret_env_names | subscription_env_names == set(example)
+        assert {""} == set(example.values())
+
+    def test_env_local_is_never_committed_or_sent_to_docker(self):
+        """.gitignore and .dockerignore both leave .env.local out (and .env.example is kept in
+        git)."""
+        for ignore in (".gitignore", ".dockerignore"):
+            patterns = [line.strip() for line in (ROOT / ignore).read_text().splitlines()]
+            assert any(fnmatch.fnmatch(".env.local", p) for p in patterns), ignore
+        assert "!.env.example" in (ROOT / ".gitignore").read_text().splitlines()
 
     def test_health_check_path_is_served(self, test_env):
         """The path the health check asks for is a route of the app."""
