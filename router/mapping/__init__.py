@@ -50,7 +50,8 @@ Modifiers (path, join and first; each takes only default and required)
     as = "str" | "int" | "float" | "bool" | "lower" | "upper" | "text" | "datetime"
         (router/mapping/conversions.py)
         str       numbers and booleans as text; ints exactly, so 64-bit ids keep every digit
-        int       ints, integral floats, decimal strings ("12", " -3 ")
+                  (a float from 2^53 on, which may stand for its neighbour, is unmappable)
+        int       ints, integral floats below 2^53, decimal strings ("12", " -3 ")
         float     numbers and numeric strings, finite only
         bool      booleans, 0/1, "true"/"false"/"yes"/"no"/"on"/"off"/"1"/"0"
         lower     the trimmed string in lower case; blank counts as absent

@@ -12,6 +12,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 TEXT_MAX = 1000
+# From 2**53 on a float no longer holds every integer: 9007199254740993.0 parses as
+# 9007199254740992.0, like 9007199254740992.0 itself. A number that reached us as a float
+# there (a JSON number written with a fraction or an exponent, or an integer beyond 64 bits,
+# which orjson parses as a float) may stand for a neighbour too, so it is refused (the field
+# is unmappable) rather than let two ids collide. Integers (orjson: up to 64 bits) are exact.
+EXACT_FLOAT = 2**53
 
 
 class BadValue(Exception):
@@ -31,13 +37,22 @@ def map_key(value: Any) -> str | None:
     return None
 
 
+def _exact(value: float) -> float:
+    if not -EXACT_FLOAT < value < EXACT_FLOAT:
+        raise BadValue("is a number too large to be exact (an integer of at most 64 bits or a "
+                       "string is)")
+    return value
+
+
 def as_str(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
+    if isinstance(value, int):
         return str(value)  # str(int) is exact, so 64-bit Shopify ids survive
+    if isinstance(value, float):
+        return str(_exact(value))
     raise BadValue("must be a string, a number or a boolean")
 
 
@@ -45,7 +60,7 @@ def _as_int(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(value, float) and value.is_integer():
-        return int(value)
+        return int(_exact(value))
     if isinstance(value, str):
         text = value.strip()
         digits = text[1:] if text[:1] in ("+", "-") else text

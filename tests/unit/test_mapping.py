@@ -475,6 +475,9 @@ class TestExpressions:
         assert None is compile_fields(tmp_path, "a = { const = 1 }").occurred_at({"x": 1})
 
 
+INEXACT = "is a number too large to be exact (an integer of at most 64 bits or a string is)"
+
+
 class TestConversions:
     def mapping(self, tmp_path: Path, kind: str) -> EventMapping:
         return compile_fields(tmp_path, f'out = {{ path = "v", as = "{kind}" }}')
@@ -483,6 +486,9 @@ class TestConversions:
         ("kind", "value", "expected"),
         [
             ("str", 5820982911946154508, "5820982911946154508"),
+            ("str", 9007199254740993, "9007199254740993"),
+            ("str", 18446744073709551615, "18446744073709551615"),
+            ("str", 9007199254740991.0, "9007199254740991.0"),
             ("str", 1.5, "1.5"),
             ("str", True, "true"),
             ("int", "42", 42),
@@ -508,6 +514,11 @@ class TestConversions:
         ("kind", "value", "message"),
         [
             ("str", {"a": 1}, "must be a string, a number or a boolean"),
+            # From 2^53 on a float may stand for its neighbour: 2^53 + 1 parses as 2^53.
+            ("str", 9007199254740993.0, INEXACT),
+            ("str", 2.0**53, INEXACT),
+            ("str", 18446744073709551616.0, INEXACT),
+            ("int", 9007199254740994.0, INEXACT),
             ("int", "2.5", "must be an integer"),
             ("int", "1_000", "must be an integer"),
             ("int", True, "must be an integer"),
