@@ -12,21 +12,30 @@ created   store the order and its lines and reserve stock for the lines that shi
           already sent (canonical status `completed`, WooCommerce's) is moved to `shipped`.
 updated   for an open order (and an expired or completed one): release its reservations,
           replace address, note, payment and lines, reserve again; an address arriving
-          releases an on_hold, a payment makes it ready_to_ship. An update older than the last
-          order event applied (envelope occurred_at) is "stale". An update for an unknown
-          order creates it (the created event may still be on its way; it is then ignored as
-          "exists"). An expired order still unpaid stays expired.
-restored  an order the storefront deleted and restored: a cancelled one is made anew, any
-          other is updated.
+          releases an on_hold, a payment makes it ready_to_ship. A "stale" update (below)
+          changes nothing. An update for an unknown order creates it (the created event may
+          still be on its way; it is then ignored as "exists"). An expired order still unpaid
+          stays expired.
+restored  an order the storefront deleted and restored: a cancelled one is made anew (unless
+          stale), any other is updated.
 cancelled release its reservations, status `cancelled`. It may name only the order (a
           storefront's deletion). Unknown order: stored as cancelled, so a late created
-          event cannot allocate it. Too late once shipped or delivered. A created/updated
-          whose canonical status is cancelled or refunded cancels too.
+          event cannot allocate it. Too late once shipped or delivered; a stale one changes
+          nothing. A created/updated whose canonical status is cancelled or refunded cancels
+          too.
 fulfilled the storefront shipped it all: `shipped`, its reservations consumed (stored first
           if unknown).
 refunded  refunded lines leave the order before it ships: their stock goes back; with none
           left the order is `refunded`. A refund without lines (money only), or once
-          shipped, changes nothing ("ignored").
+          shipped, changes nothing ("ignored"); one already applied (its refund_id) is
+          "stale".
+Versions: effects follow the body's own timestamps, not the delivery. The order's
+`updated_at` (canonical: the source's version, e.g. Shopify updated_at, WooCommerce
+date_modified_gmt) is stored with it (source_version); an update, cancellation or
+restoration whose version is not newer than the stored one is "stale" and changes nothing,
+so a replayed body, under whatever delivery id or topic, is never a new effect. Without a
+version on either side (our own feeds, orders stored before versions), an update older than
+the last order event applied (envelope occurred_at) is stale.
 Stock given back goes to waiting orders, oldest first. An order stored after the shipping
 consumer already saw its shipment (a fulfillment that overtook its order) is moved on to
 where that shipment is (consumers.shipments).
@@ -67,6 +76,7 @@ from consumers.stock import (
     shippable,
 )
 from consumers.store import Tx
+from router.times import now_iso
 
 # What handle() returns, for the runner to count.
 OUTCOMES = ("allocated", "partially_allocated", "backordered", "on_hold", "ready_to_ship",
@@ -77,6 +87,7 @@ CANCELLED_STATUSES = frozenset({"cancelled", "refunded"})  # canonical order sta
 FULFILLED_STATUSES = frozenset({"completed"})  # the storefront says it was sent
 NOT_UPDATABLE = frozenset({"shipped", "delivered", "exception", "cancelled", "refunded"})
 NOT_CANCELLABLE = frozenset({"shipped", "delivered"})
+MAX_QUANTITY = 1_000_000  # per line, as config/schemas/order.v1.json says
 
 
 @dataclass(frozen=True)
@@ -96,8 +107,8 @@ def _lines(data: dict[str, Any], *, ships: bool = True) -> list[tuple[str, int, 
         if not isinstance(line, dict):
             raise Permanent(f"lines[{number}]: expected an object")
         quantity = integer(line, "quantity")
-        if quantity < 1:
-            raise Permanent(f"lines[{number}].quantity: must be at least 1, got {quantity}")
+        if not 1 <= quantity <= MAX_QUANTITY:
+            raise Permanent(f"lines[{number}].quantity: must be 1 to {MAX_QUANTITY}")
         flag = line.get("ships", True)
         parsed.append((text(line, "sku"), quantity, flag if isinstance(flag, bool) else ships))
     return parsed
@@ -119,7 +130,24 @@ def _order(event: Event) -> dict[str, Any]:
         "note": note if isinstance(note, str) else None,
         "created_at": iso(data.get("created_at"), "created_at"),
         "at": event_time(event),
+        "version": _version(data),
     }
+
+
+def _version(data: dict[str, Any]) -> str | None:
+    """The source's version of the order its body carries (canonical updated_at), if any."""
+    if data.get("updated_at") is None:
+        return None
+    return iso(data["updated_at"], "updated_at")
+
+
+def _stale(row: dict[str, Any], order: dict[str, Any]) -> bool:
+    """True when the event is not newer than what is stored: by the body's own version when
+    both have one (a replay of any earlier body, the same one included, is stale), else by
+    the time of the event (only an older one is)."""
+    if order["version"] is not None and row["source_version"] is not None:
+        return bool(order["version"] <= row["source_version"])
+    return bool(row["updated_at"]) and order["at"] < row["updated_at"]
 
 
 async def _insert(
@@ -129,12 +157,12 @@ async def _insert(
     """Insert the order row; False if the order id is already stored."""
     inserted = await tx.execute(
         "INSERT INTO orders (order_id, source, status, shipping_address, note, created_at,"
-        " updated_at, allocation, payment_status, hold_reason, expires_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        " updated_at, allocation, payment_status, hold_reason, expires_at, source_version)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         " ON CONFLICT (order_id) DO NOTHING",
         order["order_id"], order["source"], status, order["shipping_address"], order["note"],
         order["created_at"], order["at"], allocation, order["payment_status"], hold_reason,
-        expires,
+        expires, order["version"],
     )
     return inserted == 1
 
@@ -148,17 +176,20 @@ async def _notify_state(
 
 
 async def _cancelled(
-    tx: Tx, event: Event, order_id: str, at: str, policy: Policy, status: str = "cancelled"
+    tx: Tx, event: Event, order_id: str, at: str, policy: Policy, version: str | None
 ) -> str:
+    """Give the order's stock back and make it `cancelled` (keeping the stored version when
+    the event carries none: a deletion names only the order)."""
     lines = await release_order(tx, order_id)
     await tx.execute(
-        "UPDATE orders SET status = $2, updated_at = $3, allocation = NULL, hold_reason = NULL,"
-        " expires_at = NULL WHERE order_id = $1",
-        order_id, status, at,
+        "UPDATE orders SET status = 'cancelled', updated_at = $2, allocation = NULL,"
+        " hold_reason = NULL, expires_at = NULL,"
+        " source_version = COALESCE($3, source_version) WHERE order_id = $1",
+        order_id, at, version,
     )
-    await _notify_state(tx, event, order_id, status, lines)
+    await _notify_state(tx, event, order_id, "cancelled", lines)
     await allocate_waiting(tx, event, [line["sku"] for line in lines], policy)
-    return status
+    return "cancelled"
 
 
 async def _reserve(
@@ -234,10 +265,10 @@ async def _updated(
         return await _created(tx, event, order, policy, batch)
     if row["status"] in NOT_UPDATABLE:
         return "ignored"
-    if row["updated_at"] and order["at"] < row["updated_at"]:
+    if _stale(row, order):
         return "stale"
     if order["status"] in CANCELLED_STATUSES:
-        return await _cancelled(tx, event, order_id, order["at"], policy)
+        return await _cancelled(tx, event, order_id, order["at"], policy, order["version"])
     released = [line["sku"] for line in await release_order(tx, order_id)]
     # Past its time to pay and still unpaid, it stays expired, reserving nothing.
     reserve = not (row["status"] == "expired" and order["payment_status"] in UNPAID)
@@ -245,10 +276,10 @@ async def _updated(
         tx, order_id, order["lines"], order, row["created_at"], policy, reserve=reserve)
     await tx.execute(
         "UPDATE orders SET shipping_address = $2, note = $3, updated_at = $4, status = $5,"
-        " allocation = $6, hold_reason = $7, payment_status = $8, expires_at = $9"
-        " WHERE order_id = $1",
+        " allocation = $6, hold_reason = $7, payment_status = $8, expires_at = $9,"
+        " source_version = COALESCE($10, source_version) WHERE order_id = $1",
         order_id, order["shipping_address"], order["note"], order["at"], status, allocation,
-        hold_reason, order["payment_status"], expires,
+        hold_reason, order["payment_status"], expires, order["version"],
     )
     await _notify_state(tx, event, order_id, status, lines, hold_reason, order["payment_status"])
     await allocate_waiting(tx, event, released, policy)
@@ -260,6 +291,8 @@ async def _restored(
 ) -> str:
     row = await lock_order(tx, order["order_id"])
     if row is not None and row["status"] == "cancelled":
+        if _stale(row, order):  # a body from before the deletion, replayed
+            return "stale"
         # Deleted at the storefront, then restored: it starts again from what it is now.
         await tx.execute("DELETE FROM order_lines WHERE order_id = $1", order["order_id"])
         await tx.execute("DELETE FROM orders WHERE order_id = $1", order["order_id"])
@@ -276,16 +309,18 @@ async def _cancel(tx: Tx, event: Event, policy: Policy, batch: OrdersBatch | Non
         order = {"order_id": text(data, "order_id"), "source": event.get("source"),
                  "status": "cancelled", "payment_status": None, "lines": [],
                  "shipping_address": None, "addressed": False, "note": None,
-                 "created_at": at, "at": at}
+                 "created_at": at, "at": at, "version": None}
     order_id = order["order_id"]
     row = await lock_order(tx, order_id)
     if row is None:
         if await _insert(tx, order, "cancelled"):
             await insert_lines(tx, order_id, new_lines(order["lines"]))
-        return await _cancelled(tx, event, order_id, order["at"], policy)
+        return await _cancelled(tx, event, order_id, order["at"], policy, order["version"])
     if row["status"] in CANCELLED_STATUSES or row["status"] in NOT_CANCELLABLE:
         return "ignored"
-    return await _cancelled(tx, event, order_id, order["at"], policy)
+    if order["version"] is not None and _stale(row, order):
+        return "stale"
+    return await _cancelled(tx, event, order_id, order["at"], policy, order["version"])
 
 
 async def _fulfilled(
@@ -304,6 +339,13 @@ async def _refunded(tx: Tx, event: Event, policy: Policy) -> str:
     row = await lock_order(tx, order_id)
     if row is None or row["status"] in NOT_UPDATABLE or not refunded:
         return "ignored"
+    refund_id = data.get("refund_id")
+    if isinstance(refund_id, str):  # a refund's effect is once per refund, whatever carries it
+        recorded = await tx.execute(
+            "INSERT INTO order_refunds (order_id, refund_id, applied_at) VALUES ($1, $2, $3)"
+            " ON CONFLICT (order_id, refund_id) DO NOTHING", order_id, refund_id, now_iso())
+        if recorded != 1:
+            return "stale"
     left: dict[str, int] = {}
     for number, line in enumerate(refunded):
         if not isinstance(line, dict):

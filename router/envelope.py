@@ -82,10 +82,39 @@ def parse_delivery(
     return Delivery(event_id(source, headers, payload, body), body, payload, headers, now)
 
 
+def prove_topic(
+    source: Source, registry: SchemaRegistry, headers: Mapping[str, str], payload: Any
+) -> None:
+    """The topic header is not signed, the body is: a topic may route a delivery but never
+    change what its body means. Where the body names its event too (`topic_field`), the two
+    must agree; a topic with a proof (router.mapping.proofs) must have a body that passes it.
+    InvalidPayload "unproven_topic" otherwise."""
+    s = source.settings
+    if s.topic_header and s.topic_field and isinstance(payload, dict):
+        named, sent = payload.get(s.topic_field), headers.get(s.topic_header)
+        if named is not None and sent is not None and named != sent:
+            raise InvalidPayload(
+                "the topic header does not agree with the event the body names",
+                reason="unproven_topic",
+                errors=[{"path": f"/{s.topic_field}", "message": "differs from the topic header"}],
+            )
+    proof = source.proofs.get(source.topic(headers, payload) or "")
+    if proof is None:
+        return
+    try:
+        registry.check(proof, payload, reason="unproven_topic")
+    except InvalidPayload as exc:
+        raise InvalidPayload(
+            "the body does not show what its topic says (the topic header is not signed)",
+            reason="unproven_topic", errors=exc.errors,
+        ) from None
+
+
 def build_event(source: Source, registry: SchemaRegistry, delivery: Delivery) -> Event:
     """Validate, map and wrap a parsed delivery; InvalidPayload (422) if it cannot be: its
     topic is not mapped (unknown_event), the payload breaks its schema (schema_violation),
-    or the mapped data breaks the model's (unmappable)."""
+    the body does not prove its topic (unproven_topic, see prove_topic), or the mapped data
+    breaks the model's (unmappable)."""
     payload, headers = delivery.payload, delivery.headers
     type_ = source.event_type(headers, payload)
     if type_ is None:
@@ -95,6 +124,7 @@ def build_event(source: Source, registry: SchemaRegistry, delivery: Delivery) ->
         )
     mapping = source.mappings[type_]
     registry.check(mapping.payload_schema, payload)
+    prove_topic(source, registry, headers, payload)
     data = mapping.apply(payload)
     registry.check(mapping.model_schema, data, reason="unmappable")
     occurred_at = mapping.occurred_at(payload)

@@ -1,16 +1,17 @@
 """Authentic deliveries we cannot use, held for an operator instead of refused.
 
 A source with `on_invalid = "hold"` (every third-party provider by default) answers a
-verified delivery that fails its schema or its mapping, or whose topic is not mapped, with
-202 `{"status": "held"}` once the broker has confirmed it on the queue `held.<source>`:
-providers disable a webhook that keeps failing, and a 4xx would not make the delivery any
-better. The held message is the raw body as received, with
+verified delivery that fails its schema or its mapping, whose body does not prove its topic
+(router.envelope.prove_topic), or whose topic is not mapped, with 202 `{"status": "held"}`
+once the broker has confirmed it on the queue `held.<source>`: providers disable a webhook
+that keeps failing, and a 4xx would not make the delivery any better. The held message is
+the raw body as received, with
 
     message_id           the delivery id (the one the provider's retries carry)
     type                 the event type its topic maps to, or "unknown"
     content_type         the request's media type
     correlation_id       the request id
-    x-held-reason        unknown_event, schema_violation or unmappable
+    x-held-reason        unknown_event, schema_violation, unproven_topic or unmappable
     x-held-errors        the failing paths and what is wrong there, as JSON (never values)
     x-held-headers       the request headers the mapping reads (topic, delivery id, time)
     x-held-at            when (ISO-8601)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from router.errors import ConfigError
-from router.mapping import EventMapping, load_mappings
+from router.mapping import EventMapping, load_mappings, load_proofs
 from router.metrics import PUBLISH_LATENCY
 from router.network import IpAllowlist
 from router.ratelimit import TokenBuckets
@@ -28,20 +28,25 @@ class Source:
     mappings: Mapping[str, EventMapping]  # canonical event type -> mapping
     content_types: frozenset[str]
     publish_latency: Any  # this source's child of PUBLISH_LATENCY, looked up once
+    proofs: Mapping[str, str] = field(default_factory=dict)  # topic -> proof schema
 
-    def event_type(self, headers: Mapping[str, str], payload: Any) -> str | None:
-        """The canonical event type of this delivery, or None if the topic is not mapped."""
+    def topic(self, headers: Mapping[str, str], payload: Any) -> str | None:
+        """The provider's topic of this delivery: its topic header, else the body's topic
+        field; None when there is neither (or it is not text)."""
         s = self.settings
-        if s.event_type is not None:
-            return s.event_type
         topic: Any = None
         if s.topic_header is not None:
             topic = headers.get(s.topic_header)
         if topic is None and s.topic_field is not None and isinstance(payload, dict):
             topic = payload.get(s.topic_field)
-        if not isinstance(topic, str):
-            return None
-        return s.events.get(topic)
+        return topic if isinstance(topic, str) else None
+
+    def event_type(self, headers: Mapping[str, str], payload: Any) -> str | None:
+        """The canonical event type of this delivery, or None if the topic is not mapped."""
+        if self.settings.event_type is not None:
+            return self.settings.event_type
+        topic = self.topic(headers, payload)
+        return None if topic is None else self.settings.events.get(topic)
 
     def delivery_id(self, headers: Mapping[str, str], payload: Any) -> str | None:
         """The provider's own id for this event, stable across its retries, if it has one."""
@@ -69,6 +74,7 @@ def build_sources(settings: Settings, registry: SchemaRegistry) -> dict[str, Sou
             raise ConfigError(file, f"{key}.allow_ips", str(exc)) from exc
         verifier = build_verifier(s.scheme, s.secrets, s.options, file=file, key=key)
         mappings = load_mappings(s.mapping)
+        proofs = load_proofs(s.mapping, schema_names=registry.names())
         wanted = {s.event_type} if s.event_type else set(s.events.values())
         for event_type in sorted(wanted):
             mapping = mappings.get(event_type)
@@ -91,6 +97,7 @@ def build_sources(settings: Settings, registry: SchemaRegistry) -> dict[str, Sou
             allowlist=allowlist,
             buckets=buckets,
             mappings={t: mappings[t] for t in wanted},
+            proofs={topic: proofs[topic] for topic in s.events if topic in proofs},
             content_types=frozenset(s.content_types),
             publish_latency=PUBLISH_LATENCY.labels(name),
         )

@@ -127,6 +127,20 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX orders_expiring ON orders (expires_at) WHERE expires_at IS NOT NULL",
         ],
     ),
+    (
+        # Effects versioned by the body's own timestamps: the source's version of each order
+        # (Shopify updated_at, WooCommerce date_modified_gmt), and the refunds applied, so a
+        # replayed body is stale rather than a new effect.
+        6,
+        [
+            "ALTER TABLE orders ADD COLUMN source_version TEXT",
+            """CREATE TABLE order_refunds (
+                order_id TEXT NOT NULL,
+                refund_id TEXT NOT NULL,
+                applied_at TEXT NOT NULL,
+                PRIMARY KEY (order_id, refund_id))""",
+        ],
+    ),
 ]
 
 _DIALECT = {

@@ -7,7 +7,8 @@
     registry.check(m.model_schema, data, reason="unmappable")
     m.occurred_at(payload)                              # RFC 3339 string or None
 
-The mapping file (TOML, one per provider) has one table per canonical model:
+The mapping file (TOML, one per provider) has one table per canonical model (and may have a
+[proofs] table: what each provider topic's body must show, router/mapping/proofs.py):
 
     [order]
     types = ["order.created", "order.updated"]  # canonical event types served (each once per file)
@@ -45,7 +46,7 @@ Expressions
                       current value, not to the object); omitted when none of its fields is.
                       Its field names cannot be expression keys (path, const, each, join,
                       first, as, map, map_default, default, required, sep, fields, value,
-                      absent, prefix).
+                      absent, prefix, present).
 Modifiers (path, join and first; each takes only default and required)
     as = "str" | "int" | "float" | "bool" | "lower" | "upper" | "text" | "datetime"
         (router/mapping/conversions.py)
@@ -70,6 +71,8 @@ Modifiers (path, join and first; each takes only default and required)
                        provider's 0 for "no variation", "" for "no SKU".
     prefix = "text"    (path only) put before the value, as text, once everything else is
                        done: "variant:" + 123 is "variant:123". Not added to a default.
+    present = V        (path only, without as and map) V whenever the path has a value:
+                       what a field's presence means, e.g. cancelled_at set -> "cancelled".
     required = true    absent is an error naming the payload path (not with default).
 occurred_at is an expression too; without an explicit `as` it is read as "datetime". A time
 that is absent or unreadable gives None (the event is still accepted).
@@ -91,8 +94,9 @@ from typing import Any
 from router.errors import ConfigError, InvalidPayload
 from router.mapping.conversions import CONVERTERS, BadValue, as_str, map_key, sanitize_text
 from router.mapping.paths import PathError, Step, getter, json_pointer, parse_path
+from router.mapping.proofs import PROOFS, load_proofs
 
-__all__ = ["EventMapping", "load_mappings", "sanitize_text"]
+__all__ = ["EventMapping", "load_mappings", "load_proofs", "sanitize_text"]
 
 MAX_ERRORS = 20
 
@@ -101,9 +105,10 @@ _MISSING: Any = object()
 
 _SOURCES = ("path", "const", "each", "join", "first")
 _MODIFIERS = ("as", "map", "map_default", "default", "required", "sep", "fields", "value",
-              "absent", "prefix")
+              "absent", "prefix", "present")
 _ALLOWED = {
-    "path": {"path", "as", "map", "map_default", "default", "required", "absent", "prefix"},
+    "path": {"path", "as", "map", "map_default", "default", "required", "absent", "prefix",
+             "present"},
     "join": {"join", "sep", "as", "map", "map_default", "default", "required"},
     "first": {"first", "as", "map", "map_default", "default", "required"},
     "each": {"each", "fields", "value", "default", "required"},
@@ -181,6 +186,8 @@ def load_mappings(
         raise ConfigError(file, "(file)", "defines no model tables")
     by_type: dict[str, EventMapping] = {}
     for model, table in document.items():
+        if model == PROOFS:  # what each topic's body must show: router.mapping.proofs
+            continue
         if not isinstance(table, dict):
             raise ConfigError(file, model, "must be a table such as [order]")
         mapping = _compile_model(_Ctx(file), model, table, schema_names)
@@ -461,9 +468,13 @@ def _compile_value(
     prefix = spec.get("prefix", "")
     if not isinstance(prefix, str):
         raise ctx.error(f"{key}.prefix", "must be a string")
+    present = spec.get("present", _MISSING)
+    if present is not _MISSING and (not _is_scalar(present) or conv or table is not None):
+        raise ctx.error(f"{key}.present", "must be a string, a number or a boolean, "
+                                          "without as or map")
 
     if conv is None and table is None and default is None and not required and not (
-        nothing or prefix
+        nothing or prefix or present is not _MISSING
     ):
         return get  # the common plain copy: no wrapper at all
 
@@ -471,6 +482,8 @@ def _compile_value(
         found = get(value)
         if nothing and (type(found), found) in nothing:
             found = None
+        if found is not None and present is not _MISSING:
+            found = present
         if found is not None and conv is not None:
             try:
                 found = conv(found)

@@ -93,6 +93,7 @@ class TestProviderMappings:
             "status": "received",
             "note": "Leave at the side door",
             "created_at": "2026-11-20T10:15:31-05:00",
+            "updated_at": "2026-11-20T10:15:31-05:00",  # never updated: as created
             "lines": [
                 {"sku": "PEP-BPC157-5MG", "quantity": 2, "ships": True},
                 {"sku": "BAC-WATER-10ML", "quantity": 1, "ships": True},
@@ -152,6 +153,7 @@ class TestProviderMappings:
             "order_id": "727",
             "note": "Call before delivery",
             "created_at": "2026-11-20T16:15:31Z",
+            "updated_at": "2026-11-20T16:15:31Z",
             "status": "received",
             "payment_status": "paid",
             "lines": [
@@ -473,6 +475,34 @@ class TestExpressions:
     def test_no_occurred_at(self, tmp_path: Path) -> None:
         """Without occurred_at configured the time is None."""
         assert None is compile_fields(tmp_path, "a = { const = 1 }").occurred_at({"x": 1})
+
+    def test_present(self, tmp_path: Path) -> None:
+        """present gives its value whenever the path has one (what a field's presence means);
+        absent or null, the default or the next `first` option applies."""
+        mapping = compile_fields(tmp_path, """
+            [thing.fields.status]
+            first = [{ path = "cancelled_at", present = "cancelled" }, "state"]
+            default = "open"
+            """)
+        assert [{"status": "cancelled"}, {"status": "cancelled"}, {"status": "paid"},
+                {"status": "open"}] == [
+            mapping.apply({"cancelled_at": "2024-04-02T09:03:37-05:00", "state": "paid"}),
+            mapping.apply({"cancelled_at": 0}),
+            mapping.apply({"cancelled_at": None, "state": "paid"}),
+            mapping.apply({}),
+        ]
+
+    @pytest.mark.parametrize("spec", ['{ path = "a", present = ["x"] }',
+                                      '{ path = "a", as = "str", present = "x" }',
+                                      '{ path = "a", map = { b = "c" }, present = "x" }'])
+    def test_present_is_a_scalar_without_as_or_map(self, tmp_path: Path, spec: str) -> None:
+        """present takes a string, number or boolean, and no conversion to go with it."""
+        error = config_error(tmp_path, HEADER + f"[thing.fields]\nf = {spec}\n")
+        assert ("thing.fields.f.present", "without as or map") == (
+            error.key, error.problem[-len("without as or map"):])
+
+
+INEXACT = "is a number too large to be exact (an integer of at most 64 bits or a string is)"
 
 
 INEXACT = "is a number too large to be exact (an integer of at most 64 bits or a string is)"

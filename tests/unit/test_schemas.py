@@ -86,6 +86,13 @@ class TestSchemaRegistryLoad:
             "inventory.stock.v1",
             "easypost.event.v1",
             "aftership.tracking.v1",
+            "shopify.proof.order.v1",
+            "shopify.proof.paid.v1",
+            "shopify.proof.cancelled.v1",
+            "shopify.proof.fulfilled.v1",
+            "shopify.proof.refund.v1",
+            "shopify.proof.fulfillment.v1",
+            "woocommerce.proof.deleted.v1",
         }
         assert expected == SchemaRegistry.load(SCHEMAS).names()
 
