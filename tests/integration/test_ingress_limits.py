@@ -202,7 +202,10 @@ class TestConnectionCap:
         """With max_connections = 3 and three idle keep-alive connections open, the next
         one is answered 503 with Retry-After and closed; once the idle ones close, new
         connections are served again."""
-        server = make_server(server_config("max_connections = 3"))
+        config = server_config()
+        config.write_text(config.read_text().replace(
+            "max_connections = 1000", "max_connections = 3", 1))
+        server = make_server(config)
         await server.start()
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True)
