@@ -53,10 +53,13 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     request_id = f"{_REQUEST_PREFIX}{next(_request_numbers):010x}"
     info = RequestInfo(request_id)
     request[REQUEST_INFO] = info
+    reason: str | None = None
+    close = False
     try:
         response = await handler(request)
     except IngressError as exc:
         response = _error_response(exc.status, exc.body(), exc.retry_after)
+        reason, close = exc.reason, exc.closes_connection
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -70,7 +73,8 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     except Exception:
         # A bug of ours, never the client's fault; the provider should retry later.
         log.exception("unhandled_error", request_id=request_id)
-        response = _error_response(500, {"error": "internal_error", "message": "internal error"})
+        reason = "internal_error"
+        response = _error_response(500, {"error": reason, "message": "internal error"})
     response.headers["X-Request-Id"] = request_id
     count_request(info.source, response.status)
     access_log.info(
@@ -82,9 +86,22 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
         event_id=info.event_id,
         type=info.type,
         status=response.status,
+        reason=reason,
         latency_ms=round((time.perf_counter() - started) * 1000, 3),
     )
+    if close:
+        await _answer_and_close(request, response)
     return response
+
+
+async def _answer_and_close(request: web.Request, response: web.StreamResponse) -> None:
+    """Send `response`, then close the connection at once: aiohttp would otherwise go on
+    reading what is left of the body (up to its lingering time) from a client too slow to
+    be worth it."""
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()
 
 
 def _webhook_handler(ingress: Ingress, source: Source) -> Handler:
@@ -135,7 +152,12 @@ def create_app(
     publisher = publisher or Publisher(settings.broker, extra_queues=hold_queues(settings))
     ingress = Ingress(settings.server, sources, registry, publisher)
     max_body = max((s.settings.max_body for s in sources.values()), default=1024 * 1024)
-    app = web.Application(middlewares=[errors_and_access_log], client_max_size=max_body)
+    app = web.Application(
+        middlewares=[errors_and_access_log],
+        client_max_size=max_body,
+        # Bodies are decompressed by router.body, within each source's own max_body.
+        handler_args={"auto_decompress": False},
+    )
     app[INGRESS] = ingress
     app[PUBLISHER] = publisher
     for source in sources.values():

@@ -1,4 +1,5 @@
-"""Recently accepted event ids, so a provider's retry is answered without publishing again.
+"""Recently accepted event ids, so a provider's retry is answered without publishing again,
+and the ids being published right now, so concurrent copies of one delivery publish once.
 
 Per process and in memory: this only saves work.  Exactly-once effects are the consumers'
 job (their inbox), so a restart or a second worker that misses a duplicate is harmless.
@@ -6,7 +7,12 @@ job (their inbox), so a restart or a second worker that misses a duplicate is ha
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import OrderedDict
+from collections.abc import Iterator
+
+from router.errors import BrokerUnavailable
 
 
 class RecentIds:
@@ -39,3 +45,55 @@ class RecentIds:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+
+class InFlight:
+    """Deliveries being published right now, by key, so that a second request with the same
+    key waits for the first one's outcome instead of publishing it again:
+
+        while not recent.seen(key):
+            waited, failure = await in_flight.wait(key)
+            if failure is not None:     # the first could not publish: neither can we now
+                raise failure
+            if not waited:              # nobody has it (any more): ours to publish
+                with in_flight.lead(key):
+                    ...publish, then recent.add(key)
+                break
+
+    The outcome a waiter gets is None when the first request ended without a broker failure
+    (it was published or held, and so is in RecentIds; or it was refused, and nothing was),
+    or the BrokerUnavailable it ended with.
+    """
+
+    def __init__(self) -> None:
+        self._running: dict[str, asyncio.Future[BrokerUnavailable | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    async def wait(self, key: str) -> tuple[bool, BrokerUnavailable | None]:
+        """(True, its outcome) once the request publishing `key` ends, if one is; else
+        (False, None) at once."""
+        running = self._running.get(key)
+        if running is None:
+            return False, None
+        # Shielded: a waiter that is cancelled must not cancel the outcome for the others.
+        return True, await asyncio.shield(running)
+
+    @contextlib.contextmanager
+    def lead(self, key: str) -> Iterator[None]:
+        """Mark `key` as being published by the caller until the block ends; a
+        BrokerUnavailable leaving the block is the outcome the waiters get."""
+        running: asyncio.Future[BrokerUnavailable | None] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._running[key] = running
+        outcome: BrokerUnavailable | None = None
+        try:
+            yield
+        except BrokerUnavailable as exc:
+            outcome = exc
+            raise
+        finally:
+            del self._running[key]
+            running.set_result(outcome)

@@ -53,6 +53,8 @@ def event_id(source: Source, headers: Mapping[str, str], payload: Any, body: byt
     """The provider's delivery/event id, else a hash of source and raw body (stable on retry)."""
     provided = source.delivery_id(headers, payload)
     if provided is not None:
+        if not is_text(provided):  # made valid, two different ids could become one
+            raise MalformedPayload("the delivery id is not UTF-8 text", reason="invalid_event_id")
         # It becomes the AMQP message_id, a short string of at most 255 bytes.
         if len(provided.encode()) > MAX_ID_BYTES:
             raise MalformedPayload(
@@ -61,6 +63,29 @@ def event_id(source: Source, headers: Mapping[str, str], payload: Any, body: byt
         return provided
     digest = hashlib.sha256(source.name.encode() + b"\0" + body).hexdigest()
     return f"sha256:{digest}"
+
+
+def is_text(value: str) -> bool:
+    """False for a header value that was not UTF-8 (aiohttp keeps such bytes as lone
+    surrogates, which JSON and AMQP cannot carry)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def log_delivery_id(source: Source, headers: Mapping[str, str]) -> str | None:
+    """The delivery id a request's headers name, as the access log may show it before the
+    request is verified or parsed: valid text (U+FFFD for what was not UTF-8), at most
+    MAX_ID_BYTES characters."""
+    for name in source.settings.id_headers:
+        value = headers.get(name)
+        if value:
+            if not is_text(value):
+                value = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            return value[:MAX_ID_BYTES]
+    return None
 
 
 def iso(ts: float) -> str:
@@ -130,6 +155,8 @@ def build_event(source: Source, registry: SchemaRegistry, delivery: Delivery) ->
     occurred_at = mapping.occurred_at(payload)
     if occurred_at is None and source.settings.occurred_at_header:
         occurred_at = headers.get(source.settings.occurred_at_header)
+        if occurred_at is not None and not is_text(occurred_at):
+            occurred_at = None  # unreadable: as if the provider had not sent it
     version = mapping.model_schema.rpartition(".")[2]
     schema = f"{type_}/{version}"
     envelope: dict[str, Any] = {

@@ -3,8 +3,9 @@
     IngressError                  4xx/5xx with a JSON body {"error": reason, "message": ...}
     ├── UnknownSource             404  no source is configured at this path
     ├── MethodNotAllowed          405  webhooks are POSTed
-    ├── PayloadTooLarge           413  body over the source's limit
-    ├── UnsupportedMediaType      415  content type not accepted by the source
+    ├── RequestTimeout            408  body not received within the source's body_timeout
+    ├── PayloadTooLarge           413  body (decompressed) over the source's limit
+    ├── UnsupportedMediaType      415  content type (or content coding) not accepted
     ├── Forbidden                 403  client address not in the allowlist
     ├── RateLimited               429  token bucket empty (Retry-After)
     ├── Unauthorized              401  signature/credentials missing, invalid or expired
@@ -27,6 +28,7 @@ class IngressError(Exception):
 
     status: int = 400
     reason: str = "bad_request"
+    closes_connection: bool = False  # answer, then close at once (no reading what follows)
 
     def __init__(
         self,
@@ -58,6 +60,12 @@ class UnknownSource(IngressError):
 class MethodNotAllowed(IngressError):
     status = 405
     reason = "method_not_allowed"
+
+
+class RequestTimeout(IngressError):
+    status = 408
+    reason = "body_timeout"
+    closes_connection = True
 
 
 class PayloadTooLarge(IngressError):

@@ -1,7 +1,9 @@
 """The webhook pipeline: from an HTTP request on a source's path to a confirmed event.
 
     size, content type -> 413 / 415     address allowlist -> 403     rate limit -> 429
-    verify -> 401     parse -> 400     duplicate -> 200
+    body (within max_body decompressed, and body_timeout) -> 413 / 408
+    WooCommerce's unsigned ping -> 200     verify -> 401     parse -> 400
+    duplicate, or a copy of a delivery being published now -> 200 once that one is (or 503)
     validate, map -> 422, or with on_invalid = "hold": held (router.hold), 202
     publish and wait for the broker's confirm -> 202 (or 503 if it does not confirm)
 """
@@ -16,22 +18,22 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from router.body import content_coding, read_body, refuse_over
 from router.broker.errors import PublishFailed
 from router.broker.publisher import Publisher
-from router.dedup import RecentIds
-from router.envelope import Delivery, build_event, parse_delivery
+from router.dedup import InFlight, RecentIds
+from router.envelope import Delivery, build_event, log_delivery_id, parse_delivery
 from router.errors import (
     BrokerUnavailable,
     Forbidden,
     InvalidPayload,
-    PayloadTooLarge,
     RateLimited,
     Unauthorized,
     UnsupportedMediaType,
 )
 from router.hold import held_type, hold_headers
 from router.metrics import DUPLICATES, HELD, VERIFICATION_FAILURES
-from router.network import ClientAddress
+from router.network import ClientAddress, rate_limit_key
 from router.ratelimit import retry_after_seconds
 from router.schemas import SchemaRegistry
 from router.settings import ServerSettings
@@ -76,42 +78,25 @@ class Ingress:
         self.clock = clock
         self.client_address = ClientAddress(server.trusted_proxies)
         self.recent = RecentIds(server.dedup_window, server.dedup_capacity)
-
-    @staticmethod
-    def _refuse_over(size: int | None, limit: int) -> None:
-        if size is not None and size > limit:
-            raise PayloadTooLarge(f"the body is over this source's limit of {limit} bytes")
-
-    async def _read_body(self, request: web.Request, limit: int) -> bytes:
-        """The body, refused with 413 as soon as it is known to be over `limit`."""
-        self._refuse_over(request.content_length, limit)
-        if request.content_length is not None:
-            return await request.read()
-        chunks: list[bytes] = []  # chunked: count as it arrives
-        size = 0
-        async for chunk in request.content.iter_any():
-            size += len(chunk)
-            self._refuse_over(size, limit)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        self.in_flight = InFlight()
 
     async def handle(self, source: Source, request: web.Request) -> web.Response:
         info = request[REQUEST_INFO]
         info.source = source.name
         settings = source.settings
         headers = request.headers
+        info.event_id = log_delivery_id(source, headers)
         now = self.clock()
 
         media_type = request.content_type
-        if media_type not in source.content_types:
-            if media_type == FORM:
-                # WooCommerce pings a new webhook with an unsigned form body and wants a 200.
-                body = await self._read_body(request, settings.max_body)
-                if source.verifier.is_ping(body, headers):
-                    return _json(200, {"status": "ping"})
+        # WooCommerce pings a new webhook with an unsigned form body and wants a 200; it is
+        # told apart by its body, so it is read (after the address and rate checks) first.
+        ping = media_type == FORM and media_type not in source.content_types
+        if media_type not in source.content_types and not ping:
             raise UnsupportedMediaType(f"content type {media_type!r} is not accepted here")
         # Before the address and rate checks, from the declared length alone.
-        self._refuse_over(request.content_length, settings.max_body)
+        refuse_over(request.content_length, settings.max_body)
+        content_coding(request)
 
         forwarded = headers.getall("X-Forwarded-For", None)
         client_ip = self.client_address.resolve(
@@ -120,13 +105,17 @@ class Ingress:
         if source.allowlist is not None and not source.allowlist.allows(client_ip):
             raise Forbidden("this address may not post to this source")
         if source.buckets is not None:
-            wait = source.buckets.take(client_ip, now)
+            wait = source.buckets.take(rate_limit_key(client_ip), now)
             if wait:
                 raise RateLimited(
                     "too many requests; retry later", retry_after=retry_after_seconds(wait)
                 )
 
-        body = await self._read_body(request, settings.max_body)
+        body = await read_body(request, limit=settings.max_body, timeout=settings.body_timeout)
+        if ping:
+            if source.verifier.is_ping(body, headers):
+                return _json(200, {"status": "ping"})
+            raise UnsupportedMediaType(f"content type {media_type!r} is not accepted here")
         try:
             source.verifier.verify(body, headers, now)
         except Unauthorized as exc:
@@ -138,13 +127,26 @@ class Ingress:
         )
         info.event_id = delivery.id
         dedup_key = f"{source.name}\0{delivery.id}"
-        if self.recent.seen(dedup_key, now):
-            DUPLICATES.labels(source.name).inc()
-            return _json(200, {"status": "duplicate", "id": delivery.id})
+        while not self.recent.seen(dedup_key, now):
+            # A copy of this delivery being published by another request: its outcome is ours.
+            waited, failure = await self.in_flight.wait(dedup_key)
+            if failure is not None:  # not published: the provider must try again
+                raise BrokerUnavailable(failure.message, retry_after=failure.retry_after)
+            if not waited:
+                with self.in_flight.lead(dedup_key):
+                    return await self._accept(source, delivery, media_type, info, dedup_key, now)
+        DUPLICATES.labels(source.name).inc()
+        return _json(200, {"status": "duplicate", "id": delivery.id})
+
+    async def _accept(
+        self, source: Source, delivery: Delivery, media_type: str, info: RequestInfo,
+        dedup_key: str, now: float,
+    ) -> web.Response:
+        """Publish the event (or hold the delivery) and remember its id once confirmed."""
         try:
             event = build_event(source, self.registry, delivery)
         except InvalidPayload as exc:
-            if settings.on_invalid != "hold":
+            if source.settings.on_invalid != "hold":
                 raise
             return await self._hold(source, delivery, media_type, exc, info, dedup_key, now)
         info.type = event.type

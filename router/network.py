@@ -1,4 +1,5 @@
-"""Who is calling: the real client address behind trusted proxies, and IP allowlists.
+"""Who is calling: the real client address behind trusted proxies, IP allowlists, and the
+key a client is rate-limited under.
 
 Both are built once from settings (bad CIDRs raise ValueError naming the entry) and are
 pure afterwards: strings in, a string or a bool out.
@@ -32,6 +33,21 @@ def _parse_forwarded(entry: str) -> _Address | None:
     elif entry.count(":") == 1:
         entry = entry.partition(":")[0]
     return _parse_address(entry)
+
+
+def rate_limit_key(ip: str) -> str:
+    """What a client's token bucket is keyed by: an IPv4 address, or an IPv6 address's /64.
+
+    One IPv6 subscriber (a home line, a VM) is routinely given a whole /64, so keying by
+    address would hand it 2**64 buckets.  IPv4-mapped IPv6 counts as its IPv4 address; what
+    is not an address (an unknown peer: "") is its own key.
+    """
+    if ":" not in ip:
+        return ip  # IPv4 (or nothing): the common case, without parsing
+    address = _parse_address(ip)
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return ip if address is None else str(address)
 
 
 class _Networks:

@@ -11,6 +11,7 @@ import ssl
 import tempfile
 
 import structlog
+from aiohttp import web
 
 from router.settings import Settings
 
@@ -41,8 +42,6 @@ def _stop_while_starting(signum: int, frame: object) -> None:
 
 
 def _serve_one(settings: Settings, host: str, port: int, reuse_port: bool) -> None:
-    from aiohttp import web
-
     from router.app import create_app
     from router.logs import configure_logging
 
@@ -58,17 +57,43 @@ def _serve_one(settings: Settings, host: str, port: int, reuse_port: bool) -> No
     # connections to any listening worker, and /readyz answered by one worker says nothing
     # of the others.  A single process listens at once and answers 503 until connected.
     app = create_app(settings, wait_for_broker=reuse_port)
-    web.run_app(
-        app,
-        host=host,
-        port=port,
-        ssl_context=ssl_context(settings),
-        reuse_port=reuse_port or None,
+    # web.run_app, but listening through the connection cap (router.connections).
+    loop = new_loop()
+    asyncio.set_event_loop(loop)
+    main = loop.create_task(_listen(app, settings, host, port, reuse_port))
+    try:
+        loop.run_until_complete(main)
+    except (web.GracefulExit, KeyboardInterrupt):  # SIGTERM, SIGINT
+        pass
+    finally:
+        main.cancel()  # stops listening, then finishes in-flight requests (runner.cleanup)
+        loop.run_until_complete(asyncio.gather(main, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+async def _listen(
+    app: web.Application, settings: Settings, host: str, port: int, reuse_port: bool
+) -> None:
+    from router.connections import ConnectionLimit
+
+    runner = web.AppRunner(
+        app, handle_signals=True, access_log=None, keepalive_timeout=75.0,
         shutdown_timeout=settings.server.shutdown_timeout,
-        access_log=None,
-        print=None,
-        loop=new_loop(),
     )
+    await runner.setup()
+    try:
+        assert runner.server is not None
+        listener = await asyncio.get_running_loop().create_server(
+            ConnectionLimit(runner.server, settings.server.max_connections), host, port,
+            ssl=ssl_context(settings), reuse_port=reuse_port or None, backlog=128,
+        )
+        try:
+            await asyncio.Future()  # until a stop signal
+        finally:
+            listener.close()
+    finally:
+        await runner.cleanup()
 
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> int:

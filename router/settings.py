@@ -50,6 +50,7 @@ class SourceSettings:
     allow_ips: tuple[str, ...] = ()
     rate_limit: RateLimit | None = None
     max_body: int = MiB
+    body_timeout: float = 30.0  # seconds to receive the whole body (408 after)
     include_raw: bool = False
     sample: Path | None = None  # a payload for `send-test`
     on_invalid: str = "reject"  # "hold": accept and hold an authentic unmappable delivery
@@ -76,6 +77,7 @@ class ServerSettings:
     shutdown_timeout: float = 30.0
     dedup_window: float = 24 * 3600.0
     dedup_capacity: int = 100_000
+    max_connections: int = 1000  # open connections per process; beyond, 503 and close
     tls_cert: Path | None = None
     tls_key: Path | None = None
     schemas: Path = Path("config/schemas")
@@ -311,6 +313,7 @@ def _server(t: _Table, base: Path) -> ServerSettings:
         shutdown_timeout=t.positive("shutdown_timeout", float, d.shutdown_timeout),
         dedup_window=t.positive("dedup_window", float, d.dedup_window),
         dedup_capacity=t.positive("dedup_capacity", int, d.dedup_capacity),
+        max_connections=t.positive("max_connections", int, d.max_connections),
         tls_cert=tls_cert,
         tls_key=tls_key,
         schemas=_path(base, t.get("schemas", str, "schemas")),
@@ -530,6 +533,7 @@ def _source(
         allow_ips=allow_ips,
         rate_limit=rate_limit,
         max_body=t.positive("max_body", int, MiB),
+        body_timeout=t.positive("body_timeout", float, 30.0),
         include_raw=t.get("include_raw", bool, False),
         sample=_relative(base, t.get("sample", str)),
         on_invalid=on_invalid,

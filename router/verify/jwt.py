@@ -63,6 +63,8 @@ class JwtVerifier(SchemeBase):
 
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> None:
         token = bearer_token(headers, self._header, "invalid_token")
+        if not token.isascii():  # a JWT is base64url; PyJWT would fail to encode it (500)
+            raise Unauthorized(f"{self._header} token is not valid", reason="invalid_token")
         try:
             claims = self._decode(token)
         except jwt.PyJWTError as exc:
@@ -99,15 +101,19 @@ class JwtVerifier(SchemeBase):
         for claim in ("exp", "nbf", "iat"):
             if claim in claims:
                 value = claims[claim]
-                if (
-                    not isinstance(value, int | float)
-                    or isinstance(value, bool)
-                    or not isfinite(value)
-                ):
+                if not isinstance(value, int | float) or isinstance(value, bool):
                     raise Unauthorized(
                         f"token claim {claim} is not a number", reason="invalid_token"
                     )
-                times[claim] = value
+                try:  # JSON integers are unbounded: 10**400 does not fit a float
+                    seconds = float(value)
+                except OverflowError:
+                    seconds = float("inf")
+                if not isfinite(seconds):
+                    raise Unauthorized(
+                        f"token claim {claim} is out of range", reason="invalid_token"
+                    )
+                times[claim] = seconds
         if "exp" in times and times["exp"] <= now - self._leeway:
             raise Unauthorized("token has expired", reason="expired_token")
         if "nbf" in times and times["nbf"] > now + self._leeway:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.network import ClientAddress, IpAllowlist
+from router.network import ClientAddress, IpAllowlist, rate_limit_key
 
 PROXIES = ["10.0.0.0/8", "2001:db8:ffff::/48"]
 
@@ -104,3 +104,26 @@ class TestIpAllowlist:
         with pytest.raises(ValueError) as info:
             IpAllowlist(["10.0.0.0/8", bad])
         assert repr(bad) in str(info.value)
+
+
+class TestRateLimitKey:
+    """Token buckets are per IPv4 address and per IPv6 /64."""
+
+    @pytest.mark.parametrize(
+        ("address", "key"),
+        [
+            ("203.0.113.7", "203.0.113.7"),
+            ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+            ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+            ("::ffff:203.0.113.7", "203.0.113.7"),
+            ("", ""),
+        ],
+    )
+    def test_key(self, address, key):
+        """IPv4 by address; IPv6 by its /64; IPv4-mapped IPv6 as its IPv4 address."""
+        assert key == rate_limit_key(address)
+
+    def test_one_ipv6_subscriber_cannot_multiply_its_buckets(self):
+        """Two addresses of one /64 share a key; the next /64 has its own."""
+        assert rate_limit_key("2001:db8::1") == rate_limit_key("2001:db8::dead:beef")
+        assert rate_limit_key("2001:db8::1") != rate_limit_key("2001:db8:0:1::1")

@@ -66,6 +66,19 @@ class TestJwt:
         headers = self.token({"exp": "tomorrow"})
         assert "invalid_token" == refusal(build("jwt", HS_KEY), BODY, headers).reason
 
+    @pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+    def test_time_claim_beyond_a_float_is_refused(self, claim):
+        """A time claim of 10**400 (JSON integers are unbounded; no float holds it) is an
+        invalid token, not an OverflowError."""
+        claims = {"exp": NOW + 600, claim: 10**400}
+        assert "invalid_token" == refusal(build("jwt", HS_KEY), BODY, self.token(claims)).reason
+
+    def test_token_that_is_not_ascii_is_refused(self):
+        """A token with bytes that were not UTF-8 (lone surrogates once aiohttp decoded the
+        header) is an invalid token, not a UnicodeEncodeError."""
+        headers = {"Authorization": "Bearer ey\udcff.ey.sig"}
+        assert "invalid_token" == refusal(build("jwt", HS_KEY), BODY, headers).reason
+
     def test_issuer_and_audience(self):
         """Matching iss and aud verify, and sign() writes both."""
         verifier = build("jwt", HS_KEY, issuer="https://portal.example", audience="router")
