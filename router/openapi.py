@@ -38,7 +38,7 @@ REASONS: dict[int, tuple[str, ...]] = {
     405: ("method_not_allowed",),
     413: ("payload_too_large",),
     415: ("unsupported_media_type",),
-    422: ("unknown_event", "schema_violation", "unmappable"),
+    422: ("unknown_event", "schema_violation", "unproven_topic", "unmappable"),
     429: ("rate_limited",),
     503: ("broker_unavailable",),
 }
@@ -56,8 +56,9 @@ _WHEN = {
     413: "The body (as declared, as received, or decoded) is over the source's max_body.",
     415: "The Content-Type is not one this source accepts.",
     422: "Authentic, but not usable: the topic is not mapped (unknown_event), the payload "
-         "breaks the provider schema (schema_violation, with `errors`) or the mapped event "
-         "breaks the canonical one (unmappable).",
+         "breaks the provider schema (schema_violation, with `errors`), the body does not "
+         "prove its topic (unproven_topic) or the mapped event breaks the canonical one "
+         "(unmappable).",
     429: "This client's token bucket is empty; retry after Retry-After seconds.",
     503: "RabbitMQ is unreachable or did not confirm in time; nothing was accepted, retry "
          "after Retry-After seconds.",
