@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 import structlog
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import ContentEncodingError
 
 from router.broker.publisher import Publisher
 from router.errors import IngressError
@@ -60,6 +61,16 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     except IngressError as exc:
         response = _error_response(exc.status, exc.body(), exc.retry_after)
         reason, close = exc.reason, exc.closes_connection
+    except web.RequestPayloadError as exc:
+        # Reading the body failed: a Content-Encoding that does not decode, chunks that do
+        # not frame. The client's fault, like any body we cannot read.
+        encoding = isinstance(exc.__cause__, ContentEncodingError)
+        reason = "invalid_encoding" if encoding else "bad_request"
+        response = _error_response(400, {
+            "error": reason,
+            "message": "the body does not decode as its Content-Encoding says" if encoding
+            else "the body is not framed as its headers say",
+        })
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -111,6 +122,29 @@ def _webhook_handler(ingress: Ingress, source: Source) -> Handler:
     return webhook
 
 
+async def expect_continue(request: web.Request) -> None:
+    """`Expect: 100-continue` gets its interim answer; any other expectation is ignored (RFC
+    9110 allows it). aiohttp's own handler answers those 417 in plain text, before our
+    middleware, and a 500 when the value is not UTF-8."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if request.version >= (1, 1) and expect.lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # the answer proper has not started
+
+
+def _unrouted(allowed: dict[str, list[str]]) -> Handler:
+    """The last route: 405 on a known path, else 404, through the middleware (so with a JSON
+    reason) and with our Expect handling (aiohttp's own routes for these have neither)."""
+
+    async def unrouted(request: web.Request) -> web.StreamResponse:
+        methods = allowed.get(request.path)
+        if methods:
+            raise web.HTTPMethodNotAllowed(request.method, methods)
+        raise web.HTTPNotFound()
+
+    return unrouted
+
+
 async def healthz(request: web.Request) -> web.Response:
     return _error_response(200, {"status": "ok"})
 
@@ -160,11 +194,15 @@ def create_app(
     )
     app[INGRESS] = ingress
     app[PUBLISHER] = publisher
+    allowed: dict[str, list[str]] = {}
     for source in sources.values():
-        app.router.add_post(source.settings.path, _webhook_handler(ingress, source))
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+        app.router.add_post(source.settings.path, _webhook_handler(ingress, source),
+                            expect_handler=expect_continue)
+        allowed[source.settings.path] = ["POST"]
+    for path, probe in (("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)):
+        app.router.add_get(path, probe, expect_handler=expect_continue)
+        allowed[path] = ["GET", "HEAD"]
+    app.router.add_route("*", "/{path:.*}", _unrouted(allowed), expect_handler=expect_continue)
     app.cleanup_ctx.append(_broker_ctx(publisher, wait_for_broker))
     return app
 

@@ -3,6 +3,7 @@
     serve           run the webhook ingress
     topology        declare the exchanges and queues and print them
     sign            print the headers a provider would send for a body
+    openapi         print the ingress's OpenAPI document (docs/openapi.yaml) from the config
     send-test       post a signed sample payload to a running ingress
     dlq             inspect, replay or purge a dead-letter queue
     subscriptions   outbound webhook subscriptions: list, enable, disable, test
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_sign.add_argument("--file", "-f", help="body file (default: standard input)")
     p_sign.add_argument("--topic", help="provider topic header value")
 
+    p_api = command("openapi", "print the ingress's OpenAPI 3.1 document, made from the config")
+    p_api.add_argument("--output", "-o", help="write it to this file instead")
+
     p_test = command("send-test", "post a signed sample payload to a running ingress")
     p_test.add_argument("source")
     p_test.add_argument("--url", default=None, help="ingress base URL (default from settings)")
@@ -175,7 +179,8 @@ def _run(args: argparse.Namespace) -> int:
         settings = load_settings(
             args.config,
             resolve_secrets=releasing or args.command not in ("topology", "dlq", "orders",
-                                                              "subscriptions", "deliveries"),
+                                                              "subscriptions", "deliveries",
+                                                              "openapi"),
             resolve_subscription_secrets=args.command == "subscriptions"
             and args.action == "test",
         )
@@ -189,6 +194,15 @@ def _run(args: argparse.Namespace) -> int:
         server = settings.server
         return serve(settings, args.host or server.host, args.port or server.port,
                      args.workers or server.workers)
+    if args.command == "openapi":
+        from router.openapi import openapi_document, render_yaml
+
+        text = render_yaml(openapi_document(settings))
+        if args.output:
+            Path(args.output).write_text(text)
+        else:
+            sys.stdout.write(text)
+        return 0
     if args.command == "topology":
         from router.broker.errors import BROKER_ERRORS
 
