@@ -41,7 +41,8 @@ async def _topology(settings: Settings, delete: bool) -> int:
     async with connection:
         channel = await connection.channel()
         if delete:
-            await topology.delete(channel, settings.sources)
+            await topology.delete(channel, settings.sources, topology.delivery_queues(
+                settings.subscriptions, settings.notifications.retry_ladder))
             print("deleted")
             return 0
         await topology.declare(channel)

@@ -81,14 +81,20 @@ async def topology(
     channel = await amqp.channel()
     await topo.declare(channel)
     yield topo
-    # A fresh connection: a test may have restarted the broker under the first one.
-    async with await aio_pika.connect(AMQP_URL) as connection:
-        channel = await connection.channel()
-        await topo.delete(channel, settings.sources)
-        # And the outbound queues a notifications consumer declared, one set per subscription.
-        for spec in delivery_queues(topo, settings):
-            queue = await channel.get_queue(spec.name, ensure=False)
-            await queue.delete(if_unused=False, if_empty=False)
+    # A fresh connection, tried again for a while: a test (this one, or another run on the
+    # same broker) may have restarted the broker under the first one.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            async with await aio_pika.connect(AMQP_URL) as connection:
+                channel = await connection.channel()
+                # And the outbound queues a notifications consumer declared.
+                await topo.delete(channel, settings.sources, delivery_queues(topo, settings))
+            return
+        except (aio_pika.exceptions.AMQPError, ConnectionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 @pytest.fixture

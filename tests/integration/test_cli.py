@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import pytest
 from aiohttp.test_utils import TestServer
+from conftest import AMQP_URL
 from multidict import CIMultiDict
 
 from router.app import create_app
@@ -115,6 +118,51 @@ class TestSubscriptionCommands:
         code, out, _ = await run_cli("--config", str(CONFIG), "deliveries", "evt-none", env=env)
         assert 1 == code
         assert "no delivery attempts for evt-none" in out
+
+
+async def queues_named(prefix: str) -> list[str]:
+    """Every queue in AMQP_URL's virtual host whose name starts with `prefix`."""
+    vhost = unquote(urlsplit(AMQP_URL).path[1:]) or "/"
+    proc = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", "-q", "list_queues", "-p", vhost, "name", stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return sorted(name for name in out.decode().split() if name.startswith(prefix))
+
+
+class TestTopology:
+    async def test_delete_removes_the_subscriptions_delivery_queues_too(
+        self, test_env, prefix, tmp_path
+    ):
+        """`topology --delete` leaves nothing of the prefix behind: the work, retry, dead and
+        hold queues, and each subscription's deliver.NAME queues the notifications consumer
+        declared (enabled or not)."""
+        import aio_pika
+
+        from consumers.outbound.notification import delivery_queues
+        from router.broker.topology import Topology
+        from router.settings import load_settings
+
+        shutil.copytree(ROOT / "config", tmp_path / "config")
+        config = tmp_path / "config" / "router.toml"
+        config.write_text(config.read_text().replace('prefix = ""', f'prefix = "{prefix}"'))
+        code, _, err = await run_cli("--config", str(config), "topology", env=test_env)
+        assert 0 == code, err
+        settings = load_settings(config, environ=test_env, resolve_secrets=False)
+        topology = Topology.of(settings.broker)
+        deliveries = delivery_queues(topology, settings)
+        assert len(deliveries) == 2 * (2 + len(settings.notifications.retry_ladder))
+        async with await aio_pika.connect(settings.broker.url) as connection:
+            await topology.declare_queues(await connection.channel(), deliveries)
+            try:
+                assert {spec.name for spec in deliveries} <= set(await queues_named(prefix))
+                code, out, err = await run_cli("--config", str(config), "topology", "--delete",
+                                               env=test_env)
+                assert (0, "deleted") == (code, out.strip()), err
+                assert [] == await queues_named(prefix)
+            finally:  # whatever the command left
+                channel = await connection.channel()
+                for name in await queues_named(prefix):
+                    await channel.queue_delete(name)
 
 
 class TestCommandLine:
