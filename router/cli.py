@@ -24,6 +24,7 @@ from pathlib import Path
 
 from router.errors import ConfigError
 from router.settings import DEFAULT_CONFIG, Settings, SourceSettings, load_settings
+from router.sources import check_sources
 
 
 async def _topology(settings: Settings, delete: bool) -> int:
@@ -173,13 +174,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     try:
         releasing = args.command == "dlq" and args.action == "release"
+        secrets = releasing or args.command not in ("topology", "dlq", "orders",
+                                                    "subscriptions", "deliveries")
         settings = load_settings(
             args.config,
-            resolve_secrets=releasing or args.command not in ("topology", "dlq", "orders",
-                                                              "subscriptions", "deliveries"),
+            resolve_secrets=secrets,
             resolve_subscription_secrets=args.command == "subscriptions"
             and args.action == "test",
         )
+        check_sources(settings, verifiers=secrets)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
