@@ -17,6 +17,7 @@ from typing import Any
 import aio_pika
 import orjson
 import pytest
+import structlog
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -236,15 +237,26 @@ class TestDelivery:
     async def test_redirects_are_failures_and_not_followed(
         self, amqp, topology, receivers, notifying
     ):
-        """A 302 is a failed attempt (retried); the Location is never requested."""
+        """A 302 is a failed attempt (retried, then dead); the Location is never requested.
+        Each failed attempt and the dead letter log at warning, where alerts look."""
         receivers.mode["moved"] = "redirect"
-        config, _, _ = await notifying([subscription("moved", receivers.url("moved"))])
-        await notify(amqp, topology, "order.allocated", 1)
-        await until(lambda: len(receivers.calls["moved"]) >= 2)  # first try and one retry
-        assert not receivers.calls["moved-target"]
-        out = io.StringIO()
-        await deliveries_command(config, "evt-0", subscription=None, since=None, out=out)
-        assert "HTTP 302" in out.getvalue()
+        config, _, topo = await notifying([subscription("moved", receivers.url("moved"))])
+        dead = topo.dead_queue(delivery_queue("moved"))
+        with structlog.testing.capture_logs() as logs:
+            await notify(amqp, topology, "order.allocated", 1)
+            await until(lambda: len(receivers.calls["moved"]) >= 2)  # first try and one retry
+            assert not receivers.calls["moved-target"]
+            out = io.StringIO()
+            await deliveries_command(config, "evt-0", subscription=None, since=None, out=out)
+            assert "HTTP 302" in out.getvalue()
+
+            async def dead_lettered() -> bool:
+                return await depth(amqp, dead) == 1
+
+            await until(dead_lettered)
+        levels = [(e["event"], e["log_level"]) for e in logs
+                  if e["event"] in ("delivery", "delivery_dead")]
+        assert [("delivery", "warning")] * 3 + [("delivery_dead", "warning")] == levels
 
     async def test_410_disables_and_keeps_the_message(
         self, amqp, topology, receivers, notifying
