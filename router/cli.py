@@ -158,6 +158,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _store_command(settings: Settings, args: argparse.Namespace) -> int:
+    """orders, subscriptions, deliveries: the consumers' commands, reading their store.
+
+    They say first (on stderr) which store they read, and never create one: pointed where
+    there is none, they say so and exit 2."""
+    # The only place router/ reaches into consumers/: these commands are theirs.
+    from consumers.order_admin import Usage as OrdersUsage
+    from consumers.order_admin import orders_command
+    from consumers.outbound.admin import Usage, deliveries_command, subscriptions_command
+    from consumers.store import StoreError, StoreMissing, redact_url
+
+    store = redact_url(settings.consumers.store)
+    print(f"store: {store}", file=sys.stderr)
+    try:
+        if args.command == "orders":
+            return asyncio.run(orders_command(settings, args.action, order_id=args.order_id,
+                                              status=args.status, limit=args.limit))
+        if args.command == "subscriptions":
+            return asyncio.run(subscriptions_command(settings, args.action, args.name))
+        return asyncio.run(deliveries_command(settings, args.target,
+                                              subscription=args.subscription, since=args.since))
+    except (Usage, OrdersUsage) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except StoreMissing as exc:
+        print(f"error: {store}: {exc}; nothing was created (is [consumers] store or "
+              "DATABASE_URL right?)", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"error: {store}: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
@@ -217,29 +250,8 @@ def _run(args: argparse.Namespace) -> int:
 
         return asyncio.run(dlq_command(settings.broker, args.action, args.name,
                                        limit=args.limit, message_id=args.id, yes=args.yes))
-    if args.command == "orders":
-        from consumers.order_admin import Usage as OrdersUsage
-        from consumers.order_admin import orders_command
-
-        try:
-            return asyncio.run(orders_command(settings, args.action, order_id=args.order_id,
-                                              status=args.status, limit=args.limit))
-        except OrdersUsage as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    if args.command in ("subscriptions", "deliveries"):
-        # The only place router/ reaches into consumers/: these commands are theirs.
-        from consumers.outbound.admin import Usage, deliveries_command, subscriptions_command
-
-        try:
-            if args.command == "subscriptions":
-                return asyncio.run(subscriptions_command(settings, args.action, args.name))
-            return asyncio.run(deliveries_command(settings, args.target,
-                                                  subscription=args.subscription,
-                                                  since=args.since))
-        except Usage as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    if args.command in ("orders", "subscriptions", "deliveries"):
+        return _store_command(settings, args)
     from router.providers import signed_headers
 
     source = _source(settings, args.source)
