@@ -78,11 +78,16 @@ async def topology(
     """This test's topology, declared, and deleted after the test."""
     b = settings.broker
     topo = Topology(b.prefix, b.retry_ladder, b.delivery_limit)
-    channel = await amqp.channel()
-    await topo.declare(channel)
-    yield topo
-    # A fresh connection, tried again for a while: a test (this one, or another run on the
-    # same broker) may have restarted the broker under the first one.
+    try:
+        await topo.declare(await amqp.channel())
+        yield topo
+    finally:  # also when declaring failed half-way (a broker restart): it left queues
+        await _delete(topo, settings)
+
+
+async def _delete(topo: Topology, settings: Settings) -> None:
+    """Delete the test's topology on a fresh connection, tried again for a while: a test
+    (this one, or another run on the same broker) may have restarted the broker."""
     deadline = time.monotonic() + 60
     while True:
         try:
