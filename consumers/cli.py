@@ -19,6 +19,7 @@ from router.egress import UnsafeURL
 from router.errors import ConfigError
 from router.logs import configure_logging
 from router.settings import DEFAULT_CONFIG, Settings, load_settings
+from router.sources import check_sources
 
 # consumer name (= its queue) -> module with `async def handle(tx, event, batch, *, policy)`
 # and, optionally, `async def prepare(tx, events) -> batch`
@@ -151,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config, resolve_secrets=args.name == "all",
                                  resolve_subscription_secrets=args.name in ("all",
                                                                             "notifications"))
+        check_sources(settings, verifiers=args.name == "all")
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """`webhook-router orders show ORDER_ID` / `orders list [--status S]`: where orders stand in
 the store (consumers.order_status), for operators: what is on hold and why, what waits for
-payment or stock, what each line holds.
+payment or stock, what each line holds. The store is opened without creating it.
 
 Customer details stay out: of the address only the city and country are shown.
 """
@@ -49,7 +49,8 @@ async def orders_command(settings: Settings, action: str, *, order_id: str | Non
         raise Usage("orders show needs an ORDER_ID")
     if limit < 1:
         raise Usage("limit must be at least 1")
-    async with open_store(settings.consumers.store) as store, store.transaction() as tx:
+    async with open_store(settings.consumers.store, create=False) as store, \
+            store.transaction() as tx:
         if action == "list":
             where, args = ("WHERE status = $2", [status]) if status else ("", [])
             rows = await tx.fetch(

@@ -345,10 +345,12 @@ class Runner:
             latency = time.perf_counter() - outcome.started
             MESSAGES.labels(self.spec.name, outcome.result).inc()
             HANDLER_LATENCY.labels(self.spec.name).observe(latency)
-            log.info("message", consumer=self.spec.name, event_id=outcome.event_id,
-                     type=outcome.type, attempt=attempt_of(outcome.message),
-                     outcome=outcome.result, reason=outcome.reason or None,
-                     latency_ms=round(latency * 1000, 3))
+            # A dead letter waits for an operator: a warning, where alerts look.
+            (log.warning if outcome.result == "dead" else log.info)(
+                "message", consumer=self.spec.name, event_id=outcome.event_id,
+                type=outcome.type, attempt=attempt_of(outcome.message),
+                outcome=outcome.result, reason=outcome.reason or None,
+                latency_ms=round(latency * 1000, 3))
 
     # -- effects of time ---------------------------------------------------------------------
 

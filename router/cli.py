@@ -25,6 +25,7 @@ from pathlib import Path
 
 from router.errors import ConfigError
 from router.settings import DEFAULT_CONFIG, Settings, SourceSettings, load_settings
+from router.sources import check_sources
 
 
 async def _topology(settings: Settings, delete: bool) -> int:
@@ -42,7 +43,8 @@ async def _topology(settings: Settings, delete: bool) -> int:
     async with connection:
         channel = await connection.channel()
         if delete:
-            await topology.delete(channel, settings.sources)
+            await topology.delete(channel, settings.sources, topology.delivery_queues(
+                settings.subscriptions, settings.notifications.retry_ladder))
             print("deleted")
             return 0
         await topology.declare(channel)
@@ -160,6 +162,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _store_command(settings: Settings, args: argparse.Namespace) -> int:
+    """orders, subscriptions, deliveries: the consumers' commands, reading their store.
+
+    They say first (on stderr) which store they read, and never create one: pointed where
+    there is none, they say so and exit 2."""
+    # The only place router/ reaches into consumers/: these commands are theirs.
+    from consumers.order_admin import Usage as OrdersUsage
+    from consumers.order_admin import orders_command
+    from consumers.outbound.admin import Usage, deliveries_command, subscriptions_command
+    from consumers.store import StoreError, StoreMissing, redact_url
+
+    store = redact_url(settings.consumers.store)
+    print(f"store: {store}", file=sys.stderr)
+    try:
+        if args.command == "orders":
+            return asyncio.run(orders_command(settings, args.action, order_id=args.order_id,
+                                              status=args.status, limit=args.limit))
+        if args.command == "subscriptions":
+            return asyncio.run(subscriptions_command(settings, args.action, args.name))
+        return asyncio.run(deliveries_command(settings, args.target,
+                                              subscription=args.subscription, since=args.since))
+    except (Usage, OrdersUsage) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except StoreMissing as exc:
+        print(f"error: {store}: {exc}; nothing was created (is [consumers] store or "
+              "DATABASE_URL right?)", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"error: {store}: {exc}", file=sys.stderr)
+        return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         try:
@@ -176,14 +211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     try:
         releasing = args.command == "dlq" and args.action == "release"
+        secrets = releasing or args.command not in ("topology", "dlq", "orders",
+                                                    "subscriptions", "deliveries", "openapi")
         settings = load_settings(
             args.config,
-            resolve_secrets=releasing or args.command not in ("topology", "dlq", "orders",
-                                                              "subscriptions", "deliveries",
-                                                              "openapi"),
+            resolve_secrets=secrets,
             resolve_subscription_secrets=args.command == "subscriptions"
             and args.action == "test",
         )
+        check_sources(settings, verifiers=secrets)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -227,29 +263,8 @@ def _run(args: argparse.Namespace) -> int:
 
         return asyncio.run(dlq_command(settings.broker, args.action, args.name,
                                        limit=args.limit, message_id=args.id, yes=args.yes))
-    if args.command == "orders":
-        from consumers.order_admin import Usage as OrdersUsage
-        from consumers.order_admin import orders_command
-
-        try:
-            return asyncio.run(orders_command(settings, args.action, order_id=args.order_id,
-                                              status=args.status, limit=args.limit))
-        except OrdersUsage as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    if args.command in ("subscriptions", "deliveries"):
-        # The only place router/ reaches into consumers/: these commands are theirs.
-        from consumers.outbound.admin import Usage, deliveries_command, subscriptions_command
-
-        try:
-            if args.command == "subscriptions":
-                return asyncio.run(subscriptions_command(settings, args.action, args.name))
-            return asyncio.run(deliveries_command(settings, args.target,
-                                                  subscription=args.subscription,
-                                                  since=args.since))
-        except Usage as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    if args.command in ("orders", "subscriptions", "deliveries"):
+        return _store_command(settings, args)
     from router.providers import signed_headers
 
     source = _source(settings, args.source)

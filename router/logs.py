@@ -1,6 +1,8 @@
 """structlog set-up: one JSON line per event, rendered with orjson; secrets and PII redacted.
 
 Pipeline: merge_contextvars (request id, source) -> level -> timestamp -> redact -> JSON.
+The standard library's records (aiohttp, aiormq, aio_pika, asyncpg, Python warnings) go
+through the same pipeline and out as the same lines, at warning and above.
 """
 
 from __future__ import annotations
@@ -8,32 +10,50 @@ from __future__ import annotations
 import asyncio
 import atexit
 import logging
+import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, BinaryIO, cast
 
 import orjson
 import structlog
 
 REDACTED = "[redacted]"
-# Keys that always hold secrets, whatever the settings say.
-SECRET_KEYS = frozenset(
-    {"authorization", "secret", "secrets", "token", "password", "signature", "api_key", "cookie"}
-)
+# A key holding any of these (case-insensitive) holds a secret, whatever the settings say:
+# X-Hub-Signature-256, X-Shopify-Hmac-Sha256, client_secret, cart_token, db_password, ...
+SECRET_PARTS = ("signature", "secret", "token", "password", "hmac")
+SECRET_KEYS = frozenset({"authorization", "api_key", "apikey", "cookie", "set-cookie"})
+# The providers' customer details, redacted whatever the settings say (Shopify's and
+# WooCommerce's addresses and customers, EasyPost's and AfterShip's signed_by and places).
+PII_KEYS = frozenset({
+    "address", "address1", "address2", "address_1", "address_2", "billing_address",
+    "shipping_address", "first_name", "last_name", "name", "company", "email",
+    "contact_email", "phone", "zip", "postcode", "postal_code", "latitude", "longitude",
+    "browser_ip", "customer_ip_address", "client_ip", "signed_by", "note", "customer_note",
+})
+_CACHE_LIMIT = 4096  # keys remembered per redactor; payload keys are few, but not bounded
 
 
 class Redactor:
     """Processor replacing the values of secret and PII keys, at any depth, with [redacted]."""
 
     def __init__(self, pii_fields: Iterable[str]) -> None:
-        self.keys = SECRET_KEYS | {f.lower() for f in pii_fields}
+        self.keys = SECRET_KEYS | PII_KEYS | {f.lower() for f in pii_fields}
+        self._verdicts: dict[str, bool] = {}
+
+    def hides(self, key: Any) -> bool:
+        """True if `key`'s value is never logged."""
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            lowered = str(key).lower()
+            verdict = lowered in self.keys or any(part in lowered for part in SECRET_PARTS)
+            if len(self._verdicts) < _CACHE_LIMIT:
+                self._verdicts[key] = verdict
+        return verdict
 
     def _clean(self, value: Any) -> Any:
         if isinstance(value, dict):
-            return {
-                k: REDACTED if str(k).lower() in self.keys else self._clean(v)
-                for k, v in value.items()
-            }
+            return {k: REDACTED if self.hides(k) else self._clean(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [self._clean(v) for v in value]
         return value
@@ -41,9 +61,8 @@ class Redactor:
     def __call__(
         self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        keys = self.keys
         for key, value in event_dict.items():
-            if key in keys or (not key.islower() and key.lower() in keys):
+            if self.hides(key):
                 event_dict[key] = REDACTED
             elif value.__class__ in _CONTAINERS:
                 event_dict[key] = self._clean(value)
@@ -51,6 +70,33 @@ class Redactor:
 
 
 _CONTAINERS = (dict, list, tuple)
+# user:password@ in a URL a library put in its message
+_URL_PASSWORD = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*):[^@\s/]*@")
+
+
+class StdlibRecords(logging.Handler):
+    """A stdlib logging handler writing each record as our JSON line: `event` is the message
+    (passwords in URLs redacted), `logger` the library's logger, then the same processors
+    as structlog's own lines (context, level, time, redaction, exception)."""
+
+    def __init__(self, processors: list[Callable[..., Any]], output: Any) -> None:
+        super().__init__()
+        self.processors = processors
+        self.output = output
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            method = record.levelname.lower()
+            event: Any = {"event": _URL_PASSWORD.sub(r"\g<scheme>:[redacted]@",
+                                                     record.getMessage()),
+                          "logger": record.name}
+            if record.exc_info:
+                event["exc_info"] = record.exc_info
+            for processor in self.processors:
+                event = processor(None, method, event)
+            self.output.write(event + b"\n")
+        except Exception:
+            self.handleError(record)
 
 
 class LineBuffer:
@@ -100,21 +146,32 @@ def _orjson_dumps(obj: Any, **_: Any) -> bytes:
 
 
 def configure_logging(level: str = "info", pii_fields: Iterable[str] = ()) -> None:
-    """Configure structlog for the process (JSON lines on stdout)."""
+    """Configure structlog, and the standard library's logging, for the process (JSON lines
+    on stdout)."""
     output = LineBuffer(sys.stdout.buffer)
     atexit.register(output.close)
+    processors: list[Callable[..., Any]] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        Redactor(pii_fields),
+        structlog.processors.format_exc_info,
+        structlog.processors.JSONRenderer(serializer=_orjson_dumps),
+    ]
+    threshold = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            Redactor(pii_fields),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(serializer=_orjson_dumps),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(threshold),
         logger_factory=structlog.BytesLoggerFactory(cast(BinaryIO, output)),  # write, flush
         cache_logger_on_first_use=True,
     )
+    # Libraries' records: warnings and worse (their info and debug lines are chatter), as our
+    # lines instead of Python's default format on stderr.
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, StdlibRecords)]:
+        root.removeHandler(handler)
+    records = StdlibRecords(processors, output)
+    records.setLevel(max(threshold, logging.WARNING))
+    root.addHandler(records)
+    root.setLevel(min(root.level or logging.WARNING, records.level))
+    logging.captureWarnings(True)

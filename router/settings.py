@@ -9,15 +9,20 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from router.errors import ConfigError
 from router.providers import PROVIDERS, Provider
 from router.secrets import resolve_secret
+
+# RabbitMQ's x-message-ttl is at most 2**32 - 1 ms: the longest retry rung, in seconds.
+MAX_RUNG = (2**32 - 1) // 1000
 
 DEFAULT_CONFIG = Path("config/router.toml")
 ON_INVALID = ("hold", "reject")
@@ -248,6 +253,10 @@ def load_settings(
             raw = tomllib.load(fh)
     except FileNotFoundError as exc:
         raise ConfigError(file, "-", "file not found") from exc
+    except OSError as exc:  # a folder, no permission
+        raise ConfigError(file, "-", f"cannot be read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, "-", f"not valid TOML: not UTF-8 (byte {exc.start})") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "-", f"not valid TOML: {exc}") from exc
     env = os.environ if environ is None else environ
@@ -301,6 +310,8 @@ def _server(t: _Table, base: Path) -> ServerSettings:
     for name, p in (("tls_cert", tls_cert), ("tls_key", tls_key)):
         if p is not None and not p.is_file():
             raise t.error(name, f"file {p} does not exist")
+    if tls_cert is not None and tls_key is not None:
+        _check_tls(t, tls_cert, tls_key)
     port = t.get("port", int, d.port)
     if not 0 <= port <= 65535:
         raise t.error("port", "must be between 0 and 65535")
@@ -323,6 +334,30 @@ def _server(t: _Table, base: Path) -> ServerSettings:
     return s
 
 
+def _check_tls(t: _Table, cert: Path, key: Path) -> None:
+    """Load the pair as serving will, so a wrong file is named now, not as a traceback then."""
+
+    def no_password() -> bytes:
+        raise ValueError("an encrypted key needs a password; give an unencrypted key file")
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            cert, key, password=no_password)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or str(exc)
+        raise t.error("tls_cert", f"{cert} and {key} are not a PEM certificate and its key: "
+                                  f"{reason}") from exc
+
+
+def _check_amqp_url(t: _Table, url: str) -> None:
+    if not url.startswith(("amqp://", "amqps://")):
+        raise t.error("url", "must be an amqp:// or amqps:// URL")
+    try:
+        _ = urlsplit(url).port  # a broken [IPv6] host, a port out of range: ValueError
+    except ValueError as exc:
+        raise t.error("url", f"is not a valid URL: {exc}") from None
+
+
 def _broker(t: _Table, base: Path, env: Mapping[str, str]) -> BrokerSettings:
     d = BrokerSettings()
     url = t.get("url", str, None)
@@ -330,8 +365,7 @@ def _broker(t: _Table, base: Path, env: Mapping[str, str]) -> BrokerSettings:
         url = env.get("AMQP_URL", d.url)
     elif url.startswith(("env:", "file:")):
         url = resolve_secret(url, file=t.file, key="broker.url", base=base, environ=env).decode()
-    if not url.startswith(("amqp://", "amqps://")):
-        raise t.error("url", "must be an amqp:// or amqps:// URL")
+    _check_amqp_url(t, url)
     ladder = _ladder(t, d.retry_ladder)
     s = BrokerSettings(
         url=url,
@@ -382,9 +416,10 @@ def _non_negative(t: _Table, name: str, default: float) -> float:
 
 def _ladder(t: _Table, default: tuple[int, ...]) -> tuple[int, ...]:
     ladder = t.get("retry_ladder", list, list(default))
-    if not ladder or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0
-                             for v in ladder):
-        raise t.error("retry_ladder", "must be a non-empty list of positive whole seconds")
+    if not ladder or not all(isinstance(v, int) and not isinstance(v, bool)
+                             and 0 < v <= MAX_RUNG for v in ladder):
+        raise t.error("retry_ladder", "must be a non-empty list of whole seconds from 1 to "
+                                      f"{MAX_RUNG} (RabbitMQ's longest message TTL)")
     return tuple(ladder)
 
 
@@ -495,6 +530,9 @@ def _source(
     mapping = _path(base, t.require("mapping", str))
     if not mapping.is_file():
         raise t.error("mapping", f"file {mapping} does not exist")
+    sample = _relative(base, t.get("sample", str))
+    if sample is not None and not sample.is_file():
+        raise t.error("sample", f"file {sample} does not exist")
     events = t.get("events", dict, {})
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in events.items()):
         raise t.error("events", "must map provider topics to event types (strings)")
@@ -535,7 +573,7 @@ def _source(
         max_body=t.positive("max_body", int, MiB),
         body_timeout=t.positive("body_timeout", float, 30.0),
         include_raw=t.get("include_raw", bool, False),
-        sample=_relative(base, t.get("sample", str)),
+        sample=sample,
         on_invalid=on_invalid,
     )
     t.done()

@@ -13,7 +13,7 @@ from router.network import IpAllowlist
 from router.ratelimit import TokenBuckets
 from router.schemas import SchemaRegistry
 from router.settings import Settings, SourceSettings
-from router.verify import Verifier, build_verifier
+from router.verify import Verifier, build_verifier, check_options
 
 
 @dataclass(frozen=True)
@@ -73,20 +73,8 @@ def build_sources(settings: Settings, registry: SchemaRegistry) -> dict[str, Sou
         except ValueError as exc:
             raise ConfigError(file, f"{key}.allow_ips", str(exc)) from exc
         verifier = build_verifier(s.scheme, s.secrets, s.options, file=file, key=key)
-        mappings = load_mappings(s.mapping)
+        mappings = _mappings(settings, s, registry)
         proofs = load_proofs(s.mapping, schema_names=registry.names())
-        wanted = {s.event_type} if s.event_type else set(s.events.values())
-        for event_type in sorted(wanted):
-            mapping = mappings.get(event_type)
-            if mapping is None:
-                raise ConfigError(
-                    file, f"{key}.events", f"{s.mapping} has no mapping for {event_type}"
-                )
-            for schema in (mapping.payload_schema, mapping.model_schema):
-                if schema not in registry.names():
-                    raise ConfigError(
-                        str(s.mapping), event_type, f"schema {schema} not found in schemas folder"
-                    )
         buckets = (
             TokenBuckets(s.rate_limit.rate, s.rate_limit.burst) if s.rate_limit else None
         )
@@ -96,9 +84,42 @@ def build_sources(settings: Settings, registry: SchemaRegistry) -> dict[str, Sou
             verifier=verifier,
             allowlist=allowlist,
             buckets=buckets,
-            mappings={t: mappings[t] for t in wanted},
+            mappings=mappings,
             proofs={topic: proofs[topic] for topic in s.events if topic in proofs},
             content_types=frozenset(s.content_types),
             publish_latency=PUBLISH_LATENCY.labels(name),
         )
     return sources
+
+
+def _mappings(settings: Settings, s: SourceSettings, registry: SchemaRegistry
+              ) -> dict[str, EventMapping]:
+    """The source's mapping per event type it publishes, each with its schemas present."""
+    mappings = load_mappings(s.mapping)
+    wanted = {s.event_type} if s.event_type else set(s.events.values())
+    for event_type in sorted(wanted):
+        mapping = mappings.get(event_type)
+        if mapping is None:
+            raise ConfigError(str(settings.file), f"sources.{s.name}.events",
+                              f"{s.mapping} has no mapping for {event_type}")
+        for schema in (mapping.payload_schema, mapping.model_schema):
+            if schema not in registry.names():
+                raise ConfigError(
+                    str(s.mapping), event_type, f"schema {schema} not found in schemas folder"
+                )
+    return {t: mappings[t] for t in wanted}
+
+
+def check_sources(settings: Settings, *, verifiers: bool) -> None:
+    """Compile the schemas and every source's mappings (and, with `verifiers`, which needs
+    the secrets resolved, the whole source) as the ingress does at start-up: every command
+    checks the whole configuration first, so a mistake anywhere is one ConfigError line,
+    never a traceback from deep inside a command."""
+    registry = SchemaRegistry.load(settings.server.schemas)
+    if verifiers:
+        build_sources(settings, registry)
+        return
+    for s in settings.sources.values():
+        check_options(s.scheme, s.options, file=str(settings.file), key=f"sources.{s.name}")
+        _mappings(settings, s, registry)
+        load_proofs(s.mapping, schema_names=registry.names())

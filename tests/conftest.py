@@ -78,17 +78,28 @@ async def topology(
     """This test's topology, declared, and deleted after the test."""
     b = settings.broker
     topo = Topology(b.prefix, b.retry_ladder, b.delivery_limit)
-    channel = await amqp.channel()
-    await topo.declare(channel)
-    yield topo
-    # A fresh connection: a test may have restarted the broker under the first one.
-    async with await aio_pika.connect(AMQP_URL) as connection:
-        channel = await connection.channel()
-        await topo.delete(channel, settings.sources)
-        # And the outbound queues a notifications consumer declared, one set per subscription.
-        for spec in delivery_queues(topo, settings):
-            queue = await channel.get_queue(spec.name, ensure=False)
-            await queue.delete(if_unused=False, if_empty=False)
+    try:
+        await topo.declare(await amqp.channel())
+        yield topo
+    finally:  # also when declaring failed half-way (a broker restart): it left queues
+        await _delete(topo, settings)
+
+
+async def _delete(topo: Topology, settings: Settings) -> None:
+    """Delete the test's topology on a fresh connection, tried again for a while: a test
+    (this one, or another run on the same broker) may have restarted the broker."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            async with await aio_pika.connect(AMQP_URL) as connection:
+                channel = await connection.channel()
+                # And the outbound queues a notifications consumer declared.
+                await topo.delete(channel, settings.sources, delivery_queues(topo, settings))
+            return
+        except (aio_pika.exceptions.AMQPError, ConnectionError, OSError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@
     deliveries replay --subscription NAME --since TIME
                                        send past notifications again to one subscriber
 
-The store is the consumers' ([consumers] store, DATABASE_URL). Exit codes: 0 done, 1 failed
-(receiver said no, broker away), 2 usage (unknown subscription, bad time).
+The store is the consumers' ([consumers] store, DATABASE_URL), opened without creating it
+(StoreMissing where there is none). Exit codes: 0 done, 1 failed (receiver said no, broker
+away), 2 usage (unknown subscription, one that is off in config, bad time).
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ def _subscription(settings: Settings, name: str) -> SubscriptionSettings:
     return sub
 
 
+def _switched_on(settings: Settings, name: str, action: str) -> SubscriptionSettings:
+    """The subscription, if the config has it on: enabling or replaying to one that is off
+    would only queue messages no deliverer takes."""
+    sub = _subscription(settings, name)
+    if not sub.enabled:
+        raise Usage(f"{name} is off in config (enabled = false in {settings.file}): "
+                    f"{action} would deliver nothing; switch it on there first")
+    return sub
+
+
 async def _depths(settings: Settings, names: list[str]) -> dict[str, int | None]:
     """Messages waiting per queue; None where the broker or the queue is not there."""
     depths: dict[str, int | None] = dict.fromkeys(names)
@@ -69,21 +80,23 @@ async def _depths(settings: Settings, names: list[str]) -> dict[str, int | None]
 
 async def subscriptions_command(settings: Settings, action: str, name: str | None,
                                 out: TextIO = sys.stdout) -> int:
-    if action != "list" and not name:
-        raise Usage(f"subscriptions {action} needs a subscription NAME")
-    async with open_store(settings.consumers.store) as store:
-        if action == "list":
+    if action == "list":
+        async with open_store(settings.consumers.store, create=False) as store:
             return await _list(settings, store, out)
-        sub = _subscription(settings, name or "")
-        if action == "enable":
-            await set_state(store, sub.name, "enabled", "enabled by an operator")
-            print(f"{sub.name}: enabled; parked messages flow again", file=out)
-            return 0
-        if action == "disable":
-            await set_state(store, sub.name, "disabled", "disabled by an operator")
-            print(f"{sub.name}: disabled; its messages wait in its queue", file=out)
-            return 0
-    return await _test(settings, sub, out)
+    if not name:
+        raise Usage(f"subscriptions {action} needs a subscription NAME")
+    if action == "test":
+        return await _test(settings, _subscription(settings, name), out)
+    if action == "enable":
+        sub = _switched_on(settings, name, "enabling it")
+        state, said = "enabled", "enabled; parked messages flow again"
+    else:
+        sub = _subscription(settings, name)
+        state, said = "disabled", "disabled; its messages wait in its queue"
+    async with open_store(settings.consumers.store, create=False) as store:
+        await set_state(store, sub.name, state, f"{state} by an operator")
+    print(f"{sub.name}: {said}", file=out)
+    return 0
 
 
 async def _list(settings: Settings, store: Store, out: TextIO) -> int:
@@ -136,12 +149,14 @@ async def _test(settings: Settings, sub: SubscriptionSettings, out: TextIO) -> i
 
 async def deliveries_command(settings: Settings, target: str, *, subscription: str | None,
                              since: str | None, out: TextIO = sys.stdout) -> int:
-    async with open_store(settings.consumers.store) as store:
+    if target == "replay":
+        if not subscription or not since:
+            raise Usage("deliveries replay needs --subscription NAME and --since TIME")
+        sub = _switched_on(settings, subscription, "replaying to it")
+        when = _since(since)
+    async with open_store(settings.consumers.store, create=False) as store:
         if target == "replay":
-            if not subscription or not since:
-                raise Usage("deliveries replay needs --subscription NAME and --since TIME")
-            return await _replay(settings, store, _subscription(settings, subscription),
-                                 _since(since), out)
+            return await _replay(settings, store, sub, when, out)
         async with store.transaction() as tx:
             rows = await tx.fetch(
                 "SELECT at, subscription, message_id, type, attempt, status_code, error,"

@@ -131,12 +131,17 @@ class Deliverer:
             return
         attempt = attempt_of(message)
         message_id = message.message_id or ""
-        result = await self.sender.send(message_id, message.body)
+        try:
+            result = await self.sender.send(message_id, message.body)
+        except Exception as exc:  # our bug, not the receiver's: still an attempt that failed
+            log.error("delivery_crashed", subscription=name, message_id=message_id,
+                      error=type(exc).__name__)
+            result = Attempt(error=f"internal error: {type(exc).__name__}")
         await self._bookkeep("record_attempt", self.attempts.record(
             attempt_row(name, message, attempt + 1, result), result.delivered))
-        log.info("delivery", subscription=name, message_id=message_id, attempt=attempt + 1,
-                 status=result.status, error=result.error,
-                 latency_ms=round(result.latency * 1000, 3))
+        (log.info if result.delivered else log.warning)(
+            "delivery", subscription=name, message_id=message_id, attempt=attempt + 1,
+            status=result.status, error=result.error, latency_ms=round(result.latency * 1000, 3))
         if result.delivered:
             DELIVERIES.labels(name, "delivered").inc()
             await quietly(message.ack())
@@ -174,5 +179,9 @@ class Deliverer:
         if not await reroute(self.channel, message, copy, routing_key,
                              timeout=self.confirm_timeout):
             return
+        if outcome == "dead":
+            log.warning("delivery_dead", subscription=self.sub.name,
+                        message_id=message.message_id, attempts=attempt + 1,
+                        reason=result.describe()[:200], queue=routing_key)
         DELIVERIES.labels(self.sub.name, outcome).inc()
         await quietly(message.ack())

@@ -19,6 +19,7 @@ from consumers.outbound.guard import check_addresses
 from consumers.outbound.notification import delivery_queue, delivery_queues, event_type
 from consumers.store import Store
 from router.broker.messages import copy_message, quietly
+from router.broker.reconnect import keep_trying
 from router.broker.topology import Topology
 from router.settings import Settings
 
@@ -38,10 +39,14 @@ class Notifications:
 
     async def run(self, stop: asyncio.Event) -> None:
         await check_addresses(self.settings)
-        self.connection = await aio_pika.connect_robust(
+        # While the broker is away at start, wait for it as every consumer does.
+        connection = await keep_trying(lambda: aio_pika.connect_robust(
             self.settings.broker.url,
             client_properties={"connection_name": "consumer-notifications"},
-        )
+        ), stop, consumer="notifications")
+        if connection is None:  # stopped before the broker came
+            return
+        self.connection = connection
         try:
             channel = await self.connection.channel()
             await self.topology.declare(channel)

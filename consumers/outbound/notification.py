@@ -13,8 +13,10 @@ from typing import Any
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
-from router.broker.topology import QueueSpec, Topology
+from router.broker.topology import QueueSpec, Topology, delivery_queue
 from router.settings import Settings
+
+__all__ = ["delivery_queue", "delivery_queues", "event_type", "notification_body"]
 
 
 def notification_body(
@@ -33,17 +35,9 @@ def notification_body(
     return orjson.dumps(body)
 
 
-def delivery_queue(name: str) -> str:
-    """The queue (without prefix) holding `name`'s deliveries."""
-    return f"deliver.{name}"
-
-
 def delivery_queues(topology: Topology, settings: Settings) -> list[QueueSpec]:
     """Every subscription's queue, retry queues and dead-letter queue."""
-    specs: list[QueueSpec] = []
-    for name in settings.subscriptions:
-        specs += topology.work_queues(delivery_queue(name), settings.notifications.retry_ladder)
-    return specs
+    return topology.delivery_queues(settings.subscriptions, settings.notifications.retry_ladder)
 
 
 def event_type(message: AbstractIncomingMessage) -> str:

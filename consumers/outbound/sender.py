@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 import aiohttp
@@ -36,17 +37,21 @@ def rung_for(ladder: tuple[int, ...], attempt: int, retry_after: float | None) -
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds (delta-seconds or an HTTP date), None if absent or unreadable."""
+    """Retry-After in seconds (ASCII delta-seconds or an HTTP date), None if absent or
+    unreadable. Whatever a receiver sends (`²`, `-5`, a date in year 99999, a thousand
+    digits) gives a number or None, never an exception: it is a hint, not a command."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():  # str.isdigit alone takes "²" and "٣"
+        return float(value)  # a thousand digits is inf, not an error: the last rung
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        if when.tzinfo is None:  # "-0000": UTC, not this machine's zone
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 @dataclass

@@ -37,6 +37,7 @@ from consumers.store.contract import (
     Store,
     StoreBusy,
     StoreError,
+    StoreMissing,
     Tx,
     chunks,
     mark_sent,
@@ -57,6 +58,7 @@ __all__ = [
     "Store",
     "StoreBusy",
     "StoreError",
+    "StoreMissing",
     "Tx",
     "chunks",
     "mark_sent",
@@ -67,14 +69,17 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, pool_max: int = DEFAULT_POOL_MAX) -> Store:
+def open_store(url: str, *, pool_max: int = DEFAULT_POOL_MAX, create: bool = True) -> Store:
     """The store for `url` (not yet opened): `sqlite:///path` (`sqlite:////abs/path`,
-    `sqlite:///:memory:`) or `postgresql://user@host:port/db`. Anything else is a ValueError."""
+    `sqlite:///:memory:`) or `postgresql://user@host:port/db`. Anything else is a ValueError.
+    With create=False (operators' commands), opening where no store is raises StoreMissing
+    and creates nothing: no file, no tables."""
     scheme, sep, _ = url.partition("://")
     scheme = scheme.lower()
     if sep and scheme == "sqlite":
-        return SqliteStore(url[len("sqlite:///") :] if url.startswith("sqlite:///") else "")
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
+        return SqliteStore(path, create=create)
     if sep and scheme in ("postgresql", "postgres"):
-        return PostgresStore(url, pool_max=pool_max)
+        return PostgresStore(url, pool_max=pool_max, create=create)
     shown = scheme if sep else "(none)"
     raise ValueError(f"unsupported store URL scheme {shown!r}: expected 'sqlite' or 'postgresql'")

@@ -3,7 +3,8 @@ they share (inbox claims, the outbox) written once on top of execute/fetch.
 
     StoreError                    anything the database refused or could not do
     ├── IntegrityViolation        a constraint (PRIMARY KEY, UNIQUE, CHECK, FOREIGN KEY, NOT NULL)
-    └── StoreBusy                 another connection held what this one needed: try again
+    ├── StoreBusy                 another connection held what this one needed: try again
+    └── StoreMissing              opened with create=False, and there is no store there
 
 Messages never contain a password.
 """
@@ -25,6 +26,11 @@ class StoreError(Exception):
 
 class IntegrityViolation(StoreError):
     """A constraint refused the change (PRIMARY KEY, UNIQUE, CHECK, FOREIGN KEY, NOT NULL)."""
+
+
+class StoreMissing(StoreError):
+    """Opened with create=False (the operators' commands) where no store is: no SQLite file,
+    or a database without our tables. Nothing was created."""
 
 
 class StoreBusy(StoreError):

@@ -3,7 +3,7 @@ Never edit one that shipped: append. `{serial_pk}` and `{blob}` are filled per e
 
 from __future__ import annotations
 
-from consumers.store.contract import Tx
+from consumers.store.contract import StoreMissing, Tx
 from router.times import now_iso
 
 MIGRATIONS: list[tuple[int, list[str]]] = [
@@ -154,8 +154,25 @@ _CREATE_MIGRATIONS = (
 )
 
 
-async def migrate(tx: Tx, dialect: str) -> list[int]:
-    """Apply the missing migrations inside `tx` (the caller serialises); the versions applied."""
+_HAS_SCHEMA = {
+    "sqlite": "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"
+              " AND name = 'schema_migrations'",
+    "postgresql": "SELECT COUNT(*) FROM pg_tables WHERE tablename = 'schema_migrations'"
+                  " AND schemaname = current_schema()",
+}
+
+
+async def has_schema(tx: Tx, dialect: str) -> bool:
+    """True if migrate() has run in this database (it holds a store, maybe empty of rows)."""
+    return bool(await tx.fetchval(_HAS_SCHEMA[dialect]))
+
+
+async def migrate(tx: Tx, dialect: str, *, create: bool = True) -> list[int]:
+    """Apply the missing migrations inside `tx` (the caller serialises); the versions applied.
+    With create=False, a database that never had a store is StoreMissing, left untouched."""
+    if not create and not await has_schema(tx, dialect):
+        raise StoreMissing("no store there: the database has none of our tables (has a "
+                           "consumer ever run against it?)")
     await tx.execute(_CREATE_MIGRATIONS)
     done = {row["version"] for row in await tx.fetch("SELECT version FROM schema_migrations")}
     applied = []

@@ -13,6 +13,7 @@ from consumers.store.contract import (
     OutboxRelay,
     StoreBusy,
     StoreError,
+    StoreMissing,
     Tx,
     TxBase,
     redact_url,
@@ -84,10 +85,12 @@ class PostgresStore(OutboxRelay):
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, *, pool_max: int = DEFAULT_POOL_MAX) -> None:
+    def __init__(self, url: str, *, pool_max: int = DEFAULT_POOL_MAX, create: bool = True
+                 ) -> None:
         if pool_max < 1:
             raise ValueError("pool_max must be at least 1")
         self.url = url
+        self.create = create  # False: the database and its tables must be there (StoreMissing)
         self.pool_max = pool_max
         self._pool: asyncpg.Pool | None = None
 
@@ -104,6 +107,8 @@ class PostgresStore(OutboxRelay):
             return
         try:
             self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_max)
+        except asyncpg.InvalidCatalogNameError as exc:
+            raise StoreMissing("no store there: the database does not exist") from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreError(
                 f"cannot connect to {redact_url(self.url)}: {type(exc).__name__}"
@@ -111,7 +116,7 @@ class PostgresStore(OutboxRelay):
         try:
             async with self.transaction() as tx:
                 await tx.fetchval("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK_KEY)
-                await migrate(tx, self.dialect)
+                await migrate(tx, self.dialect, create=self.create)
         except BaseException:
             await self.close()
             raise

@@ -20,6 +20,7 @@ from consumers.store.contract import (
     OutboxRelay,
     StoreBusy,
     StoreError,
+    StoreMissing,
     Tx,
     TxBase,
 )
@@ -148,10 +149,12 @@ class SqliteStore(OutboxRelay):
 
     dialect = "sqlite"
 
-    def __init__(self, path: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> None:
+    def __init__(self, path: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+                 create: bool = True) -> None:
         if not path:
             raise ValueError("sqlite store URL needs a path: sqlite:///path or sqlite:///:memory:")
         self.path = path
+        self.create = create  # False: the file and its tables must be there (StoreMissing)
         self.busy_timeout_ms = busy_timeout_ms
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
@@ -178,11 +181,17 @@ class SqliteStore(OutboxRelay):
         return await asyncio.shield(future)
 
     def _connect(self) -> None:
-        if self.path != ":memory:":
+        target, uri = self.path, False
+        if not self.create:
+            if self.path == ":memory:" or not Path(self.path).is_file():
+                raise StoreMissing(f"no store there: {self.path} does not exist")
+            # mode=rw: never create the file, even if it goes away after the check above
+            target, uri = f"{Path(self.path).resolve().as_uri()}?mode=rw", True
+        elif self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(self.path, isolation_level=None, cached_statements=256)
+            conn = sqlite3.connect(target, isolation_level=None, cached_statements=256, uri=uri)
             conn.row_factory = _dict_row
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             self._set_wal(conn)
@@ -248,7 +257,7 @@ class SqliteStore(OutboxRelay):
             while True:
                 try:
                     async with self.transaction() as tx:
-                        await migrate(tx, self.dialect)
+                        await migrate(tx, self.dialect, create=self.create)
                     break
                 except StoreBusy:
                     if time.monotonic() + pause > deadline:

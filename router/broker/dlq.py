@@ -46,12 +46,34 @@ class _Failure(Exception):
         self.code = code
 
 
+def printable(text: str, keep: str = "") -> str:
+    """`text` safe for a terminal: every character Python does not call printable (controls
+    such as ESC, CR and newline, C1 codes, bidi overrides, line separators) becomes its
+    escape (\\x1b, \\n, \\u202e), except those in `keep`. A stored header or body then
+    cannot move the cursor, recolour the screen or forge extra lines of our output."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c in keep else _escape(c) for c in text)
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(char: str) -> str:
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 def _text(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, bytes | bytearray):
-        return bytes(value).decode("utf-8", "replace")
-    return str(value)
+        return printable(bytes(value).decode("utf-8", "replace"))
+    return printable(str(value))
 
 
 def _envelope(message: AbstractIncomingMessage) -> dict[str, Any]:
@@ -108,11 +130,14 @@ def _details(message: AbstractIncomingMessage) -> str:
         "headers": dict(message.headers or {}),
     }
     option = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-    head = orjson.dumps(properties, default=_json_default, option=option).decode()
+    # In JSON a newline inside a string is already \\n: the ones left are the indentation.
+    head = printable(orjson.dumps(properties, default=_json_default, option=option).decode(),
+                     keep="\n")
     try:
-        body = orjson.dumps(orjson.loads(message.body), option=orjson.OPT_INDENT_2).decode()
+        body = printable(orjson.dumps(orjson.loads(message.body),
+                                      option=orjson.OPT_INDENT_2).decode(), keep="\n")
     except orjson.JSONDecodeError:
-        body = message.body.decode("utf-8", "replace")
+        body = printable(message.body.decode("utf-8", "replace"))
     return f"--- {_message_id(message)}\n{head}\nbody:\n{body}"
 
 

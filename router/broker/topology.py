@@ -11,6 +11,8 @@
                                 delivery_limit times (a crash loop) ends up
     per source held.SOURCE      quorum; authentic deliveries that could not be mapped, kept
                                 for an operator (sources with on_invalid = "hold")
+    per subscription            deliver.NAME, its retry queues on the notifications ladder and
+                                deliver.NAME.dead (declared by the notifications consumer)
 All names carry the configured prefix.
 """
 
@@ -32,6 +34,11 @@ QUEUES: dict[str, tuple[str, ...]] = {
     "shipping": ("shipment.*",),
     "notifications": ("notify.#",),  # notify.<event type>, e.g. notify.order.allocated
 }
+
+
+def delivery_queue(subscription: str) -> str:
+    """The queue (without prefix) holding an outbound subscription's deliveries."""
+    return f"deliver.{subscription}"
 
 
 @dataclass(frozen=True)
@@ -81,6 +88,13 @@ class Topology:
     def hold_queues(self, sources: Iterable[str]) -> list[QueueSpec]:
         """Where each of `sources` keeps the deliveries it could not map (router.hold)."""
         return [QueueSpec(self.hold_queue(name), {"x-queue-type": "quorum"}) for name in sources]
+
+    def delivery_queues(
+        self, subscriptions: Iterable[str], ladder: tuple[int, ...]
+    ) -> list[QueueSpec]:
+        """Each subscription's deliver.NAME, its retry queues on `ladder` and its dead queue."""
+        return [spec for name in subscriptions
+                for spec in self.work_queues(delivery_queue(name), ladder)]
 
     def queues(self) -> list[QueueSpec]:
         specs = [QueueSpec(self.unrouted_queue, {"x-queue-type": "quorum"})]
@@ -152,10 +166,14 @@ class Topology:
         for spec in specs:
             await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
 
-    async def delete(self, channel: AbstractChannel, holds: Iterable[str] = ()) -> None:
-        """Remove everything (tests and `topology --delete`), and the hold queues of the
-        sources `holds` names; quorum queues refuse if_unused."""
-        for name in [*self.names(), *(spec.name for spec in self.hold_queues(holds))]:
+    async def delete(self, channel: AbstractChannel, holds: Iterable[str] = (),
+                     deliveries: Iterable[QueueSpec] = ()) -> None:
+        """Remove everything (tests and `topology --delete`): the hold queues of the sources
+        `holds` names and the queues in `deliveries` (delivery_queues) too; quorum queues
+        refuse if_unused. Deleting what is not there is no error."""
+        names = [*self.names(), *(spec.name for spec in self.hold_queues(holds)),
+                 *(spec.name for spec in deliveries)]
+        for name in names:
             queue = await channel.get_queue(name, ensure=False)
             await queue.delete(if_unused=False, if_empty=False)
         for name in (self.exchange, self.unrouted_exchange):

@@ -28,7 +28,7 @@ from router.errors import ConfigError
 from router.verify import credentials, hmac, jwt, standard_webhooks, stripe
 from router.verify.scheme import DEFAULT_TOLERANCE, Options, Scheme, Verifier
 
-__all__ = ["DEFAULT_TOLERANCE", "SCHEMES", "Verifier", "build_verifier"]
+__all__ = ["DEFAULT_TOLERANCE", "SCHEMES", "Verifier", "build_verifier", "check_options"]
 
 _REGISTRY: dict[str, Scheme] = {
     **hmac.SCHEMES,
@@ -54,14 +54,20 @@ def build_verifier(
     `options` is the source's `options` table. Error keys are `<key>.scheme`,
     `<key>.secrets` / `<key>.secrets[i]` and `<key>.options.<name>`.
     """
+    reader = check_options(scheme, options, file=file, key=key)
+    entry = _REGISTRY[scheme]
+    if not secrets:
+        raise ConfigError(file, f"{key}.secrets", f"scheme {scheme!r} needs at least one secret")
+    return entry.build(list(secrets), reader)
+
+
+def check_options(scheme: str, options: Mapping[str, Any], *, file: str, key: str) -> Options:
+    """What can be checked without the secrets: the scheme exists and names only its own
+    options (their values are read when the verifier is built)."""
     if scheme not in _REGISTRY:
         raise ConfigError(
             file,
             f"{key}.scheme",
             f"unknown scheme {scheme!r} (one of: {', '.join(sorted(SCHEMES))})",
         )
-    entry = _REGISTRY[scheme]
-    reader = Options(scheme, options, entry.options, file, key)
-    if not secrets:
-        raise ConfigError(file, f"{key}.secrets", f"scheme {scheme!r} needs at least one secret")
-    return entry.build(list(secrets), reader)
+    return Options(scheme, options, _REGISTRY[scheme].options, file, key)

@@ -283,3 +283,36 @@ async def test_unreachable_broker_exits_1_without_a_traceback(
     err = capsys.readouterr().err
     assert err.startswith("cannot reach the broker: ")
     assert "Traceback" not in err
+
+
+async def test_control_characters_in_a_dead_letter_cannot_forge_output(
+    settings: Settings, amqp: aio_pika.abc.AbstractConnection, topology: Topology,
+    queue_depths: Depths,
+) -> None:
+    """ESC sequences, newlines, carriage returns, C1 codes and bidi overrides in a stored
+    header, message id or body are printed escaped by list and show: one line per message,
+    nothing a terminal would act on, and the escapes say what was there."""
+    dead = topology.dead_queue("orders")
+    forged = "\x1b[2J\x1b[H\nid=evt-0  reason=forged line\r\x9b31m\u202eevil\u2028"
+    channel = await amqp.channel(publisher_confirms=True)
+    for message_id, body in ((f"evt-x\n{forged}", forged.encode()),
+                             ("evt-json", orjson.dumps({"note": forged}))):
+        await channel.default_exchange.publish(
+            aio_pika.Message(body, message_id=message_id, type="order.created",
+                             headers={"attempt": 1, "x-dead-reason": forged,
+                                      "x-dead-consumer": forged}),
+            routing_key=dead)
+    await channel.close()
+    await wait_depths(queue_depths, {dead: 2})
+
+    listed = await run(settings, "list")
+    shown = await run(settings, "show")
+
+    assert 0 == listed[0] == shown[0]
+    assert 3 == len(listed[1].splitlines())  # the count, then one line per message
+    for output in (listed[1], shown[1]):
+        assert all(c.isprintable() or c == "\n" for c in output), repr(output)
+    assert "reason=\\x1b[2J\\x1b[H\\nid=evt-0  reason=forged line\\r\\x9b31m\\u202eevil\\u2028" \
+        in listed[1]
+    assert shown[1].splitlines()[1].startswith("--- evt-x\\n\\x1b[2J")
+    await wait_depths(queue_depths, {dead: 2})

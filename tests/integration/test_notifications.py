@@ -17,6 +17,7 @@ from typing import Any
 import aio_pika
 import orjson
 import pytest
+import structlog
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -31,6 +32,11 @@ pytestmark = pytest.mark.integration
 
 SECRET_1 = "whsec_" + base64.b64encode(b"first-key-0123456789abcdef").decode()
 SECRET_2 = "whsec_" + base64.b64encode(b"second-key-0123456789abcdef").decode()
+
+# What receivers have been seen to send, and worse: none of it may crash a delivery.
+RETRY_AFTER_HINTS = ["\u00b2", "Fri, 31 Dec 9999 23:59:59 GMT", "-5", "9" * 400, "soon",
+                     "Sun, 06 Nov 1994 08:49:37 GMT", "\u0663", "Mon, 01 Jan 99999 00:00:00 GMT",
+                     "1.5", "Thu, 01 Jan 1970 00:00:00 +9999", "2"]
 
 
 class Receivers:
@@ -74,6 +80,9 @@ class Receivers:
             raise web.HTTPFound(f"/{name}-target")
         if mode == "fail":
             return web.Response(status=500, text="x" * 100_000)  # longer than we read
+        if mode == "hinted":  # 503 with each Retry-After in RETRY_AFTER_HINTS in turn
+            hint = RETRY_AFTER_HINTS[(len(self.calls[name]) - 1) % len(RETRY_AFTER_HINTS)]
+            return web.Response(status=503, headers={"Retry-After": hint})
         if mode == "flaky" and self.calls[name].count(webhook_id) <= 2:
             return web.Response(status=503, headers={"Retry-After": "1"})
         secret = SECRET_2 if name.endswith("-key2") else SECRET_1
@@ -228,15 +237,26 @@ class TestDelivery:
     async def test_redirects_are_failures_and_not_followed(
         self, amqp, topology, receivers, notifying
     ):
-        """A 302 is a failed attempt (retried); the Location is never requested."""
+        """A 302 is a failed attempt (retried, then dead); the Location is never requested.
+        Each failed attempt and the dead letter log at warning, where alerts look."""
         receivers.mode["moved"] = "redirect"
-        config, _, _ = await notifying([subscription("moved", receivers.url("moved"))])
-        await notify(amqp, topology, "order.allocated", 1)
-        await until(lambda: len(receivers.calls["moved"]) >= 2)  # first try and one retry
-        assert not receivers.calls["moved-target"]
-        out = io.StringIO()
-        await deliveries_command(config, "evt-0", subscription=None, since=None, out=out)
-        assert "HTTP 302" in out.getvalue()
+        config, _, topo = await notifying([subscription("moved", receivers.url("moved"))])
+        dead = topo.dead_queue(delivery_queue("moved"))
+        with structlog.testing.capture_logs() as logs:
+            await notify(amqp, topology, "order.allocated", 1)
+            await until(lambda: len(receivers.calls["moved"]) >= 2)  # first try and one retry
+            assert not receivers.calls["moved-target"]
+            out = io.StringIO()
+            await deliveries_command(config, "evt-0", subscription=None, since=None, out=out)
+            assert "HTTP 302" in out.getvalue()
+
+            async def dead_lettered() -> bool:
+                return await depth(amqp, dead) == 1
+
+            await until(dead_lettered)
+        levels = [(e["event"], e["log_level"]) for e in logs
+                  if e["event"] in ("delivery", "delivery_dead")]
+        assert [("delivery", "warning")] * 3 + [("delivery_dead", "warning")] == levels
 
     async def test_410_disables_and_keeps_the_message(
         self, amqp, topology, receivers, notifying
@@ -370,6 +390,35 @@ class TestDelivery:
 
         await until(reset)
 
+    async def test_any_retry_after_is_an_attempt_recorded_and_counted(
+        self, amqp, topology, receivers, notifying
+    ):
+        """503s with every kind of Retry-After (superscript and Arabic-Indic digits, dates in
+        years 9999 and 99999, negative, 400 digits, garbage): each attempt is a row in
+        deliveries with its status, none an internal error, and they pause the
+        subscription as any failures do."""
+        receivers.mode["hinted"] = "hinted"
+        config, store, _ = await notifying(
+            [subscription("hinted", receivers.url("hinted"))],
+            pause_after=len(RETRY_AFTER_HINTS), pause_window=0.001, concurrency=1)
+        await notify(amqp, topology, "order.allocated", 4)
+        out = io.StringIO()
+
+        async def paused() -> bool:
+            out.seek(0)
+            out.truncate()
+            await subscriptions_command(config, "list", None, out=out)
+            return "hinted: paused" in out.getvalue()
+
+        await until(paused, timeout=60)
+        async with store.transaction() as tx:
+            rows = await tx.fetch("SELECT status_code, error FROM deliveries"
+                                  " WHERE subscription = $1", "hinted")
+            state = await tx.fetchrow("SELECT failures FROM subscription_state"
+                                      " WHERE name = $1", "hinted")
+        assert len(receivers.calls["hinted"]) == len(rows)
+        assert {(503, None)} == {(row["status_code"], row["error"]) for row in rows}
+        assert state is not None and state["failures"] >= len(RETRY_AFTER_HINTS)
 
 class TestOperatorCommands:
     async def test_subscription_test_sends_a_signed_test_event(

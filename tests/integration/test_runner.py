@@ -11,6 +11,7 @@ from typing import Any
 import aio_pika
 import orjson
 import pytest
+import structlog
 
 from consumers.errors import Permanent
 from consumers.runner import ConsumerSpec, Runner
@@ -172,17 +173,21 @@ class TestRunner:
     async def test_permanent_failure_goes_straight_to_dead(
         self, amqp, topology, stocked, start_runner, queue_depths
     ):
-        """A payload that can never be applied is dead-lettered at once, not retried."""
+        """A payload that can never be applied is dead-lettered at once, not retried, and
+        logged at warning (a dead letter waits for an operator)."""
         await publish(amqp, topology, [envelope("p", quantity=1, permanent=True),
                                        b"not json"])
-        stop, task = start_runner()
+        with structlog.testing.capture_logs() as logs:
+            stop, task = start_runner()
 
-        async def dead() -> bool:
-            return 2 == (await queue_depths())[topology.dead_queue("orders")]
+            async def dead() -> bool:
+                return 2 == (await queue_depths())[topology.dead_queue("orders")]
 
-        await wait_for(dead, timeout=10)
-        stop.set()
-        await asyncio.wait_for(task, 10)
+            await wait_for(dead, timeout=10)
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        assert [("dead", "warning")] * 2 == [(e["outcome"], e["log_level"]) for e in logs
+                                             if e["event"] == "message"]
         depths = await queue_depths()
         assert 0 == sum(v for k, v in depths.items() if ".retry." in k)
 
