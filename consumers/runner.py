@@ -40,6 +40,7 @@ from prometheus_client import Counter, Histogram
 from consumers.errors import Permanent
 from consumers.events import Event
 from consumers.store import Store, Tx, mark_sent
+from router.broker.connect import open_connection
 from router.broker.errors import BROKER_ERRORS, PublishFailed
 from router.broker.messages import attempt_of, dead_copy, reroute, retry_copy
 from router.broker.publisher import Publisher
@@ -193,9 +194,8 @@ class Runner:
                                  consumer=self.spec.name)
 
     async def _connect_once(self) -> aio_pika.abc.AbstractQueue:
-        self._connection = await aio_pika.connect_robust(
-            self.broker.url,
-            client_properties={"connection_name": f"consumer-{self.spec.name}"},
+        self._connection = await open_connection(
+            self.broker, f"consumer-{self.spec.name}", robust=True
         )
         self._channel = await self._connection.channel(publisher_confirms=True)
         await self.topology.declare(self._channel)

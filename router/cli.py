@@ -29,16 +29,13 @@ from router.sources import check_sources
 
 
 async def _topology(settings: Settings, delete: bool) -> int:
-    import aio_pika
-
+    from router.broker.connect import open_connection
     from router.broker.topology import Topology
     from router.hold import hold_queues
 
     b = settings.broker
     topology = Topology.of(b)
-    connection = await aio_pika.connect(
-        b.url, client_properties={"connection_name": f"{b.connection_name}-topology"}
-    )
+    connection = await open_connection(b, f"{b.connection_name}-topology")
     holds = hold_queues(settings)
     async with connection:
         channel = await connection.channel()

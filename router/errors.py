@@ -11,7 +11,10 @@
     ├── Unauthorized              401  signature/credentials missing, invalid or expired
     ├── MalformedPayload          400  not JSON/XML, bad UTF-8, too deep, dangerous XML
     ├── InvalidPayload            422  schema violation or unmappable payload (with paths)
-    └── BrokerUnavailable         503  broker unreachable or did not confirm (Retry-After)
+    ├── BrokerUnavailable         503  the broker did not take the event: unreachable, blocking
+    │                                  publishers, too many unconfirmed, refused (Retry-After)
+    └── BrokerUnconfirmed         504  sent, but not confirmed in time: it may still be
+                                       delivered (Retry-After; a repeat is harmless)
 
     ConfigError                   settings are wrong: names the file, the key and the problem
 
@@ -108,6 +111,11 @@ class InvalidPayload(IngressError):
 class BrokerUnavailable(IngressError):
     status = 503
     reason = "broker_unavailable"
+
+
+class BrokerUnconfirmed(IngressError):
+    status = 504
+    reason = "broker_unconfirmed"
 
 
 class ConfigError(Exception):

@@ -35,8 +35,9 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from multidict import CIMultiDict
 
+from router.broker.connect import open_connection
 from router.broker.dlq import CONNECT_TIMEOUT, queue_depth
-from router.broker.errors import BROKER_ERRORS
+from router.broker.errors import BROKER_ERRORS, describe
 from router.broker.messages import HELD_AT, HELD_ERRORS, HELD_HEADERS, HELD_REASON, HELD_RELEASES
 from router.broker.topology import QueueSpec, Topology
 from router.envelope import Delivery, build_event
@@ -164,12 +165,12 @@ async def release_command(
     queue = topology.hold_queue(source_name)
     max_depth = settings.server.max_depth
     try:
-        connection = await aio_pika.connect(
-            settings.broker.url, timeout=CONNECT_TIMEOUT,
-            client_properties={"connection_name": f"{settings.broker.connection_name}-release"},
+        connection = await open_connection(
+            settings.broker, f"{settings.broker.connection_name}-release",
+            timeout=CONNECT_TIMEOUT,
         )
     except BROKER_ERRORS as exc:
-        print(f"cannot reach the broker: {exc or type(exc).__name__}", file=sys.stderr)
+        print(f"cannot reach the broker: {describe(exc)}", file=sys.stderr)
         return 1
     outcomes: Counter[str] = Counter()
     try:

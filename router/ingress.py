@@ -5,7 +5,8 @@
     WooCommerce's unsigned ping -> 200     verify -> 401     parse -> 400
     duplicate, or a copy of a delivery being published now -> 200 once that one is (or 503)
     validate, map -> 422, or with on_invalid = "hold": held (router.hold), 202
-    publish and wait for the broker's confirm -> 202 (or 503 if it does not confirm)
+    publish and wait for the broker's confirm -> 202 (503 if the broker did not take it,
+    504 if it was sent and not confirmed in time)
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import orjson
 from aiohttp import web
 
 from router.body import content_coding, read_body, refuse_over
-from router.broker.errors import PublishFailed
+from router.broker.errors import PublishFailed, PublishInDoubt
 from router.broker.publisher import Publisher
 from router.dedup import InFlight, RecentIds
 from router.envelope import Delivery, build_event, log_delivery_id, parse_delivery
 from router.errors import (
     BrokerUnavailable,
+    BrokerUnconfirmed,
     Forbidden,
     InvalidPayload,
     RateLimited,
@@ -167,6 +169,10 @@ class Ingress:
     async def _publish(self, body: bytes, **message: Any) -> float:
         try:
             return await self.publisher.publish(body, **message)
+        except PublishInDoubt as exc:  # never "not taken": the broker may still deliver it
+            raise BrokerUnconfirmed(
+                exc.message, retry_after=self.publisher.settings.retry_after
+            ) from exc
         except PublishFailed as exc:  # the provider is told to retry
             raise BrokerUnavailable(
                 exc.message, retry_after=self.publisher.settings.retry_after

@@ -70,6 +70,13 @@ class BrokerSettings:
     retry_ladder: tuple[int, ...] = (5, 15, 45)
     delivery_limit: int = 20
     connection_name: str = "webhook-router"
+    heartbeat: int = 5  # AMQP heartbeat seconds (0: off); a silent broker is dropped after ~2-3x
+    max_in_flight: int = 1000  # unconfirmed publishes per connection; beyond: refused at once
+    # TLS for amqps:// (aio-pika's names; its URL query parameters work too, these win).
+    cafile: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    verify: bool = True
 
 
 @dataclass(frozen=True)
@@ -375,9 +382,31 @@ def _broker(t: _Table, base: Path, env: Mapping[str, str]) -> BrokerSettings:
         retry_ladder=tuple(ladder),
         delivery_limit=t.positive("delivery_limit", int, d.delivery_limit),
         connection_name=t.get("connection_name", str, d.connection_name),
+        heartbeat=_heartbeat(t, d.heartbeat),
+        max_in_flight=t.positive("max_in_flight", int, d.max_in_flight),
+        cafile=_existing_file(t, base, "cafile"),
+        certfile=_existing_file(t, base, "certfile"),
+        keyfile=_existing_file(t, base, "keyfile"),
+        verify=t.get("verify", bool, d.verify),
     )
+    if s.keyfile is not None and s.certfile is None:
+        raise t.error("keyfile", "needs certfile")
     t.done()
     return s
+
+
+def _heartbeat(t: _Table, default: int) -> int:
+    value: int = t.get("heartbeat", int, default)
+    if not 0 <= value <= 65535:
+        raise t.error("heartbeat", "must be whole seconds from 0 (off) to 65535")
+    return value
+
+
+def _existing_file(t: _Table, base: Path, name: str) -> Path | None:
+    path = _relative(base, t.get(name, str))
+    if path is not None and not path.is_file():
+        raise t.error(name, f"no such file: {path}")
+    return path
 
 
 def _logging(t: _Table) -> LoggingSettings:

@@ -31,7 +31,8 @@ from consumers.outbound.notification import delivery_queue, notification_body
 from consumers.outbound.sender import Sender
 from consumers.outbound.state import set_state, subscription_state
 from consumers.store import Store, open_store
-from router.broker.errors import BROKER_ERRORS
+from router.broker.connect import open_connection
+from router.broker.errors import BROKER_ERRORS, describe
 from router.broker.topology import Topology
 from router.egress import UnsafeURL
 from router.settings import Settings, SubscriptionSettings
@@ -63,7 +64,7 @@ async def _depths(settings: Settings, names: list[str]) -> dict[str, int | None]
     """Messages waiting per queue; None where the broker or the queue is not there."""
     depths: dict[str, int | None] = dict.fromkeys(names)
     try:
-        connection = await aio_pika.connect(settings.broker.url, timeout=5)
+        connection = await open_connection(settings.broker, "router-subscriptions", timeout=5)
     except BROKER_ERRORS:
         return depths
     async with connection:
@@ -195,9 +196,9 @@ async def _replay(settings: Settings, store: Store, sub: SubscriptionSettings, s
     queue = Topology.of(settings.broker).queue(delivery_queue(sub.name))
     started = time.perf_counter()
     try:
-        connection = await aio_pika.connect(settings.broker.url, timeout=10)
+        connection = await open_connection(settings.broker, "router-deliveries", timeout=10)
     except BROKER_ERRORS as exc:
-        print(f"cannot reach the broker: {type(exc).__name__}", file=out)
+        print(f"cannot reach the broker: {describe(exc)}", file=out)
         return 1
     async with connection:
         channel = await connection.channel(publisher_confirms=True)

@@ -18,6 +18,7 @@ from consumers.outbound.deliverer import Deliverer
 from consumers.outbound.guard import check_addresses
 from consumers.outbound.notification import delivery_queue, delivery_queues, event_type
 from consumers.store import Store
+from router.broker.connect import open_connection
 from router.broker.messages import copy_message, quietly
 from router.broker.reconnect import keep_trying
 from router.broker.topology import Topology
@@ -40,9 +41,8 @@ class Notifications:
     async def run(self, stop: asyncio.Event) -> None:
         await check_addresses(self.settings)
         # While the broker is away at start, wait for it as every consumer does.
-        connection = await keep_trying(lambda: aio_pika.connect_robust(
-            self.settings.broker.url,
-            client_properties={"connection_name": "consumer-notifications"},
+        connection = await keep_trying(lambda: open_connection(
+            self.settings.broker, "consumer-notifications", robust=True
         ), stop, consumer="notifications")
         if connection is None:  # stopped before the broker came
             return

@@ -27,7 +27,8 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import ChannelNotFoundEntity
 
-from router.broker.errors import BROKER_ERRORS
+from router.broker.connect import open_connection
+from router.broker.errors import BROKER_ERRORS, describe
 from router.broker.messages import DEAD_HEADERS, HELD_AT, HELD_ERRORS, HELD_REASON, copy_message
 from router.broker.topology import QUEUES, Topology
 from router.settings import BrokerSettings
@@ -267,12 +268,9 @@ async def dlq_command(broker: BrokerSettings, action: str, name: str, *, limit: 
     topology = Topology.of(broker)
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            connection = await aio_pika.connect(
-                broker.url,
-                client_properties={"connection_name": f"{broker.connection_name}-dlq"},
-            )
+            connection = await open_connection(broker, f"{broker.connection_name}-dlq")
     except BROKER_ERRORS as exc:
-        print(f"cannot reach the broker: {exc or type(exc).__name__}", file=sys.stderr)
+        print(f"cannot reach the broker: {describe(exc)}", file=sys.stderr)
         return 1
     try:
         async with connection:

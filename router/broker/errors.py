@@ -4,14 +4,19 @@
     ├── ConnectionLost        the connection or channel is gone (broker, network or close())
     ├── PublishNacked         the broker nacked the message (it did not take responsibility)
     └── PublishReturned       a mandatory message could not be routed to any queue
-    PublishFailed             Publisher: not connected, or a message was not confirmed in time
-                              (the ingress answers 503; a consumer tries again later)
+    PublishFailed             Publisher: the broker did not take a message (not connected,
+    │                         blocked, too many in flight, nacked, unroutable): it was not
+    │                         published (the ingress answers 503; a consumer tries again later)
+    └── PublishInDoubt        it was sent but not confirmed in time, or the connection went
+                              before the confirm: the broker may still publish it (504)
 
 BROKER_ERRORS holds every exception that means "the broker or the connection failed", from
 aio-pika, aiormq, our client and the socket, for the places that catch them all.
 """
 
 from __future__ import annotations
+
+import ssl
 
 import aiormq
 from aio_pika.exceptions import AMQPException
@@ -60,6 +65,29 @@ class PublishFailed(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class PublishInDoubt(PublishFailed):
+    """A message was written to the broker but not confirmed (in time, or before the
+    connection went): the broker may have it, or take it later (a blocked connection's
+    unread frames are published when the alarm clears). Never report it as not published."""
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying what went wrong reaching the broker, for logs and error messages:
+    TLS failures say why (an untrusted certificate, a wrong host name), others their type."""
+    if isinstance(exc, PublishFailed):
+        return exc.message
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate was refused: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(cause, ssl.SSLError):  # aiormq wraps it in AMQPConnectionError
+        return describe(cause)
+    if isinstance(exc, ConnectionLost):
+        return str(exc)
+    return type(exc).__name__
 
 
 BROKER_ERRORS: tuple[type[BaseException], ...] = (

@@ -3,6 +3,12 @@
 The topology is declared with aio-pika (once per connection); events are published with
 `router.broker.protocol.ConfirmingPublisher`, a publish-only client that costs ~10x less CPU per
 message than aio-pika (bench/publish.py), which matters on the request path.
+
+What a failed publish means is kept exact, because the ingress tells the provider:
+PublishFailed when the message was never written (not connected, the broker blocking
+publishers, too many unconfirmed) or the broker refused it (nack, unroutable); PublishInDoubt
+when it was written and no confirm came in time (or the connection went first): the broker
+may still store it, e.g. a blocked connection's frames once the alarm clears.
 """
 
 from __future__ import annotations
@@ -12,16 +18,28 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import aio_pika
 import structlog
 
-from router.broker.errors import BROKER_ERRORS, AmqpError, ConnectionLost, PublishFailed
+from router.broker.connect import open_connection, tls_context
+from router.broker.errors import (
+    BROKER_ERRORS,
+    ConnectionLost,
+    PublishFailed,
+    PublishInDoubt,
+    PublishNacked,
+    PublishReturned,
+    describe,
+)
 from router.broker.protocol import ConfirmingPublisher
 from router.broker.reconnect import keep_trying
 from router.broker.topology import QueueSpec, Topology
 from router.settings import BrokerSettings
 
 log = structlog.get_logger("router.publisher")
+
+# This many confirm timeouts in a row (with no confirm between them, and the connection not
+# blocked) mean the broker or the path to it is gone: the connection is dropped and made anew.
+CONFIRM_TIMEOUTS_TO_RECONNECT = 3
 
 
 class Publisher:
@@ -42,11 +60,11 @@ class Publisher:
         self._client: ConfirmingPublisher | None = None
         self._reconnect: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
+        self._timeouts_in_a_row = 0
 
     async def _declare_topology(self) -> None:
-        connection = await aio_pika.connect(
-            self.settings.url,
-            client_properties={"connection_name": f"{self._connection_name}-topology"},
+        connection = await open_connection(
+            self.settings, f"{self._connection_name}-topology",
             timeout=self.settings.confirm_timeout,
         )
         async with connection:
@@ -55,7 +73,8 @@ class Publisher:
             await self.topology.declare_queues(channel, self._extra_queues)
 
     async def start(self) -> None:
-        """Declare the topology and connect; raises PublishFailed if the broker is away.
+        """Declare the topology and connect; raises PublishFailed if the broker is away or
+        refuses us (its message says why, e.g. an untrusted TLS certificate).
 
         Once started, a lost connection is re-established in the background: `ready` is
         False meanwhile.
@@ -63,12 +82,17 @@ class Publisher:
         try:
             await self._declare_topology()
             client = ConfirmingPublisher(
-                self.settings.url, connection_name=self._connection_name, on_lost=self._on_lost
+                self.settings.url,
+                connection_name=self._connection_name,
+                heartbeat=self.settings.heartbeat,
+                tls=tls_context(self.settings),
+                on_lost=self._on_lost,
             )
             await client.connect(timeout=self.settings.confirm_timeout)
         except BROKER_ERRORS as exc:
-            raise PublishFailed(f"cannot reach the broker: {type(exc).__name__}") from exc
+            raise PublishFailed(f"cannot reach the broker: {describe(exc)}") from exc
         self._client = client
+        self._timeouts_in_a_row = 0
         log.info("broker_connected", exchange=self.topology.exchange)
 
     async def connect_until_ready(self) -> None:
@@ -89,9 +113,43 @@ class Publisher:
 
     @property
     def ready(self) -> bool:
-        """True while connected with an open confirming channel."""
+        """True while a publish can be taken now: connected with an open confirming channel,
+        and the broker not blocking publishers."""
         client = self._client
-        return client is not None and client.ready
+        return client is not None and client.ready and not client.blocked
+
+    @property
+    def blocked(self) -> bool:
+        """The broker blocks this connection (a memory or disk alarm)."""
+        client = self._client
+        return client is not None and client.blocked
+
+    def _writable(self, count: int = 1) -> ConfirmingPublisher:
+        """The client, if `count` more messages may be written now; else PublishFailed
+        (nothing is written, so nothing can be published later)."""
+        client = self._client
+        if client is None or not client.ready:
+            raise PublishFailed("the broker is unavailable")
+        if client.blocked:
+            raise PublishFailed("the broker is blocking publishers (a resource alarm)")
+        if client.pending and client.pending + count > self.settings.max_in_flight:
+            raise PublishFailed("too many publishes are waiting for the broker's confirm")
+        return client
+
+    def _failure(self, exc: BaseException, client: ConfirmingPublisher, what: str) -> PublishFailed:
+        """The error for a written publish that did not end in a confirm."""
+        if isinstance(exc, PublishNacked | PublishReturned):
+            log.warning("publish_failed", reason=type(exc).__name__)
+            return PublishFailed(f"the broker refused {what}")
+        if isinstance(exc, TimeoutError) and not client.blocked:
+            self._timeouts_in_a_row += 1
+            if self._timeouts_in_a_row >= CONFIRM_TIMEOUTS_TO_RECONNECT:
+                self._timeouts_in_a_row = 0
+                client.abandon(f"{CONFIRM_TIMEOUTS_TO_RECONNECT} confirm timeouts in a row")
+        reason = "confirm_timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+        log.warning("publish_in_doubt", reason=reason, blocked=client.blocked)
+        return PublishInDoubt(f"the broker did not confirm {what} in time; it may still be "
+                              "delivered")
 
     async def publish(
         self,
@@ -110,68 +168,61 @@ class Publisher:
         default exchange, where the routing key is a queue's name) and wait for the confirm.
 
         Returns the seconds spent waiting.  Raises PublishFailed if the broker is away,
-        refuses (nack) or cannot route the message, or does not confirm within
-        confirm_timeout.
+        blocked, has max_in_flight unconfirmed already, refuses (nack) or cannot route the
+        message, and PublishInDoubt if it does not confirm within confirm_timeout.
         """
-        client = self._client
-        if client is None or not client.ready:
-            raise PublishFailed("the broker is unavailable")
+        client = self._writable()
         started = time.perf_counter()
+        confirmed = client.publish(
+            self.topology.exchange if exchange is None else exchange,
+            routing_key,
+            body,
+            message_id=message_id,
+            message_type=type,
+            correlation_id=correlation_id,
+            headers=headers,
+            timestamp=int(timestamp if timestamp is not None else time.time()),
+            content_type=content_type,
+        )
         try:
-            confirmed = client.publish(
-                self.topology.exchange if exchange is None else exchange,
-                routing_key,
-                body,
-                message_id=message_id,
-                message_type=type,
-                correlation_id=correlation_id,
-                headers=headers,
-                timestamp=int(timestamp if timestamp is not None else time.time()),
-                content_type=content_type,
-            )
             async with asyncio.timeout(self.settings.confirm_timeout):
                 await confirmed
-        except (TimeoutError, AmqpError) as exc:
-            reason = "confirm_timeout" if isinstance(exc, TimeoutError) else exc.__class__.__name__
-            log.warning("publish_failed", reason=reason)
-            raise PublishFailed("the broker did not confirm the event") from exc
+        except (TimeoutError, ConnectionLost, PublishNacked, PublishReturned) as exc:
+            raise self._failure(exc, client, "the event") from exc
+        self._timeouts_in_a_row = 0
         return time.perf_counter() - started
 
     async def publish_all(self, messages: list[dict[str, Any]]) -> None:
         """Publish persistent messages to the events exchange, all in flight at once, and wait
         (confirm_timeout in all) until the broker confirmed every one. Each message is a dict
         of body, routing_key, message_id and optional type and headers. Raises
-        PublishFailed as `publish` does if any was not confirmed."""
-        client = self._client
-        if client is None or not client.ready:
-            raise PublishFailed("the broker is unavailable")
+        PublishFailed or PublishInDoubt as `publish` does if any was not confirmed."""
+        client = self._writable(len(messages))
         now = int(time.time())
-        confirms: list[asyncio.Future[None]] = []
+        confirms = [
+            client.publish(
+                self.topology.exchange,
+                message["routing_key"],
+                message["body"],
+                message_id=message["message_id"],
+                message_type=message.get("type"),
+                headers=message.get("headers"),
+                timestamp=now,
+            )
+            for message in messages
+        ]
         try:
-            confirms += [
-                client.publish(
-                    self.topology.exchange,
-                    message["routing_key"],
-                    message["body"],
-                    message_id=message["message_id"],
-                    message_type=message.get("type"),
-                    headers=message.get("headers"),
-                    timestamp=now,
-                )
-                for message in messages
-            ]
             async with asyncio.timeout(self.settings.confirm_timeout):
                 for confirm in confirms:
                     await confirm
-        except (TimeoutError, AmqpError) as exc:
+        except (TimeoutError, ConnectionLost, PublishNacked, PublishReturned) as exc:
             for confirm in confirms:  # retrieve or drop the rest: nobody awaits them now
                 if not confirm.done():
                     confirm.cancel()
                 elif not confirm.cancelled():
                     confirm.exception()
-            reason = "confirm_timeout" if isinstance(exc, TimeoutError) else exc.__class__.__name__
-            log.warning("publish_failed", reason=reason, messages=len(messages))
-            raise PublishFailed("the broker did not confirm every message") from exc
+            raise self._failure(exc, client, f"all of {len(messages)} messages") from exc
+        self._timeouts_in_a_row = 0
 
     async def close(self) -> None:
         """Stop reconnecting and close the connection (after in-flight publishes finished)."""

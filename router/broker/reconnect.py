@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from router.broker.errors import BROKER_ERRORS, PublishFailed
+from router.broker.errors import BROKER_ERRORS, PublishFailed, describe
 
 T = TypeVar("T")
 log = structlog.get_logger("router.broker")
@@ -37,8 +37,7 @@ async def keep_trying(
         try:
             return await connect()
         except _BROKER_FAILURES as exc:
-            error = exc.message if isinstance(exc, PublishFailed) else type(exc).__name__
-            log.warning("broker_unavailable", error=error, retry_in=delay, **log_fields)
+            log.warning("broker_unavailable", error=describe(exc), retry_in=delay, **log_fields)
             if after_failure is not None:
                 await after_failure()
         with contextlib.suppress(TimeoutError):

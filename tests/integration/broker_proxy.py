@@ -1,0 +1,165 @@
+"""A TCP proxy in front of the test broker (127.0.0.1:5672), for the faults a real network
+has: `blackhole()` keeps every socket open but stops forwarding (what arrives is dropped, as
+a dead path drops packets, so those connections never work again); `restore()` forwards new
+connections again.  With `tls`, it terminates TLS in front of the plain broker.  A CA and a
+server certificate for 127.0.0.1 are made with `make_ca`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+BROKER = ("127.0.0.1", 5672)
+
+
+@dataclass
+class Link:
+    """One client connection through the proxy."""
+
+    client: asyncio.StreamWriter
+    upstream: asyncio.StreamWriter | None = None
+    dead: bool = False  # opened or caught in a blackhole: never forwards again
+    client_gone: asyncio.Event = field(default_factory=asyncio.Event)  # the client hung up
+
+
+class Proxy:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
+        self.links: list[Link] = []
+        self.blackholed = False
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.sockets[0].getsockname()[1]
+
+    def url(self, scheme: str = "amqp", query: str = "") -> str:
+        return f"{scheme}://guest:guest@127.0.0.1:{self.port}/" + (f"?{query}" if query else "")
+
+    async def start(self) -> Proxy:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.tls)
+        return self
+
+    def blackhole(self) -> None:
+        self.blackholed = True
+        for link in self.links:
+            link.dead = True
+
+    def restore(self) -> None:
+        self.blackholed = False
+
+    def open_links(self) -> list[Link]:
+        return [link for link in self.links if not link.client_gone.is_set()]
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for link in self.links:
+            for writer in (link.client, link.upstream):
+                if writer is not None:
+                    writer.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        link = Link(client=writer, dead=self.blackholed)
+        self.links.append(link)
+        if not link.dead:
+            try:
+                up_reader, link.upstream = await asyncio.open_connection(*BROKER)
+            except OSError:
+                writer.transport.abort()
+                link.client_gone.set()
+                return
+            self._spawn(self._pump(up_reader, writer, link))
+        await self._pump(reader, link.upstream, link)
+        link.client_gone.set()
+        if link.upstream is not None:
+            link.upstream.transport.abort()
+
+    def _spawn(self, coroutine) -> None:  # type: ignore[no-untyped-def]
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None, link: Link
+    ) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while data := await reader.read(65536):
+                if not link.dead and writer is not None:
+                    writer.write(data)
+
+
+@dataclass
+class Certificates:
+    ca: Path  # the CA's certificate (PEM): what a client trusts
+    cert: Path  # the server's certificate for 127.0.0.1 and localhost, signed by the CA
+    key: Path
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
+def make_ca(folder: Path, name: str = "test") -> Certificates:
+    """A CA and a server certificate it signed, for 127.0.0.1 and localhost, in `folder`."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name).issuer_name(ca_name)
+        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(
+            digital_signature=True, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
+                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                       critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = Certificates(folder / f"{name}-ca.pem", folder / f"{name}-server.pem",
+                         folder / f"{name}-server.key")
+    paths.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths.key.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return paths
