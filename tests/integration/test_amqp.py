@@ -1,6 +1,6 @@
 """router.broker.protocol.ConfirmingPublisher against the real RabbitMQ: confirms, returns,
-nacks, channel and connection loss, resource alarms.  aio-pika declares the topology and reads
-messages back."""
+nacks, channel and connection loss (resource alarms: test_broker_alarm.py, on a node of its
+own).  aio-pika declares the topology and reads messages back."""
 
 from __future__ import annotations
 
@@ -320,27 +320,6 @@ async def test_connect_to_closed_port_raises_oserror() -> None:
     with pytest.raises(OSError):
         await publisher.connect(timeout=5)
     await publisher.close()
-
-
-async def test_memory_alarm_blocks_publishing(
-    route: Route, make_publisher: Callable[..., Awaitable[ConfirmingPublisher]]
-) -> None:
-    publisher = await make_publisher()
-    async with asyncio.timeout(10):
-        await publisher.publish(route.exchange, KEY, b"before", message_id="before")
-    try:
-        await rabbitmqctl("set_vm_memory_high_watermark", "0")
-        future = publisher.publish(route.exchange, KEY, b"during", message_id="during")
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(future), 1.0)
-        await wait_for(lambda: publisher.blocked)
-        assert not future.done()
-    finally:
-        await rabbitmqctl("set_vm_memory_high_watermark", "0.4")
-    async with asyncio.timeout(30):
-        await future  # the alarm cleared: the message goes through after all
-    await wait_for(lambda: not publisher.blocked)
-    assert [m.body for m in await read(route.queue, 2)] == [b"before", b"during"]
 
 
 async def test_cancelled_futures_do_not_disturb_the_others(
