@@ -40,6 +40,11 @@ async def get_one(amqp, queue_name: str, timeout: float = 5.0) -> aio_pika.Incom
     raise AssertionError(f"nothing arrived on {queue_name}")
 
 
+async def rabbitmqctl(*args: str) -> None:
+    proc = await asyncio.create_subprocess_exec("rabbitmqctl", "-q", *args)
+    assert 0 == await proc.wait()
+
+
 class TestAccepted:
     async def test_shopify_order_lands_on_orders_queue(self, client, settings, amqp, topology):
         """A signed Shopify order is answered 202 and its canonical order.created is queued."""
