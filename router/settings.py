@@ -70,10 +70,9 @@ class BrokerSettings:
     retry_ladder: tuple[int, ...] = (5, 15, 45)
     delivery_limit: int = 20
     connection_name: str = "webhook-router"
-    heartbeat: int = 5  # AMQP heartbeat seconds (0: off); a silent broker is dropped after ~2-3x
-    max_in_flight: int = 1000  # unconfirmed publishes per connection; beyond: refused at once
-    # TLS for amqps:// (aio-pika's names; its URL query parameters work too, these win).
-    cafile: Path | None = None
+    heartbeat: int = 5  # seconds (0: off); max_in_flight: unconfirmed publishes per connection
+    max_in_flight: int = 1000
+    cafile: Path | None = None  # TLS for amqps://, as aio-pika names it (router.broker.connect)
     certfile: Path | None = None
     keyfile: Path | None = None
     verify: bool = True
@@ -382,24 +381,15 @@ def _broker(t: _Table, base: Path, env: Mapping[str, str]) -> BrokerSettings:
         retry_ladder=tuple(ladder),
         delivery_limit=t.positive("delivery_limit", int, d.delivery_limit),
         connection_name=t.get("connection_name", str, d.connection_name),
-        heartbeat=_heartbeat(t, d.heartbeat),
+        heartbeat=t.get("heartbeat", int, d.heartbeat),
         max_in_flight=t.positive("max_in_flight", int, d.max_in_flight),
-        cafile=_existing_file(t, base, "cafile"),
-        certfile=_existing_file(t, base, "certfile"),
-        keyfile=_existing_file(t, base, "keyfile"),
+        **{name: _existing_file(t, base, name) for name in ("cafile", "certfile", "keyfile")},
         verify=t.get("verify", bool, d.verify),
     )
-    if s.keyfile is not None and s.certfile is None:
-        raise t.error("keyfile", "needs certfile")
+    if not 0 <= s.heartbeat <= 65535:
+        raise t.error("heartbeat", "must be whole seconds from 0 (off) to 65535")
     t.done()
     return s
-
-
-def _heartbeat(t: _Table, default: int) -> int:
-    value: int = t.get("heartbeat", int, default)
-    if not 0 <= value <= 65535:
-        raise t.error("heartbeat", "must be whole seconds from 0 (off) to 65535")
-    return value
 
 
 def _existing_file(t: _Table, base: Path, name: str) -> Path | None:
