@@ -12,7 +12,7 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import Iterator
 
-from router.errors import BrokerUnavailable
+from router.errors import BrokerTrouble
 
 
 class RecentIds:
@@ -62,16 +62,16 @@ class InFlight:
 
     The outcome a waiter gets is None when the first request ended without a broker failure
     (it was published or held, and so is in RecentIds; or it was refused, and nothing was),
-    or the BrokerUnavailable it ended with.
+    or the BrokerTrouble it ended with (503 nothing taken, 504 sent but unconfirmed).
     """
 
     def __init__(self) -> None:
-        self._running: dict[str, asyncio.Future[BrokerUnavailable | None]] = {}
+        self._running: dict[str, asyncio.Future[BrokerTrouble | None]] = {}
 
     def __len__(self) -> int:
         return len(self._running)
 
-    async def wait(self, key: str) -> tuple[bool, BrokerUnavailable | None]:
+    async def wait(self, key: str) -> tuple[bool, BrokerTrouble | None]:
         """(True, its outcome) once the request publishing `key` ends, if one is; else
         (False, None) at once."""
         running = self._running.get(key)
@@ -83,15 +83,15 @@ class InFlight:
     @contextlib.contextmanager
     def lead(self, key: str) -> Iterator[None]:
         """Mark `key` as being published by the caller until the block ends; a
-        BrokerUnavailable leaving the block is the outcome the waiters get."""
-        running: asyncio.Future[BrokerUnavailable | None] = (
+        BrokerTrouble leaving the block is the outcome the waiters get."""
+        running: asyncio.Future[BrokerTrouble | None] = (
             asyncio.get_running_loop().create_future()
         )
         self._running[key] = running
-        outcome: BrokerUnavailable | None = None
+        outcome: BrokerTrouble | None = None
         try:
             yield
-        except BrokerUnavailable as exc:
+        except BrokerTrouble as exc:
             outcome = exc
             raise
         finally:

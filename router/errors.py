@@ -11,10 +11,11 @@
     ├── Unauthorized              401  signature/credentials missing, invalid or expired
     ├── MalformedPayload          400  not JSON/XML, bad UTF-8, too deep, dangerous XML
     ├── InvalidPayload            422  schema violation or unmappable payload (with paths)
-    ├── BrokerUnavailable         503  the broker did not take the event: unreachable, blocking
-    │                                  publishers, too many unconfirmed, refused (Retry-After)
-    └── BrokerUnconfirmed         504  sent, but not confirmed in time: it may still be
-                                       delivered (Retry-After; a repeat is harmless)
+    └── BrokerTrouble                  not confirmed by the broker (Retry-After): try again
+        ├── BrokerUnavailable     503  the broker did not take the event: unreachable,
+        │                              blocking publishers, too many unconfirmed, refused
+        └── BrokerUnconfirmed     504  sent, but not confirmed in time: it may still be
+                                       delivered (a repeat is harmless)
 
     ConfigError                   settings are wrong: names the file, the key and the problem
 
@@ -108,12 +109,19 @@ class InvalidPayload(IngressError):
     reason = "invalid_payload"
 
 
-class BrokerUnavailable(IngressError):
+class BrokerTrouble(IngressError):
+    """The broker did not confirm the event: the provider must try again."""
+
     status = 503
     reason = "broker_unavailable"
 
 
-class BrokerUnconfirmed(IngressError):
+class BrokerUnavailable(BrokerTrouble):
+    status = 503
+    reason = "broker_unavailable"
+
+
+class BrokerUnconfirmed(BrokerTrouble):
     status = 504
     reason = "broker_unconfirmed"
 

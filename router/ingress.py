@@ -132,8 +132,8 @@ class Ingress:
         while not self.recent.seen(dedup_key, now):
             # A copy of this delivery being published by another request: its outcome is ours.
             waited, failure = await self.in_flight.wait(dedup_key)
-            if failure is not None:  # not published: the provider must try again
-                raise BrokerUnavailable(failure.message, retry_after=failure.retry_after)
+            if failure is not None:  # not confirmed: answer as the first copy was answered
+                raise type(failure)(failure.message, retry_after=failure.retry_after)
             if not waited:
                 with self.in_flight.lead(dedup_key):
                     return await self._accept(source, delivery, media_type, info, dedup_key, now)

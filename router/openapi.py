@@ -42,6 +42,7 @@ REASONS: dict[int, tuple[str, ...]] = {
     422: ("unknown_event", "schema_violation", "unproven_topic", "unmappable"),
     429: ("rate_limited",),
     503: ("broker_unavailable", "too_many_connections"),
+    504: ("broker_unconfirmed",),
 }
 HELD_REASONS = REASONS[422]
 
@@ -63,8 +64,11 @@ _WHEN = {
          "prove its topic (unproven_topic) or the mapped event breaks the canonical one "
          "(unmappable).",
     429: "This client's token bucket is empty; retry after Retry-After seconds.",
-    503: "RabbitMQ is unreachable or did not confirm in time, or the process is at its "
-         "max_connections; nothing was accepted, retry after Retry-After seconds.",
+    503: "RabbitMQ is unreachable, blocking publishers or has too many unconfirmed, or the "
+         "process is at its max_connections; nothing was taken, retry after Retry-After "
+         "seconds.",
+    504: "Sent to RabbitMQ but not confirmed in time: it may still be delivered; retry after "
+         "Retry-After seconds (a repeat is harmless).",
 }
 
 # What each verification scheme reads: (header, required, what it holds).
@@ -243,7 +247,7 @@ def _responses(s: SourceSettings) -> dict[str, Any]:
         statuses.append(422)
     if s.rate_limit is not None:
         statuses.append(429)
-    statuses.append(503)
+    statuses += [503, 504]
     for status in statuses:
         if status == 413:
             when = _WHEN[status] + f" Here: {s.max_body} bytes."
@@ -322,7 +326,7 @@ def _components(settings: Settings, schema_names: list[str],
         schemas[name] = document
     responses = {
         f"Error{status}": _json_answer(_WHEN[status], _ref("schemas", f"Error{status}"),
-                                       retry_after=status in (429, 503))
+                                       retry_after=status in (429, 503, 504))
         for status in sorted(REASONS) if status not in (413, 415)
     }
     return {

@@ -20,6 +20,7 @@ from test_ingress import SHOPIFY_ORDER, get_one, with_source
 from test_server import make_server, server_config, wait_status  # noqa: F401 (fixtures)
 
 from router.app import INGRESS
+from router.broker.errors import PublishFailed, PublishInDoubt
 from router.providers import signed_headers
 from router.settings import RateLimit, Settings
 
@@ -359,6 +360,48 @@ class TestConcurrentCopies:
             (200, {"status": "duplicate", "id": delivery_id})] * 29 == sorted(
             answers, key=lambda answer: -answer[0])
         assert 1 == (await queue_depths())[topology.queue("orders")]
+
+
+    @pytest.mark.parametrize(("failure", "status", "reason"), [
+        (PublishFailed("not connected"), 503, "broker_unavailable"),
+        (PublishInDoubt("not confirmed in time"), 504, "broker_unconfirmed"),
+    ])
+    async def test_copies_answer_as_the_first_failed(self, client, settings, queue_depths,
+                                                     topology, monkeypatch, failure, status,
+                                                     reason):
+        """When the first copy's publish fails, the copies that waited for it get its answer:
+        503 when nothing was taken, 504 when the broker may still deliver it (never a 503
+        for something that may be delivered), and none of them publishes."""
+        headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+        ingress = client.server.app[INGRESS]
+        checked, all_checked, publishes = 0, asyncio.Event(), 0
+        seen = ingress.recent.seen
+
+        def counting_seen(key: str, now: float) -> bool:
+            nonlocal checked
+            checked += 1
+            if checked >= 10:
+                all_checked.set()
+            return seen(key, now)
+
+        async def failing_publish(*args, **kwargs) -> float:
+            nonlocal publishes
+            publishes += 1
+            await asyncio.wait_for(all_checked.wait(), 10)
+            raise failure
+
+        monkeypatch.setattr(ingress.recent, "seen", counting_seen)
+        monkeypatch.setattr(ingress.publisher, "publish", failing_publish)
+
+        async def post() -> tuple[int, str]:
+            response = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER,
+                                         headers=headers)
+            return response.status, (await response.json())["error"]
+
+        answers = await asyncio.gather(*(post() for _ in range(10)))
+        assert [(status, reason)] * 10 == answers
+        assert 1 == publishes
+        assert 0 == sum((await queue_depths()).values())
 
 
 class TestAccessLog:
