@@ -81,6 +81,8 @@ class ServerSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     schemas: Path = Path("config/schemas")
+    metrics_port: int | None = None  # /metrics there only, not on `port`
+    metrics_allow: tuple[str, ...] = ()  # CIDRs that may read /metrics; empty: anyone
 
 
 @dataclass(frozen=True)
@@ -304,6 +306,11 @@ def _server(t: _Table, base: Path) -> ServerSettings:
     port = t.get("port", int, d.port)
     if not 0 <= port <= 65535:
         raise t.error("port", "must be between 0 and 65535")
+    metrics_port = t.get("metrics_port", int, None)
+    if metrics_port is not None and not 1 <= metrics_port <= 65535:
+        raise t.error("metrics_port", "must be between 1 and 65535")
+    if metrics_port is not None and metrics_port == port:
+        raise t.error("metrics_port", "must differ from port")
     s = ServerSettings(
         host=t.get("host", str, d.host),
         port=port,
@@ -317,8 +324,11 @@ def _server(t: _Table, base: Path) -> ServerSettings:
         tls_cert=tls_cert,
         tls_key=tls_key,
         schemas=_path(base, t.get("schemas", str, "schemas")),
+        metrics_port=metrics_port,
+        metrics_allow=t.strings("metrics_allow"),
     )
     _check_cidrs(t, "trusted_proxies", s.trusted_proxies)
+    _check_cidrs(t, "metrics_allow", s.metrics_allow)
     t.done()
     return s
 
