@@ -12,14 +12,16 @@ import orjson
 import structlog
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import ContentEncodingError
+from aiohttp.typedefs import Middleware
 
 from router.broker.publisher import Publisher
-from router.errors import IngressError
+from router.errors import Forbidden, IngressError
 from router.hold import hold_queues
 from router.ingress import REQUEST_INFO, Ingress, RequestInfo
 from router.metrics import count_request, render
+from router.network import ClientAddress, IpAllowlist
 from router.schemas import SchemaRegistry
-from router.settings import Settings
+from router.settings import ServerSettings, Settings
 from router.sources import Source, build_sources
 
 INGRESS = web.AppKey("ingress", Ingress)
@@ -155,9 +157,38 @@ async def readyz(request: web.Request) -> web.Response:
     return _error_response(503, {"status": "unavailable", "reason": "broker_unavailable"})
 
 
-async def metrics(request: web.Request) -> web.Response:
-    body, content_type = render()
-    return web.Response(body=body, headers={"Content-Type": content_type})
+def _local_port(request: web.Request) -> int | None:
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    return sockname[1] if isinstance(sockname, tuple) else None
+
+
+def _metrics_handler(server: ServerSettings) -> Handler:
+    """/metrics: only on `metrics_port` when one is set, only to `metrics_allow` if given."""
+    allowed = IpAllowlist(server.metrics_allow) if server.metrics_allow else None
+    clients = ClientAddress(server.trusted_proxies)
+
+    async def metrics(request: web.Request) -> web.Response:
+        if server.metrics_port is not None and _local_port(request) != server.metrics_port:
+            raise web.HTTPNotFound()
+        if allowed is not None:
+            forwarded = request.headers.getall("X-Forwarded-For", None)
+            client = clients.resolve(request.remote, ",".join(forwarded) if forwarded else None)
+            if not allowed.allows(client):
+                raise Forbidden("this address may not read the metrics")
+        body, content_type = render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    return metrics
+
+
+def _metrics_port_serves_metrics_only(port: int) -> Middleware:
+    @web.middleware
+    async def metrics_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != "/metrics" and _local_port(request) == port:
+            raise web.HTTPNotFound()
+        return await handler(request)
+
+    return metrics_only
 
 
 def _broker_ctx(
@@ -165,7 +196,11 @@ def _broker_ctx(
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def broker(app: web.Application) -> AsyncIterator[None]:
         if wait:  # the server starts listening only once the broker is reached
-            await publisher.connect_until_ready()
+            try:
+                await publisher.connect_until_ready()
+            except asyncio.CancelledError:  # stopped while connecting
+                await publisher.close()
+                raise
         else:  # serve at once: until the broker is reached, /readyz and webhooks answer 503
             publisher.connect_in_background()
         yield
@@ -186,8 +221,11 @@ def create_app(
     publisher = publisher or Publisher(settings.broker, extra_queues=hold_queues(settings))
     ingress = Ingress(settings.server, sources, registry, publisher)
     max_body = max((s.settings.max_body for s in sources.values()), default=1024 * 1024)
+    middlewares: list[Middleware] = [errors_and_access_log]
+    if settings.server.metrics_port is not None:
+        middlewares.append(_metrics_port_serves_metrics_only(settings.server.metrics_port))
     app = web.Application(
-        middlewares=[errors_and_access_log],
+        middlewares=middlewares,
         client_max_size=max_body,
         # Bodies are decompressed by router.body, within each source's own max_body.
         handler_args={"auto_decompress": False},
@@ -199,7 +237,8 @@ def create_app(
         app.router.add_post(source.settings.path, _webhook_handler(ingress, source),
                             expect_handler=expect_continue)
         allowed[source.settings.path] = ["POST"]
-    for path, probe in (("/healthz", healthz), ("/readyz", readyz), ("/metrics", metrics)):
+    for path, probe in (("/healthz", healthz), ("/readyz", readyz),
+                        ("/metrics", _metrics_handler(settings.server))):
         app.router.add_get(path, probe, expect_handler=expect_continue)
         allowed[path] = ["GET", "HEAD"]
     app.router.add_route("*", "/{path:.*}", _unrouted(allowed), expect_handler=expect_continue)

@@ -2,6 +2,9 @@
 
     listener = await loop.create_server(ConnectionLimit(runner.server, limit), host, port)
 
+or, where aiohttp makes the listeners itself (its gunicorn worker's sites), a
+`LimitedRunner`, whose `server` is the capped factory.
+
 Below `limit` open connections (TLS handshakes under way included) a new connection is
 aiohttp's as usual. At the limit it is answered at once with 503, `Retry-After` and a JSON
 reason, and closed: clients that hold connections open (a body trickled byte by byte, idle
@@ -17,6 +20,7 @@ from collections.abc import Callable
 from typing import cast
 
 import orjson
+from aiohttp import web
 
 _BODY = orjson.dumps(
     {"error": "too_many_connections", "message": "the server is at its connection limit; retry"}
@@ -62,6 +66,28 @@ class ConnectionLimit:
 
     def _lost(self) -> None:
         self._connected -= 1
+
+    def __getattr__(self, name: str) -> object:
+        # Everything else (requests_count, shutdown, ...) is the wrapped server's.
+        return getattr(self._factory, name)
+
+
+class LimitedRunner(web.AppRunner):
+    """aiohttp's AppRunner whose sites listen through a ConnectionLimit of `limit`."""
+
+    def __init__(self, app: web.Application, *, limit: int, **kwargs: object) -> None:
+        super().__init__(app, **kwargs)  # type: ignore[arg-type]
+        self._limit = limit
+        self._capped: ConnectionLimit | None = None
+
+    @property
+    def server(self) -> web.Server | None:
+        inner = super().server
+        if inner is None:
+            return None
+        if self._capped is None or self._capped._factory is not inner:
+            self._capped = ConnectionLimit(inner, self._limit)
+        return cast(web.Server, self._capped)
 
 
 class _Counted(asyncio.Protocol):

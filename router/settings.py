@@ -17,6 +17,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from router.config_table import Table as _Table
+from router.config_table import check_cidrs as _check_cidrs
+from router.config_table import existing_file as _existing_file
+from router.config_table import non_negative as _non_negative
+from router.config_table import path_in as _path
+from router.config_table import relative as _relative
 from router.errors import ConfigError
 from router.providers import PROVIDERS, Provider
 from router.secrets import resolve_secret
@@ -70,9 +76,10 @@ class BrokerSettings:
     retry_ladder: tuple[int, ...] = (5, 15, 45)
     delivery_limit: int = 20
     connection_name: str = "webhook-router"
-    heartbeat: int = 5  # seconds (0: off); max_in_flight: unconfirmed publishes per connection
-    max_in_flight: int = 1000
-    cafile: Path | None = None  # TLS for amqps://, as aio-pika names it (router.broker.connect)
+    heartbeat: int = 5  # AMQP heartbeat seconds (0: off); a silent broker is dropped after ~2-3x
+    max_in_flight: int = 1000  # unconfirmed publishes per connection; beyond: refused at once
+    # TLS for amqps:// (aio-pika's names; its URL query parameters work too, these win).
+    cafile: Path | None = None
     certfile: Path | None = None
     keyfile: Path | None = None
     verify: bool = True
@@ -92,6 +99,8 @@ class ServerSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     schemas: Path = Path("config/schemas")
+    metrics_port: int | None = None  # /metrics there only, not on `port`
+    metrics_allow: tuple[str, ...] = ()  # CIDRs that may read /metrics; empty: anyone
 
 
 @dataclass(frozen=True)
@@ -178,65 +187,6 @@ class Settings:
     sources: Mapping[str, SourceSettings] = field(default_factory=dict)
 
 
-class _Table:
-    """One TOML table being read: typed getters that name the key on error, and a check
-    that nothing unknown was left over (a typo is an error, not a silent default)."""
-
-    def __init__(self, data: Mapping[str, Any], file: str, key: str) -> None:
-        if not isinstance(data, Mapping):
-            raise ConfigError(file, key, "must be a table")
-        self.data = dict(data)
-        self.file = file
-        self.key = key
-        self.seen: set[str] = set()
-
-    def _name(self, name: str) -> str:
-        return f"{self.key}.{name}" if self.key and name else self.key or name
-
-    def error(self, name: str, problem: str) -> ConfigError:
-        return ConfigError(self.file, self._name(name), problem)
-
-    def get(self, name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-        self.seen.add(name)
-        if name not in self.data:
-            return default
-        value = self.data[name]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float)):
-            kinds = kind if isinstance(kind, tuple) else (kind,)
-            wanted = " or ".join(k.__name__ for k in kinds)
-            raise self.error(name, f"must be {wanted}, not {type(value).__name__}")
-        return value
-
-    def require(self, name: str, kind: type) -> Any:
-        if name not in self.data:
-            raise self.error(name, "is required")
-        return self.get(name, kind)
-
-    def positive(self, name: str, kind: type, default: Any) -> Any:
-        value = self.get(name, kind, default)
-        if value is not None and value <= 0:
-            raise self.error(name, "must be greater than 0")
-        return value
-
-    def strings(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        value = self.get(name, list, None)
-        if value is None:
-            return default
-        if not all(isinstance(v, str) for v in value):
-            raise self.error(name, "must be a list of strings")
-        return tuple(value)
-
-    def table(self, name: str) -> _Table:
-        return _Table(self.get(name, dict, {}), self.file, self._name(name))
-
-    def done(self) -> None:
-        unknown = sorted(set(self.data) - self.seen)
-        if unknown:
-            raise self.error(unknown[0], "unknown setting")
-
-
 def load_settings(
     path: Path | str = DEFAULT_CONFIG,
     environ: Mapping[str, str] | None = None,
@@ -298,15 +248,6 @@ def load_settings(
                     subscriptions=subscriptions, sources=sources)
 
 
-def _path(base: Path, value: str) -> Path:
-    p = Path(value)
-    return p if p.is_absolute() else base / p
-
-
-def _relative(base: Path, value: str | None) -> Path | None:
-    return None if value is None else _path(base, value)
-
-
 def _server(t: _Table, base: Path) -> ServerSettings:
     d = ServerSettings()
     tls_cert = _relative(base, t.get("tls_cert", str))
@@ -321,6 +262,11 @@ def _server(t: _Table, base: Path) -> ServerSettings:
     port = t.get("port", int, d.port)
     if not 0 <= port <= 65535:
         raise t.error("port", "must be between 0 and 65535")
+    metrics_port = t.get("metrics_port", int, None)
+    if metrics_port is not None and not 1 <= metrics_port <= 65535:
+        raise t.error("metrics_port", "must be between 1 and 65535")
+    if metrics_port is not None and metrics_port == port:
+        raise t.error("metrics_port", "must differ from port")
     s = ServerSettings(
         host=t.get("host", str, d.host),
         port=port,
@@ -334,8 +280,11 @@ def _server(t: _Table, base: Path) -> ServerSettings:
         tls_cert=tls_cert,
         tls_key=tls_key,
         schemas=_path(base, t.get("schemas", str, "schemas")),
+        metrics_port=metrics_port,
+        metrics_allow=t.strings("metrics_allow"),
     )
     _check_cidrs(t, "trusted_proxies", s.trusted_proxies)
+    _check_cidrs(t, "metrics_allow", s.metrics_allow)
     t.done()
     return s
 
@@ -388,15 +337,10 @@ def _broker(t: _Table, base: Path, env: Mapping[str, str]) -> BrokerSettings:
     )
     if not 0 <= s.heartbeat <= 65535:
         raise t.error("heartbeat", "must be whole seconds from 0 (off) to 65535")
+    if s.keyfile is not None and s.certfile is None:
+        raise t.error("keyfile", "needs certfile")
     t.done()
     return s
-
-
-def _existing_file(t: _Table, base: Path, name: str) -> Path | None:
-    path = _relative(base, t.get(name, str))
-    if path is not None and not path.is_file():
-        raise t.error(name, f"no such file: {path}")
-    return path
 
 
 def _logging(t: _Table) -> LoggingSettings:
@@ -424,13 +368,6 @@ def _consumers(t: _Table, env: Mapping[str, str]) -> ConsumerSettings:
     )
     t.done()
     return s
-
-
-def _non_negative(t: _Table, name: str, default: float) -> float:
-    value: float = t.get(name, float, default)
-    if value < 0:
-        raise t.error(name, "must be 0 or more seconds")
-    return value
 
 
 def _ladder(t: _Table, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -523,16 +460,6 @@ def _subscription(
     )
     t.done()
     return s
-
-
-def _check_cidrs(t: _Table, name: str, cidrs: tuple[str, ...]) -> None:
-    import ipaddress
-
-    for cidr in cidrs:
-        try:
-            ipaddress.ip_network(cidr, strict=False)
-        except ValueError as exc:
-            raise t.error(name, f"{cidr!r} is not an IP address or CIDR") from exc
 
 
 def _source(

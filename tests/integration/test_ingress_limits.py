@@ -197,17 +197,20 @@ class TestSlowBodies:
 
 
 class TestConnectionCap:
+    @pytest.mark.parametrize(("workers", "cap"), [(1, 3), (2, 1)])
     async def test_past_the_cap_connections_are_refused_until_some_close(
         self, server_config, make_server,  # noqa: F811 (fixtures of test_server)
+        workers, cap,
     ):
-        """With max_connections = 3 and three idle keep-alive connections open, the next
-        one is answered 503 with Retry-After and closed; once the idle ones close, new
-        connections are served again."""
+        """With max_connections per process and that many idle keep-alive connections open
+        in each process (one process, or gunicorn's workers), the next one is answered 503
+        with Retry-After and closed; once the idle ones close, new connections are served
+        again."""
         config = server_config()
         config.write_text(config.read_text().replace(
-            "max_connections = 1000", "max_connections = 3", 1))
+            "max_connections = 1000", f"max_connections = {cap}", 1))
         server = make_server(config)
-        await server.start()
+        await server.start("--workers", str(workers))
         async with aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True)
         ) as session:
@@ -233,7 +236,9 @@ class TestConnectionCap:
                 await asyncio.sleep(0.05)
             raise AssertionError("no connection was served")
 
-        idle = [await until_served() for _ in range(3)]
+        # Which worker takes a connection is the kernel's choice: a refused one is retried
+        # until every process holds `cap` of them.
+        idle = [await until_served() for _ in range(workers * cap)]
         try:
             refused = await Raw.connect(server.port)
             status, headers, body = await refused.response()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -11,11 +13,12 @@ import socket
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+import yarl
 from test_ingress import SHOPIFY_ORDER, rabbitmqctl
 
 from router.providers import signed_headers
@@ -100,8 +103,9 @@ def server_config(tmp_path: Path, settings: Settings, topology) -> Callable[...,
     """Writes a copy of the shipped router.toml using this test's broker prefix."""
 
     def write(extra_server: str = "", confirm_timeout: float = 5.0,
-              broker_url: str | None = None) -> Path:
+              broker_url: str | None = None, shutdown_timeout: int = 30) -> Path:
         text = (ROOT / "config" / "router.toml").read_text()
+        text = text.replace("shutdown_timeout = 30 ", f"shutdown_timeout = {shutdown_timeout} ")
         if broker_url is not None:
             text = text.replace("[broker]\n", f'[broker]\nurl = "{broker_url}"\n', 1)
         text = text.replace('prefix = ""', f'prefix = "{settings.broker.prefix}"')
@@ -140,13 +144,15 @@ async def post_order(session, server: Server, settings: Settings, **kw):
 
 
 class TestGracefulShutdown:
+    @pytest.mark.parametrize("workers", [1, 2])
     async def test_sigterm_finishes_in_flight_publishes(
-        self, server_config, make_server, settings, queue_depths, topology
+        self, server_config, make_server, settings, queue_depths, topology, workers
     ):
         """Requests waiting for the broker's confirm when SIGTERM arrives still get their 202,
-        every 202 is on the queue, and the process exits 0."""
+        every 202 is on the queue, and the process exits 0 (one process, or the master of
+        two workers)."""
         server = make_server(server_config(confirm_timeout=30.0))
-        await server.start()
+        await server.start("--workers", str(workers))
         async with aiohttp.ClientSession() as session:
             await wait_status(session, f"{server.base}/readyz", 200)
             await rabbitmqctl("set_vm_memory_high_watermark", "0")  # publishers now block
@@ -252,14 +258,16 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
 
 
 class TestTls:
+    @pytest.mark.parametrize("workers", [1, 2])
     async def test_https_with_tls_1_2_minimum(self, tmp_path, server_config, make_server,
-                                              settings):
-        """With tls_cert/tls_key the ingress speaks HTTPS, TLS 1.2 at the least."""
+                                              settings, workers):
+        """With tls_cert/tls_key the ingress speaks HTTPS, TLS 1.2 at the least (one process,
+        or gunicorn's workers)."""
         cert, key = self_signed(tmp_path)
         server = make_server(
             server_config(f'tls_cert = "{cert}"\ntls_key = "{key}"'), scheme="https"
         )
-        await server.start()
+        await server.start("--workers", str(workers))
         trusting = ssl.create_default_context(cafile=str(cert))
         trusting.check_hostname = False
         async with aiohttp.ClientSession() as session:
@@ -276,53 +284,267 @@ class TestTls:
         assert ssl.TLSVersion.TLSv1_2 == _ssl_context(config).minimum_version
 
 
+
+
+def worker_pids(output: bytes) -> list[int]:
+    """The workers gunicorn's master started, in order (from its "Booting worker" lines)."""
+    return [int(pid) for pid in re.findall(rb"Booting worker with pid: (\d+)", output)]
+
+
+def children(pid: int) -> set[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return {int(child) for child in text.split()}
+
+
+def is_dir(path: Path) -> bool:
+    return path.is_dir()
+
+
+@contextlib.contextmanager
+def paused(pid: int) -> Iterator[None]:
+    """The process stopped (SIGSTOP) inside the block: it accepts no connection."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def metric(text: str, sample: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+SHOPIFY_202 = 'webhook_requests_total{source="shopify",status="202"}'
+
+
+async def post_fresh(server: Server, settings: Settings, count: int) -> list[int]:
+    """`count` orders, each on a new connection (so they spread over the workers)."""
+    statuses = []
+    for _ in range(count):
+        async with aiohttp.ClientSession() as fresh:
+            status, _, _ = await post_order(fresh, server, settings)
+            statuses.append(status)
+    return statuses
+
+
+async def shopify_202s(server: Server) -> float:
+    """What /metrics says of Shopify's 202s, asked on a new connection."""
+    async with aiohttp.ClientSession() as fresh, fresh.get(f"{server.base}/metrics") as response:
+        return metric(await response.text(), SHOPIFY_202)
+
+
+def socket_owner(port: int, pids: set[int]) -> int | None:
+    """Which of `pids` has the TCP socket whose local port is `port` (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir()):
+                return pid
+    return None
+
+
+class OneWorkersBroker:
+    """A TCP proxy to RabbitMQ that forwards the connections of the first worker to connect
+    and holds every other worker's open without a word: a broker that one worker reached
+    and the other is still trying to."""
+
+    def __init__(self, upstream: str):
+        url = yarl.URL(upstream)
+        self.upstream = (url.host, url.port)
+        self.master: int | None = None  # the server's pid, once started
+        self.chosen: int | None = None
+        self.held: list[asyncio.StreamWriter] = []
+        self.tasks: set[asyncio.Task] = set()
+
+    async def __aenter__(self) -> OneWorkersBroker:
+        self.server = await asyncio.start_server(self._connection, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+        for writer in self.held:
+            writer.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    async def _connection(self, reader, writer) -> None:
+        client_port = writer.get_extra_info("peername")[1]
+        worker = socket_owner(client_port, children(self.master)) if self.master else None
+        if self.chosen is None:
+            self.chosen = worker
+        if worker is None or worker != self.chosen:
+            self.held.append(writer)
+            return
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(src, dst))
+            self.tasks.add(task)
+
+    @staticmethod
+    async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except OSError:
+            pass
+        finally:
+            dst.close()
+
+
 class TestWorkers:
     async def test_two_workers_share_the_port_and_metrics(
         self, server_config, make_server, settings, queue_depths, topology
     ):
-        """With --workers 2 both processes serve the port and /metrics adds up their counts."""
+        """With --workers 2 both processes serve the port (each takes the requests while the
+        other is paused), /metrics answered by either adds up both, and the run's metrics
+        directory is gone after exit."""
         server = make_server(server_config())
         await server.start("--workers", "2")
-        async with aiohttp.ClientSession() as session:
-            await wait_status(session, f"{server.base}/readyz", 200)
-            statuses = []
-            for _ in range(20):
-                # A new connection each time, so the kernel spreads them over the workers.
-                async with aiohttp.ClientSession() as fresh:
-                    status, _, _ = await post_order(fresh, server, settings)
-                    statuses.append(status)
-            assert [202] * 20 == statuses
-            async with session.get(f"{server.base}/metrics") as response:
-                text = await response.text()
-        assert 'webhook_requests_total{source="shopify",status="202"} 20.0' in text
+        await server.wait_for_line(b'"workers_starting"')
+        metrics_dir = Path(re.search(rb'"metrics_dir":"([^"]+)"', server.output)[1].decode())
+        for _ in range(2):
+            await server.wait_for_line(b'"broker_connected"')
+        pids = worker_pids(server.output)
+        assert set(pids) == children(server.proc.pid)
+        served = 0
+        for pid in pids:
+            with paused(pid):  # the other worker answers all of these
+                assert [202] * 5 == await post_fresh(server, settings, 5)
+                served += 5
+                assert served == await shopify_202s(server)
+        assert 10 == (await queue_depths())[topology.queue("orders")]
+        await server.stop()
+        assert 0 == server.proc.returncode
+        assert not is_dir(metrics_dir)
+
+    async def test_a_killed_worker_is_replaced(
+        self, server_config, make_server, settings, queue_depths, topology
+    ):
+        """A worker killed with SIGKILL is replaced by the master, the port keeps answering,
+        and what the dead worker counted still counts in /metrics."""
+        server = make_server(server_config())
+        await server.start("--workers", "2")
+        for _ in range(2):
+            await server.wait_for_line(b'"broker_connected"')
+        first, second = worker_pids(server.output)
+        assert [202] * 10 == await post_fresh(server, settings, 10)
+        os.kill(first, signal.SIGKILL)
+        await server.wait_for_line(b"Booting worker")
+        await server.wait_for_line(b'"broker_connected"')
+        replacement = worker_pids(server.output)[-1]
+        assert {second, replacement} == children(server.proc.pid)
+        assert [202] * 10 == await post_fresh(server, settings, 10)
+        assert 20 == await shopify_202s(server)
         assert 20 == (await queue_depths())[topology.queue("orders")]
         await server.stop()
         assert 0 == server.proc.returncode
 
-    async def test_workers_listen_only_once_they_can_publish(
-        self, server_config, make_server, settings
+    @pytest.mark.parametrize("moment", [
+        b'"workers_starting"',  # the master listens, no worker yet
+        b"Booting worker",  # the first worker is forked and importing
+        b"Booting worker with pid",  # (the same, a second time: the race is narrow)
+        b'"broker_connected"',  # one worker reached the broker, the other may not have
+    ])
+    async def test_sigterm_while_workers_start_exits_0(
+        self, server_config, make_server, settings, moment
     ):
-        """While the broker cannot be reached no worker takes connections (a provider gets
-        no 503 from a worker that cannot publish), and a SIGTERM that comes while the
-        workers are still starting stops them all cleanly: exit 0."""
-        server = make_server(server_config(broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/"))
+        """A SIGTERM at any moment of start-up stops everything cleanly and promptly: exit 0,
+        no worker left to be killed when shutdown_timeout runs out."""
+        server = make_server(server_config(shutdown_timeout=120))
         await server.start("--workers", "2")
-        # Sent as soon as the workers exist: they are still importing, or waiting for the
-        # broker, and neither may end them by the signal (exit 15).
-        await server.wait_for_line(b'"workers_started"')
+        await server.wait_for_line(moment)
         server.proc.send_signal(signal.SIGTERM)
-        assert 0 == await server.wait_exit()
-        assert b'"broker_connected"' not in server.output
+        assert 0 == await server.wait_exit(timeout=60)
+        assert b"Traceback" not in server.output
 
-    async def test_a_worker_waiting_for_the_broker_refuses_connections(
+    async def test_sigterm_while_workers_wait_for_the_broker_exits_0(
         self, server_config, make_server, settings
     ):
-        """A worker that has not reached the broker does not listen: connections are refused,
-        not answered 503, until the broker is there."""
-        server = make_server(server_config(broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/"))
+        """Workers that cannot reach the broker keep trying without listening, and a SIGTERM
+        then stops them at once: exit 0, and none ever connected."""
+        server = make_server(server_config(
+            broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/", shutdown_timeout=120))
         await server.start("--workers", "2")
         await server.wait_for_line(b'"broker_unavailable"')
-        with pytest.raises(OSError):
-            socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+        server.proc.send_signal(signal.SIGTERM)
+        assert 0 == await server.wait_exit(timeout=60)
+        assert b'"broker_connected"' not in server.output
+
+    async def test_a_worker_still_connecting_takes_no_requests(
+        self, server_config, make_server, settings, test_env, queue_depths, topology
+    ):
+        """While one worker has reached the broker and the other is still connecting, every
+        request is answered by the one that can publish: 202, never 503."""
+        async with OneWorkersBroker(test_env["AMQP_URL"]) as proxy:
+            server = make_server(server_config(
+                broker_url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/"))
+            await server.start("--workers", "2")
+            proxy.master = server.proc.pid
+            await server.wait_for_line(b'"broker_connected"')
+            assert [202] * 20 == await post_fresh(server, settings, 20)
+            assert proxy.held  # the other worker is still trying
+            assert 1 == server.output.count(b'"broker_connected"')
+            await server.stop()
+        assert 0 == server.proc.returncode
+        assert 20 == (await queue_depths())[topology.queue("orders")]
+
+
+class TestMetricsAccess:
+    @pytest.mark.parametrize("workers", [1, 2])
+    async def test_metrics_on_their_own_port(
+        self, server_config, make_server, settings, workers
+    ):
+        """With metrics_port, /metrics is served there and only there: the webhook port
+        answers 404 for it, and the metrics port serves nothing else."""
+        metrics_port = free_port()
+        server = make_server(server_config(f"metrics_port = {metrics_port}"))
+        await server.start("--workers", str(workers))
+        metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        async with aiohttp.ClientSession() as session:
+            await wait_status(session, f"{server.base}/readyz", 200)
+            status, _, _ = await post_order(session, server, settings)
+            assert 202 == status
+            await wait_status(session, metrics_url, 200)
+            async with session.get(metrics_url) as response:
+                assert 1.0 == metric(await response.text(), SHOPIFY_202)
+            async with session.get(f"{server.base}/metrics") as response:
+                assert (404, "unknown_source") == (response.status,
+                                                   (await response.json())["error"])
+            for method, path in (("GET", "/readyz"), ("POST", "/webhooks/shopify")):
+                async with session.request(
+                    method, f"http://127.0.0.1:{metrics_port}{path}", data=b"{}"
+                ) as response:
+                    assert 404 == response.status
         await server.stop()
         assert 0 == server.proc.returncode
+
+    @pytest.mark.parametrize(("allow", "forwarded", "status"), [
+        (["127.0.0.0/8"], None, 200),
+        (["10.0.0.0/8", "::1"], None, 403),
+        (["10.0.0.0/8"], "10.1.2.3", 200),  # behind a trusted proxy: the client counts
+        (["10.0.0.0/8"], "192.0.2.1", 403),
+    ])
+    async def test_metrics_allowlist(self, settings, make_client, allow, forwarded, status):
+        """With metrics_allow, only those addresses read /metrics (the client behind a trusted
+        proxy); others get 403 with a JSON reason."""
+        server = dataclasses.replace(settings.server, metrics_allow=tuple(allow),
+                                     trusted_proxies=("127.0.0.1",))
+        client = await make_client(dataclasses.replace(settings, server=server))
+        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+        response = await client.get("/metrics", headers=headers)
+        assert status == response.status
+        if status == 403:
+            assert "address_not_allowed" == (await response.json())["error"]
+        else:
+            assert "webhook_requests_total" in await response.text()
