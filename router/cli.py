@@ -25,7 +25,6 @@ from pathlib import Path
 
 from router.errors import ConfigError
 from router.settings import DEFAULT_CONFIG, Settings, SourceSettings, load_settings
-from router.sources import check_sources
 
 
 async def _topology(settings: Settings, delete: bool) -> int:
@@ -206,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    metrics_dir = None
     try:
         releasing = args.command == "dlq" and args.action == "release"
         secrets = releasing or args.command not in ("topology", "dlq", "orders",
@@ -216,9 +216,19 @@ def _run(args: argparse.Namespace) -> int:
             resolve_subscription_secrets=args.command == "subscriptions"
             and args.action == "test",
         )
+        if args.command == "serve" and (args.workers or settings.server.workers) > 1:
+            from router.serve import share_metrics
+
+            metrics_dir = share_metrics()  # before anything imports prometheus_client
+        from router.sources import check_sources
+
         check_sources(settings, verifiers=secrets)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        if metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         return 2
 
     if args.command == "serve":
@@ -226,7 +236,7 @@ def _run(args: argparse.Namespace) -> int:
 
         server = settings.server
         return serve(settings, args.host or server.host, args.port or server.port,
-                     args.workers or server.workers)
+                     args.workers or server.workers, metrics_dir=metrics_dir)
     if args.command == "openapi":
         from router.openapi import openapi_document, render_yaml
 

@@ -53,19 +53,34 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def serve(settings: Settings, host: str, port: int, workers: int) -> int:
-    """Run the ingress until SIGTERM/SIGINT; with workers > 1, under gunicorn's master."""
+def share_metrics() -> str:
+    """Make this run's metrics directory and name it in PROMETHEUS_MULTIPROC_DIR, which
+    prometheus_client reads once, when it is first imported: so before that, or every
+    worker would count in its own memory and /metrics would add up nothing."""
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before the metrics directory was set")
+    metrics_dir = tempfile.mkdtemp(prefix="webhook-router-metrics-")
+    os.environ[METRICS_DIR] = metrics_dir
+    return metrics_dir
+
+
+def serve(settings: Settings, host: str, port: int, workers: int,
+          metrics_dir: str | None = None) -> int:
+    """Run the ingress until SIGTERM/SIGINT; with workers > 1, under gunicorn's master
+    (`metrics_dir` from share_metrics, made here if not given)."""
     from router.logs import configure_logging
 
     if port == settings.server.metrics_port:
         print(f"{settings.file}: server.metrics_port: must differ from the port ({port})",
               file=sys.stderr)
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         return 2
     configure_logging(settings.logging.level, settings.logging.pii_fields)
     if workers == 1:
         _serve_one(settings, host, port)
         return 0
-    return _serve_workers(settings, host, port, workers)
+    return _serve_workers(settings, host, port, workers, metrics_dir or share_metrics())
 
 
 def _serve_one(settings: Settings, host: str, port: int) -> None:
@@ -80,7 +95,7 @@ def _serve_one(settings: Settings, host: str, port: int) -> None:
     try:
         loop.run_until_complete(main)
     except (web.GracefulExit, KeyboardInterrupt):  # SIGTERM, SIGINT
-        pass
+        log.info("shutting_down")
     finally:
         main.cancel()  # stops listening, then finishes in-flight requests (runner.cleanup)
         loop.run_until_complete(asyncio.gather(main, return_exceptions=True))
@@ -115,11 +130,8 @@ async def _listen(app: web.Application, settings: Settings, host: str, port: int
         await runner.cleanup()
 
 
-def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> int:
-    # Set before prometheus_client is first imported (router.app imports it in the workers):
-    # the directory decides how every metric stores its values.
-    metrics_dir = tempfile.mkdtemp(prefix="webhook-router-metrics-")
-    os.environ[METRICS_DIR] = metrics_dir
+def _serve_workers(settings: Settings, host: str, port: int, workers: int,
+                   metrics_dir: str) -> int:
     master = os.getpid()
     try:
         _Ingress(settings, host, port, workers).run()  # leaves by SystemExit, with its status
@@ -222,6 +234,7 @@ class IngressWorker(GunicornUVLoopWebWorker):
             self.loop.call_later(1.0, self._alive_while_starting)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        log.info("shutting_down", worker=os.getpid())
         super().handle_exit(sig, frame)
         self._stop_starting()
 
