@@ -1,8 +1,9 @@
 """A TCP proxy in front of the test broker (127.0.0.1:5672), for the faults a real network
 has: `blackhole()` keeps every socket open but stops forwarding (what arrives is dropped, as
 a dead path drops packets, so those connections never work again); `restore()` forwards new
-connections again.  With `tls`, it terminates TLS in front of the plain broker.  A CA and a
-server certificate for 127.0.0.1 are made with `make_ca`."""
+connections again. `hold()` keeps what arrives and `release()` forwards it late, as a slow
+path does (nothing is lost).  With `tls`, it terminates TLS in front of the plain broker.
+A CA and a server certificate for 127.0.0.1 are made with `make_ca`."""
 
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ class Proxy:
         self.blackholed = False
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     @property
     def port(self) -> int:
@@ -59,6 +62,13 @@ class Proxy:
 
     def restore(self) -> None:
         self.blackholed = False
+
+    def hold(self) -> None:
+        """From now on keep what arrives, in both directions, until release()."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
 
     def open_links(self) -> list[Link]:
         return [link for link in self.links if not link.client_gone.is_set()]
@@ -100,6 +110,7 @@ class Proxy:
     ) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(65536):
+                await self._flowing.wait()
                 if not link.dead and writer is not None:
                     writer.write(data)
 
