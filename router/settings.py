@@ -76,7 +76,7 @@ class BrokerSettings:
     retry_ladder: tuple[int, ...] = (5, 15, 45)
     delivery_limit: int = 20
     connection_name: str = "webhook-router"
-    heartbeat: int = 5  # AMQP heartbeat seconds (0: off); a silent broker is dropped after ~2-3x
+    heartbeat: int = 4  # AMQP heartbeat seconds (0: off); a silent broker is dropped after ~2-3x
     max_in_flight: int = 1000  # unconfirmed publishes per connection; beyond: refused at once
     # TLS for amqps:// (aio-pika's names; its URL query parameters work too, these win).
     cafile: Path | None = None
