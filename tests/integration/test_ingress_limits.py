@@ -328,84 +328,75 @@ class TestIpv6RateLimit:
         assert 2 == (await queue_depths())[topology.queue("orders")]
 
 
+def publish_after_all_checked(ingress, monkeypatch, copies: int, then) -> list[int]:
+    """Truly at once: no publish goes out before all `copies` have passed the duplicate
+    check (on loopback the first one would otherwise be confirmed before the last arrives);
+    then `then(publish, *args, **kwargs)` runs in place of the publisher's publish. Returns
+    a list that counts the publishes."""
+    checked, all_checked, publishes = 0, asyncio.Event(), []
+    seen, publish = ingress.recent.seen, ingress.publisher.publish
+
+    def counting_seen(key: str, now: float) -> bool:
+        nonlocal checked
+        checked += 1
+        if checked >= copies:
+            all_checked.set()
+        return seen(key, now)
+
+    async def held_publish(*args, **kwargs) -> float:
+        publishes.append(1)
+        await asyncio.wait_for(all_checked.wait(), 10)
+        return await then(publish, *args, **kwargs)
+
+    monkeypatch.setattr(ingress.recent, "seen", counting_seen)
+    monkeypatch.setattr(ingress.publisher, "publish", held_publish)
+    return publishes
+
+
+async def post_copies(client, headers: dict[str, str], copies: int) -> list[tuple[int, dict]]:
+    async def post() -> tuple[int, dict]:
+        response = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
+        return response.status, await response.json()
+
+    return await asyncio.gather(*(post() for _ in range(copies)))
+
+
 class TestConcurrentCopies:
     async def test_thirty_copies_at_once_publish_once(self, client, settings, queue_depths,
                                                       topology, monkeypatch):
         """30 concurrent posts of one signed delivery: one 202 accepted, 29 answered as
         duplicates once it was confirmed, and exactly one message on the queue."""
         headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
-        # Truly at once: no publish goes out before all 30 have passed the duplicate check
-        # (on loopback the first one would otherwise be confirmed before the last arrives).
-        ingress = client.server.app[INGRESS]
-        checked, all_checked = 0, asyncio.Event()
-        seen, publish = ingress.recent.seen, ingress.publisher.publish
 
-        def counting_seen(key: str, now: float) -> bool:
-            nonlocal checked
-            checked += 1
-            if checked >= 30:
-                all_checked.set()
-            return seen(key, now)
+        async def publish(real, *args, **kwargs) -> float:
+            return await real(*args, **kwargs)
 
-        async def held_publish(*args, **kwargs) -> float:
-            await asyncio.wait_for(all_checked.wait(), 10)
-            return await publish(*args, **kwargs)
-
-        monkeypatch.setattr(ingress.recent, "seen", counting_seen)
-        monkeypatch.setattr(ingress.publisher, "publish", held_publish)
-
-        async def post() -> tuple[int, dict]:
-            response = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER,
-                                         headers=headers)
-            return response.status, await response.json()
-
-        answers = await asyncio.gather(*(post() for _ in range(30)))
+        publish_after_all_checked(client.server.app[INGRESS], monkeypatch, 30, publish)
+        answers = await post_copies(client, headers, 30)
         delivery_id = headers["X-Shopify-Event-Id"]
         assert [(202, {"status": "accepted", "id": delivery_id})] + [
             (200, {"status": "duplicate", "id": delivery_id})] * 29 == sorted(
             answers, key=lambda answer: -answer[0])
         assert 1 == (await queue_depths())[topology.queue("orders")]
 
-
     @pytest.mark.parametrize(("failure", "status", "reason"), [
         (PublishFailed("not connected"), 503, "broker_unavailable"),
         (PublishInDoubt("not confirmed in time"), 504, "broker_unconfirmed"),
     ])
     async def test_copies_answer_as_the_first_failed(self, client, settings, queue_depths,
-                                                     topology, monkeypatch, failure, status,
-                                                     reason):
+                                                     monkeypatch, failure, status, reason):
         """When the first copy's publish fails, the copies that waited for it get its answer:
         503 when nothing was taken, 504 when the broker may still deliver it (never a 503
         for something that may be delivered), and none of them publishes."""
         headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
-        ingress = client.server.app[INGRESS]
-        checked, all_checked, publishes = 0, asyncio.Event(), 0
-        seen = ingress.recent.seen
 
-        def counting_seen(key: str, now: float) -> bool:
-            nonlocal checked
-            checked += 1
-            if checked >= 10:
-                all_checked.set()
-            return seen(key, now)
-
-        async def failing_publish(*args, **kwargs) -> float:
-            nonlocal publishes
-            publishes += 1
-            await asyncio.wait_for(all_checked.wait(), 10)
+        async def fail(real, *args, **kwargs) -> float:
             raise failure
 
-        monkeypatch.setattr(ingress.recent, "seen", counting_seen)
-        monkeypatch.setattr(ingress.publisher, "publish", failing_publish)
-
-        async def post() -> tuple[int, str]:
-            response = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER,
-                                         headers=headers)
-            return response.status, (await response.json())["error"]
-
-        answers = await asyncio.gather(*(post() for _ in range(10)))
-        assert [(status, reason)] * 10 == answers
-        assert 1 == publishes
+        publishes = publish_after_all_checked(client.server.app[INGRESS], monkeypatch, 10, fail)
+        answers = await post_copies(client, headers, 10)
+        assert [(status, reason)] * 10 == [(code, body["error"]) for code, body in answers]
+        assert 1 == len(publishes)
         assert 0 == sum((await queue_depths()).values())
 
 

@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from prometheus_client import REGISTRY
+from test_runner import wait_for as until
 
 from consumers import orders
 from consumers.cli import consumer_spec
@@ -36,15 +36,6 @@ SKUS = ("PEP-BPC157-5MG", "BAC-WATER-10ML")  # the Shopify sample's lines: 2 and
 def shopify_order(**changes: Any) -> bytes:
     """The Shopify sample as Shopify sends it for orders/create (updated_at as created)."""
     return orjson.dumps({**SHOPIFY, "updated_at": SHOPIFY["created_at"], **changes})
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 async def rows(store: Store, sql: str, *args: Any) -> list[dict[str, Any]]:
