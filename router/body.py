@@ -56,6 +56,10 @@ def content_coding(request: web.Request) -> str | None:
 async def read_body(request: web.Request, *, limit: int, timeout: float) -> bytes:
     """The whole body, decompressed (see the module's docstring for what is refused)."""
     coding = content_coding(request)
+    if coding is None and request.content.is_eof():
+        # Already all here (a small body comes with its headers): nothing to wait for, so
+        # no deadline to arm (a timer per request costs the ingress ~8% of its throughput).
+        return await _read_plain(request, limit)
     try:
         async with asyncio.timeout(timeout):
             if coding is None:

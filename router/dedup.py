@@ -66,7 +66,7 @@ class InFlight:
     """
 
     def __init__(self) -> None:
-        self._running: dict[str, asyncio.Future[BrokerTrouble | None]] = {}
+        self._running: dict[str, asyncio.Future[BrokerTrouble | None] | None] = {}
 
     def __len__(self) -> int:
         return len(self._running)
@@ -74,9 +74,11 @@ class InFlight:
     async def wait(self, key: str) -> tuple[bool, BrokerTrouble | None]:
         """(True, its outcome) once the request publishing `key` ends, if one is; else
         (False, None) at once."""
-        running = self._running.get(key)
-        if running is None:
+        if key not in self._running:
             return False, None
+        running = self._running[key]
+        if running is None:  # the first waiter: the outcome gets a future only now
+            running = self._running[key] = asyncio.get_running_loop().create_future()
         # Shielded: a waiter that is cancelled must not cancel the outcome for the others.
         return True, await asyncio.shield(running)
 
@@ -84,10 +86,7 @@ class InFlight:
     def lead(self, key: str) -> Iterator[None]:
         """Mark `key` as being published by the caller until the block ends; a
         BrokerTrouble leaving the block is the outcome the waiters get."""
-        running: asyncio.Future[BrokerTrouble | None] = (
-            asyncio.get_running_loop().create_future()
-        )
-        self._running[key] = running
+        self._running[key] = None  # nobody waits yet (the usual case): no future to make
         outcome: BrokerTrouble | None = None
         try:
             yield
@@ -95,5 +94,6 @@ class InFlight:
             outcome = exc
             raise
         finally:
-            del self._running[key]
-            running.set_result(outcome)
+            running = self._running.pop(key)
+            if running is not None:
+                running.set_result(outcome)
