@@ -45,6 +45,29 @@ async def rabbitmqctl(*args: str) -> None:
     assert 0 == await proc.wait()
 
 
+async def broker_started(timeout: float = 60.0) -> None:
+    """`start_app`, then wait until every quorum queue has its leader again. RabbitMQ 3.10's
+    at-least-once dead-letter worker crashes when its queue is deleted (a test's teardown)
+    before the queue has elected its leader, and enough such crashes stop the broker's
+    rabbit_fifo_dlx_sup: dead-lettering quorum queues then fail for everyone, INTERNAL_ERROR."""
+    await rabbitmqctl("start_app")
+    await rabbitmqctl("await_startup")
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        proc = await asyncio.create_subprocess_exec(
+            "rabbitmqctl", "-q", "list_queues", "name", "type", "leader",
+            stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        rows = [line.split("\t") for line in out.decode().splitlines()[1:]]
+        leaderless = [r[0] for r in rows if len(r) == 3 and r[1] == "quorum"
+                      and r[2].strip() in ("", "undefined")]
+        if proc.returncode == 0 and not leaderless:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"quorum queues without a leader: {leaderless[:5]}")
+        await asyncio.sleep(0.2)
+
+
 class TestAccepted:
     async def test_shopify_order_lands_on_orders_queue(self, client, settings, amqp, topology):
         """A signed Shopify order is answered 202 and its canonical order.created is queued."""

@@ -491,14 +491,13 @@ class TestBrokerRestart:
         deliverers come back by themselves, every notification published before, during and
         after reaches the subscriber (at least once, one webhook-id each) and nothing is left
         on its queues; SIGTERM-like stop afterwards is clean."""
-        from test_ingress import rabbitmqctl
+        from test_ingress import broker_started, rabbitmqctl
 
         _, _, topo = await notifying([subscription("portal", receivers.url("portal"))])
         before = await notify(amqp, topology, "order.allocated", 2000, tag="a")
         await until(lambda: len(receivers.got["portal"]) >= 100)
         await rabbitmqctl("stop_app")
-        await rabbitmqctl("start_app")
-        await rabbitmqctl("await_startup")
+        await broker_started()
         async with await aio_pika.connect(settings.broker.url) as fresh:
             after = await notify(fresh, topology, "order.allocated", 20, tag="b")
         await until(lambda: set(before + after) <= {g["id"] for g in receivers.got["portal"]},

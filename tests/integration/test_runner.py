@@ -212,7 +212,7 @@ class TestBrokerRestart:
         """RabbitMQ stopped and started while a batch is in hand: the runner reconnects by
         itself, what it had not acked comes back and is recognised, every event is applied
         exactly once and the queue ends empty."""
-        from test_ingress import rabbitmqctl
+        from test_ingress import broker_started, rabbitmqctl
 
         count = 1500
         await publish(amqp, topology, [envelope(f"r{i}", quantity=1, slow=0.001)
@@ -223,8 +223,7 @@ class TestBrokerRestart:
         try:
             applied_while_down = await on_hand(stocked)
         finally:
-            await rabbitmqctl("start_app")
-            await rabbitmqctl("await_startup")
+            await broker_started()
         assert applied_while_down < count  # the restart happened mid-stream
 
         async def drained() -> bool:

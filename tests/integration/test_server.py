@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 import yarl
 from broker_proxy import Proxy
-from test_ingress import SHOPIFY_ORDER, rabbitmqctl
+from test_ingress import SHOPIFY_ORDER, broker_started, rabbitmqctl
 
 from router.providers import signed_headers
 from router.serve import ssl_context as _ssl_context
@@ -193,8 +193,7 @@ class TestBrokerOutage:
                 status, body, _ = await post_order(session, server, settings)
                 assert (503, "broker_unavailable") == (status, body["error"])
             finally:
-                await rabbitmqctl("start_app")
-                await rabbitmqctl("await_startup")
+                await broker_started()
             await wait_status(session, f"{server.base}/readyz", 200, timeout=60)
             status, body, headers = await post_order(session, server, settings)
             assert (202, headers["X-Shopify-Event-Id"]) == (status, body["id"])
