@@ -1,6 +1,7 @@
 """Ingress benchmark: our ingress against a plain aiohttp + aio-pika handler, same run, same load.
 
     python bench/ingress.py [--duration 15] [--connections 64] [--rounds 3]
+                            [--compare LABEL=CHECKOUT ...]
 
 Both servers run in their own process with uvloop, publish with confirms to a quorum queue on
 the same RabbitMQ, and are loaded in turn by wrk (Debian package `wrk`) with signed Shopify
@@ -9,6 +10,10 @@ The plain handler checks the HMAC and awaits one confirmed publish; ours also ch
 limit, parses, validates against the JSON Schema, maps to the canonical order, builds the
 envelope, logs a JSON line and counts metrics.  Prints requests/s, p50, p99 per round and the
 medians with the ratio ours/plain.
+
+A before/after in one run: `--compare before=../wt-old` also serves the ingress of another
+checkout of this repository (say `git worktree add ../wt-old <commit>`) with the same
+interpreter, in the same rounds, and prints each ratio to plain and to it.
 """
 
 from __future__ import annotations
@@ -134,6 +139,22 @@ def wait_port(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"port {port} did not open")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid` and its live descendants."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            stat = Path(f"/proc/{current}/stat").read_text()
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat.rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def lua_string(data: bytes) -> str:
     return '"' + "".join(f"\\{b:03d}" if b < 32 or b in (34, 92) or b > 126 else chr(b)
                          for b in data) + '"'
@@ -191,14 +212,14 @@ async def purge(prefix: str, delete: bool = False) -> int:
     return total
 
 
-def write_config(tmp: Path, prefix: str, port: int, workers: int) -> Path:
-    text = (ROOT / "config" / "router.toml").read_text()
+def write_config(tmp: Path, prefix: str, port: int, workers: int, root: Path = ROOT) -> Path:
+    text = (root / "config" / "router.toml").read_text()
     text = text.replace('prefix = ""', f'prefix = "{prefix}"')
     text = text.replace("port = 8080", f"port = {port}")
     text = text.replace("workers = 1 ", f"workers = {workers} ")
-    text = text.replace('schemas = "schemas"', f'schemas = "{ROOT / "config" / "schemas"}"')
+    text = text.replace('schemas = "schemas"', f'schemas = "{root / "config" / "schemas"}"')
     text = re.sub(r'(mapping|sample) = "((mappings|samples)/[^"]+)"',
-                  lambda m: f'{m.group(1)} = "{ROOT / "config" / m.group(2)}"', text)
+                  lambda m: f'{m.group(1)} = "{root / "config" / m.group(2)}"', text)
     # One provider and one wrk host: lift the per-client rate limit out of the way.
     text = text.replace("rate_limit = { rate = 200, burst = 400 }",
                         "rate_limit = { rate = 1000000, burst = 1000000 }")
@@ -214,7 +235,16 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="ingress worker counts to measure (default: 1 2)")
+    parser.add_argument("--compare", action="append", default=[], metavar="LABEL=CHECKOUT",
+                        help="also serve another checkout's ingress (a before/after)")
     args = parser.parse_args()
+    compare: dict[str, Path] = {}
+    for item in args.compare:
+        label, _, path = item.partition("=")
+        root = Path(path).resolve()
+        if not label or not (root / "router" / "__main__.py").is_file():
+            parser.error(f"--compare {item!r}: want LABEL=CHECKOUT of this repository")
+        compare[label] = root
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2
@@ -228,29 +258,32 @@ def main() -> int:
                                          "INVENTORY_WEBHOOK_SECRET", "EASYPOST_WEBHOOK_SECRET",
                                          "AFTERSHIP_WEBHOOK_SECRET")}}
 
-    servers: dict[str, tuple[list[str], int]] = {}
+    # name -> (command, port, the checkout it runs from)
+    servers: dict[str, tuple[list[str], int, Path]] = {}
     port = free_port()
     (tmp / "plain.py").write_text(PLAIN_SERVER)
     servers["plain"] = ([sys.executable, str(tmp / "plain.py"), SECRET, AMQP_URL,
-                         f"{prefix}events", str(port)], port)
-    for workers in args.workers:
-        port = free_port()
-        (tmp / f"w{workers}").mkdir()
-        config = write_config(tmp / f"w{workers}", prefix, port, workers)
-        servers[f"ours x{workers}"] = ([sys.executable, "-m", "router", "--config", str(config),
-                                        "serve"], port)
+                         f"{prefix}events", str(port)], port, ROOT)
+    for label, root in {"ours": ROOT, **compare}.items():
+        for workers in args.workers:
+            port = free_port()
+            (tmp / f"{label}{workers}").mkdir()
+            config = write_config(tmp / f"{label}{workers}", prefix, port, workers, root)
+            servers[f"{label} x{workers}"] = (
+                [sys.executable, "-m", "router", "--config", str(config), "serve"], port, root)
 
     results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
     print(f"payload {len(ORDER)} bytes, {args.connections} connections, {args.duration} s "
           f"per run, {args.rounds} rounds, {os.cpu_count()} cores")
     try:
         for round_no in range(1, args.rounds + 1):
-            for name, (command, port) in servers.items():
+            for name, (command, port, root) in servers.items():
                 script = tmp / f"{name.replace(' ', '')}-{round_no}.lua"
                 script.write_text(WRK_SCRIPT % {"signature": signature, "body": lua_string(ORDER),
                                                 "run": f"{name.replace(' ', '')}{round_no}"})
                 log = (tmp / f"{name.replace(' ', '')}.log").open("ab")
-                proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+                proc = subprocess.Popen(command, cwd=root, env={**env, "PYTHONPATH": str(root)},
+                                        stdout=log, stderr=log)
                 try:
                     if name == "plain":
                         wait_port(port)
@@ -262,7 +295,12 @@ def main() -> int:
                         "run": f"warmup-{name.replace(' ', '')}{round_no}"})
                     run_wrk(port, warmup, 2, args.connections)
                     asyncio.run(purge(prefix))
+                    cpu = tree_cpu_seconds(proc.pid)
                     result = run_wrk(port, script, args.duration, args.connections)
+                    # The server's own CPU per request: steadier than req/s when the
+                    # machine's other load (wrk, the broker) varies between runs.
+                    cpu = tree_cpu_seconds(proc.pid) - cpu
+                    result["cpu_us"] = cpu / max(result["requests"], 1.0) * 1e6
                 finally:
                     proc.terminate()
                     proc.wait(timeout=60)
@@ -271,6 +309,7 @@ def main() -> int:
                 results[name].append(result)
                 print(f"round {round_no} {name:>10}: {result['rps']:8.0f} req/s  "
                       f"p50 {result['p50']:6.2f} ms  p99 {result['p99']:6.2f} ms  "
+                      f"cpu {result['cpu_us']:5.0f} us/req  "
                       f"accepted {result['requests'] - result['non2xx']:.0f}  queued {queued}",
                       flush=True)
     finally:
@@ -279,14 +318,27 @@ def main() -> int:
     plain_rps = statistics.median(r["rps"] for r in results["plain"])
     plain_p99 = statistics.median(r["p99"] for r in results["plain"])
     print("\nmedians")
+    plain_cpu = statistics.median(r["cpu_us"] for r in results["plain"])
     print(f"{'server':>10} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'rps ratio':>9} "
-          f"{'p99 ratio':>9}")
+          f"{'p99 ratio':>9} {'cpu us/req':>10} {'cpu ratio':>9}")
     for name, rows in results.items():
         rps = statistics.median(r["rps"] for r in rows)
         p50 = statistics.median(r["p50"] for r in rows)
         p99 = statistics.median(r["p99"] for r in rows)
+        cpu = statistics.median(r["cpu_us"] for r in rows)
         print(f"{name:>10} {rps:8.0f} {p50:7.2f} {p99:7.2f} {rps / plain_rps:9.2f} "
-              f"{p99 / plain_p99:9.2f}")
+              f"{p99 / plain_p99:9.2f} {cpu:10.0f} {cpu / plain_cpu:9.2f}")
+    for label in compare:
+        for workers in args.workers:
+            # Per round (the same minutes of the machine), then the median of those ratios.
+            pairs = zip(results[f"ours x{workers}"], results[f"{label} x{workers}"], strict=True)
+            pairs = list(pairs)
+            ratios = [ours["rps"] / theirs["rps"] for ours, theirs in pairs]
+            cpu = [ours["cpu_us"] / theirs["cpu_us"] for ours, theirs in pairs]
+            print(f"ours x{workers} / {label} x{workers}: req/s ratio per round "
+                  f"{' '.join(f'{r:.2f}' for r in ratios)}, median "
+                  f"{statistics.median(ratios):.2f}; cpu per request ratio per round "
+                  f"{' '.join(f'{r:.2f}' for r in cpu)}, median {statistics.median(cpu):.2f}")
     return 0
 
 
