@@ -15,6 +15,7 @@ from aiohttp.http_exceptions import ContentEncodingError
 from aiohttp.typedefs import Middleware
 
 from router.broker.publisher import Publisher
+from router.envelope import log_delivery_id
 from router.errors import Forbidden, IngressError
 from router.hold import hold_queues
 from router.ingress import REQUEST_INFO, Ingress, RequestInfo
@@ -90,6 +91,9 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
         response = _error_response(500, {"error": reason, "message": "internal error"})
     response.headers["X-Request-Id"] = request_id
     count_request(info.source, response.status)
+    if info.event_id is None and info.id_source is not None:
+        # Refused before its delivery was parsed: the id its headers name, as they name it.
+        info.event_id = log_delivery_id(info.id_source, request.headers)
     access_log.info(
         "request",
         request_id=request_id,

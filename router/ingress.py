@@ -23,7 +23,7 @@ from router.body import content_coding, read_body, refuse_over
 from router.broker.errors import PublishFailed, PublishInDoubt
 from router.broker.publisher import Publisher
 from router.dedup import InFlight, RecentIds
-from router.envelope import Delivery, build_event, log_delivery_id, parse_delivery
+from router.envelope import Delivery, build_event, parse_delivery
 from router.errors import (
     BrokerUnavailable,
     BrokerUnconfirmed,
@@ -52,6 +52,9 @@ class RequestInfo:
     source: str = "-"
     event_id: str | None = None
     type: str | None = None
+    # Until the delivery is parsed: the source whose id headers name it (router.app reads
+    # them for a refused request's line only, so an accepted one never pays for it).
+    id_source: Source | None = None
 
 
 REQUEST_INFO = web.RequestKey("request_info", RequestInfo)
@@ -87,7 +90,7 @@ class Ingress:
         info.source = source.name
         settings = source.settings
         headers = request.headers
-        info.event_id = log_delivery_id(source, headers)
+        info.id_source = source
         now = self.clock()
 
         media_type = request.content_type
@@ -98,7 +101,7 @@ class Ingress:
             raise UnsupportedMediaType(f"content type {media_type!r} is not accepted here")
         # Before the address and rate checks, from the declared length alone.
         refuse_over(request.content_length, settings.max_body)
-        content_coding(request)
+        coding = content_coding(request)
 
         forwarded = headers.getall("X-Forwarded-For", None)
         client_ip = self.client_address.resolve(
@@ -113,7 +116,9 @@ class Ingress:
                     "too many requests; retry later", retry_after=retry_after_seconds(wait)
                 )
 
-        body = await read_body(request, limit=settings.max_body, timeout=settings.body_timeout)
+        body = await read_body(
+            request, limit=settings.max_body, timeout=settings.body_timeout, coding=coding
+        )
         if ping:
             if source.verifier.is_ping(body, headers):
                 return _json(200, {"status": "ping"})
@@ -130,6 +135,9 @@ class Ingress:
         info.event_id = delivery.id
         dedup_key = f"{source.name}\0{delivery.id}"
         while not self.recent.seen(dedup_key, now):
+            if dedup_key not in self.in_flight:  # the usual case, without an await
+                with self.in_flight.lead(dedup_key):
+                    return await self._accept(source, delivery, media_type, info, dedup_key, now)
             # A copy of this delivery being published by another request: its outcome is ours.
             waited, failure = await self.in_flight.wait(dedup_key)
             if failure is not None:  # not confirmed: answer as the first copy was answered

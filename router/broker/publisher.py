@@ -14,6 +14,7 @@ may still store it, e.g. a blocked connection's frames once the alarm clears.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -42,6 +43,52 @@ log = structlog.get_logger("router.publisher")
 CONFIRM_TIMEOUTS_TO_RECONNECT = 3
 
 
+class ConfirmDeadlines:
+    """Fails confirm futures still waiting `timeout` seconds after their publish with
+    TimeoutError, with one timer for all of them rather than one per publish (a timer per
+    request was a few per cent of the ingress's CPU).
+
+    Every publish has the same timeout, so deadlines come in publish order: a queue whose
+    front is the earliest, and one timer armed for it.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self._waiting: collections.deque[tuple[float, asyncio.Future[None]]] = (
+            collections.deque()
+        )
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, future: asyncio.Future[None]) -> None:
+        waiting = self._waiting
+        while waiting and waiting[0][1].done():  # confirmed meanwhile: forget them
+            waiting.popleft()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        waiting.append((deadline, future))
+        if self._timer is None:
+            self._timer = loop.call_at(deadline, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        waiting = self._waiting
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        while waiting:
+            deadline, future = waiting[0]
+            if future.done():
+                waiting.popleft()
+            elif deadline <= now:
+                waiting.popleft()
+                future.set_exception(TimeoutError())
+            else:
+                self._timer = loop.call_at(deadline, self._expire)
+                break
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+
 class Publisher:
     """A confirming connection to the events exchange that reconnects by itself."""
 
@@ -61,6 +108,7 @@ class Publisher:
         self._reconnect: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._timeouts_in_a_row = 0
+        self._deadlines = ConfirmDeadlines(settings.confirm_timeout)
 
     async def _declare_topology(self) -> None:
         connection = await open_connection(
@@ -184,9 +232,9 @@ class Publisher:
             timestamp=int(timestamp if timestamp is not None else time.time()),
             content_type=content_type,
         )
+        self._deadlines.watch(confirmed)  # TimeoutError after confirm_timeout
         try:
-            async with asyncio.timeout(self.settings.confirm_timeout):
-                await confirmed
+            await confirmed
         except (TimeoutError, ConnectionLost, PublishNacked, PublishReturned) as exc:
             raise self._failure(exc, client, "the event") from exc
         self._timeouts_in_a_row = 0

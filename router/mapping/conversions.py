@@ -7,8 +7,9 @@ never the value.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 TEXT_MAX = 1000
@@ -118,12 +119,23 @@ def _as_text(value: Any) -> str | None:
     return sanitize_text(as_str(value)) or None
 
 
+_ZERO = timedelta(0)
+# A date-time that isoformat() would write back as it is (with +00:00 as Z): the usual
+# provider timestamp, which then skips isoformat (the dearest step of the conversion).
+_CANONICAL_DATETIME = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{6})?(?:Z|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
 def _as_datetime(value: Any) -> str:
     if isinstance(value, str):
+        text = value.strip()
         try:
-            moment = datetime.fromisoformat(value.strip())
+            moment = datetime.fromisoformat(text)
         except ValueError:
             raise BadValue("must be an ISO 8601 date-time") from None
+        if _CANONICAL_DATETIME.fullmatch(text) and (moment.microsecond or "." not in text):
+            return text[:-6] + "Z" if moment.utcoffset() == _ZERO and text[-1] != "Z" else text
     elif isinstance(value, int | float) and not isinstance(value, bool):
         try:
             moment = datetime.fromtimestamp(value, UTC)
