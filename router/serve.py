@@ -228,8 +228,14 @@ class IngressWorker(GunicornUVLoopWebWorker):
 
     def _alive_while_starting(self) -> None:
         # Waiting for the broker may take longer than the master's worker timeout; once it
-        # listens, aiohttp's worker tells the master it is alive by itself.
+        # listens, aiohttp's worker tells the master it is alive by itself (and, as here,
+        # stops when its master is gone).
         if not self.booted:
+            if os.getppid() != self.ppid:  # the master was killed: nobody would stop us
+                log.warning("master_gone", worker=os.getpid())
+                self.alive = False
+                self._stop_starting()
+                return
             self.notify()
             self.loop.call_later(1.0, self._alive_while_starting)
 
@@ -244,12 +250,27 @@ class IngressWorker(GunicornUVLoopWebWorker):
 
     def _stop_starting(self) -> None:
         if not self.booted and self._task is not None:
-            self._task.cancel()
+            cancel_until_done(self.loop, self._task)
 
     def _create_ssl_context(self, cfg: object) -> ssl.SSLContext:  # type: ignore[override]
         context = ssl_context(self.app.settings)  # asked for only when tls_cert is set
         assert context is not None
         return context
+
+
+def cancel_until_done(
+    loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any], every: float = 0.5
+) -> None:
+    """Cancel `task`, and again every `every` seconds until it is done.
+
+    One cancellation can be lost: on Python 3.11, asyncio.wait_for (used by the AMQP client
+    libraries) returns its inner result when that completes in the same loop turn as the
+    cancellation, so a connect refused at that moment raises the refusal instead, which the
+    reconnect loop takes as one more failed try; the worker then waited for the broker until
+    its master killed it (a CI run saw a worker outlive its killed master that way)."""
+    if not task.done():
+        task.cancel()
+        loop.call_later(every, cancel_until_done, loop, task, every)
 
 
 def _when_ready(arbiter: Arbiter) -> None:

@@ -21,6 +21,7 @@ import pytest
 import yarl
 from broker_proxy import Proxy
 from test_ingress import SHOPIFY_ORDER, broker_started, rabbitmqctl
+from test_runner import wait_for
 
 from router.providers import signed_headers
 from router.serve import ssl_context as _ssl_context
@@ -34,6 +35,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def child_pids(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 class Server:
@@ -484,6 +499,33 @@ class TestWorkers:
         server.proc.send_signal(signal.SIGTERM)
         assert 0 == await server.wait_exit(timeout=60)
         assert b'"broker_connected"' not in server.output
+
+    async def test_workers_waiting_for_the_broker_stop_when_their_master_is_killed(
+        self, server_config, make_server
+    ):
+        """A worker still waiting for the broker notices that its master is gone (SIGKILL:
+        nobody sends it a SIGTERM) and exits, rather than waiting for the broker forever."""
+        server = make_server(server_config(
+            broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/"))
+        await server.start("--workers", "2")
+        await server.wait_for_line(b'"broker_unavailable"')
+        master = server.proc.pid
+        workers = child_pids(master)
+        assert 2 == len(workers)
+        server.proc.kill()
+
+        async def workers_gone() -> bool:
+            return not any(running(pid) for pid in workers)
+
+        try:
+            await wait_for(workers_gone, timeout=15)
+        finally:
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        assert server.proc.stdout is not None
+        server.output += await asyncio.wait_for(server.proc.stdout.read(), 10)  # EOF: all gone
+        assert 2 == server.output.count(b'"master_gone"')
 
     async def test_a_worker_still_connecting_takes_no_requests(
         self, server_config, make_server, settings, test_env, queue_depths, topology
