@@ -33,6 +33,7 @@ from router.settings import Settings
 log = structlog.get_logger("router.serve")
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+METRICS_DIR_PREFIX = "webhook-router-metrics-"  # in the temporary directory
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -59,7 +60,7 @@ def share_metrics() -> str:
     worker would count in its own memory and /metrics would add up nothing."""
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before the metrics directory was set")
-    metrics_dir = tempfile.mkdtemp(prefix="webhook-router-metrics-")
+    metrics_dir = tempfile.mkdtemp(prefix=METRICS_DIR_PREFIX)
     os.environ[METRICS_DIR] = metrics_dir
     return metrics_dir
 

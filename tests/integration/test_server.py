@@ -8,10 +8,12 @@ import dataclasses
 import datetime as dt
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from test_ingress import SHOPIFY_ORDER, broker_started, rabbitmqctl
 from test_runner import wait_for
 
 from router.providers import signed_headers
+from router.serve import METRICS_DIR_PREFIX
 from router.serve import ssl_context as _ssl_context
 from router.settings import Settings, load_settings
 
@@ -40,6 +43,11 @@ def free_port() -> int:
 def child_pids(pid: int) -> list[int]:
     return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
             for child in (task / "children").read_text().split()]
+
+
+def metrics_directories() -> set[Path]:
+    """The serve commands' metrics directories now in the temporary directory."""
+    return set(Path(tempfile.gettempdir()).glob(f"{METRICS_DIR_PREFIX}*"))
 
 
 def running(pid: int) -> bool:
@@ -507,8 +515,12 @@ class TestWorkers:
         nobody sends it a SIGTERM) and exits, rather than waiting for the broker forever."""
         server = make_server(server_config(
             broker_url=f"amqp://guest:guest@127.0.0.1:{free_port()}/"))
+        metrics_dirs = metrics_directories()
         await server.start("--workers", "2")
         await server.wait_for_line(b'"broker_unavailable"')
+        # The master removes its metrics directory on the way out; killed, it cannot.
+        metrics_dirs = metrics_directories() - metrics_dirs
+        assert 1 == len(metrics_dirs)
         master = server.proc.pid
         workers = child_pids(master)
         assert 2 == len(workers)
@@ -523,6 +535,8 @@ class TestWorkers:
             for pid in workers:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            for path in metrics_dirs:
+                shutil.rmtree(path, ignore_errors=True)
         assert server.proc.stdout is not None
         server.output += await asyncio.wait_for(server.proc.stdout.read(), 10)  # EOF: all gone
         assert 2 == server.output.count(b'"master_gone"')
