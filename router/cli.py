@@ -130,9 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_dlq = command("dlq", "inspect, replay or purge a dead-letter queue; look at, release "
                            "or purge the deliveries a source held")
     p_dlq.add_argument("action", choices=["list", "show", "replay", "purge", "release"])
-    p_dlq.add_argument("name", help="consumer queue: orders, inventory, shipping, notifications, "
-                                    "deliver.SUBSCRIPTION (outbound webhooks), or held.SOURCE "
-                                    "(what a source could not map; `release` maps them again)")
+    p_dlq.add_argument("name", help="consumer queue: orders, inventory, shipping, audit, "
+                                    "notifications, deliver.SUBSCRIPTION (outbound webhooks), "
+                                    "or held.SOURCE (what a source could not map; `release` "
+                                    "maps them again)")
     p_dlq.add_argument("--limit", type=int, default=20, help="messages to list or show")
     p_dlq.add_argument("--id", help="only the message with this id (show, replay)")
     p_dlq.add_argument("--yes", "-y", action="store_true", help="purge without asking")

@@ -141,6 +141,27 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 PRIMARY KEY (order_id, refund_id))""",
         ],
     ),
+    (
+        # The audit consumer's record of every accepted event, and the business keys its
+        # data names (order ids, tracking codes, SKUs), so one id finds its events.
+        7,
+        [
+            """CREATE TABLE audit_events (
+                event_id TEXT PRIMARY KEY,
+                source TEXT,
+                type TEXT NOT NULL,
+                schema TEXT,
+                received_at TEXT,
+                occurred_at TEXT,
+                recorded_at TEXT NOT NULL)""",
+            """CREATE TABLE event_keys (
+                event_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                value TEXT NOT NULL,
+                PRIMARY KEY (event_id, kind, value))""",
+            "CREATE INDEX event_keys_by_value ON event_keys (kind, value)",
+        ],
+    ),
 ]
 
 _DIALECT = {
