@@ -162,6 +162,25 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX event_keys_by_value ON event_keys (kind, value)",
         ],
     ),
+    (
+        # What each consumer did with each message, attempt by attempt: the handler's word
+        # (in the effect's transaction), or the retry (with its delay) or dead letter (with
+        # its reason) once the broker confirmed that copy.
+        8,
+        [
+            """CREATE TABLE consumer_attempts (
+                id {serial_pk},
+                consumer TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                attempt INTEGER NOT NULL,
+                outcome TEXT NOT NULL,
+                delay_seconds INTEGER,
+                reason TEXT,
+                replayed_at TEXT,
+                at TEXT NOT NULL)""",
+            "CREATE INDEX consumer_attempts_by_event ON consumer_attempts (event_id)",
+        ],
+    ),
 ]
 
 _DIALECT = {
