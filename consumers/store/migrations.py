@@ -181,6 +181,15 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX consumer_attempts_by_event ON consumer_attempts (event_id)",
         ],
     ),
+    (
+        # The event that caused each notification (its body's `cause`), so a trace finds the
+        # notifications of an event; rows written before this have none.
+        9,
+        [
+            "ALTER TABLE outbox ADD COLUMN cause TEXT",
+            "CREATE INDEX outbox_by_cause ON outbox (cause)",
+        ],
+    ),
 ]
 
 _DIALECT = {
