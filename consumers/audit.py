@@ -31,7 +31,8 @@ _KEY = (
 
 def business_keys(data: Any) -> list[tuple[str, str]]:
     """(kind, value) for each order_id, tracking_code and SKU (its own, or its lines') that
-    `data` names, in that order, each once; values that are not non-empty text are left out."""
+    `data` names, in that order, each once; integers as text, and values that are neither
+    non-empty text nor integers left out."""
     if not isinstance(data, dict):
         return []
     found = [(kind, data.get(kind)) for kind in KEY_KINDS]
