@@ -27,6 +27,7 @@ CONSUMERS = {
     "orders": "consumers.orders",
     "inventory": "consumers.inventory",
     "shipping": "consumers.shipping",
+    "audit": "consumers.audit",
 }
 
 

@@ -21,5 +21,5 @@ async def notify(tx: Tx, event: Event, kind: str, key: str, data: dict[str, Any]
     if len(message_id.encode()) > MAX_MESSAGE_ID:
         message_id = "sha256:" + hashlib.sha256(message_id.encode()).hexdigest()
     body = notification_body(message_id, kind, data, cause=event["id"])
-    await tx.add_outbox(kind, f"notify.{kind}", body, message_id)
+    await tx.add_outbox(kind, f"notify.{kind}", body, message_id, cause=str(event["id"]))
     return message_id

@@ -10,6 +10,8 @@ For each batch of messages in hand (up to prefetch / concurrency of them):
     failed messages -> NAME.retry.<delay> or NAME.dead, with the broker's confirm
     ack (only now: the effects are committed); a multiple-ack covers the longest run of
     settled messages, so batches running concurrently never ack each other's messages
+    the retried and dead-lettered messages' attempts -> consumer_attempts, in a short
+    transaction of their own (the others' went in with the effects, one executemany)
     the batch's outbox rows -> events exchange as notify.*, confirmed in the background;
     their ids are marked sent by the next transaction (or after a short idle pause)
 
@@ -42,7 +44,7 @@ from consumers.events import Event
 from consumers.store import Store, Tx, mark_sent
 from router.broker.connect import open_connection
 from router.broker.errors import BROKER_ERRORS, PublishFailed
-from router.broker.messages import attempt_of, dead_copy, reroute, retry_copy
+from router.broker.messages import REPLAYED_AT, attempt_of, dead_copy, reroute, retry_copy
 from router.broker.publisher import Publisher
 from router.broker.reconnect import keep_trying
 from router.broker.topology import Topology
@@ -68,6 +70,18 @@ OUTBOX_PUBLISHED = Counter(
 # Confirmed outbox ids wait this long for a batch to mark them before a transaction of
 # their own does it.
 MARK_IDLE_SECONDS = 0.2
+
+
+_RECORD_ATTEMPT = (
+    "INSERT INTO consumer_attempts (consumer, event_id, attempt, outcome, delay_seconds,"
+    " reason, replayed_at, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+
+
+def _replayed_at(message: AbstractIncomingMessage) -> str | None:
+    """When an operator replayed this message from a dead-letter queue, if one did."""
+    value = (message.headers or {}).get(REPLAYED_AT)
+    return value if isinstance(value, str) else None
 
 
 class _Failed(Exception):
@@ -108,6 +122,7 @@ class Outcome:
     type: str = "-"
     result: str = "processed"  # processed | duplicate | retry | dead | a handler's word
     reason: str = ""
+    delay: int | None = None  # seconds, when it went to a retry queue
     started: float = field(default_factory=time.perf_counter)
     event: Event | None = None  # the parsed envelope; None if it is not one
 
@@ -311,6 +326,8 @@ class Runner:
                         raise _Failed from exc
                 for outcome in outcomes:
                     await self._apply(tx, outcome, careful, batch)
+                await self._record_attempts(tx, [o for o in outcomes
+                                                 if o.result not in ("retry", "dead")])
                 return tx.outbox
             return apply_all
 
@@ -337,6 +354,10 @@ class Runner:
             if outcome.result in ("retry", "dead") and not await self._reroute(outcome):
                 nacked.add(id(outcome.message))
         await self._acker.settle(outcomes, nacked)
+        moved = [outcome for outcome in outcomes if outcome.result in ("retry", "dead")
+                 and id(outcome.message) not in nacked]
+        if moved:
+            await self._record_moves(moved)
         if outbox:
             task = asyncio.create_task(self._send_outbox(outbox))
             self._sending.add(task)
@@ -351,6 +372,29 @@ class Runner:
                 type=outcome.type, attempt=attempt_of(outcome.message),
                 outcome=outcome.result, reason=outcome.reason or None,
                 latency_ms=round(latency * 1000, 3))
+
+    # -- what was done with each message --------------------------------------------------
+
+    async def _record_attempts(self, tx: Tx, outcomes: list[Outcome]) -> None:
+        """One consumer_attempts row per outcome (envelopes only), one statement for all."""
+        at = now_iso()
+        rows = [(self.spec.name, o.event_id, attempt_of(o.message) + 1, o.result, o.delay,
+                 o.reason or None, _replayed_at(o.message), at)
+                for o in outcomes if o.event is not None]
+        if rows:
+            await tx.executemany(_RECORD_ATTEMPT, rows)
+
+    async def _record_moves(self, outcomes: list[Outcome]) -> None:
+        """Record retries and dead letters whose copies the broker confirmed (the messages
+        are acked already): a failure is logged, never raised; the copy is what counts."""
+        async def work(tx: Tx) -> None:
+            await self._record_attempts(tx, outcomes)
+
+        try:
+            await self.store.run(work)
+        except Exception as exc:
+            log.warning("attempt_record_failed", consumer=self.spec.name,
+                        messages=len(outcomes), error=type(exc).__name__)
 
     # -- effects of time ---------------------------------------------------------------------
 
@@ -475,7 +519,7 @@ class Runner:
         message = outcome.message
         attempt = attempt_of(message)
         if outcome.result == "retry":
-            delay = self.topology.retry_ladder[attempt]
+            delay = outcome.delay = self.topology.retry_ladder[attempt]
             routing_key = self.topology.retry_queue(self.spec.name, delay)
             copy = retry_copy(message)
         else:

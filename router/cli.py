@@ -9,6 +9,7 @@
     subscriptions   outbound webhook subscriptions: list, enable, disable, test
     orders          where orders stand: show one, or list them by status
     deliveries      delivery attempts for an event, or `replay` past notifications
+    trace           one id's story: received, recorded, each consumer's attempts, notifications
 
 Every command takes `--config FILE` (before or after the command; default: env
 ROUTER_CONFIG, else config/router.toml).
@@ -90,6 +91,14 @@ def _config_option(parser: argparse.ArgumentParser, default: object) -> None:
                              f"{DEFAULT_CONFIG})")
 
 
+def _count(value: str) -> int:
+    """A count of at least 1, for argparse."""
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="webhook-router", description="The webhook ingress and the operators' commands.",
@@ -130,9 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_dlq = command("dlq", "inspect, replay or purge a dead-letter queue; look at, release "
                            "or purge the deliveries a source held")
     p_dlq.add_argument("action", choices=["list", "show", "replay", "purge", "release"])
-    p_dlq.add_argument("name", help="consumer queue: orders, inventory, shipping, notifications, "
-                                    "deliver.SUBSCRIPTION (outbound webhooks), or held.SOURCE "
-                                    "(what a source could not map; `release` maps them again)")
+    p_dlq.add_argument("name", help="consumer queue: orders, inventory, shipping, audit, "
+                                    "notifications, deliver.SUBSCRIPTION (outbound webhooks), "
+                                    "or held.SOURCE (what a source could not map; `release` "
+                                    "maps them again)")
     p_dlq.add_argument("--limit", type=int, default=20, help="messages to list or show")
     p_dlq.add_argument("--id", help="only the message with this id (show, replay)")
     p_dlq.add_argument("--yes", "-y", action="store_true", help="purge without asking")
@@ -155,11 +165,21 @@ def build_parser() -> argparse.ArgumentParser:
     p_del.add_argument("--subscription", help="replay: the subscriber")
     p_del.add_argument("--since", help="replay: notifications created at or after this time "
                                        "(ISO-8601; UTC unless it says otherwise)")
+
+    p_trace = command("trace", "what became of an event, an order, a tracking code or a SKU: "
+                               "received, recorded, each consumer's attempts, notifications")
+    p_trace.add_argument("id", metavar="ID", help="an event id (provider delivery id), order "
+                                                  "id, tracking code, SKU or notification id")
+    p_trace.add_argument("--store", help="the consumers' store URL (default: env DATABASE_URL, "
+                                         "then [consumers] store)")
+    p_trace.add_argument("--json", action="store_true", help="the same, as JSON")
+    p_trace.add_argument("--limit", type=_count, default=50,
+                         help="at most this many events, the newest (default 50)")
     return parser
 
 
 def _store_command(settings: Settings, args: argparse.Namespace) -> int:
-    """orders, subscriptions, deliveries: the consumers' commands, reading their store.
+    """orders, subscriptions, deliveries, trace: the consumers' commands, reading their store.
 
     They say first (on stderr) which store they read, and never create one: pointed where
     there is none, they say so and exit 2."""
@@ -168,10 +188,15 @@ def _store_command(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.order_admin import orders_command
     from consumers.outbound.admin import Usage, deliveries_command, subscriptions_command
     from consumers.store import StoreError, StoreMissing, redact_url
+    from consumers.trace import trace_command
 
-    store = redact_url(settings.consumers.store)
+    url = getattr(args, "store", None) or settings.consumers.store
+    store = redact_url(url)
     print(f"store: {store}", file=sys.stderr)
     try:
+        if args.command == "trace":
+            return asyncio.run(trace_command(url, args.id, as_json=args.json,
+                                             limit=args.limit))
         if args.command == "orders":
             return asyncio.run(orders_command(settings, args.action, order_id=args.order_id,
                                               status=args.status, limit=args.limit))
@@ -208,7 +233,7 @@ def _run(args: argparse.Namespace) -> int:
     metrics_dir = None
     try:
         releasing = args.command == "dlq" and args.action == "release"
-        secrets = releasing or args.command not in ("topology", "dlq", "orders",
+        secrets = releasing or args.command not in ("topology", "dlq", "orders", "trace",
                                                     "subscriptions", "deliveries", "openapi")
         settings = load_settings(
             args.config,
@@ -270,7 +295,7 @@ def _run(args: argparse.Namespace) -> int:
 
         return asyncio.run(dlq_command(settings.broker, args.action, args.name,
                                        limit=args.limit, message_id=args.id, yes=args.yes))
-    if args.command in ("orders", "subscriptions", "deliveries"):
+    if args.command in ("orders", "subscriptions", "deliveries", "trace"):
         return _store_command(settings, args)
     from router.providers import signed_headers
 

@@ -49,7 +49,8 @@ class Tx(Protocol):
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
     async def claim(self, consumer: str, event_id: str) -> bool: ...
     async def add_outbox(
-        self, kind: str, routing_key: str, body: bytes, message_id: str
+        self, kind: str, routing_key: str, body: bytes, message_id: str,
+        cause: str | None = None,
     ) -> None: ...
     # The outbox rows this transaction added (id, routing_key, body, message_id), in order.
     outbox: list[dict[str, Any]]
@@ -87,8 +88,8 @@ _CLAIM = (
     " ON CONFLICT (consumer, event_id) DO NOTHING"
 )
 _ADD_OUTBOX = (
-    "INSERT INTO outbox (kind, routing_key, body, message_id, created_at)"
-    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (message_id) DO NOTHING RETURNING id"
+    "INSERT INTO outbox (kind, routing_key, body, message_id, created_at, cause)"
+    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (message_id) DO NOTHING RETURNING id"
 )
 _PENDING = (
     "SELECT id, kind, routing_key, body, message_id, created_at FROM outbox"
@@ -124,11 +125,14 @@ class TxBase:
         Call it in the same transaction as the effect."""
         return await self.execute(_CLAIM, consumer, event_id, now_iso()) == 1
 
-    async def add_outbox(self, kind: str, routing_key: str, body: bytes, message_id: str) -> None:
+    async def add_outbox(self, kind: str, routing_key: str, body: bytes, message_id: str,
+                         cause: str | None = None) -> None:
         """Queue a message for publishing after commit; a repeated message_id is ignored.
-        The row is also appended to `self.outbox`, so the committer can publish it at once."""
+        `cause` is the id of the event it comes from, if one. The row is also appended to
+        `self.outbox`, so the committer can publish it at once."""
         body = bytes(body)
-        row_id = await self.fetchval(_ADD_OUTBOX, kind, routing_key, body, message_id, now_iso())
+        row_id = await self.fetchval(_ADD_OUTBOX, kind, routing_key, body, message_id, now_iso(),
+                                     cause)
         if row_id is not None:
             self.outbox.append(
                 {"id": row_id, "routing_key": routing_key, "body": body, "message_id": message_id}

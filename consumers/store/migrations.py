@@ -141,6 +141,55 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 PRIMARY KEY (order_id, refund_id))""",
         ],
     ),
+    (
+        # The audit consumer's record of every accepted event, and the business keys its
+        # data names (order ids, tracking codes, SKUs), so one id finds its events.
+        7,
+        [
+            """CREATE TABLE audit_events (
+                event_id TEXT PRIMARY KEY,
+                source TEXT,
+                type TEXT NOT NULL,
+                schema TEXT,
+                received_at TEXT,
+                occurred_at TEXT,
+                recorded_at TEXT NOT NULL)""",
+            """CREATE TABLE event_keys (
+                event_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                value TEXT NOT NULL,
+                PRIMARY KEY (event_id, kind, value))""",
+            "CREATE INDEX event_keys_by_value ON event_keys (kind, value)",
+        ],
+    ),
+    (
+        # What each consumer did with each message, attempt by attempt: the handler's word
+        # (in the effect's transaction), or the retry (with its delay) or dead letter (with
+        # its reason) once the broker confirmed that copy.
+        8,
+        [
+            """CREATE TABLE consumer_attempts (
+                id {serial_pk},
+                consumer TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                attempt INTEGER NOT NULL,
+                outcome TEXT NOT NULL,
+                delay_seconds INTEGER,
+                reason TEXT,
+                replayed_at TEXT,
+                at TEXT NOT NULL)""",
+            "CREATE INDEX consumer_attempts_by_event ON consumer_attempts (event_id)",
+        ],
+    ),
+    (
+        # The event that caused each notification (its body's `cause`), so a trace finds the
+        # notifications of an event; rows written before this have none.
+        9,
+        [
+            "ALTER TABLE outbox ADD COLUMN cause TEXT",
+            "CREATE INDEX outbox_by_cause ON outbox (cause)",
+        ],
+    ),
 ]
 
 _DIALECT = {

@@ -29,7 +29,14 @@ from aio_pika.exceptions import ChannelNotFoundEntity
 
 from router.broker.connect import open_connection
 from router.broker.errors import BROKER_ERRORS, describe
-from router.broker.messages import DEAD_HEADERS, HELD_AT, HELD_ERRORS, HELD_REASON, copy_message
+from router.broker.messages import (
+    DEAD_HEADERS,
+    HELD_AT,
+    HELD_ERRORS,
+    HELD_REASON,
+    REPLAYED_AT,
+    copy_message,
+)
 from router.broker.topology import QUEUES, Topology
 from router.settings import BrokerSettings
 from router.times import now_iso
@@ -144,7 +151,7 @@ def _details(message: AbstractIncomingMessage) -> str:
 
 def _replay_copy(message: AbstractIncomingMessage) -> aio_pika.Message:
     return copy_message(message, drop=DEAD_HEADERS, attempt=0, **{
-        "x-replayed-at": now_iso("seconds")})
+        REPLAYED_AT: now_iso("seconds")})
 
 
 async def queue_depth(channel: AbstractChannel, queue: str) -> int | None:

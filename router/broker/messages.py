@@ -24,6 +24,8 @@ DEAD_REASON = "x-dead-reason"
 DEAD_CONSUMER = "x-dead-consumer"
 DEAD_AT = "x-dead-at"
 DEAD_HEADERS = (DEAD_REASON, DEAD_CONSUMER, DEAD_AT)
+# Written by `dlq replay` on the copy it puts back on the work queue.
+REPLAYED_AT = "x-replayed-at"
 # Written by the ingress when it holds a delivery it cannot map (router.hold).
 HELD_REASON = "x-held-reason"
 HELD_ERRORS = "x-held-errors"

@@ -6,6 +6,7 @@
     queue     inventory         inventory.*      (quorum)
     queue     shipping          shipment.*       (quorum)
     queue     notifications     notify.#         (quorum)
+    queue     audit             order.*, inventory.*, shipment.*  (quorum; every event)
     per queue NAME.retry.<s>    quorum, x-message-ttl, dead-letters back to NAME
               NAME.dead         quorum; also where a message redelivered more than
                                 delivery_limit times (a crash loop) ends up
@@ -34,6 +35,9 @@ QUEUES: dict[str, tuple[str, ...]] = {
     "shipping": ("shipment.*",),
     "notifications": ("notify.#",),  # notify.<event type>, e.g. notify.order.allocated
 }
+# The audit consumer records every canonical event the consumers above get.
+QUEUES["audit"] = tuple(key for name in ("orders", "inventory", "shipping")
+                        for key in QUEUES[name])
 
 
 def delivery_queue(subscription: str) -> str:

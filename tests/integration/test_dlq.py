@@ -267,7 +267,7 @@ async def test_unknown_name_exits_2_listing_the_known_names(
 
     assert 2 == code
     expected = ("unknown queue 'payments' (known: orders, inventory, shipping, notifications, "
-                "deliver.SUBSCRIPTION or held.SOURCE)\n")
+                "audit, deliver.SUBSCRIPTION or held.SOURCE)\n")
     assert expected == capsys.readouterr().err
 
 

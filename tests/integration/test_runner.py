@@ -4,6 +4,7 @@ commit, retries on the ladder, dead letters with their reason, drain on stop."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -15,6 +16,7 @@ import structlog
 
 from consumers.errors import Permanent
 from consumers.runner import ConsumerSpec, Runner
+from router.broker.dlq import dlq_command
 
 pytestmark = pytest.mark.integration
 
@@ -321,6 +323,78 @@ class TestTick:
         await asyncio.wait_for(task, 10)
         assert len(ticks) >= 2 and ticks == sorted(ticks)
         assert [] == await stocked.pending_outbox(10)
+
+
+async def attempts(store) -> list[tuple]:
+    async with store.transaction() as tx:
+        rows = await tx.fetch(
+            "SELECT consumer, event_id, attempt, outcome, delay_seconds, reason, replayed_at"
+            " FROM consumer_attempts ORDER BY id")
+    return [(row["consumer"], row["event_id"], row["attempt"], row["outcome"],
+             row["delay_seconds"], row["reason"], row["replayed_at"] is not None)
+            for row in rows]
+
+
+async def _count(store, expected: int) -> bool:
+    return expected == len(await attempts(store))
+
+
+class TestAttemptRecord:
+    """consumer_attempts: what the consumer did with each message, attempt by attempt."""
+
+    async def test_applied_duplicate_and_permanent_failure(self, amqp, topology, stocked,
+                                                           start_runner):
+        """An applied event, its repeat and a payload that can never apply: one row each,
+        the dead letter's with its reason."""
+        await publish(amqp, topology, [envelope("a1", quantity=2), envelope("a1", quantity=2),
+                                       envelope("p1", permanent=True)])
+        start_runner()
+        await wait_for(lambda: _count(stocked, 3))
+        assert sorted([
+            ("orders", "a1", 1, "processed", None, None, False),
+            ("orders", "a1", 1, "duplicate", None, None, False),
+            ("orders", "p1", 1, "dead", None, "cannot apply this payload", False),
+        ]) == sorted(await attempts(stocked))
+
+    async def test_retries_dead_letter_and_replay(self, amqp, topology, stocked, start_runner,
+                                                  settings):
+        """A message failing every time: a row per retry with its delay, then the dead
+        letter with the reason; replayed once the dependency is back, it is processed and
+        the row says it was a replay."""
+        DOWNSTREAM["up"] = False
+        try:
+            await publish(amqp, topology, [envelope("f1", quantity=7, flaky=True)])
+            start_runner()
+            await wait_for(lambda: _count(stocked, 3), timeout=30)
+            DOWNSTREAM["up"] = True
+            assert 0 == await dlq_command(settings.broker, "replay", "orders", out=io.StringIO())
+            await wait_for(lambda: _eq(on_hand(stocked), 7))
+            await wait_for(lambda: _count(stocked, 4))
+        finally:
+            DOWNSTREAM["up"] = True
+        reason = "ConnectionError: downstream is down"
+        assert [
+            ("orders", "f1", 1, "retry", 1, reason, False),
+            ("orders", "f1", 2, "retry", 2, reason, False),
+            ("orders", "f1", 3, "dead", None, reason, False),
+            ("orders", "f1", 1, "processed", None, None, True),
+        ] == await attempts(stocked)
+
+    async def test_a_failed_record_never_holds_the_message(self, amqp, topology, stocked,
+                                                           start_runner, queue_depths):
+        """With consumer_attempts gone, a dead letter still reaches the dead-letter queue
+        and is acked (its record is only logged as failed)."""
+        async with stocked.transaction() as tx:
+            await tx.execute("ALTER TABLE consumer_attempts RENAME TO consumer_attempts_gone")
+        await publish(amqp, topology, [envelope("p2", permanent=True)])
+        start_runner()
+
+        async def dead() -> bool:
+            depths = await queue_depths()
+            return (1, 0) == (depths[topology.dead_queue("orders")],
+                              depths[topology.queue("orders")])
+
+        await wait_for(dead)
 
 
 async def _eq(value: Awaitable[int], expected: int) -> bool:

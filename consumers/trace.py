@@ -1,0 +1,154 @@
+"""`webhook-router trace ID`: one answer for one id, from the store.
+
+ID is an event id (the provider's delivery id), an order id, a tracking code, a SKU, or a
+notification id. For each event it names, oldest first:
+
+    received     by the ingress (source, type, received_at, occurred_at)  audit_events
+    recorded     by the audit consumer (recorded_at)                      audit_events
+    attempts     each consumer's, with its outcome, retry delay, dead-letter reason and
+                 whether it was a replay                                  consumer_attempts
+    notifications the event caused (the outbox row's `cause`) and each delivery attempt
+                 (subscription, HTTP status or error, latency)            outbox, deliveries
+
+Events are found by id in audit_events, event_keys, consumer_attempts and deliveries, so
+an event the audit consumer never saw still shows what the other consumers did with it.
+The store is opened without creating one.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+import orjson
+
+from consumers.audit import KEY_KINDS
+from consumers.store import Tx, open_store, placeholders
+
+DEFAULT_LIMIT = 50
+
+_MATCHES = (
+    "SELECT m.event_id FROM ("
+    " SELECT event_id FROM audit_events WHERE event_id = $1"
+    f" UNION SELECT event_id FROM event_keys WHERE kind IN ({placeholders(3, first=3)})"
+    " AND value = $1"
+    " UNION SELECT event_id FROM consumer_attempts WHERE event_id = $1"
+    " UNION SELECT cause FROM outbox WHERE message_id = $1 AND cause IS NOT NULL"
+    " UNION SELECT event_id FROM deliveries WHERE message_id = $1 AND event_id IS NOT NULL"
+    ") m LEFT JOIN audit_events a ON a.event_id = m.event_id"
+    " ORDER BY COALESCE(a.received_at, '') DESC, m.event_id DESC LIMIT $2"
+)
+
+
+async def find_events(tx: Tx, ident: str, limit: int = DEFAULT_LIMIT) -> tuple[list[str], bool]:
+    """The ids of the newest `limit` events `ident` names, oldest first, and whether there
+    were more."""
+    rows = await tx.fetch(_MATCHES, ident, limit + 1, *KEY_KINDS)
+    ids = [row["event_id"] for row in rows]
+    return ids[:limit][::-1], len(ids) > limit
+
+
+async def event_trace(tx: Tx, event_id: str) -> dict[str, Any]:
+    """What the store knows of one event: its audit record (None where the audit consumer
+    has not recorded it), its keys, each consumer's attempts and its notifications with
+    their delivery attempts."""
+    audit = await tx.fetchrow(
+        "SELECT source, type, schema, received_at, occurred_at, recorded_at FROM audit_events"
+        " WHERE event_id = $1", event_id)
+    keys = await tx.fetch("SELECT kind, value FROM event_keys WHERE event_id = $1"
+                          " ORDER BY kind, value", event_id)
+    attempts = await tx.fetch(
+        "SELECT consumer, attempt, outcome, delay_seconds, reason, replayed_at, at"
+        " FROM consumer_attempts WHERE event_id = $1 ORDER BY at, id", event_id)
+    outbox = await tx.fetch(
+        "SELECT message_id, kind, created_at, sent_at FROM outbox WHERE cause = $1 ORDER BY id",
+        event_id)
+    deliveries = await tx.fetch(
+        "SELECT message_id, type, subscription, attempt, status_code, error, latency_ms, at"
+        " FROM deliveries WHERE event_id = $1 ORDER BY at, id", event_id)
+    notifications = {row["message_id"]: {**row, "deliveries": []} for row in outbox}
+    for row in deliveries:
+        # Delivered notifications the outbox no longer names (written before it kept causes).
+        notification = notifications.setdefault(row["message_id"], {
+            "message_id": row["message_id"], "kind": row["type"], "created_at": None,
+            "sent_at": None, "deliveries": []})
+        notification["deliveries"].append({k: row[k] for k in (
+            "subscription", "attempt", "status_code", "error", "latency_ms", "at")})
+    received = dict.fromkeys(("source", "type", "schema", "received_at", "occurred_at",
+                              "recorded_at"))
+    return {"event_id": event_id, **received, **(audit or {}), "audit": audit is not None,
+            "keys": [[row["kind"], row["value"]] for row in keys], "attempts": attempts,
+            "notifications": list(notifications.values())}
+
+
+async def trace(store_url: str, ident: str, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
+    """The trace of `ident`: {"id", "events": [event_trace, ...] oldest first, "more"}."""
+    async with open_store(store_url, create=False) as store, store.transaction() as tx:
+        ids, more = await find_events(tx, ident, limit)
+        return {"id": ident, "events": [await event_trace(tx, i) for i in ids], "more": more}
+
+
+def _attempt(row: dict[str, Any]) -> str:
+    outcome = row["outcome"]
+    if outcome == "retry":
+        said = f"retry in {row['delay_seconds']} s: {row['reason']}"
+    elif outcome == "dead":
+        said = f"dead-lettered: {row['reason']}"
+    else:
+        said = outcome
+    replay = f" (replayed at {row['replayed_at']})" if row["replayed_at"] else ""
+    return f"{row['at']}  {row['consumer']:<13} attempt {row['attempt']}: {said}{replay}"
+
+
+def _delivery(row: dict[str, Any]) -> str:
+    answer = f"HTTP {row['status_code']}" if row["status_code"] is not None else row["error"]
+    latency = f"{row['latency_ms']:.0f} ms" if row["latency_ms"] is not None else "-"
+    return (f"{row['at']}    -> {row['subscription']} attempt {row['attempt']}: {answer}"
+            f" in {latency}")
+
+
+def render(result: dict[str, Any], out: TextIO) -> None:
+    """The trace as text: one block per event, each line a moment, oldest first."""
+    for event in result["events"]:
+        print(f"event {event['event_id']}", file=out)
+        if event["audit"]:
+            occurred = f", occurred {event['occurred_at']}" if event["occurred_at"] else ""
+            print(f"  {event['received_at'] or '-'}  received      {event['type']} from "
+                  f"{event['source'] or '-'} ({event['schema'] or 'no schema'}{occurred})",
+                  file=out)
+            keys = ", ".join(f"{kind} {value}" for kind, value in event["keys"]) or "no keys"
+            print(f"  {event['recorded_at']}  recorded      by audit ({keys})", file=out)
+        else:
+            print("  not recorded by audit (was the audit consumer running?)", file=out)
+        # The audit consumer's own "recorded" is the line above; its retries are shown.
+        attempts = [row for row in event["attempts"]
+                    if (row["consumer"], row["outcome"]) != ("audit", "recorded")]
+        for row in attempts:
+            print(f"  {_attempt(row)}", file=out)
+        if not attempts:
+            print("  no consumer has taken it yet", file=out)
+        for note in event["notifications"]:
+            sent = f"sent {note['sent_at']}" if note["sent_at"] else "not yet sent"
+            print(f"  {note['created_at'] or '-'}  notification  {note['kind']} "
+                  f"{note['message_id']} ({sent})", file=out)
+            for row in note["deliveries"]:
+                print(f"  {_delivery(row)}", file=out)
+    if result["more"]:
+        print(f"(only the newest {len(result['events'])} events; --limit shows more)",
+              file=out)
+
+
+async def trace_command(store_url: str, ident: str, *, as_json: bool = False,
+                        limit: int = DEFAULT_LIMIT, out: TextIO = sys.stdout,
+                        err: TextIO = sys.stderr) -> int:
+    """Run `trace`: 0 with the timeline, 1 when nothing in the store matches `ident`."""
+    result = await trace(store_url, ident, limit)
+    if as_json:
+        out.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        render(result, out)
+    if not result["events"]:
+        print(f"nothing matches {ident!r}: no event, order id, tracking code, SKU or "
+              "notification by that id in the store", file=err)
+        return 1
+    return 0

@@ -1,0 +1,184 @@
+"""`webhook-router trace ID` against both stores (and the real RabbitMQ where consumers run):
+one id's story from the ingress to the subscriber's answer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aio_pika
+import orjson
+import pytest
+from test_cli import run_cli
+from test_runner import DOWNSTREAM, count_effect, wait_for
+
+from consumers.cli import consumer_spec
+from consumers.runner import ConsumerSpec, Runner
+from consumers.trace import trace
+from router.broker.dlq import dlq_command
+
+pytestmark = pytest.mark.integration
+
+ORDER = {"id": "shopify-delivery-1042", "type": "order.created", "source": "shopify",
+         "received_at": "2026-11-29T10:00:00.000Z", "occurred_at": "2026-11-29T09:59:58Z",
+         "schema": "order.created/v1",
+         "data": {"order_id": "1042", "status": "received", "created_at": "2026-11-29T09:59:58Z",
+                  "lines": [{"sku": "MUG-1", "quantity": 1}],
+                  "shipping_address": {"name": "Jane Doe", "line1": "1 Main St",
+                                       "city": "Austin", "country": "US"}}}
+
+
+async def publish(amqp, topology, event: dict) -> None:
+    channel = await amqp.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(topology.exchange)
+    await exchange.publish(
+        aio_pika.Message(orjson.dumps(event), delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                         message_id=event["id"], type=event["type"], headers={"attempt": 0}),
+        routing_key=event["type"])
+    await channel.close()
+
+
+@contextlib.asynccontextmanager
+async def consumers(store, settings, *specs: ConsumerSpec) -> AsyncIterator[None]:
+    """Runners for `specs` on `store` until the block ends."""
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(Runner(spec, store, settings.broker, prefetch=10).run(stop))
+             for spec in specs]
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 10)
+
+
+async def outcomes(store, event_id: str) -> list[tuple[str, str]]:
+    async with store.transaction() as tx:
+        rows = await tx.fetch("SELECT consumer, outcome FROM consumer_attempts"
+                              " WHERE event_id = $1 ORDER BY id", event_id)
+    return [(row["consumer"], row["outcome"]) for row in rows]
+
+
+async def trace_cli(store_url: str, ident: str, test_env, *more: str) -> tuple[int, str, str]:
+    return await run_cli("trace", ident, "--store", store_url, *more, env=test_env)
+
+
+def moments(text: str) -> list[str]:
+    """The trace's lines without their times: what happened, in order."""
+    return [line.split("  ", 2)[-1].strip() if line.startswith("  20") else line.strip()
+            for line in text.splitlines()]
+
+
+class TestTraceOfStoredRows:
+    async def test_every_table_joins_into_one_timeline(self, store, store_url):
+        """An event recorded by audit, its attempts, its notification and the delivery are
+        found by its id, its SKU, its order id and the notification's id."""
+        async with store.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO audit_events VALUES ($1, $2, $3, $4, $5, $6, $7)", "e-1", "shopify",
+                "order.created", "order.created/v1", "2026-11-29T10:00:00Z", None,
+                "2026-11-29T10:00:01Z")
+            await tx.executemany("INSERT INTO event_keys VALUES ($1, $2, $3)",
+                                 [("e-1", "order_id", "1042"), ("e-1", "sku", "MUG-1")])
+            await tx.executemany(
+                "INSERT INTO consumer_attempts (consumer, event_id, attempt, outcome,"
+                " delay_seconds, reason, replayed_at, at) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+                " $8)", [("orders", "e-1", 1, "retry", 5, "StoreBusy: locked", None,
+                          "2026-11-29T10:00:02Z"),
+                         ("orders", "e-1", 2, "allocated", None, None, None,
+                          "2026-11-29T10:00:07Z")])
+            await tx.add_outbox("order.allocated", "notify.order.allocated", b"{}",
+                                "e-1:order.allocated:1042", cause="e-1")
+            await tx.execute(
+                "INSERT INTO deliveries (subscription, message_id, event_id, type, attempt,"
+                " status_code, error, latency_ms, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+                " $9)", "portal", "e-1:order.allocated:1042", "e-1", "order.allocated", 1, 200,
+                None, 12.5, "2026-11-29T10:00:08Z")
+        for ident in ("e-1", "MUG-1", "1042", "e-1:order.allocated:1042"):
+            result = await trace(store_url, ident)
+            assert ["e-1"] == [event["event_id"] for event in result["events"]], ident
+        event = (await trace(store_url, "1042"))["events"][0]
+        assert ("shopify", "order.created", True) == (event["source"], event["type"],
+                                                      event["audit"])
+        assert [["order_id", "1042"], ["sku", "MUG-1"]] == event["keys"]
+        assert ["retry", "allocated"] == [row["outcome"] for row in event["attempts"]]
+        [note] = event["notifications"]
+        assert ("order.allocated", [("portal", 200)]) == (
+            note["kind"], [(d["subscription"], d["status_code"]) for d in note["deliveries"]])
+
+    async def test_an_unknown_id_exits_1_saying_so(self, store, store_url, test_env):
+        """Nothing matches: exit 1 with a clear message; --json gives an empty list."""
+        code, out, err = await trace_cli(store_url, "no-such-id", test_env)
+        assert (1, "") == (code, out)
+        assert "nothing matches 'no-such-id'" in err
+        code, out, err = await trace_cli(store_url, "no-such-id", test_env, "--json")
+        assert (1, {"id": "no-such-id", "events": [], "more": False}) == (code, orjson.loads(out))
+
+    async def test_no_store_there_exits_2_and_creates_none(self, tmp_path: Path, test_env):
+        """Pointed where no store is, it names the store, says so, and creates nothing."""
+        path = tmp_path / "none.sqlite3"
+        code, _, err = await trace_cli(f"sqlite:///{path}", "1042", test_env)
+        assert 2 == code
+        assert f"store: sqlite:///{path}" in err and "nothing was created" in err
+        assert not path.exists()
+
+
+class TestTraceOfConsumedEvents:
+    async def test_an_applied_order_by_its_order_id(self, amqp, topology, store, store_url,
+                                                    settings, test_env):
+        """An order taken by audit and orders: received, recorded, the orders consumer's
+        outcome and the notification it produced; --json says the same."""
+        await publish(amqp, topology, ORDER)
+        async with consumers(store, settings, consumer_spec("audit", settings),
+                             consumer_spec("orders", settings)):
+            await wait_for(lambda: _has(store, ORDER["id"], [("audit", "recorded"),
+                                                              ("orders", "backordered")]))
+        code, out, _ = await trace_cli(store_url, "1042", test_env)
+        assert 0 == code, out
+        lines = moments(out)
+        assert lines[0] == f"event {ORDER['id']}"
+        assert lines[1].startswith("received      order.created from shopify")
+        assert lines[2] == "recorded      by audit (order_id 1042, sku MUG-1)"
+        assert "orders        attempt 1: backordered" in lines
+        assert any(line.startswith("notification  order.backordered") for line in lines)
+        code, out, _ = await trace_cli(store_url, "1042", test_env, "--json")
+        [event] = orjson.loads(out)["events"]
+        assert ("shopify", "2026-11-29T10:00:00.000Z") == (event["source"],
+                                                            event["received_at"])
+        assert ("orders", "backordered") in [(a["consumer"], a["outcome"])
+                                             for a in event["attempts"]]
+        assert ["order.backordered"] == [n["kind"] for n in event["notifications"]]
+
+    async def test_retries_dead_letter_and_replay(self, amqp, topology, store, store_url,
+                                                  settings, test_env):
+        """A message failing on every rung: the trace shows each retry with its delay, the
+        dead-lettering with its reason, and after `dlq replay`, the applied outcome."""
+        event = {**ORDER, "id": "flaky-1", "data": {"quantity": 1, "flaky": True}}
+        DOWNSTREAM["up"] = False
+        try:
+            await publish(amqp, topology, event)
+            async with consumers(store, settings, consumer_spec("audit", settings),
+                                 ConsumerSpec("orders", count_effect)):
+                await wait_for(lambda: _has(store, "flaky-1", [("orders", "dead")]), 30)
+                DOWNSTREAM["up"] = True
+                assert 0 == await dlq_command(settings.broker, "replay", "orders",
+                                              out=io.StringIO())
+                await wait_for(lambda: _has(store, "flaky-1", [("orders", "processed")]))
+        finally:
+            DOWNSTREAM["up"] = True
+        code, out, _ = await trace_cli(store_url, "flaky-1", test_env)
+        assert 0 == code, out
+        reason = "ConnectionError: downstream is down"
+        attempts = [line for line in moments(out) if line.startswith("orders ")]
+        assert [f"orders        attempt 1: retry in 1 s: {reason}",
+                f"orders        attempt 2: retry in 2 s: {reason}",
+                f"orders        attempt 3: dead-lettered: {reason}"] == attempts[:3]
+        assert attempts[3].startswith("orders        attempt 1: processed (replayed at ")
+        assert 4 == len(attempts)
+
+
+async def _has(store, event_id: str, expected: list[tuple[str, str]]) -> bool:
+    found = await outcomes(store, event_id)
+    return all(item in found for item in expected)
