@@ -5,9 +5,9 @@
 
 For each store in turn it starts the real thing as separate processes, with a config of its
 own (a unique broker prefix, short retry ladders): the ingress (`python -m router serve`) and
-the orders, inventory, shipping and notifications consumers (`python -m consumers NAME`), plus
-a customer-portal receiver in this process that verifies every webhook with the official
-`standardwebhooks` package.
+the orders, inventory, shipping, notifications and audit consumers (`python -m consumers
+NAME`), plus a customer-portal receiver in this process that verifies every webhook with the
+official `standardwebhooks` package.
 
 A sender then behaves like the providers: it signs every webhook (Shopify orders and
 fulfillments, WooCommerce orders, the inventory system's stock counts and received batches,
@@ -27,7 +27,8 @@ Then, once every queue has drained, it reconciles the store, the queues and the 
 against what the sender was told, working out what the store must hold from the accepted
 deliveries alone:
 
-    lost        accepted deliveries with no effect (no inbox claim; for orders, no order row)
+    lost        accepted deliveries with no effect (no inbox claim; for orders, no order row;
+                an event its consumer took that the audit consumer did not record)
                 that are not poison
     doubled     effects applied twice: an order line stored twice or lines other than those
                 sent, a tracking event in the history twice
@@ -102,7 +103,7 @@ ENV = {
 }
 SKUS = [f"SOAK-{n:02d}" for n in range(20)]
 INITIAL = 100_000
-CONSUMERS = ("orders", "inventory", "shipping", "notifications")
+CONSUMERS = ("orders", "inventory", "shipping", "notifications", "audit")
 PORTAL_WANTS = ("order.allocated", "shipment.updated")
 MAX_RETRIES = 8  # Shopify retries a failed delivery 8 times
 SAMPLES = ROOT / "config" / "samples"
@@ -438,12 +439,11 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         await wait_ready(port)
         for name in CONSUMERS:
             await system.start(name)
-        main_queues = [topology.queue(n) for n in ("orders", "inventory", "shipping",
-                                                   "notifications")]
+        main_queues = [topology.queue(n) for n in CONSUMERS]
         deadline = time.monotonic() + 60
         while True:
             depths = await queue_depths(topology, main_queues + extra_queues[:1])
-            if len(depths) == 5 and all(c >= 1 for _, c in depths.values()):
+            if len(depths) == len(main_queues) + 1 and all(c >= 1 for _, c in depths.values()):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"consumers did not start: {depths}")
@@ -622,6 +622,9 @@ async def reconcile(store: Any, deliveries: list[Delivery], portal: Portal, owed
                 shipped_units[sku] += quantity
 
     lost = [i for i, d in accepted.items() if (d.consumer, i) not in inbox and i not in poison]
+    # Every event its consumer took is recorded by the audit consumer too (once: its key).
+    lost += [f"audit {i}" for i, d in accepted.items()
+             if (d.consumer, i) in inbox and ("audit", i) not in inbox]
     lost += [f"order {o}" for o in want_orders if o not in orders]
     phantom = [i for i in never if any((c, i) in inbox for c in CONSUMERS)]
     phantom += [f"order {o}" for o in orders if o not in want_orders]
