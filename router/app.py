@@ -19,14 +19,17 @@ from router.envelope import log_delivery_id
 from router.errors import Forbidden, IngressError
 from router.hold import hold_queues
 from router.ingress import REQUEST_INFO, Ingress, RequestInfo
-from router.metrics import count_request, render
+from router.metrics import count_rejection, count_request, multiprocess_dir, render
 from router.network import ClientAddress, IpAllowlist
+from router.rejections import Rejections, read_query
 from router.schemas import SchemaRegistry
 from router.settings import ServerSettings, Settings
 from router.sources import Source, build_sources
 
 INGRESS = web.AppKey("ingress", Ingress)
 PUBLISHER = web.AppKey("publisher", Publisher)
+REJECTIONS = web.AppKey("rejections", Rejections)
+OPERATOR_PATHS = ("/metrics", "/rejections")  # served where `metrics_port` says, to `metrics_allow`
 access_log = structlog.get_logger("router.access")
 log = structlog.get_logger("router.app")
 
@@ -94,6 +97,10 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     if info.event_id is None and info.id_source is not None:
         # Refused before its delivery was parsed: the id its headers name, as they name it.
         info.event_id = log_delivery_id(info.id_source, request.headers)
+    if reason is not None:  # refused (/readyz's 503 is an answer, not a refusal)
+        count_rejection(info.source, response.status, reason)
+        request.app[REJECTIONS].record(info.source, response.status, reason, info.event_id,
+                                       info.client or request.remote)
     access_log.info(
         "request",
         request_id=request_id,
@@ -166,33 +173,52 @@ def _local_port(request: web.Request) -> int | None:
     return sockname[1] if isinstance(sockname, tuple) else None
 
 
-def _metrics_handler(server: ServerSettings) -> Handler:
-    """/metrics: only on `metrics_port` when one is set, only to `metrics_allow` if given."""
+def _for_operators(server: ServerSettings, handler: Handler) -> Handler:
+    """`handler` (/metrics, /rejections) only on `metrics_port` when one is set, only to
+    `metrics_allow` if given."""
     allowed = IpAllowlist(server.metrics_allow) if server.metrics_allow else None
     clients = ClientAddress(server.trusted_proxies)
 
-    async def metrics(request: web.Request) -> web.Response:
+    async def operators_only(request: web.Request) -> web.StreamResponse:
         if server.metrics_port is not None and _local_port(request) != server.metrics_port:
             raise web.HTTPNotFound()
         if allowed is not None:
             forwarded = request.headers.getall("X-Forwarded-For", None)
             client = clients.resolve(request.remote, ",".join(forwarded) if forwarded else None)
+            request[REQUEST_INFO].client = client
             if not allowed.allows(client):
-                raise Forbidden("this address may not read the metrics")
-        body, content_type = render()
-        return web.Response(body=body, headers={"Content-Type": content_type})
+                raise Forbidden(f"this address may not read {request.path}")
+        return await handler(request)
 
-    return metrics
+    return operators_only
 
 
-def _metrics_port_serves_metrics_only(port: int) -> Middleware:
+async def metrics(request: web.Request) -> web.Response:
+    body, content_type = render()
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
+def _rejections_handler(sources: dict[str, Source]) -> Handler:
+    async def rejections(request: web.Request) -> web.Response:
+        source, limit = read_query(request.query, sources)
+        return _error_response(200, request.app[REJECTIONS].answer(source, limit))
+
+    return rejections
+
+
+def _metrics_port_serves_operators_only(port: int) -> Middleware:
     @web.middleware
-    async def metrics_only(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path != "/metrics" and _local_port(request) == port:
+    async def operators_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in OPERATOR_PATHS and _local_port(request) == port:
             raise web.HTTPNotFound()
         return await handler(request)
 
-    return metrics_only
+    return operators_only
+
+
+async def _rejections_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    app[REJECTIONS].close()  # a worker's last refusals reach its file
 
 
 def _broker_ctx(
@@ -227,7 +253,7 @@ def create_app(
     max_body = max((s.settings.max_body for s in sources.values()), default=1024 * 1024)
     middlewares: list[Middleware] = [errors_and_access_log]
     if settings.server.metrics_port is not None:
-        middlewares.append(_metrics_port_serves_metrics_only(settings.server.metrics_port))
+        middlewares.append(_metrics_port_serves_operators_only(settings.server.metrics_port))
     app = web.Application(
         middlewares=middlewares,
         client_max_size=max_body,
@@ -236,16 +262,21 @@ def create_app(
     )
     app[INGRESS] = ingress
     app[PUBLISHER] = publisher
+    app[REJECTIONS] = Rejections(settings.server.rejections_kept, multiprocess_dir())
     allowed: dict[str, list[str]] = {}
     for source in sources.values():
         app.router.add_post(source.settings.path, _webhook_handler(ingress, source),
                             expect_handler=expect_continue)
         allowed[source.settings.path] = ["POST"]
-    for path, probe in (("/healthz", healthz), ("/readyz", readyz),
-                        ("/metrics", _metrics_handler(settings.server))):
+    for path, probe in (
+        ("/healthz", healthz), ("/readyz", readyz),
+        ("/metrics", _for_operators(settings.server, metrics)),
+        ("/rejections", _for_operators(settings.server, _rejections_handler(sources))),
+    ):
         app.router.add_get(path, probe, expect_handler=expect_continue)
         allowed[path] = ["GET", "HEAD"]
     app.router.add_route("*", "/{path:.*}", _unrouted(allowed), expect_handler=expect_continue)
     app.cleanup_ctx.append(_broker_ctx(publisher, wait_for_broker))
+    app.cleanup_ctx.append(_rejections_ctx)
     return app
 

@@ -10,6 +10,7 @@
     ├── RateLimited               429  token bucket empty (Retry-After)
     ├── Unauthorized              401  signature/credentials missing, invalid or expired
     ├── MalformedPayload          400  not JSON/XML, bad UTF-8, too deep, dangerous XML
+    ├── BadQuery                  400  an operator endpoint's query is not valid
     ├── InvalidPayload            422  schema violation or unmappable payload (with paths)
     └── BrokerTrouble                  not confirmed by the broker (Retry-After): try again
         ├── BrokerUnavailable     503  the broker did not take the event: unreachable,
@@ -102,6 +103,11 @@ class Unauthorized(IngressError):
 class MalformedPayload(IngressError):
     status = 400
     reason = "malformed_payload"
+
+
+class BadQuery(IngressError):
+    status = 400
+    reason = "bad_request"
 
 
 class InvalidPayload(IngressError):

@@ -52,6 +52,7 @@ class RequestInfo:
     source: str = "-"
     event_id: str | None = None
     type: str | None = None
+    client: str | None = None  # the address behind trusted proxies, once resolved
     # Until the delivery is parsed: the source whose id headers name it (router.app reads
     # them for a refused request's line only, so an accepted one never pays for it).
     id_source: Source | None = None
@@ -92,6 +93,10 @@ class Ingress:
         headers = request.headers
         info.id_source = source
         now = self.clock()
+        forwarded = headers.getall("X-Forwarded-For", None)
+        client_ip = info.client = self.client_address.resolve(
+            request.remote, ",".join(forwarded) if forwarded else None
+        )
 
         media_type = request.content_type
         # WooCommerce pings a new webhook with an unsigned form body and wants a 200; it is
@@ -103,10 +108,6 @@ class Ingress:
         refuse_over(request.content_length, settings.max_body)
         coding = content_coding(request)
 
-        forwarded = headers.getall("X-Forwarded-For", None)
-        client_ip = self.client_address.resolve(
-            request.remote, ",".join(forwarded) if forwarded else None
-        )
         if source.allowlist is not None and not source.allowlist.allows(client_ip):
             raise Forbidden("this address may not post to this source")
         if source.buckets is not None:

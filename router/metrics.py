@@ -7,6 +7,7 @@ With several worker processes, PROMETHEUS_MULTIPROC_DIR is set before the worker
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -32,6 +33,11 @@ PUBLISH_LATENCY = Histogram(
 )
 DUPLICATES = Counter("webhook_duplicates", "Repeated deliveries answered without publishing",
                      ["source"])
+REJECTIONS = Counter(
+    "webhook_rejections", "Requests refused (400 or more with a JSON reason), by source (- for "
+    "a path with none), status and reason (the error the client got)",
+    ["source", "status", "reason"],
+)
 HELD = Counter(
     "webhook_held", "Authentic deliveries held for an operator (not mappable), by reason: "
     "unknown_event, schema_violation, unmappable", ["source", "reason"],
@@ -49,9 +55,28 @@ def count_request(source: str, status: int) -> None:
     counter.inc()  # type: ignore[attr-defined]
 
 
+_rejection_counters: dict[tuple[str, int, str], object] = {}
+
+
+def count_rejection(source: str, status: int, reason: str) -> None:
+    """REJECTIONS.labels(...).inc(), the label lookup cached (a flood of refusals is cheap)."""
+    key = (source, status, reason)
+    counter = _rejection_counters.get(key)
+    if counter is None:
+        counter = _rejection_counters[key] = REJECTIONS.labels(source, str(status), reason)
+    counter.inc()  # type: ignore[attr-defined]
+
+
+def multiprocess_dir() -> Path | None:
+    """The directory every worker's metrics are kept in (router.serve sets it), or None when
+    one process serves."""
+    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(value) if value else None
+
+
 def render() -> tuple[bytes, str]:
     """The exposition text for /metrics and its content type."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if multiprocess_dir() is not None:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -303,6 +303,17 @@ def _components(settings: Settings, schema_names: list[str],
         "Status": {"type": "object", "required": ["status"],
                    "properties": {"status": {"enum": ["ok", "ready", "unavailable"]},
                                   "reason": {"const": "broker_unavailable"}}},
+        "Rejection": _rejection_schema(),
+        "Rejections": {
+            "type": "object", "required": ["rejections", "counts"],
+            "properties": {
+                "rejections": {"type": "array", "items": _ref("schemas", "Rejection"),
+                               "description": "newest first"},
+                "counts": {"type": "object", "description": "source -> reason -> refusals",
+                           "additionalProperties": {"type": "object", "additionalProperties": {
+                               "type": "integer", "minimum": 1}}},
+            },
+        },
         "FailingPath": {"type": "object", "required": ["path", "message"],
                         "properties": {"path": {"type": "string",
                                                 "description": "JSON Pointer into the payload"},
@@ -338,6 +349,50 @@ def _components(settings: Settings, schema_names: list[str],
     }
 
 
+def _rejection_schema() -> dict[str, Any]:
+    def text_or_null(description: str) -> dict[str, Any]:
+        return {"type": ["string", "null"], "description": description}  # a list each: no YAML &
+
+    properties = {
+        "at": {"type": "string", "format": "date-time", "description": "when, in UTC"},
+        "source": {"type": "string", "description": "`-` for a path with no source"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "reason": {"type": "string", "description": "the `error` the client got"},
+        "delivery_id": text_or_null("the provider's delivery id, as its headers (or the "
+                                    "body) named it"),
+        "client": text_or_null("the client address (behind trusted_proxies)"),
+    }
+    return {"type": "object", "required": list(properties), "properties": properties,
+            "additionalProperties": False,
+            "description": "A refused request; never its body, headers or message."}
+
+
+def _rejections_operation() -> dict[str, Any]:
+    def query(name: str, description: str, **schema: Any) -> dict[str, Any]:
+        return {"name": name, "in": "query", "required": False, "description": description,
+                "schema": schema}
+
+    return {
+        "operationId": "rejections",
+        "summary": "The recent refused requests of every worker, and counts by reason",
+        "description": "Where /metrics is served (metrics_port) and to whom (metrics_allow). "
+                       "At most `rejections_kept` per source, the newest; counts since start.",
+        "parameters": [
+            query("source", "only this source's (`-`: paths with no source)", type="string"),
+            query("limit", "at most this many rejections", type="integer", minimum=1,
+                  maximum=999999999),
+        ],
+        "responses": {
+            "200": _json_answer("the rejections, newest first", _ref("schemas", "Rejections")),
+            "400": _json_answer("`source` is not a configured source, `limit` not a whole "
+                                "number from 1, or another parameter was given",
+                                _ref("schemas", "Error400")),
+            "403": _json_answer("the client address is outside metrics_allow",
+                                _ref("schemas", "Error403")),
+        },
+    }
+
+
 def _probes() -> dict[str, Any]:
     status = _ref("schemas", "Status")
     return {
@@ -354,6 +409,7 @@ def _probes() -> dict[str, Any]:
             "responses": {"200": {"description": "the Prometheus text format",
                                   "content": {"text/plain": {"schema": {"type": "string"}}}}},
         }},
+        "/rejections": {"get": _rejections_operation()},
     }
 
 

@@ -33,6 +33,8 @@ MAX_RUNG = (2**32 - 1) // 1000
 DEFAULT_CONFIG = Path("config/router.toml")
 ON_INVALID = ("hold", "reject")
 MiB = 1024 * 1024
+# Per source; each worker writes all it keeps to a file every half second while refusing.
+MAX_REJECTIONS_KEPT = 10_000
 
 @dataclass(frozen=True)
 class RateLimit:
@@ -99,8 +101,9 @@ class ServerSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     schemas: Path = Path("config/schemas")
-    metrics_port: int | None = None  # /metrics there only, not on `port`
-    metrics_allow: tuple[str, ...] = ()  # CIDRs that may read /metrics; empty: anyone
+    metrics_port: int | None = None  # /metrics and /rejections there only, not on `port`
+    metrics_allow: tuple[str, ...] = ()  # CIDRs that may read them; empty: anyone
+    rejections_kept: int = 100  # refused requests kept per source for /rejections; 0: none
 
 
 @dataclass(frozen=True)
@@ -267,6 +270,9 @@ def _server(t: _Table, base: Path) -> ServerSettings:
         raise t.error("metrics_port", "must be between 1 and 65535")
     if metrics_port is not None and metrics_port == port:
         raise t.error("metrics_port", "must differ from port")
+    rejections_kept = t.get("rejections_kept", int, d.rejections_kept)
+    if not 0 <= rejections_kept <= MAX_REJECTIONS_KEPT:
+        raise t.error("rejections_kept", f"must be between 0 (none) and {MAX_REJECTIONS_KEPT}")
     s = ServerSettings(
         host=t.get("host", str, d.host),
         port=port,
@@ -282,6 +288,7 @@ def _server(t: _Table, base: Path) -> ServerSettings:
         schemas=_path(base, t.get("schemas", str, "schemas")),
         metrics_port=metrics_port,
         metrics_allow=t.strings("metrics_allow"),
+        rejections_kept=rejections_kept,
     )
     _check_cidrs(t, "trusted_proxies", s.trusted_proxies)
     _check_cidrs(t, "metrics_allow", s.metrics_allow)

@@ -88,6 +88,8 @@ MISTAKES = [
     ("a broker URL with a port out of range", "router.toml", "broker.url",
      replace("router.toml", "[broker]\n", '[broker]\nurl = "amqp://host:99999/"\n')),
     ("a TLS pair that is not PEM", "router.toml", "server.tls_cert", tls_pair_not_pem),
+    ("a rejections buffer below 0", "router.toml", "server.rejections_kept",
+     replace("router.toml", "rejections_kept = 100", "rejections_kept = -1")),
     ("a sample file missing", "router.toml", "sources.shopify.sample",
      remove("samples/shopify-orders-create.json")),
     ("a config file that is a folder", "router.toml", "-", folder_for_file),

@@ -44,10 +44,11 @@ class TestDocument:
         assert COMMITTED.read_text() == capsys.readouterr().out
 
     def test_every_source_and_probe_is_described(self, document):
-        """Each configured source's path is a POST; the probes are GETs."""
+        """Each configured source's path is a POST; the probes and operator reads are GETs."""
         settings = load_settings(CONFIG, environ={}, resolve_secrets=False)
         expected = {s.path: ["post"] for s in settings.sources.values()}
-        expected.update({"/healthz": ["get"], "/readyz": ["get"], "/metrics": ["get"]})
+        expected.update({"/healthz": ["get"], "/readyz": ["get"], "/metrics": ["get"],
+                         "/rejections": ["get"]})
         assert expected == {path: list(item) for path, item in document["paths"].items()}
 
 
