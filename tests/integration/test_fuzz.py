@@ -478,8 +478,11 @@ def check_answer(case: Case, answer: Answer, tally: Tally, source: str | None,
 
 
 async def drain(topology: Topology, settings: Settings) -> list[aio_pika.IncomingMessage]:
-    """Every message on every queue of this test's topology, held queues included."""
-    names = [*topology.names(), *(spec.name for spec in hold_queues(settings))]
+    """Every message on every queue of this test's topology, held queues included, but the
+    audit consumer's (a copy of every event; tests/integration/test_audit.py checks it)."""
+    audit = topology.queue("audit")
+    names = [*(name for name in topology.names() if not name.startswith(audit)),
+             *(spec.name for spec in hold_queues(settings))]
     messages = []
     async with await aio_pika.connect(settings.broker.url) as connection:
         channel = await connection.channel()

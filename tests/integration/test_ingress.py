@@ -314,12 +314,12 @@ class TestBrokerTrouble:
 
     async def test_publish_the_broker_returns_gives_503(self, settings, make_client, amqp,
                                                         topology):
-        """With no queue to take it (the orders queue and the unrouted queue behind the
+        """With no queue to take it (the orders and audit queues and the unrouted queue behind the
         alternate exchange are gone), the broker returns the event: 503 with Retry-After, so
         the provider tries again; never a 500."""
         client = await make_client(settings)
         channel = await amqp.channel()
-        for name in (topology.queue("orders"), topology.unrouted_queue):
+        for name in (topology.queue("orders"), topology.queue("audit"), topology.unrouted_queue):
             queue = await channel.get_queue(name, ensure=False)
             await queue.delete(if_unused=False, if_empty=False)
         headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
