@@ -227,12 +227,18 @@ class TestDelivery:
         [message_id] = await notify(amqp, topology, "order.allocated", 1)
         await until(lambda: len(receivers.got["flaky"]) == 1, timeout=30)
         assert [message_id] * 3 == receivers.calls["flaky"]
-        out = io.StringIO()
-        assert 0 == await deliveries_command(config, "evt-0", subscription=None, since=None,
-                                             out=out)
-        lines = out.getvalue().splitlines()
-        assert ["HTTP 503", "HTTP 503", "HTTP 204"] == [
-            line.split("  ")[4] for line in lines]
+        attempts: list[str] = []
+
+        async def all_recorded() -> bool:
+            # The receiver has the third call before the deliverer has recorded its answer.
+            out = io.StringIO()
+            assert 0 == await deliveries_command(config, "evt-0", subscription=None,
+                                                 since=None, out=out)
+            attempts[:] = [line.split("  ")[4] for line in out.getvalue().splitlines()]
+            return len(attempts) >= 3
+
+        await until(all_recorded, timeout=10)
+        assert ["HTTP 503", "HTTP 503", "HTTP 204"] == attempts
 
     async def test_redirects_are_failures_and_not_followed(
         self, amqp, topology, receivers, notifying
