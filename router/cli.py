@@ -177,10 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_trace.add_argument("--limit", type=_count, default=50,
                          help="at most this many events, the newest (default 50)")
 
-    p_console = command("console", "the operator console ([console] in the config); "
-                                   "`hash-password` reads a password on standard input and "
-                                   "prints its argon2 hash for [[console.users]]")
-    p_console.add_argument("action", choices=["hash-password"])
+    p_console = command("console", "run the operator console ([console] in the config); "
+                                   "`console hash-password` reads a password on standard "
+                                   "input and prints its argon2 hash for [[console.users]]")
+    p_console.add_argument("action", nargs="?", choices=["hash-password"])
     return parser
 
 
@@ -260,12 +260,14 @@ def _run(args: argparse.Namespace) -> int:
     try:
         releasing = args.command == "dlq" and args.action == "release"
         secrets = releasing or args.command not in ("topology", "dlq", "orders", "trace",
-                                                    "subscriptions", "deliveries", "openapi")
+                                                    "subscriptions", "deliveries", "openapi",
+                                                    "console")
         settings = load_settings(
             args.config,
             resolve_secrets=secrets,
             resolve_subscription_secrets=args.command == "subscriptions"
             and args.action == "test",
+            resolve_console_secrets=args.command == "console",
         )
         if args.command == "serve" and (args.workers or settings.server.workers) > 1:
             from router.serve import share_metrics
@@ -288,6 +290,14 @@ def _run(args: argparse.Namespace) -> int:
         server = settings.server
         return serve(settings, args.host or server.host, args.port or server.port,
                      args.workers or server.workers, metrics_dir=metrics_dir)
+    if args.command == "console":
+        if settings.console is None:
+            print(f"{settings.file}: console: no [console] table: the console is off",
+                  file=sys.stderr)
+            return 2
+        from router.console.serve import serve_console
+
+        return serve_console(settings)
     if args.command == "openapi":
         from router.openapi import openapi_document, render_yaml
 

@@ -73,7 +73,7 @@ class LoginThrottle:
         """Seconds until `address` (and `name`) may try again, or None if they may now."""
         now = self.clock()
         waits = []
-        for key in (f"a:{address}", f"u:{name.lower()}"):
+        for key in self._keys(address, name):
             recent = self._recent(key, now)
             if len(recent) >= self.limit:
                 waits.append(recent[0] + self.window - now)
@@ -81,7 +81,7 @@ class LoginThrottle:
 
     def failed(self, address: str, name: str) -> None:
         now = self.clock()
-        for key in (f"a:{address}", f"u:{name.lower()}"):
+        for key in self._keys(address, name):
             if key not in self._failures and len(self._failures) >= self.max_keys:
                 del self._failures[next(iter(self._failures))]  # the oldest key goes
             self._failures.setdefault(key, deque(maxlen=self.limit)).append(now)
@@ -89,6 +89,11 @@ class LoginThrottle:
     def succeeded(self, address: str, name: str) -> None:
         """A right password clears that name's failures (not the address's)."""
         self._failures.pop(f"u:{name.lower()}", None)
+
+    @staticmethod
+    def _keys(address: str, name: str) -> list[str]:
+        """The address's key, and the name's when there is one (a token login has none)."""
+        return [f"a:{address}", *([f"u:{name.lower()}"] if name else [])]
 
     def _recent(self, key: str, now: float) -> deque[float]:
         recent = self._failures.get(key, deque())

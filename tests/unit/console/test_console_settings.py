@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from router.cli import main
 from router.console.auth import hash_password
 from router.errors import ConfigError
 from router.settings import load_settings
 
+SHIPPED = Path(__file__).resolve().parents[3] / "config" / "router.toml"
 SECRET = "s" * 32
 HASH = hash_password("correct horse")
 SOURCE = """
@@ -98,3 +100,9 @@ class TestConsoleSettings:
         text = '[console]\nsession_secret = "env:CONSOLE_SECRET"\n'
         with pytest.raises(ConfigError, match="console.users"):
             load(tmp_path, text)
+
+
+def test_console_command_without_the_table_exits_2(capsys):
+    """`webhook-router console` where [console] is absent says the console is off."""
+    assert 2 == main(["console", "--config", str(SHIPPED)])
+    assert "console: no [console] table: the console is off" in capsys.readouterr().err
