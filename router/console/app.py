@@ -10,7 +10,7 @@ import aiohttp
 import jinja2
 from aiohttp import web
 
-from router.console import pages, state
+from router.console import operator, pages, state
 from router.console.auth import LoginThrottle
 from router.console.errors import ConsoleError, CsrfRefused, NotLoggedIn
 from router.console.session import COOKIE, CSRF_FIELD, CSRF_HEADER, SessionCodec
@@ -19,6 +19,22 @@ from router.settings import Settings
 
 HERE = Path(__file__).parent
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("GET", "/login", pages.login_page),
+    ("POST", "/login", pages.login),
+    ("POST", "/logout", pages.logout),
+    ("GET", "/", pages.overview_page),
+    ("GET", "/api/overview", pages.overview_json),
+    ("GET", "/search", pages.search_page),
+    ("GET", "/api/trace", pages.trace_json),
+    ("GET", "/audit", operator.audit_page),
+    # Operators only (the handlers check the role).
+    ("GET", "/dead-letters", operator.dead_letters_page),
+    ("GET", "/dead-letters/message", operator.dead_letter_page),
+    ("POST", "/dead-letters/replay", operator.replay),
+    ("GET", "/dead-letters/purge", operator.purge_page),
+    ("POST", "/dead-letters/purge", operator.purge),
+]
 
 
 @web.middleware
@@ -89,12 +105,7 @@ def create_console_app(settings: Settings) -> web.Application:
         loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
         undefined=jinja2.StrictUndefined)
     app.cleanup_ctx.append(_http_ctx)
-    app.router.add_get("/login", pages.login_page)
-    app.router.add_post("/login", pages.login)
-    app.router.add_post("/logout", pages.logout)
-    app.router.add_get("/", pages.overview_page)
-    app.router.add_get("/api/overview", pages.overview_json)
-    app.router.add_get("/search", pages.search_page)
-    app.router.add_get("/api/trace", pages.trace_json)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
     app.router.add_static("/static/", HERE / "static")
     return app

@@ -7,16 +7,14 @@ from __future__ import annotations
 import dataclasses
 import re
 import socket
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from test_runner import wait_for
 from test_trace import ORDER, consumers, outcomes, publish
 
 from consumers.cli import consumer_spec
-from router.console.app import create_console_app
 from router.console.auth import hash_password
 from router.console.settings import ConsoleSettings, ConsoleUser
 from router.settings import Settings
@@ -41,22 +39,6 @@ def console_settings(settings: Settings, store_url: str, **console: Any) -> Sett
     return dataclasses.replace(
         settings, console=ConsoleSettings(**options),
         consumers=dataclasses.replace(settings.consumers, store=store_url))
-
-
-@pytest.fixture
-async def make_console() -> AsyncIterator[Callable[..., Any]]:
-    """Starts consoles on loopback; closes them afterwards."""
-    clients: list[TestClient] = []
-
-    async def make(settings: Settings) -> TestClient:
-        client = TestClient(TestServer(create_console_app(settings)))
-        await client.start_server()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.close()
 
 
 @pytest.fixture
