@@ -10,6 +10,7 @@
     orders          where orders stand: show one, or list them by status
     deliveries      delivery attempts for an event, or `replay` past notifications
     trace           one id's story: received, recorded, each consumer's attempts, notifications
+    console         the operator console; `console hash-password` makes a password hash
 
 Every command takes `--config FILE` (before or after the command; default: env
 ROUTER_CONFIG, else config/router.toml).
@@ -175,7 +176,30 @@ def build_parser() -> argparse.ArgumentParser:
     p_trace.add_argument("--json", action="store_true", help="the same, as JSON")
     p_trace.add_argument("--limit", type=_count, default=50,
                          help="at most this many events, the newest (default 50)")
+
+    p_console = command("console", "run the operator console ([console] in the config); "
+                                   "`console hash-password` reads a password on standard "
+                                   "input and prints its argon2 hash for [[console.users]]")
+    p_console.add_argument("action", nargs="?", choices=["hash-password"])
     return parser
+
+
+def _hash_password() -> int:
+    from router.console.auth import hash_password
+
+    prompt = sys.stdin.isatty()
+    if prompt:
+        import getpass
+
+        password = getpass.getpass("password: ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        print(hash_password(password))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _store_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -230,16 +254,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "console" and args.action == "hash-password":
+        return _hash_password()  # needs no settings: run it anywhere
     metrics_dir = None
     try:
         releasing = args.command == "dlq" and args.action == "release"
         secrets = releasing or args.command not in ("topology", "dlq", "orders", "trace",
-                                                    "subscriptions", "deliveries", "openapi")
+                                                    "subscriptions", "deliveries", "openapi",
+                                                    "console")
         settings = load_settings(
             args.config,
             resolve_secrets=secrets,
             resolve_subscription_secrets=args.command == "subscriptions"
             and args.action == "test",
+            resolve_console_secrets=args.command == "console",
         )
         if args.command == "serve" and (args.workers or settings.server.workers) > 1:
             from router.serve import share_metrics
@@ -262,6 +290,14 @@ def _run(args: argparse.Namespace) -> int:
         server = settings.server
         return serve(settings, args.host or server.host, args.port or server.port,
                      args.workers or server.workers, metrics_dir=metrics_dir)
+    if args.command == "console":
+        if settings.console is None:
+            print(f"{settings.file}: console: no [console] table: the console is off",
+                  file=sys.stderr)
+            return 2
+        from router.console.serve import serve_console
+
+        return serve_console(settings)
     if args.command == "openapi":
         from router.openapi import openapi_document, render_yaml
 

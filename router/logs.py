@@ -52,11 +52,13 @@ class Redactor:
                 self._verdicts[key] = verdict
         return verdict
 
-    def _clean(self, value: Any) -> Any:
+    def mask(self, value: Any) -> Any:
+        """`value` with what hidden keys hold, at any depth, replaced by [redacted] (a copy;
+        the console masks its pages and answers with it too)."""
         if isinstance(value, dict):
-            return {k: REDACTED if self.hides(k) else self._clean(v) for k, v in value.items()}
+            return {k: REDACTED if self.hides(k) else self.mask(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
-            return [self._clean(v) for v in value]
+            return [self.mask(v) for v in value]
         return value
 
     def __call__(
@@ -66,7 +68,7 @@ class Redactor:
             if self.hides(key):
                 event_dict[key] = REDACTED
             elif value.__class__ in _CONTAINERS:
-                event_dict[key] = self._clean(value)
+                event_dict[key] = self.mask(value)
         return event_dict
 
 

@@ -23,6 +23,7 @@ from router.config_table import existing_file as _existing_file
 from router.config_table import non_negative as _non_negative
 from router.config_table import path_in as _path
 from router.config_table import relative as _relative
+from router.console.settings import ConsoleSettings, read_console
 from router.errors import ConfigError
 from router.providers import PROVIDERS, Provider
 from router.secrets import resolve_secret
@@ -188,6 +189,7 @@ class Settings:
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     subscriptions: Mapping[str, SubscriptionSettings] = field(default_factory=dict)
     sources: Mapping[str, SourceSettings] = field(default_factory=dict)
+    console: ConsoleSettings | None = None  # None: the console is off
 
 
 def load_settings(
@@ -196,12 +198,14 @@ def load_settings(
     *,
     resolve_secrets: bool = True,
     resolve_subscription_secrets: bool | None = None,
+    resolve_console_secrets: bool = False,
 ) -> Settings:
     """Read and check the whole configuration, resolving secret references.
 
     `resolve_secrets=False` leaves sources without secrets, for commands that only talk to
     the broker (topology) and should not need the webhook secrets;
-    `resolve_subscription_secrets` (default: the same) does so for the outbound subscriptions.
+    `resolve_subscription_secrets` (default: the same) does so for the outbound subscriptions;
+    the [console] secrets are resolved only for the console (`resolve_console_secrets`).
     """
     if resolve_subscription_secrets is None:
         resolve_subscription_secrets = resolve_secrets
@@ -245,10 +249,15 @@ def load_settings(
         paths[source.path] = name
         sources[name] = source
     sources_table.done()
+    host = "127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host
+    scheme = "https" if server.tls_cert else "http"
+    console = read_console(top.table("console"), base, env,
+                           f"{scheme}://{host}:{server.metrics_port or server.port}",
+                           resolve_console_secrets)
     top.done()
     return Settings(file=path, server=server, broker=broker, logging=logging,
                     consumers=consumers, notifications=notifications,
-                    subscriptions=subscriptions, sources=sources)
+                    subscriptions=subscriptions, sources=sources, console=console)
 
 
 def _server(t: _Table, base: Path) -> ServerSettings:

@@ -21,6 +21,7 @@ from consumers.outbound.notification import delivery_queues
 from consumers.store import Store, open_store
 from router.app import create_app
 from router.broker.topology import Topology
+from router.console.app import create_console_app
 from router.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,3 +198,19 @@ async def make_client(topology) -> AsyncIterator[Callable[..., Any]]:
 @pytest.fixture
 async def client(settings: Settings, make_client) -> TestClient:
     return await make_client(settings)
+
+
+@pytest.fixture
+async def make_console() -> AsyncIterator[Callable[..., Any]]:
+    """Starts operator consoles on loopback (settings with [console]); closes them after."""
+    consoles: list[TestClient] = []
+
+    async def make(settings: Settings) -> TestClient:
+        console = TestClient(TestServer(create_console_app(settings)))
+        await console.start_server()
+        consoles.append(console)
+        return console
+
+    yield make
+    for console in consoles:
+        await console.close()

@@ -32,6 +32,7 @@ from consumers.outbound.sender import Sender
 from consumers.outbound.state import set_state, subscription_state
 from consumers.store import Store, open_store
 from router.broker.connect import open_connection
+from router.broker.counts import BrokerAway, queue_counts
 from router.broker.errors import BROKER_ERRORS, describe
 from router.broker.topology import Topology
 from router.egress import UnsafeURL
@@ -62,21 +63,11 @@ def _switched_on(settings: Settings, name: str, action: str) -> SubscriptionSett
 
 async def _depths(settings: Settings, names: list[str]) -> dict[str, int | None]:
     """Messages waiting per queue; None where the broker or the queue is not there."""
-    depths: dict[str, int | None] = dict.fromkeys(names)
     try:
-        connection = await open_connection(settings.broker, "router-subscriptions", timeout=5)
-    except BROKER_ERRORS:
-        return depths
-    async with connection:
-        for name in names:
-            channel = await connection.channel()
-            try:
-                queue = await channel.declare_queue(name, passive=True)
-                depths[name] = queue.declaration_result.message_count
-                await channel.close()
-            except BROKER_ERRORS:
-                pass
-    return depths
+        counts = await queue_counts(settings.broker, names, "router-subscriptions")
+    except BrokerAway:
+        return dict.fromkeys(names)
+    return {name: None if count is None else count.messages for name, count in counts.items()}
 
 
 async def subscriptions_command(settings: Settings, action: str, name: str | None,

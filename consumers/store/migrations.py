@@ -190,6 +190,22 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX outbox_by_cause ON outbox (cause)",
         ],
     ),
+    (
+        # What operators did in the console (who, what, when, on which ids): its Audit page.
+        10,
+        [
+            """CREATE TABLE operator_actions (
+                id {serial_pk},
+                at TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                role TEXT NOT NULL,
+                action TEXT NOT NULL,
+                target TEXT NOT NULL,
+                ids TEXT NOT NULL,
+                outcome TEXT NOT NULL)""",
+            "CREATE INDEX operator_actions_by_at ON operator_actions (at)",
+        ],
+    ),
 ]
 
 _DIALECT = {

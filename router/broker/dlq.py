@@ -1,6 +1,9 @@
 """`python -m router dlq list|show|replay|purge NAME`: look after a consumer's dead letters,
 and (NAME = held.SOURCE) after the deliveries a source held (router.hold).
 
+The console does the same through peek_dead, replay_dead and purge_dead, which answer
+with data (each message as dead_letter_record) and raise DlqError.
+
     list    count, and one line per message (up to --limit); nothing is removed
     show    like list, with every header and the body (or only the one with --id)
     replay  move every message (or only --id) back to the work queue, attempt reset to 0
@@ -17,8 +20,9 @@ both on the work queue and still dead, and the consumer's inbox makes the repeat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -46,8 +50,8 @@ HELD = "held."  # NAME = held.SOURCE: the source's hold queue itself
 CONNECT_TIMEOUT = 10.0
 
 
-class _Failure(Exception):
-    """A problem to report in one line with an exit code (no traceback)."""
+class DlqError(Exception):
+    """A problem to report in one line (with an exit code for the CLI; no traceback)."""
 
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
@@ -167,7 +171,7 @@ async def queue_depth(channel: AbstractChannel, queue: str) -> int | None:
 async def _depth(channel: AbstractChannel, queue: str) -> int:
     depth = await queue_depth(channel, queue)
     if depth is None:
-        raise _Failure(f"queue {queue} does not exist (run `topology` first)")
+        raise DlqError(f"queue {queue} does not exist (run `topology` first)")
     return depth
 
 
@@ -194,7 +198,7 @@ async def _inspect(channel: AbstractChannel, queue: str, action: str, limit: int
     # Looking for one id means looking through the whole queue.
     taken = await _take(channel, queue, total if message_id else min(limit, total), message_id)
     if message_id is not None and not taken:
-        raise _Failure(f"no message {message_id} in {queue}")
+        raise DlqError(f"no message {message_id} in {queue}")
     if message_id is None:
         shown = f" (showing {len(taken)})" if len(taken) < total else ""
         print(f"{total} message(s) in {queue}{shown}", file=out)
@@ -203,8 +207,10 @@ async def _inspect(channel: AbstractChannel, queue: str, action: str, limit: int
     return 0
 
 
-async def _replay(channel: AbstractChannel, topology: Topology, name: str,
-                  message_id: str | None, out: TextIO) -> int:
+async def _move_back(channel: AbstractChannel, topology: Topology, name: str,
+                     message_id: str | None) -> int:
+    """Move `name`'s dead letters (or only `message_id`) back to its work queue, each acked
+    once the broker confirmed its copy; how many moved."""
     queue = topology.dead_queue(name)
     total = await _depth(channel, queue)
     source = await channel.get_queue(queue, ensure=False)
@@ -224,9 +230,75 @@ async def _replay(channel: AbstractChannel, topology: Topology, name: str,
         if message_id is not None:
             break
     if message_id is not None and not replayed:
-        raise _Failure(f"no message {message_id} in {queue}")
-    print(f"replayed {replayed} message(s) from {queue} to {topology.queue(name)}", file=out)
+        raise DlqError(f"no message {message_id} in {queue}")
+    return replayed
+
+
+async def _replay(channel: AbstractChannel, topology: Topology, name: str,
+                  message_id: str | None, out: TextIO) -> int:
+    replayed = await _move_back(channel, topology, name, message_id)
+    print(f"replayed {replayed} message(s) from {topology.dead_queue(name)} to "
+          f"{topology.queue(name)}", file=out)
     return 0
+
+
+def dead_letter_record(message: AbstractIncomingMessage) -> dict[str, Any]:
+    """One dead letter as data: what `list` and `show` print (body parsed when JSON)."""
+    headers = dict(message.headers or {})
+    try:
+        body: Any = orjson.loads(message.body)
+    except orjson.JSONDecodeError:
+        body = message.body.decode("utf-8", "replace")
+    return {
+        "id": _message_id(message),
+        "type": message.type or _envelope(message).get("type"),
+        "attempt": headers.get("attempt", 0),
+        "consumer": _text(headers.get("x-dead-consumer")),
+        "dead_at": _text(headers.get("x-dead-at")),
+        "reason": _text(headers.get("x-dead-reason")),
+        "headers": orjson.loads(orjson.dumps(headers, default=_json_default,
+                                             option=orjson.OPT_NON_STR_KEYS)),
+        "body": body,
+    }
+
+
+@contextlib.asynccontextmanager
+async def _dead_channel(broker: BrokerSettings) -> AsyncIterator[AbstractChannel]:
+    """A confirming channel; closing it gives back every message taken and not acked."""
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            connection = await open_connection(broker, f"{broker.connection_name}-dlq")
+    except BROKER_ERRORS as exc:
+        raise DlqError(f"cannot reach the broker: {describe(exc)}") from exc
+    async with connection:
+        yield await connection.channel(publisher_confirms=True)
+
+
+async def peek_dead(broker: BrokerSettings, name: str, limit: int,
+                    message_id: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+    """How many dead letters consumer `name` has, and up to `limit` of them (or only
+    `message_id`), as records; every one stays in the queue."""
+    queue = Topology.of(broker).dead_queue(name)
+    async with _dead_channel(broker) as channel:
+        total = await _depth(channel, queue)
+        taken = await _take(channel, queue, total if message_id else min(limit, total),
+                            message_id)
+        return total, [dead_letter_record(message) for message in taken]
+
+
+async def replay_dead(broker: BrokerSettings, name: str, message_id: str | None) -> int:
+    """`dlq replay`: back to the work queue, attempt reset; how many moved."""
+    async with _dead_channel(broker) as channel:
+        return await _move_back(channel, Topology.of(broker), name, message_id)
+
+
+async def purge_dead(broker: BrokerSettings, name: str) -> int:
+    """`dlq purge --yes`: drop every dead letter of consumer `name`; how many went."""
+    queue = Topology.of(broker).dead_queue(name)
+    async with _dead_channel(broker) as channel:
+        await _depth(channel, queue)
+        result = await (await channel.get_queue(queue, ensure=False)).purge()
+        return int(result.message_count or 0)
 
 
 def _ask(prompt: str) -> bool:
@@ -289,7 +361,7 @@ async def dlq_command(broker: BrokerSettings, action: str, name: str, *, limit: 
             if action == "replay":
                 return await _replay(channel, topology, name, message_id, out)
             return await _purge(channel, queue, yes, out, confirm)
-    except _Failure as exc:
+    except DlqError as exc:
         print(str(exc), file=sys.stderr)
         return exc.code
     except BrokenPipeError:

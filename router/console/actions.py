@@ -1,0 +1,57 @@
+"""The operator actions log (table operator_actions): who did what, when, on which ids.
+
+An action is done with the store open: where the store cannot be opened the action is
+refused, so nothing an operator does goes unrecorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from consumers.store import Store, StoreError, open_store
+from router.console.errors import StoreUnavailable
+from router.console.settings import ConsoleUser
+from router.times import now_iso
+
+AUDIT_LIMIT = 200
+
+
+@contextlib.asynccontextmanager
+async def action_log(store_url: str) -> AsyncIterator[Store]:
+    """The store, open for an action and its record (StoreUnavailable if it cannot be)."""
+    try:
+        store = open_store(store_url, create=False)
+        await store.open()
+    except (StoreError, OSError) as exc:
+        raise StoreUnavailable(f"the store cannot be opened, so the action would go "
+                               f"unrecorded: nothing was done ({exc})") from exc
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def record(store: Store, user: ConsoleUser, action: str, target: str,
+                 ids: list[str], outcome: str) -> None:
+    async with store.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO operator_actions (at, actor, role, action, target, ids, outcome)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            now_iso(), user.name, user.role, action, target, orjson.dumps(ids).decode(),
+            outcome)
+
+
+async def recent(store_url: str, limit: int = AUDIT_LIMIT) -> list[dict[str, Any]]:
+    """The newest `limit` actions, newest first."""
+    try:
+        async with open_store(store_url, create=False) as store, store.transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT at, actor, role, action, target, ids, outcome FROM operator_actions"
+                " ORDER BY id DESC LIMIT $1", limit)
+    except (StoreError, OSError) as exc:
+        raise StoreUnavailable(f"the store cannot be read: {exc}") from exc
+    return [{**row, "ids": orjson.loads(row["ids"])} for row in rows]

@@ -1,0 +1,111 @@
+"""The console's aiohttp app: wiring only (state, middlewares, routes); handlers in pages."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from urllib.parse import urlencode
+
+import aiohttp
+import jinja2
+from aiohttp import web
+
+from router.console import operator, pages, state
+from router.console.auth import LoginThrottle
+from router.console.errors import ConsoleError, CsrfRefused, NotLoggedIn
+from router.console.session import COOKIE, CSRF_FIELD, CSRF_HEADER, SessionCodec
+from router.logs import Redactor
+from router.settings import Settings
+
+HERE = Path(__file__).parent
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ROUTES: list[tuple[str, str, Handler]] = [
+    ("GET", "/login", pages.login_page),
+    ("POST", "/login", pages.login),
+    ("POST", "/logout", pages.logout),
+    ("GET", "/", pages.overview_page),
+    ("GET", "/api/overview", pages.overview_json),
+    ("GET", "/search", pages.search_page),
+    ("GET", "/api/trace", pages.trace_json),
+    ("GET", "/audit", operator.audit_page),
+    # Operators only (the handlers check the role).
+    ("GET", "/dead-letters", operator.dead_letters_page),
+    ("GET", "/dead-letters/message", operator.dead_letter_page),
+    ("POST", "/dead-letters/replay", operator.replay),
+    ("GET", "/dead-letters/purge", operator.purge_page),
+    ("POST", "/dead-letters/purge", operator.purge),
+]
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A ConsoleError becomes its answer: JSON for /api/ and fetches, else a page."""
+    try:
+        return await handler(request)
+    except NotLoggedIn:
+        if not state.wants_json(request) and request.method == "GET":
+            raise web.HTTPSeeOther(f"/login?{urlencode({'next': str(request.rel_url)})}"
+                                   ) from None
+        return _refusal(request, NotLoggedIn("log in first"))
+    except ConsoleError as exc:
+        return _refusal(request, exc)
+
+
+def _refusal(request: web.Request, exc: ConsoleError) -> web.Response:
+    headers = {}
+    if hasattr(exc, "retry_after"):
+        headers["Retry-After"] = str(exc.retry_after)
+    if state.wants_json(request):
+        return web.json_response({"error": exc.reason, "message": exc.message},
+                                 status=exc.status, headers=headers)
+    return pages.render(request, "error.html", {"error": exc.reason, "message": exc.message},
+                        status=exc.status, headers=headers)
+
+
+@web.middleware
+async def _session(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Reads the session cookie; pages other than login need a user still configured; every
+    POST needs this session's CSRF token (form field `csrf` or header X-CSRF-Token)."""
+    session = request.app[state.CODEC].decode(request.cookies.get(COOKIE))
+    request[state.SESSION] = session
+    console = request.app[state.SETTINGS].console
+    assert console is not None
+    user = console.user(session.user) if session is not None and session.user else None
+    request[state.USER] = user
+    public = request.path == "/login" or request.path.startswith("/static/")
+    if user is None and not public:
+        raise NotLoggedIn("log in first")
+    if request.method == "POST":
+        token = request.headers.get(CSRF_HEADER)
+        if token is None and request.content_type == "application/x-www-form-urlencoded":
+            token = (await request.post()).get(CSRF_FIELD)  # type: ignore[assignment]
+        if session is None or not request.app[state.CODEC].csrf_ok(session, token):
+            raise CsrfRefused("the form's CSRF token is missing or not this session's: "
+                              "reload the page and try again")
+    return await handler(request)
+
+
+async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
+    async with aiohttp.ClientSession() as http:
+        app[state.HTTP] = http
+        yield
+
+
+def create_console_app(settings: Settings) -> web.Application:
+    """The console for `settings` (whose [console] secrets are resolved)."""
+    console = settings.console
+    if console is None:
+        raise ValueError("the console is not configured ([console])")
+    app = web.Application(middlewares=[_errors, _session])
+    app[state.SETTINGS] = settings
+    app[state.CODEC] = SessionCodec(console.session_secret, console.session_lifetime)
+    app[state.THROTTLE] = LoginThrottle()
+    app[state.MASK] = Redactor(settings.logging.pii_fields)
+    app[state.TEMPLATES] = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+        undefined=jinja2.StrictUndefined)
+    app.cleanup_ctx.append(_http_ctx)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    app.router.add_static("/static/", HERE / "static")
+    return app

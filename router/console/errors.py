@@ -1,0 +1,80 @@
+"""What the console refuses, each with the status and reason of its answer (a JSON body
+{"error", "message"} for /api/ and fetches, an error page otherwise).
+
+    ConsoleError            4xx
+    ├── NotLoggedIn         401  no valid session (pages redirect to /login instead)
+    ├── Forbidden           403  the user's role may not do this (a viewer acting)
+    ├── CsrfRefused         403  a POST without this session's CSRF token
+    ├── UnknownQueue        404  not a queue with dead letters here
+    ├── NotConfirmed        409  a purge whose confirmation does not name the queue
+    ├── BadSearch           400  a search without an id, or one too long
+    ├── MissingId           400  a replay without the id of the message to replay
+    ├── TooManyAttempts     429  failed logins from this address or for this name (Retry-After)
+    ├── StoreUnavailable    503  the consumers' store is not there or cannot be reached
+    └── BrokerFailed        503  the broker could not do it (not there, no such message)
+"""
+
+from __future__ import annotations
+
+
+class ConsoleError(Exception):
+    status = 400
+    reason = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotLoggedIn(ConsoleError):
+    status = 401
+    reason = "login_required"
+
+
+class MissingId(ConsoleError):
+    status = 400
+    reason = "id_required"
+
+
+class Forbidden(ConsoleError):
+    status = 403
+    reason = "forbidden"
+
+
+class UnknownQueue(ConsoleError):
+    status = 404
+    reason = "unknown_queue"
+
+
+class NotConfirmed(ConsoleError):
+    status = 409
+    reason = "not_confirmed"
+
+
+class CsrfRefused(ConsoleError):
+    status = 403
+    reason = "csrf_token_invalid"
+
+
+class BadSearch(ConsoleError):
+    status = 400
+    reason = "bad_search"
+
+
+class TooManyAttempts(ConsoleError):
+    status = 429
+    reason = "too_many_attempts"
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+
+class StoreUnavailable(ConsoleError):
+    status = 503
+    reason = "store_unavailable"
+
+
+class BrokerFailed(ConsoleError):
+    status = 503
+    reason = "broker_failed"

@@ -1,0 +1,127 @@
+"""The operators' pages: dead letters (list per queue, inspect masked, replay one, purge
+after a confirmation), for the operator role only, each action recorded in the store; and
+the Audit page listing those records, for everyone logged in."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from router.broker.dlq import DlqError, peek_dead, purge_dead, replay_dead
+from router.broker.errors import BROKER_ERRORS
+from router.broker.topology import QUEUES, delivery_queue
+from router.console import actions
+from router.console.auth import may_act
+from router.console.errors import (
+    BrokerFailed,
+    Forbidden,
+    MissingId,
+    NotConfirmed,
+    UnknownQueue,
+)
+from router.console.overview import queues
+from router.console.pages import render
+from router.console.settings import ConsoleUser
+from router.console.state import MASK, SETTINGS, USER
+
+LISTED = 50  # dead letters listed per page
+
+
+def _operator(request: web.Request) -> ConsoleUser:
+    user = request[USER]
+    if user is None or not may_act(user.role):
+        raise Forbidden("only an operator may see and act on dead letters")
+    return user
+
+
+def _queue(request: web.Request, name: str) -> str:
+    """`name` if it is a queue with dead letters here: a consumer's or a subscription's."""
+    known = [*QUEUES, *(delivery_queue(s) for s in request.app[SETTINGS].subscriptions)]
+    if name not in known:
+        raise UnknownQueue(f"no dead letters are kept for {name!r}; one of {', '.join(known)}")
+    return name
+
+
+async def _broker(work: Any) -> Any:
+    try:
+        return await work
+    except DlqError as exc:
+        raise BrokerFailed(str(exc)) from exc
+    except BROKER_ERRORS as exc:
+        raise BrokerFailed(f"broker error: {exc or type(exc).__name__}") from exc
+
+
+async def dead_letters_page(request: web.Request) -> web.StreamResponse:
+    _operator(request)
+    settings = request.app[SETTINGS]
+    name = request.query.get("queue")
+    context: dict[str, Any] = {"queues": await queues(settings), "queue": None, "total": 0,
+                               "messages": [], "done": request.query.get("done")}
+    if name:
+        context["queue"] = _queue(request, name)
+        total, messages = await _broker(peek_dead(settings.broker, name, LISTED))
+        context |= {"total": total, "messages": request.app[MASK].mask(messages)}
+    return render(request, "dead_letters.html", context)
+
+
+async def dead_letter_page(request: web.Request) -> web.StreamResponse:
+    _operator(request)
+    name = _queue(request, request.query.get("queue", ""))
+    ident = request.query.get("id", "")
+    _, found = await _broker(peek_dead(request.app[SETTINGS].broker, name, 1, ident))
+    if not found:
+        raise BrokerFailed(f"no message {ident} in {name}'s dead letters")
+    return render(request, "dead_letter.html",
+                  {"queue": name, "message": request.app[MASK].mask(found[0])})
+
+
+async def replay(request: web.Request) -> web.StreamResponse:
+    user = _operator(request)
+    form = await request.post()
+    name = _queue(request, str(form.get("queue", "")))
+    ident = str(form.get("id", ""))
+    if not ident:
+        raise MissingId("give the id of the dead letter to replay")
+    settings = request.app[SETTINGS]
+    async with actions.action_log(settings.consumers.store) as store:
+        try:
+            moved = await _broker(replay_dead(settings.broker, name, ident))
+        except BrokerFailed as exc:
+            await actions.record(store, user, "replay", name, [ident], f"failed: {exc}")
+            raise
+        await actions.record(store, user, "replay", name, [ident], f"replayed {moved}")
+    done = f"replayed {ident} to {name}"
+    raise web.HTTPSeeOther(f"/dead-letters?{urlencode({'queue': name, 'done': done})}")
+
+
+async def purge_page(request: web.Request) -> web.StreamResponse:
+    _operator(request)
+    name = _queue(request, request.query.get("queue", ""))
+    total, _ = await _broker(peek_dead(request.app[SETTINGS].broker, name, 1))
+    return render(request, "purge.html", {"queue": name, "total": total})
+
+
+async def purge(request: web.Request) -> web.StreamResponse:
+    user = _operator(request)
+    form = await request.post()
+    name = _queue(request, str(form.get("queue", "")))
+    if form.get("confirm") != name:
+        raise NotConfirmed(f"type the queue's name ({name}) to confirm the purge: "
+                           "nothing was purged")
+    settings = request.app[SETTINGS]
+    async with actions.action_log(settings.consumers.store) as store:
+        try:
+            purged = await _broker(purge_dead(settings.broker, name))
+        except BrokerFailed as exc:
+            await actions.record(store, user, "purge", name, [], f"failed: {exc}")
+            raise
+        await actions.record(store, user, "purge", name, [], f"purged {purged}")
+    done = f"purged {purged} dead letters of {name}"
+    raise web.HTTPSeeOther(f"/dead-letters?{urlencode({'queue': name, 'done': done})}")
+
+
+async def audit_page(request: web.Request) -> web.StreamResponse:
+    rows = await actions.recent(request.app[SETTINGS].consumers.store)
+    return render(request, "audit.html", {"actions": request.app[MASK].mask(rows)})

@@ -1,0 +1,157 @@
+"""The console's handlers: short, each reading the request, asking overview or trace, and
+rendering a template (or the same data as JSON), masked."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from consumers.store import StoreError
+from consumers.trace import trace
+from router.console.auth import check_password, check_token, may_act
+from router.console.errors import BadSearch, StoreUnavailable, TooManyAttempts
+from router.console.overview import overview
+from router.console.session import COOKIE
+from router.console.settings import ConsoleSettings
+from router.console.state import (
+    CODEC,
+    HTTP,
+    MASK,
+    SESSION,
+    SETTINGS,
+    TEMPLATES,
+    THROTTLE,
+    USER,
+)
+
+MAX_ID = 200
+TRACE_LIMIT = 50
+# Every answer: never cached, never framed, no script or style from elsewhere (or inline).
+HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+           "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+           "Referrer-Policy": "same-origin"}
+
+
+def _console(request: web.Request) -> ConsoleSettings:
+    console = request.app[SETTINGS].console
+    assert console is not None  # the app is only made with one
+    return console
+
+
+def render(request: web.Request, template: str, context: dict[str, Any], *,
+           status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """The page `template` with `context`, the user and this session's CSRF token."""
+    session, user = request.get(SESSION), request.get(USER)
+    page = request.app[TEMPLATES].get_template(template).render(
+        **context, user=user, may_act=user is not None and may_act(user.role),
+        csrf=request.app[CODEC].csrf_token(session) if session is not None else "")
+    return web.Response(text=page, content_type="text/html", status=status,
+                        headers={**HEADERS, **(headers or {})})
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: orjson.dumps(o).decode(),
+                             headers=HEADERS)
+
+
+def _new_session(request: web.Request, user: str = "") -> str:
+    """A new session (new nonce, so a new CSRF token) for `user`, as its cookie value."""
+    codec = request.app[CODEC]
+    session = codec.new(user)
+    request[SESSION] = session
+    return codec.encode(session)
+
+
+def _set_cookie(request: web.Request, response: web.StreamResponse, value: str) -> None:
+    console = _console(request)
+    response.set_cookie(COOKIE, value, httponly=True, samesite="Strict",
+                        secure=not console.development, path="/",
+                        max_age=int(console.session_lifetime))
+
+
+def _next(value: str | None) -> str:
+    """Where to go after logging in: a path on this console only."""
+    if value and value.startswith("/") and not value.startswith(("//", "/\\")):
+        return value
+    return "/"
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    if request[USER] is not None:
+        raise web.HTTPSeeOther(_next(request.query.get("next")))
+    cookie = _new_session(request) if request[SESSION] is None else None
+    response = render(request, "login.html", {"next": _next(request.query.get("next")),
+                                              "problem": None})
+    if cookie is not None:  # a session before logging in: the form's CSRF token
+        _set_cookie(request, response, cookie)
+    return response
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    name, password, token = (str(form.get(key, "")) for key in ("name", "password", "token"))
+    address = request.remote or "-"
+    throttle = request.app[THROTTLE]
+    wait = throttle.retry_after(address, name)
+    if wait is not None:
+        raise TooManyAttempts("too many failed logins: wait and try again", wait)
+    console = _console(request)
+    if token:
+        user = check_token(console, token)
+    else:  # argon2 takes tens of milliseconds of CPU: not on the loop
+        user = await asyncio.to_thread(check_password, console, name, password)
+    if user is None:
+        throttle.failed(address, name)
+        return render(request, "login.html", {
+            "next": _next(str(form.get("next", ""))),
+            "problem": "wrong token" if token else "wrong name or password"}, status=401)
+    throttle.succeeded(address, name)
+    done = web.HTTPSeeOther(_next(str(form.get("next", ""))))
+    _set_cookie(request, done, _new_session(request, user.name))
+    raise done
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    done = web.HTTPSeeOther("/login")
+    done.del_cookie(COOKIE, path="/")
+    raise done
+
+
+async def _overview(request: web.Request) -> Any:
+    settings = request.app[SETTINGS]
+    data = await overview(settings, request.app[HTTP], _console(request).ingress_metrics)
+    return request.app[MASK].mask(data)
+
+
+async def overview_page(request: web.Request) -> web.StreamResponse:
+    return render(request, "overview.html", await _overview(request))
+
+
+async def overview_json(request: web.Request) -> web.StreamResponse:
+    return _json(await _overview(request))
+
+
+async def _trace(request: web.Request, ident: str) -> Any:
+    if len(ident) > MAX_ID:
+        raise BadSearch(f"an id is at most {MAX_ID} characters")
+    try:
+        result = await trace(request.app[SETTINGS].consumers.store, ident, TRACE_LIMIT)
+    except (StoreError, OSError) as exc:
+        raise StoreUnavailable(f"the store cannot be read: {exc}") from exc
+    return request.app[MASK].mask(result)
+
+
+async def search_page(request: web.Request) -> web.StreamResponse:
+    ident = request.query.get("id", "").strip()
+    result = await _trace(request, ident) if ident else None
+    return render(request, "search.html", {"id": ident, "result": result})
+
+
+async def trace_json(request: web.Request) -> web.StreamResponse:
+    ident = request.query.get("id", "").strip()
+    if not ident:
+        raise BadSearch("give an id: ?id=ORDER_ID (or event id, tracking code, SKU)")
+    return _json(await _trace(request, ident))

@@ -1,0 +1,29 @@
+"""The console app's typed state and per-request values, shared by its wiring and pages."""
+
+from __future__ import annotations
+
+import aiohttp
+import jinja2
+from aiohttp import web
+
+from router.console.auth import LoginThrottle
+from router.console.session import Session, SessionCodec
+from router.console.settings import ConsoleUser
+from router.logs import Redactor
+from router.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+CODEC = web.AppKey("codec", SessionCodec)
+THROTTLE = web.AppKey("throttle", LoginThrottle)
+MASK = web.AppKey("mask", Redactor)
+TEMPLATES = web.AppKey("templates", jinja2.Environment)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+SESSION: web.RequestKey[Session | None] = web.RequestKey("session")
+USER: web.RequestKey[ConsoleUser | None] = web.RequestKey("user")
+
+
+def wants_json(request: web.Request) -> bool:
+    """/api/ answers JSON, and so does any request that asks for it over HTML."""
+    accept = request.headers.get("Accept", "")
+    return request.path.startswith("/api/") or (
+        "application/json" in accept and "text/html" not in accept)

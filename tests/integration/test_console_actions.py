@@ -1,0 +1,120 @@
+"""The console's operator pages against the real RabbitMQ and both stores: dead letters
+listed, inspected (PII masked), replayed one at a time and purged after a confirmation,
+each action recorded in operator_actions and listed on the Audit page; viewers get 403."""
+
+from __future__ import annotations
+
+import aio_pika
+import orjson
+import pytest
+from test_console_server import CSRF, console_settings, login
+from test_runner import wait_for
+from test_trace import ORDER
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def console(make_console, settings, store, store_url):
+    return await make_console(console_settings(settings, store_url))
+
+
+async def bury(amqp, topology, *ids: str) -> None:
+    """Dead letters on orders.dead, as the runner leaves them."""
+    channel = await amqp.channel(publisher_confirms=True)
+    for ident in ids:
+        await channel.default_exchange.publish(
+            aio_pika.Message(orjson.dumps({**ORDER, "id": ident}), message_id=ident,
+                             type=ORDER["type"],
+                             headers={"attempt": 3, "x-dead-consumer": "orders",
+                                      "x-dead-at": "2026-11-29T10:00:00Z",
+                                      "x-dead-reason": "downstream refused"}),
+            routing_key=topology.dead_queue("orders"))
+    await channel.close()
+
+
+async def depth(amqp, queue: str) -> int:
+    channel = await amqp.channel()
+    declared = await channel.declare_queue(queue, passive=True)
+    await channel.close()
+    return declared.declaration_result.message_count
+
+
+async def csrf(client) -> str:
+    return CSRF.search(await (await client.get("/")).text())[1]
+
+
+async def actions(store) -> list[tuple[str, str, str, str, str]]:
+    async with store.transaction() as tx:
+        rows = await tx.fetch("SELECT actor, action, target, ids, outcome FROM operator_actions"
+                              " ORDER BY id")
+    return [tuple(row.values()) for row in rows]
+
+
+class TestViewer:
+    async def test_a_viewer_gets_403(self, console, amqp, topology):
+        """A viewer has no Dead letters link, and its pages and actions are 403."""
+        await bury(amqp, topology, "dead-1")
+        assert 303 == (await login(console, name="", password="", token="bo-token-0123")).status
+        assert "/dead-letters" not in await (await console.get("/")).text()
+        assert 403 == (await console.get("/dead-letters?queue=orders")).status
+        token = await csrf(console)
+        response = await console.post("/dead-letters/replay", data={
+            "csrf": token, "queue": "orders", "id": "dead-1"})
+        assert 403 == response.status
+        assert "forbidden" in await response.text()
+        assert 1 == await depth(amqp, topology.dead_queue("orders"))
+
+
+class TestDeadLetters:
+    async def test_list_inspect_and_replay_one(self, console, amqp, topology, store):
+        """An operator sees the dead letters, inspects one with the customer's details
+        masked, replays it alone to the work queue, and the action is recorded."""
+        await bury(amqp, topology, "dead-1", "dead-2")
+        assert 303 == (await login(console)).status
+        page = await (await console.get("/dead-letters", params={"queue": "orders"})).text()
+        assert "orders: 2 dead letters" in page and "dead-1" in page and "dead-2" in page
+        page = await (await console.get("/dead-letters/message",
+                                        params={"queue": "orders", "id": "dead-1"})).text()
+        assert "downstream refused" in page and "1042" in page
+        assert "Jane Doe" not in page and "[redacted]" in page
+        response = await console.post("/dead-letters/replay", allow_redirects=False, data={
+            "csrf": CSRF.search(page)[1], "queue": "orders", "id": "dead-1"})
+        assert 303 == response.status
+
+        async def moved() -> bool:
+            return (1, 1) == (await depth(amqp, topology.queue("orders")),
+                              await depth(amqp, topology.dead_queue("orders")))
+
+        await wait_for(moved)
+        assert [("ana", "replay", "orders", '["dead-1"]', "replayed 1")] == await actions(store)
+        page = await (await console.get("/audit")).text()
+        assert "replay" in page and "dead-1" in page and "ana (operator)" in page
+
+    async def test_purge_needs_its_confirmation(self, console, amqp, topology, store):
+        """A purge without the queue's name typed is refused (409, nothing purged); with it,
+        every dead letter goes and the purge is recorded."""
+        await bury(amqp, topology, "dead-1", "dead-2")
+        assert 303 == (await login(console)).status
+        page = await (await console.get("/dead-letters/purge", params={"queue": "orders"})).text()
+        assert "drops all 2 dead letters of orders" in page
+        token = CSRF.search(page)[1]
+        response = await console.post("/dead-letters/purge", data={
+            "csrf": token, "queue": "orders", "confirm": "yes"})
+        assert 409 == response.status
+        assert 2 == await depth(amqp, topology.dead_queue("orders"))
+        response = await console.post("/dead-letters/purge", allow_redirects=False, data={
+            "csrf": token, "queue": "orders", "confirm": "orders"})
+        assert 303 == response.status
+        assert 0 == await depth(amqp, topology.dead_queue("orders"))
+        assert [("ana", "purge", "orders", "[]", "purged 2")] == await actions(store)
+
+    async def test_unknown_queue_and_missing_id(self, console, topology):
+        """Only the consumers' and subscriptions' queues; a replay names its message."""
+        assert 303 == (await login(console)).status
+        response = await console.get("/dead-letters", params={"queue": "nope"},
+                                     headers={"Accept": "application/json"})
+        assert (404, "unknown_queue") == (response.status, (await response.json())["error"])
+        response = await console.post("/dead-letters/replay", data={
+            "csrf": await csrf(console), "queue": "orders"})
+        assert 400 == response.status

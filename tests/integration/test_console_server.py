@@ -1,0 +1,231 @@
+"""The console against the real RabbitMQ and both stores: login, CSRF, throttling, the
+Overview (sources, rejections from a live ingress, queue depths, subscriptions) and Search
+(an order's timeline from the trace)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from test_runner import wait_for
+from test_trace import ORDER, consumers, outcomes, publish
+
+from consumers.cli import consumer_spec
+from router.console.auth import hash_password
+from router.console.settings import ConsoleSettings, ConsoleUser
+from router.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+PASSWORD = "correct horse battery"
+USERS = (ConsoleUser("ana", "operator", password_hash=hash_password(PASSWORD)),
+         ConsoleUser("bo", "viewer", token=b"bo-token-0123"))
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def console_settings(settings: Settings, store_url: str, **console: Any) -> Settings:
+    options = {"users": USERS, "session_secret": b"k" * 32, "development": True,
+               "ingress_metrics": f"http://127.0.0.1:{_closed_port()}", **console}
+    return dataclasses.replace(
+        settings, console=ConsoleSettings(**options),
+        consumers=dataclasses.replace(settings.consumers, store=store_url))
+
+
+@pytest.fixture
+async def console(make_console, settings, store, store_url) -> TestClient:
+    return await make_console(console_settings(settings, store_url))
+
+
+async def csrf_of(client: TestClient, path: str = "/login") -> str:
+    response = await client.get(path)
+    return CSRF.search(await response.text())[1]
+
+
+async def login(client: TestClient, name: str = "ana", password: str = PASSWORD,
+                **form: str) -> Any:
+    token = await csrf_of(client)
+    return await client.post("/login", allow_redirects=False,
+                             data={"csrf": token, "name": name, "password": password, **form})
+
+
+class TestLogin:
+    @pytest.mark.parametrize("path", ["/", "/search?id=1042"])
+    async def test_pages_redirect_to_login(self, console, path):
+        """A page without a session sends the browser to /login, remembering where to."""
+        response = await console.get(path, allow_redirects=False)
+        assert 303 == response.status
+        assert response.headers["Location"].startswith("/login?next=/")
+
+    @pytest.mark.parametrize("path", ["/api/overview", "/api/trace?id=1042"])
+    async def test_api_answers_401(self, console, path):
+        """A JSON answer without a session is 401 with a reason."""
+        response = await console.get(path)
+        assert (401, "login_required") == (response.status, (await response.json())["error"])
+
+    async def test_right_password_logs_in_and_back_out(self, console):
+        """The password logs in (back to `next`); logging out ends the session."""
+        response = await login(console, next="/search")
+        assert (303, "/search") == (response.status, response.headers["Location"])
+        page = await (await console.get("/")).text()
+        assert "ana (operator)" in page
+        token = CSRF.search(page)[1]
+        response = await console.post("/logout", data={"csrf": token}, allow_redirects=False)
+        assert 303 == response.status
+        assert 303 == (await console.get("/", allow_redirects=False)).status
+
+    async def test_token_logs_in(self, console):
+        """A configured token logs its user in."""
+        response = await login(console, name="", password="", token="bo-token-0123")
+        assert 303 == response.status
+        assert "bo (viewer)" in await (await console.get("/")).text()
+
+    @pytest.mark.parametrize(("name", "password"), [("ana", "wrong"), ("nobody", PASSWORD),
+                                                    ("bo", "bo-token-0123")])
+    async def test_wrong_password_is_refused(self, console, name, password):
+        """A wrong password, an unknown user or a token given as a password: 401, no session."""
+        response = await login(console, name, password)
+        assert 401 == response.status
+        assert "wrong name or password" in await response.text()
+        assert 303 == (await console.get("/", allow_redirects=False)).status
+
+    async def test_failed_logins_are_rate_limited(self, console):
+        """After five failures for a name, even the right password waits: 429, Retry-After."""
+        for _ in range(5):
+            assert 401 == (await login(console, "ana", "wrong")).status
+        response = await login(console, "ana", PASSWORD)
+        assert 429 == response.status
+        assert 1 <= int(response.headers["Retry-After"]) <= 300
+        assert "too_many_attempts" in await response.text()
+
+    async def test_cookie_flags(self, make_console, settings, store_url):
+        """The session cookie is HttpOnly, SameSite=Strict, and Secure outside development."""
+        for development, secure in ((False, True), (True, False)):
+            client = await make_console(console_settings(settings, store_url,
+                                                         development=development))
+            cookie = (await client.get("/login")).headers["Set-Cookie"]
+            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+            assert secure == ("Secure" in cookie)
+
+
+class TestCsrf:
+    async def test_post_without_the_token_is_403(self, console):
+        """A POST without this session's CSRF token is refused with a reason, as JSON when
+        JSON is asked for, and as a page otherwise; the session goes on."""
+        assert 303 == (await login(console)).status
+        response = await console.post("/logout", headers={"Accept": "application/json"})
+        assert 403 == response.status
+        assert "csrf_token_invalid" == (await response.json())["error"]
+        response = await console.post("/logout", data={"csrf": "forged"})
+        assert 403 == response.status
+        assert "csrf_token_invalid" in await response.text()
+        assert 200 == (await console.get("/", allow_redirects=False)).status
+
+    async def test_login_needs_the_token_too(self, console):
+        """Even the login form is refused without the token its page gave."""
+        response = await console.post("/login", data={"name": "ana", "password": PASSWORD})
+        assert 403 == response.status
+
+
+class TestOverview:
+    async def test_sources_rejections_queues_and_subscriptions(
+            self, make_console, make_client, settings, store_url, store, amqp, topology):
+        """Each source's path and scheme, the live ingress's rejections by reason, each
+        queue's depth and each subscription's state."""
+        ingress = await make_client(settings)
+        refused = await ingress.post("/webhooks/shopify", data=b"{}",
+                                     headers={"Content-Type": "application/json"})
+        assert 401 == refused.status
+        reason = (await refused.json())["error"]
+        await publish(amqp, topology, ORDER)
+        client = await make_console(console_settings(
+            settings, store_url, ingress_metrics=str(ingress.make_url("")).rstrip("/")))
+        assert 303 == (await login(client)).status
+
+        async def queued() -> bool:
+            answer = await (await client.get("/api/overview")).json()
+            depths = {q["queue"]: q["depth"] for q in answer["broker"]["queues"]}
+            return depths["orders"] == 1 and depths["audit"] == 1
+
+        await wait_for(queued)
+        answer = await (await client.get("/api/overview")).json()
+        assert {"source": "shopify", "path": "/webhooks/shopify", "scheme": "shopify",
+                "on_invalid": "hold"} in answer["sources"]
+        assert [[reason, 1]] == answer["rejections"]["counts"]["shopify"]
+        orders = next(q for q in answer["broker"]["queues"] if q["queue"] == "orders")
+        assert (0, 0, 0) == (orders["consumers"], orders["retrying"], orders["dead"])
+        assert answer["store"]["available"]
+        assert (set(settings.subscriptions)
+                == {s["subscription"] for s in answer["store"]["subscriptions"]})
+        page = await (await client.get("/")).text()
+        assert "/webhooks/shopify" in page and reason in page
+
+    async def test_what_cannot_be_read_says_unavailable(self, make_console, settings,
+                                                        tmp_path):
+        """No ingress and no store: the page says so in place and still answers 200."""
+        client = await make_console(console_settings(
+            settings, f"sqlite:///{tmp_path}/none.sqlite3"))
+        assert 303 == (await login(client)).status
+        response = await client.get("/")
+        assert 200 == response.status
+        assert "Rejections: unavailable" in await response.text()
+        answer = await (await client.get("/api/overview")).json()
+        assert (False, False) == (answer["rejections"]["available"],
+                                  answer["store"]["available"])
+        assert not (tmp_path / "none.sqlite3").exists()
+
+    async def test_pii_fields_are_masked(self, make_console, settings, store_url, store):
+        """A key named in [logging] pii_fields is masked in the JSON answer."""
+        masked = dataclasses.replace(settings, logging=dataclasses.replace(
+            settings.logging, pii_fields=("path",)))
+        client = await make_console(console_settings(masked, store_url))
+        assert 303 == (await login(client)).status
+        answer = await (await client.get("/api/overview")).json()
+        assert {"[redacted]"} == {source["path"] for source in answer["sources"]}
+
+
+class TestSearch:
+    async def test_an_order_id_shows_its_timeline(self, console, amqp, topology, store,
+                                                  settings):
+        """Search by order id: received, recorded, the orders consumer's outcome and the
+        notification, on the page and as JSON; the customer's name is nowhere."""
+        await publish(amqp, topology, ORDER)
+        async with consumers(store, settings, consumer_spec("audit", settings),
+                             consumer_spec("orders", settings)):
+            async def applied() -> bool:
+                found = await outcomes(store, ORDER["id"])
+                return {("audit", "recorded"), ("orders", "backordered")} <= set(found)
+
+            await wait_for(applied)
+        assert 303 == (await login(console)).status
+        page = await (await console.get("/search", params={"id": "1042"})).text()
+        assert ORDER["id"] in page
+        assert "received <strong>order.created</strong> from shopify" in page
+        assert "order_id 1042" in page and "<strong>backordered</strong>" in page
+        assert "notification order.backordered" in page
+        assert "Jane Doe" not in page
+        answer = await (await console.get("/api/trace", params={"id": "1042"})).json()
+        [event] = answer["events"]
+        assert ("orders", "backordered") in [(a["consumer"], a["outcome"])
+                                             for a in event["attempts"]]
+
+    async def test_an_unknown_id_says_nothing_matches(self, console):
+        """An id the store does not know: the page says so."""
+        assert 303 == (await login(console)).status
+        page = await (await console.get("/search", params={"id": "no-such-id"})).text()
+        assert "Nothing matches" in page
+
+    async def test_a_search_without_an_id_is_400(self, console):
+        """The JSON trace needs an id."""
+        assert 303 == (await login(console)).status
+        response = await console.get("/api/trace")
+        assert (400, "bad_search") == (response.status, (await response.json())["error"])
