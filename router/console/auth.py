@@ -44,7 +44,7 @@ def check_password(console: ConsoleSettings, name: str, password: str) -> Consol
 
 def check_token(console: ConsoleSettings, token: str) -> ConsoleUser | None:
     """The user whose token `token` is, comparing every configured token in constant time."""
-    given = token.encode()
+    given = token.encode("utf-8", "surrogateescape")  # a header that was not UTF-8
     found = None
     for user in console.users:
         if user.token is not None and hmac.compare_digest(user.token, given) and given:

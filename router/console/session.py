@@ -35,6 +35,13 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+def _raw(text: str) -> bytes:
+    """A client's text as bytes for a constant-time comparison: compare_digest refuses str
+    with non-ASCII characters (a TypeError, so a 500), and a header that was not UTF-8
+    arrives with lone surrogates."""
+    return text.encode("utf-8", "surrogateescape")
+
+
 def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
@@ -64,7 +71,7 @@ class SessionCodec:
         if not cookie or cookie.count(".") != 1:
             return None
         payload, signature = cookie.split(".")
-        if not hmac.compare_digest(self._sign(payload), signature):
+        if not hmac.compare_digest(self._sign(payload).encode(), _raw(signature)):
             return None
         try:
             data = orjson.loads(_unb64(payload))
@@ -78,7 +85,8 @@ class SessionCodec:
         return self._sign(f"csrf\0{session.nonce}")
 
     def csrf_ok(self, session: Session, token: str | None) -> bool:
-        return bool(token) and hmac.compare_digest(self.csrf_token(session), token or "")
+        return bool(token) and hmac.compare_digest(self.csrf_token(session).encode(),
+                                                   _raw(token or ""))
 
     def _sign(self, text: str) -> str:
         return _b64(hmac.new(self._key, text.encode(), hashlib.sha256).digest())

@@ -55,7 +55,7 @@ class TestTokens:
         """A configured token names its user."""
         assert BO == check_token(CONSOLE, "bo-token")
 
-    @pytest.mark.parametrize("token", ["", "bo-toke", "bo-token2"])
+    @pytest.mark.parametrize("token", ["", "bo-toke", "bo-token2", "bo-tokén", "bo-\udcff"])
     def test_wrong_token(self, token):
         """Anything else names no one (and an empty token matches no token-less user)."""
         assert None is check_token(CONSOLE, token)

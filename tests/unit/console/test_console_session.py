@@ -42,6 +42,8 @@ class TestSessionCodec:
         lambda c: c.replace(".", ""),
         lambda c: "",
         lambda c: "a.b.c",
+        lambda c: c.split(".")[0] + ".é",          # compare_digest refuses non-ASCII str
+        lambda c: c.split(".")[0] + ".\udcff",     # a byte that was not UTF-8
     ])
     def test_forged_or_broken(self, codec, tamper):
         """A changed payload or signature, or no cookie at all, is no session."""
@@ -59,3 +61,4 @@ class TestSessionCodec:
         assert not codec.csrf_ok(one, codec.csrf_token(two))
         assert not codec.csrf_ok(one, None)
         assert not codec.csrf_ok(one, "")
+        assert not codec.csrf_ok(one, "é\udcff")  # not ASCII: refused, never a TypeError
