@@ -1,7 +1,7 @@
 """Ingress benchmark: our ingress against a plain aiohttp + aio-pika handler, same run, same load.
 
     python bench/ingress.py [--duration 15] [--connections 64] [--rounds 3]
-                            [--compare LABEL=CHECKOUT ...]
+                            [--compare LABEL=CHECKOUT ...] [--with-consumer audit]
 
 Both servers run in their own process with uvloop, publish with confirms to a quorum queue on
 the same RabbitMQ, and are loaded in turn by wrk (Debian package `wrk`) with signed Shopify
@@ -14,6 +14,10 @@ medians with the ratio ours/plain.
 A before/after in one run: `--compare before=../wt-old` also serves the ingress of another
 checkout of this repository (say `git worktree add ../wt-old <commit>`) with the same
 interpreter, in the same rounds, and prints each ratio to plain and to it.
+
+`--with-consumer audit` runs that consumer for the whole benchmark (as production does: the
+audit queue takes a copy of every event, the plain handler's included), so its cost to the
+broker and the machine shows in both servers' figures. "queued" counts the orders queue.
 """
 
 from __future__ import annotations
@@ -194,6 +198,8 @@ async def declare(prefix: str) -> None:
 
 
 async def purge(prefix: str, delete: bool = False) -> int:
+    """Empty every queue of the topology; returns how many orders were on the orders queue
+    (the audit queue holds a copy of each, unless an audit consumer took them)."""
     import aio_pika
 
     from router.broker.topology import Topology
@@ -205,7 +211,8 @@ async def purge(prefix: str, delete: bool = False) -> int:
         topology = Topology(prefix)
         for name in topology.names():
             queue = await channel.declare_queue(name, passive=True)
-            total += queue.declaration_result.message_count
+            if name == topology.queue("orders"):
+                total = queue.declaration_result.message_count
             await queue.purge()
         if delete:  # with the hold queues the ingress declared for the config's sources
             await topology.delete(channel, SOURCES)
@@ -237,6 +244,9 @@ def main() -> int:
                         help="ingress worker counts to measure (default: 1 2)")
     parser.add_argument("--compare", action="append", default=[], metavar="LABEL=CHECKOUT",
                         help="also serve another checkout's ingress (a before/after)")
+    parser.add_argument("--with-consumer", action="append", default=[], metavar="NAME",
+                        help="run this consumer (`python -m consumers NAME`, e.g. audit) on a "
+                             "SQLite store for the whole benchmark, as in production")
     args = parser.parse_args()
     compare: dict[str, Path] = {}
     for item in args.compare:
@@ -272,9 +282,18 @@ def main() -> int:
             servers[f"{label} x{workers}"] = (
                 [sys.executable, "-m", "router", "--config", str(config), "serve"], port, root)
 
+    consumers = []
+    for name in args.with_consumer:
+        config = write_config(tmp, prefix, free_port(), 1)
+        log = (tmp / f"consumer-{name}.log").open("ab")
+        consumers.append(subprocess.Popen(
+            [sys.executable, "-m", "consumers", name, "--config", str(config),
+             "--store", f"sqlite:///{tmp / f'{name}.sqlite3'}"],
+            cwd=ROOT, env=env, stdout=log, stderr=log))
     results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
     print(f"payload {len(ORDER)} bytes, {args.connections} connections, {args.duration} s "
-          f"per run, {args.rounds} rounds, {os.cpu_count()} cores")
+          f"per run, {args.rounds} rounds, {os.cpu_count()} cores"
+          + (f", consumers running: {' '.join(args.with_consumer)}" if consumers else ""))
     try:
         for round_no in range(1, args.rounds + 1):
             for name, (command, port, root) in servers.items():
@@ -313,6 +332,9 @@ def main() -> int:
                       f"accepted {result['requests'] - result['non2xx']:.0f}  queued {queued}",
                       flush=True)
     finally:
+        for consumer in consumers:
+            consumer.terminate()
+            consumer.wait(timeout=60)
         asyncio.run(purge(prefix, delete=True))
 
     plain_rps = statistics.median(r["rps"] for r in results["plain"])
