@@ -253,7 +253,7 @@ def load_settings(
     scheme = "https" if server.tls_cert else "http"
     console = read_console(top.table("console"), base, env,
                            f"{scheme}://{host}:{server.metrics_port or server.port}",
-                           resolve_console_secrets)
+                           resolve_console_secrets, f"{scheme}://{host}:{server.port}")
     top.done()
     return Settings(file=path, server=server, broker=broker, logging=logging,
                     consumers=consumers, notifications=notifications,

@@ -10,12 +10,14 @@ import aiohttp
 import jinja2
 from aiohttp import web
 
-from router.console import operator, pages, state
+from router.console import operator, pages, sourcepages, state
 from router.console.auth import LoginThrottle
 from router.console.errors import ConsoleError, CsrfRefused, NotLoggedIn
 from router.console.session import COOKIE, CSRF_FIELD, CSRF_HEADER, SessionCodec
 from router.logs import Redactor
+from router.schemas import SchemaRegistry
 from router.settings import Settings
+from router.sources import build_sources
 
 HERE = Path(__file__).parent
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -28,6 +30,9 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/search", pages.search_page),
     ("GET", "/api/trace", pages.trace_json),
     ("GET", "/audit", operator.audit_page),
+    ("GET", "/sources", sourcepages.sources_page),
+    ("POST", "/sources/preview", sourcepages.preview),
+    ("POST", "/sources/send", sourcepages.send),  # operators only (it checks the role)
     # Operators only (the handlers check the role).
     ("GET", "/dead-letters", operator.dead_letters_page),
     ("GET", "/dead-letters/message", operator.dead_letter_page),
@@ -101,6 +106,8 @@ def create_console_app(settings: Settings) -> web.Application:
     app[state.CODEC] = SessionCodec(console.session_secret, console.session_lifetime)
     app[state.THROTTLE] = LoginThrottle()
     app[state.MASK] = Redactor(settings.logging.pii_fields)
+    registry = SchemaRegistry.load(settings.server.schemas)
+    app[state.SOURCES] = (registry, build_sources(settings, registry))
     app[state.TEMPLATES] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
         undefined=jinja2.StrictUndefined)

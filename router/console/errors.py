@@ -6,6 +6,7 @@
     ├── Forbidden           403  the user's role may not do this (a viewer acting)
     ├── CsrfRefused         403  a POST without this session's CSRF token
     ├── UnknownQueue        404  not a queue with dead letters here
+    ├── UnknownSource       404  not a configured source (Send test payload, preview)
     ├── NotConfirmed        409  a purge whose confirmation does not name the queue
     ├── BadSearch           400  a search without an id, or one too long
     ├── MissingId           400  a replay without the id of the message to replay
@@ -44,6 +45,11 @@ class Forbidden(ConsoleError):
 class UnknownQueue(ConsoleError):
     status = 404
     reason = "unknown_queue"
+
+
+class UnknownSource(ConsoleError):
+    status = 404
+    reason = "unknown_source"
 
 
 class NotConfirmed(ConsoleError):

@@ -7,6 +7,7 @@
     session_secret = "env:CONSOLE_SESSION_SECRET"
     session_lifetime = 28800           # seconds a login lasts
     ingress_metrics = "http://127.0.0.1:9090"   # default: [server] metrics_port (or port)
+    ingress_url = "http://127.0.0.1:8080"       # Send test payload: default [server] port
 
     [[console.users]]
     name = "ana"
@@ -53,6 +54,7 @@ class ConsoleSettings:
     development: bool = False
     session_lifetime: float = 8 * 3600.0
     ingress_metrics: str = "http://127.0.0.1:8080"
+    ingress_url: str = "http://127.0.0.1:8080"
 
     def __repr__(self) -> str:
         return (f"ConsoleSettings(host={self.host!r}, port={self.port}, "
@@ -63,7 +65,8 @@ class ConsoleSettings:
 
 
 def read_console(t: Table, base: Path, env: Mapping[str, str], ingress_metrics: str,
-                 resolve_secrets: bool) -> ConsoleSettings | None:
+                 resolve_secrets: bool, ingress_url: str = "http://127.0.0.1:8080"
+                 ) -> ConsoleSettings | None:
     """The [console] table as settings, or None when there is none (the console is off)."""
     if not t.data:
         return None
@@ -81,9 +84,8 @@ def read_console(t: Table, base: Path, env: Mapping[str, str], ingress_metrics: 
         if len(secret) < MIN_SECRET_BYTES:
             raise t.error("session_secret", f"must be at least {MIN_SECRET_BYTES} bytes "
                                             "(e.g. `openssl rand -hex 32`)")
-    metrics = t.get("ingress_metrics", str, ingress_metrics)
-    if not re.match(r"https?://[^/]+", metrics):
-        raise t.error("ingress_metrics", "must be an http:// or https:// URL")
+    metrics, ingress = (_url(t, key, default) for key, default in
+                        (("ingress_metrics", ingress_metrics), ("ingress_url", ingress_url)))
     entries = t.get("users", list, [])
     if not entries:
         raise t.error("users", "name at least one user ([[console.users]])")
@@ -100,10 +102,18 @@ def read_console(t: Table, base: Path, env: Mapping[str, str], ingress_metrics: 
         host=t.get("host", str, d.host),
         development=t.get("development", bool, d.development),
         session_lifetime=t.positive("session_lifetime", float, d.session_lifetime),
-        ingress_metrics=metrics.rstrip("/"),
+        ingress_metrics=metrics,
+        ingress_url=ingress,
     )
     t.done()
     return s
+
+
+def _url(t: Table, key: str, default: str) -> str:
+    url = t.get(key, str, default)
+    if not re.match(r"https?://[^/]+", url):
+        raise t.error(key, "must be an http:// or https:// URL")
+    return url.rstrip("/")
 
 
 def _user(t: Table, base: Path, env: Mapping[str, str], resolve_secrets: bool) -> ConsoleUser:

@@ -10,7 +10,9 @@ from router.console.auth import LoginThrottle
 from router.console.session import Session, SessionCodec
 from router.console.settings import ConsoleUser
 from router.logs import Redactor
+from router.schemas import SchemaRegistry
 from router.settings import Settings
+from router.sources import Source
 
 SETTINGS = web.AppKey("settings", Settings)
 CODEC = web.AppKey("codec", SessionCodec)
@@ -18,6 +20,8 @@ THROTTLE = web.AppKey("throttle", LoginThrottle)
 MASK = web.AppKey("mask", Redactor)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+# The schemas and sources as the ingress builds them (for the mapping preview).
+SOURCES: web.AppKey[tuple[SchemaRegistry, dict[str, Source]]] = web.AppKey("sources")
 SESSION: web.RequestKey[Session | None] = web.RequestKey("session")
 USER: web.RequestKey[ConsoleUser | None] = web.RequestKey("user")
 

@@ -65,6 +65,13 @@ class TestConsoleSettings:
         text = "[server]\nmetrics_port = 9100\n" + CONSOLE
         assert "http://127.0.0.1:9100" == load(tmp_path, text).console.ingress_metrics
 
+    def test_ingress_url_default_follows_server_port(self, tmp_path):
+        """Send test payload posts to [server] port on loopback unless ingress_url says."""
+        text = '[server]\nport = 8181\nmetrics_port = 9100\nhost = "0.0.0.0"\n' + CONSOLE
+        assert "http://127.0.0.1:8181" == load(tmp_path, text).console.ingress_url
+        text = CONSOLE.replace("port = 8091", 'port = 8091\ningress_url = "https://in.example/"')
+        assert "https://in.example" == load(tmp_path, text).console.ingress_url
+
     def test_secrets_wait_for_the_console(self, tmp_path):
         """Other commands load the settings without the console's secrets."""
         text = CONSOLE.replace("env:CONSOLE_SECRET", "env:UNSET_SECRET")
@@ -86,6 +93,8 @@ class TestConsoleSettings:
          "console.session_secret", "references"),
         ('session_secret = "env:CONSOLE_SECRET"', 'session_secret = "env:S1"',
          "console.session_secret", "at least 32 bytes"),
+        ("port = 8091", 'port = 8091\ningress_url = "127.0.0.1:8080"', "console.ingress_url",
+         "must be an http:// or https:// URL"),
         ("port = 8091", "port = 8091\nsesion_lifetime = 60", "console.sesion_lifetime",
          "unknown setting"),
     ])
@@ -102,7 +111,9 @@ class TestConsoleSettings:
             load(tmp_path, text)
 
 
-def test_console_command_without_the_table_exits_2(capsys):
+def test_console_command_without_the_table_exits_2(capsys, monkeypatch, test_env):
     """`webhook-router console` where [console] is absent says the console is off."""
+    for name, value in test_env.items():  # it signs test payloads: it reads source secrets
+        monkeypatch.setenv(name, value)
     assert 2 == main(["console", "--config", str(SHIPPED)])
     assert "console: no [console] table: the console is off" in capsys.readouterr().err
