@@ -235,6 +235,18 @@ def write_config(tmp: Path, prefix: str, port: int, workers: int, root: Path = R
     return path
 
 
+def checkouts(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Path]:
+    """{label: checkout} from --compare LABEL=CHECKOUT arguments (a usage error otherwise)."""
+    found: dict[str, Path] = {}
+    for item in items:
+        label, _, path = item.partition("=")
+        root = Path(path).resolve()
+        if not label or not (root / "router" / "__main__.py").is_file():
+            parser.error(f"--compare {item!r}: want LABEL=CHECKOUT of this repository")
+        found[label] = root
+    return found
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=15)
@@ -248,13 +260,7 @@ def main() -> int:
                         help="run this consumer (`python -m consumers NAME`, e.g. audit) on a "
                              "SQLite store for the whole benchmark, as in production")
     args = parser.parse_args()
-    compare: dict[str, Path] = {}
-    for item in args.compare:
-        label, _, path = item.partition("=")
-        root = Path(path).resolve()
-        if not label or not (root / "router" / "__main__.py").is_file():
-            parser.error(f"--compare {item!r}: want LABEL=CHECKOUT of this repository")
-        compare[label] = root
+    compare = checkouts(parser, args.compare)
     if shutil.which("wrk") is None:
         print("wrk is needed: apt-get install wrk", file=sys.stderr)
         return 2

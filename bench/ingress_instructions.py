@@ -38,6 +38,7 @@ from ingress import (  # noqa: E402  (the wrk benchmark's server set-up, shared)
     ORDER,
     ROOT,
     SECRET,
+    checkouts,
     declare,
     free_port,
     purge,
@@ -110,13 +111,7 @@ def main() -> int:
     if shutil.which("valgrind") is None:
         print("valgrind is needed: apt-get install valgrind", file=sys.stderr)
         return 2
-    roots = {"ours": ROOT}
-    for item in args.compare:
-        label, _, path = item.partition("=")
-        root = Path(path).resolve()
-        if not label or not (root / "router" / "__main__.py").is_file():
-            parser.error(f"--compare {item!r}: want LABEL=CHECKOUT of this repository")
-        roots[label] = root
+    roots = {"ours": ROOT, **checkouts(parser, args.compare)}
     counts: dict[str, float] = {}
     for label, root in roots.items():
         tmp = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
