@@ -201,7 +201,8 @@ async def metrics(request: web.Request) -> web.Response:
 def _rejections_handler(sources: dict[str, Source]) -> Handler:
     async def rejections(request: web.Request) -> web.Response:
         source, limit = read_query(request.query, sources)
-        return _error_response(200, request.app[REJECTIONS].answer(source, limit))
+        answer = request.app[REJECTIONS].answer(source, limit)
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
     return rejections
 
