@@ -5,6 +5,7 @@ broker (passive declares) and the store. Each part that cannot be read says so i
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -16,6 +17,7 @@ from router.broker.topology import QUEUES, Topology, delivery_queue
 from router.settings import Settings
 
 INGRESS_TIMEOUT = 3.0
+WINDOW = 3600  # seconds: "the last hour" of accepted and rejected counts
 
 
 def sources(settings: Settings) -> list[dict[str, Any]]:
@@ -25,11 +27,13 @@ def sources(settings: Settings) -> list[dict[str, Any]]:
             for s in settings.sources.values()]
 
 
-async def rejections(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    """{"available": True, "counts": {source: [[reason, n], ...]}} from the ingress's /rejections,
-    or {"available": False, "error": why}."""
+async def rejections(http: aiohttp.ClientSession, base: str, since: str) -> dict[str, Any]:
+    """From the ingress's /rejections: {"available": True, "counts": {source: [[reason, n]]}}
+    (since the ingress started) and "recent": {source: {"reasons": [[reason, n]], "at_least":
+    bool}} (refused at or after `since`, an ISO time; at_least where the kept rejections do
+    not reach back that far, so there may have been more), or {"available": False, "error"}."""
     try:
-        async with http.get(f"{base}/rejections?limit=1",
+        async with http.get(f"{base}/rejections",
                             timeout=aiohttp.ClientTimeout(total=INGRESS_TIMEOUT)) as response:
             if response.status != 200:
                 return {"available": False, "error": f"HTTP {response.status}"}
@@ -37,12 +41,37 @@ async def rejections(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return {"available": False, "error": str(exc) or type(exc).__name__}
     counts = answer.get("counts") if isinstance(answer, dict) else None
-    if not isinstance(counts, dict):
+    kept = answer.get("rejections") if isinstance(answer, dict) else None
+    if not isinstance(counts, dict) or not isinstance(kept, list):
         return {"available": False, "error": "not a /rejections answer"}
     # Reasons as values, not keys: a key like "missing_signature" would be masked.
-    return {"available": True, "counts": {
-        source: sorted([str(reason), n] for reason, n in reasons.items())
-        for source, reasons in counts.items() if isinstance(reasons, dict)}}
+    totals = {source: sorted([str(reason), n] for reason, n in reasons.items())
+              for source, reasons in counts.items() if isinstance(reasons, dict)}
+    return {"available": True, "counts": totals, "recent": _since(kept, totals, since)}
+
+
+def _since(kept: list[Any], totals: dict[str, list[list[Any]]], since: str
+           ) -> dict[str, dict[str, Any]]:
+    """Per source, the kept rejections at or after `since`, counted by reason; `at_least`
+    where fewer are kept than were counted and even the oldest kept one is that recent."""
+    recent: dict[str, dict[str, int]] = {}
+    oldest: dict[str, str] = {}
+    held: dict[str, int] = {}
+    for entry in kept:
+        if not isinstance(entry, dict) or not isinstance(entry.get("at"), str):
+            continue
+        source, at = str(entry.get("source")), entry["at"]
+        held[source] = held.get(source, 0) + 1
+        oldest[source] = min(oldest.get(source, at), at)
+        if at >= since:
+            reasons = recent.setdefault(source, {})
+            reason = str(entry.get("reason"))
+            reasons[reason] = reasons.get(reason, 0) + 1
+    return {source: {
+        "reasons": sorted([reason, n] for reason, n in recent.get(source, {}).items()),
+        "at_least": held.get(source, 0) < sum(n for _, n in totals.get(source, []))
+        and oldest.get(source, since) >= since,
+    } for source in set(totals) | set(recent)}
 
 
 def _queue_names(settings: Settings) -> dict[str, list[str]]:
@@ -78,15 +107,26 @@ async def queues(settings: Settings) -> dict[str, Any]:
     return {"available": True, "queues": rows}
 
 
-async def store_part(settings: Settings) -> dict[str, Any]:
-    """{"available": True, "subscriptions": [...]} with each configured subscription's state,
-    failure streak and last success, or {"available": False, "error": why}."""
+async def store_part(settings: Settings, since: str) -> dict[str, Any]:
+    """{"available": True, "subscriptions": [...], "sources": {...}} with each configured
+    subscription's state, failure streak and last success, and per source the events the
+    audit consumer recorded as received at or after `since` and the last one's time; or
+    {"available": False, "error": why}."""
     try:
         async with open_store(settings.consumers.store, create=False) as store:
             async with store.transaction() as tx:
                 rows = await tx.fetch(
                     "SELECT subscription, MAX(at) AS at FROM deliveries"
                     " WHERE status_code >= 200 AND status_code < 300 GROUP BY subscription")
+                received = {}
+                for name in settings.sources:  # each through audit_events_by_source
+                    received[name] = {
+                        "accepted": await tx.fetchval(
+                            "SELECT COUNT(*) FROM audit_events WHERE source = $1"
+                            " AND received_at >= $2", name, since),
+                        "last_seen": await tx.fetchval(
+                            "SELECT MAX(received_at) FROM audit_events WHERE source = $1",
+                            name)}
             last_success = {row["subscription"]: row["at"] for row in rows}
             subscriptions = []
             for name, sub in settings.subscriptions.items():
@@ -99,13 +139,14 @@ async def store_part(settings: Settings) -> dict[str, Any]:
                     "last_success": last_success.get(name)})
     except (StoreError, OSError) as exc:  # no store there, or not reachable
         return {"available": False, "error": str(exc) or type(exc).__name__}
-    return {"available": True, "subscriptions": subscriptions}
+    return {"available": True, "subscriptions": subscriptions, "sources": received}
 
 
 async def overview(settings: Settings, http: aiohttp.ClientSession, ingress: str
                    ) -> dict[str, Any]:
     """Everything the Overview page shows, the three remote parts read at once."""
+    since = (datetime.now(UTC) - timedelta(seconds=WINDOW)).isoformat(timespec="milliseconds")
     refused, broker, store = await asyncio.gather(
-        rejections(http, ingress), queues(settings), store_part(settings))
-    return {"sources": sources(settings), "rejections": refused, "broker": broker,
-            "store": store}
+        rejections(http, ingress, since), queues(settings), store_part(settings, since))
+    return {"sources": sources(settings), "since": since, "rejections": refused,
+            "broker": broker, "store": store}

@@ -4,6 +4,7 @@ rendering a template (or the same data as JSON), masked."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -127,7 +128,8 @@ async def _overview(request: web.Request) -> Any:
 
 
 async def overview_page(request: web.Request) -> web.StreamResponse:
-    return render(request, "overview.html", await _overview(request))
+    updated = datetime.now(UTC).strftime("%H:%M:%S")
+    return render(request, "overview.html", {**await _overview(request), "updated": updated})
 
 
 async def overview_json(request: web.Request) -> web.StreamResponse:

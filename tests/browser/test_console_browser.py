@@ -428,6 +428,36 @@ class TestRefused:
         assert sku not in text(driver)
 
 
+class TestLive:
+    def test_overview_counters_move_without_a_reload(self, driver, stack, screenshots):
+        """The Overview's counters follow what happens: a stock change posted to the
+        ingress (not through the console) shows in inventory's accepted count, and once it
+        is dead-lettered in the inventory queue's dead count, on the page as it stays open."""
+        log_in(driver, stack, "ana")
+
+        def cell(selector: str) -> str:
+            return driver.find_element(By.CSS_SELECTOR, selector).text
+
+        accepted = "tr[data-source='inventory'] td.accepted"
+        dead = "tr[data-queue='inventory'] td.dead"
+        before = int(cell(accepted)), int(cell(dead))
+        driver.execute_script("window.notReloaded = true")
+        sku = f"BROWSER-{uuid.uuid4().hex[:6].upper()}"
+        assert 202 == stack.post("inventory", inventory(sku, f"inv-{sku}-live",
+                                                        "2026-11-29T10:00:00Z", delta=-1))
+        WebDriverWait(driver, WAIT).until(
+            lambda d: (int(cell(accepted)), int(cell(dead))) == (before[0] + 1, before[1] + 1))
+        assert driver.execute_script("return window.notReloaded") is True
+        assert "live" in cell("#live-state")
+        driver.save_screenshot(str(screenshots / "overview-live.png"))
+        driver.set_window_size(390, 844)  # a phone
+        try:
+            driver.get(f"{stack.console}/")
+            driver.save_screenshot(str(screenshots / "overview-phone.png"))
+        finally:
+            driver.set_window_size(1280, 900)
+
+
 def test_chromium_answers(driver):
     """The browser itself: a page it renders (so a broken install fails here first)."""
     try:

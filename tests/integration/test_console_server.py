@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import socket
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -136,6 +137,14 @@ class TestCsrf:
         assert 403 == response.status
 
 
+_NOW = datetime.now(UTC)
+
+
+def hours_ago(hours: float) -> str:
+    """A time as the ingress writes received_at, `hours` before this module was loaded."""
+    return (_NOW - timedelta(hours=hours)).isoformat(timespec="milliseconds")
+
+
 class TestOverview:
     async def test_sources_rejections_queues_and_subscriptions(
             self, make_console, make_client, settings, store_url, store, amqp, topology):
@@ -157,7 +166,19 @@ class TestOverview:
             return depths["orders"] == 1 and depths["audit"] == 1
 
         await wait_for(queued)
+        # What the audit consumer recorded: one shopify event an hour ago, two since.
+        async with store.transaction() as tx:
+            for n, at in enumerate([hours_ago(2), hours_ago(0.5), hours_ago(0.1)]):
+                await tx.execute(
+                    "INSERT INTO audit_events (event_id, source, type, received_at,"
+                    " recorded_at) VALUES ($1, 'shopify', 'order.created', $2, $2)",
+                    f"evt-{n}", at)
         answer = await (await client.get("/api/overview")).json()
+        assert {"accepted": 2, "last_seen": hours_ago(0.1)} == answer["store"]["sources"][
+            "shopify"]
+        assert {"accepted": 0, "last_seen": None} == answer["store"]["sources"]["easypost"]
+        assert {"reasons": [[reason, 1]], "at_least": False} == answer["rejections"][
+            "recent"]["shopify"]
         assert {"source": "shopify", "path": "/webhooks/shopify", "scheme": "shopify",
                 "on_invalid": "hold"} in answer["sources"]
         assert [[reason, 1]] == answer["rejections"]["counts"]["shopify"]
