@@ -13,6 +13,10 @@ notification id. For each event it names, oldest first:
 Events are found by id in audit_events, event_keys, consumer_attempts and deliveries, so
 an event the audit consumer never saw still shows what the other consumers did with it.
 The store is opened without creating one.
+
+A delivery the ingress refused is no event: with the ingress's base URL given, its
+/rejections is asked too, and the refusals of a delivery by that id are shown first
+(`refused`: time, status, reason, source, client), as long as the ingress still keeps them.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
+import aiohttp
 import orjson
 
 from consumers.audit import KEY_KINDS
 from consumers.store import Tx, open_store, placeholders
+from router.rejections import RejectionsUnavailable, fetch, of_delivery
 
 DEFAULT_LIMIT = 50
 
@@ -81,11 +87,22 @@ async def event_trace(tx: Tx, event_id: str) -> dict[str, Any]:
             "notifications": list(notifications.values())}
 
 
-async def trace(store_url: str, ident: str, limit: int = DEFAULT_LIMIT) -> dict[str, Any]:
-    """The trace of `ident`: {"id", "events": [event_trace, ...] oldest first, "more"}."""
+async def trace(store_url: str, ident: str, limit: int = DEFAULT_LIMIT, *,
+                http: aiohttp.ClientSession | None = None, ingress: str | None = None
+                ) -> dict[str, Any]:
+    """The trace of `ident`: {"id", "events": [event_trace, ...] oldest first, "more",
+    "refused": the ingress's refusals of a delivery by that id (None where not asked or
+    not answered, and then "refused_error" says why)}. `http` is needed with `ingress`."""
     async with open_store(store_url, create=False) as store, store.transaction() as tx:
         ids, more = await find_events(tx, ident, limit)
-        return {"id": ident, "events": [await event_trace(tx, i) for i in ids], "more": more}
+        result = {"id": ident, "events": [await event_trace(tx, i) for i in ids],
+                  "more": more, "refused": None, "refused_error": None}
+    if ingress is not None and http is not None:
+        try:
+            result["refused"] = of_delivery(await fetch(http, ingress), ident)
+        except RejectionsUnavailable as exc:
+            result["refused_error"] = f"{ingress}/rejections: {exc}"
+    return result
 
 
 def _attempt(row: dict[str, Any]) -> str:
@@ -109,6 +126,11 @@ def _delivery(row: dict[str, Any]) -> str:
 
 def render(result: dict[str, Any], out: TextIO) -> None:
     """The trace as text: one block per event, each line a moment, oldest first."""
+    if result["refused"]:
+        print(f"delivery {result['id']} refused by the ingress", file=out)
+        for row in result["refused"]:
+            print(f"  {row['at']}  refused       {row['status']} {row['reason']} "
+                  f"(source {row['source']}, client {row['client'] or '-'})", file=out)
     for event in result["events"]:
         print(f"event {event['event_id']}", file=out)
         if event["audit"]:
@@ -139,16 +161,22 @@ def render(result: dict[str, Any], out: TextIO) -> None:
 
 
 async def trace_command(store_url: str, ident: str, *, as_json: bool = False,
-                        limit: int = DEFAULT_LIMIT, out: TextIO = sys.stdout,
-                        err: TextIO = sys.stderr) -> int:
-    """Run `trace`: 0 with the timeline, 1 when nothing in the store matches `ident`."""
-    result = await trace(store_url, ident, limit)
+                        limit: int = DEFAULT_LIMIT, ingress: str | None = None,
+                        out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Run `trace`: 0 with the timeline, 1 when nothing in the store (nor in the ingress's
+    kept refusals, when `ingress` is given) matches `ident`."""
+    async with aiohttp.ClientSession() as http:
+        result = await trace(store_url, ident, limit, http=http, ingress=ingress)
     if as_json:
         out.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
         render(result, out)
-    if not result["events"]:
+    if result["refused_error"]:
+        print(f"the ingress's refusals were not read: {result['refused_error']}", file=err)
+    if not result["events"] and not result["refused"]:
         print(f"nothing matches {ident!r}: no event, order id, tracking code, SKU or "
-              "notification by that id in the store", file=err)
+              "notification by that id in the store"
+              + ("" if ingress is None else ", and no refused delivery by that id at the ingress"),
+              file=err)
         return 1
     return 0

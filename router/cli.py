@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from router.errors import ConfigError
-from router.settings import DEFAULT_CONFIG, Settings, SourceSettings, load_settings
+from router.settings import DEFAULT_CONFIG, Settings, SourceSettings, load_settings, local_url
 
 
 async def _topology(settings: Settings, delete: bool) -> int:
@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_trace.add_argument("--json", action="store_true", help="the same, as JSON")
     p_trace.add_argument("--limit", type=_count, default=50,
                          help="at most this many events, the newest (default 50)")
+    p_trace.add_argument("--ingress", metavar="URL",
+                         help="the ingress whose /rejections to ask for a refused delivery "
+                              "by that id (default: [server] metrics_port, else port, on "
+                              "loopback); - not to ask")
 
     p_console = command("console", "run the operator console ([console] in the config); "
                                    "`console hash-password` reads a password on standard "
@@ -219,8 +223,10 @@ def _store_command(settings: Settings, args: argparse.Namespace) -> int:
     print(f"store: {store}", file=sys.stderr)
     try:
         if args.command == "trace":
+            ingress = args.ingress or local_url(settings.server, metrics=True)
             return asyncio.run(trace_command(url, args.id, as_json=args.json,
-                                             limit=args.limit))
+                                             limit=args.limit,
+                                             ingress=None if ingress == "-" else ingress))
         if args.command == "orders":
             return asyncio.run(orders_command(settings, args.action, order_id=args.order_id,
                                               status=args.status, limit=args.limit))

@@ -13,6 +13,9 @@ With several workers the metrics directory is shared: each worker writes what it
 `rejections-<pid>.json` there (replaced whole, from a loop timer, at most every WRITE_EVERY
 seconds while it has news; never a write per request), and an answer adds the other
 workers' files, a dead worker's included, to its own memory.
+
+Read from elsewhere (the console, `webhook-router trace`): `await fetch(http, base)` is the
+answer of the ingress at `base`, or RejectionsUnavailable saying why not.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import structlog
 
@@ -41,6 +45,37 @@ log = structlog.get_logger("router.rejections")
 # (at as time.time(), source, status, reason, delivery_id, client): FIELDS, as recorded.
 _Rejection = tuple[float, str, int, str, str | None, str | None]
 Answer = dict[str, Any]
+
+
+FETCH_TIMEOUT = 3.0
+
+
+class RejectionsUnavailable(Exception):
+    """The ingress's /rejections could not be read (the message says why)."""
+
+
+async def fetch(http: aiohttp.ClientSession, base: str, timeout: float = FETCH_TIMEOUT
+                ) -> Answer:
+    """GET {base}/rejections: {"rejections": [newest first], "counts": {...}}."""
+    try:
+        async with http.get(f"{base}/rejections",
+                            timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+            if response.status != 200:
+                raise RejectionsUnavailable(f"HTTP {response.status}")
+            answer = await response.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise RejectionsUnavailable(str(exc) or type(exc).__name__) from exc
+    if not (isinstance(answer, dict) and isinstance(answer.get("counts"), dict)
+            and isinstance(answer.get("rejections"), list)):
+        raise RejectionsUnavailable("not a /rejections answer")
+    return answer
+
+
+def of_delivery(answer: Answer, delivery_id: str) -> list[dict[str, Any]]:
+    """The kept rejections of the delivery `delivery_id`, oldest first."""
+    found = [r for r in answer["rejections"]
+             if isinstance(r, dict) and r.get("delivery_id") == delivery_id]
+    return [{name: r.get(name) for name in FIELDS} for r in reversed(found)]
 
 
 class Rejections:

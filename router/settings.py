@@ -192,6 +192,15 @@ class Settings:
     console: ConsoleSettings | None = None  # None: the console is off
 
 
+def local_url(server: ServerSettings, *, metrics: bool = False) -> str:
+    """The ingress's base URL as seen from its own machine (loopback where it listens on
+    every address): its port, or with `metrics` where /metrics and /rejections are."""
+    host = "127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host
+    scheme = "https" if server.tls_cert else "http"
+    port = server.metrics_port or server.port if metrics else server.port
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
 def load_settings(
     path: Path | str = DEFAULT_CONFIG,
     environ: Mapping[str, str] | None = None,
@@ -249,11 +258,8 @@ def load_settings(
         paths[source.path] = name
         sources[name] = source
     sources_table.done()
-    host = "127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host
-    scheme = "https" if server.tls_cert else "http"
-    console = read_console(top.table("console"), base, env,
-                           f"{scheme}://{host}:{server.metrics_port or server.port}",
-                           resolve_console_secrets, f"{scheme}://{host}:{server.port}")
+    console = read_console(top.table("console"), base, env, local_url(server, metrics=True),
+                           resolve_console_secrets, local_url(server))
     top.done()
     return Settings(file=path, server=server, broker=broker, logging=logging,
                     consumers=consumers, notifications=notifications,

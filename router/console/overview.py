@@ -14,9 +14,9 @@ from consumers.outbound.state import subscription_state
 from consumers.store import StoreError, open_store
 from router.broker.counts import BrokerAway, queue_counts
 from router.broker.topology import QUEUES, Topology, delivery_queue
+from router.rejections import RejectionsUnavailable, fetch
 from router.settings import Settings
 
-INGRESS_TIMEOUT = 3.0
 WINDOW = 3600  # seconds: "the last hour" of accepted and rejected counts
 
 
@@ -33,17 +33,10 @@ async def rejections(http: aiohttp.ClientSession, base: str, since: str) -> dict
     bool}} (refused at or after `since`, an ISO time; at_least where the kept rejections do
     not reach back that far, so there may have been more), or {"available": False, "error"}."""
     try:
-        async with http.get(f"{base}/rejections",
-                            timeout=aiohttp.ClientTimeout(total=INGRESS_TIMEOUT)) as response:
-            if response.status != 200:
-                return {"available": False, "error": f"HTTP {response.status}"}
-            answer = await response.json()
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        return {"available": False, "error": str(exc) or type(exc).__name__}
-    counts = answer.get("counts") if isinstance(answer, dict) else None
-    kept = answer.get("rejections") if isinstance(answer, dict) else None
-    if not isinstance(counts, dict) or not isinstance(kept, list):
-        return {"available": False, "error": "not a /rejections answer"}
+        answer = await fetch(http, base)
+    except RejectionsUnavailable as exc:
+        return {"available": False, "error": str(exc)}
+    counts, kept = answer["counts"], answer["rejections"]
     # Reasons as values, not keys: a key like "missing_signature" would be masked.
     totals = {source: sorted([str(reason), n] for reason, n in reasons.items())
               for source, reasons in counts.items() if isinstance(reasons, dict)}

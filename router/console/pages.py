@@ -140,7 +140,8 @@ async def _trace(request: web.Request, ident: str) -> Any:
     if len(ident) > MAX_ID:
         raise BadSearch(f"an id is at most {MAX_ID} characters")
     try:
-        result = await trace(request.app[SETTINGS].consumers.store, ident, TRACE_LIMIT)
+        result = await trace(request.app[SETTINGS].consumers.store, ident, TRACE_LIMIT,
+                             http=request.app[HTTP], ingress=_console(request).ingress_metrics)
     except (StoreError, OSError) as exc:
         raise StoreUnavailable(f"the store cannot be read: {exc}") from exc
     return request.app[MASK].mask(result)

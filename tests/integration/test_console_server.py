@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from test_ingress import SHOPIFY_ORDER
+from test_rejected_requests import forged
 from test_runner import wait_for
 from test_trace import ORDER, consumers, outcomes, publish
 
@@ -240,10 +242,34 @@ class TestSearch:
                                              for a in event["attempts"]]
 
     async def test_an_unknown_id_says_nothing_matches(self, console):
-        """An id the store does not know: the page says so."""
+        """An id the store does not know: the page says so, and that the ingress's refusals
+        could not be read (no ingress answers at ingress_metrics here)."""
         assert 303 == (await login(console)).status
         page = await (await console.get("/search", params={"id": "no-such-id"})).text()
         assert "Nothing matches" in page
+        assert "The ingress's refusals could not be read" in page
+
+    async def test_a_delivery_refused_at_the_ingress(self, make_console, make_client, settings,
+                                                     store_url, store, queue_depths):
+        """A forged Shopify order: searching its delivery id shows the ingress's refusal
+        (401 invalid_signature), on the page and as JSON; nothing reached a queue."""
+        ingress = await make_client(settings)
+        headers = forged(settings)
+        response = await ingress.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
+        assert 401 == response.status
+        client = await make_console(console_settings(
+            settings, store_url, ingress_metrics=str(ingress.make_url("")).rstrip("/")))
+        assert 303 == (await login(client)).status
+        delivery = headers["X-Shopify-Event-Id"]
+        page = await (await client.get("/search", params={"id": delivery})).text()
+        assert f"Delivery <code>{delivery}</code> refused by the ingress" in page
+        assert "refused: 401 <code>invalid_signature</code> (source shopify" in page
+        assert "Nothing matches" not in page
+        answer = await (await client.get("/api/trace", params={"id": delivery})).json()
+        assert ([], [("shopify", 401, "invalid_signature")]) == (
+            answer["events"],
+            [(r["source"], r["status"], r["reason"]) for r in answer["refused"]])
+        assert 0 == sum((await queue_depths()).values())
 
     async def test_a_search_without_an_id_is_400(self, console):
         """The JSON trace needs an id."""

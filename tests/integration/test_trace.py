@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,7 +14,11 @@ import aio_pika
 import orjson
 import pytest
 from test_cli import run_cli
+from test_ingress import SHOPIFY_ORDER
+from test_notifications import notifying, receivers, subscription  # noqa: F401 (fixtures)
+from test_rejected_requests import forged
 from test_runner import DOWNSTREAM, count_effect, wait_for
+from test_server import free_port
 
 from consumers.cli import consumer_spec
 from consumers.runner import ConsumerSpec, Runner
@@ -109,12 +114,41 @@ class TestTraceOfStoredRows:
             note["kind"], [(d["subscription"], d["status_code"]) for d in note["deliveries"]])
 
     async def test_an_unknown_id_exits_1_saying_so(self, store, store_url, test_env):
-        """Nothing matches: exit 1 with a clear message; --json gives an empty list."""
-        code, out, err = await trace_cli(store_url, "no-such-id", test_env)
+        """Nothing matches: exit 1 with a clear message, which says too when the ingress's
+        refusals could not be read; --json gives an empty list."""
+        ingress = f"http://127.0.0.1:{free_port()}"  # nobody listens
+        code, out, err = await trace_cli(store_url, "no-such-id", test_env, "--ingress", ingress)
         assert (1, "") == (code, out)
         assert "nothing matches 'no-such-id'" in err
-        code, out, err = await trace_cli(store_url, "no-such-id", test_env, "--json")
-        assert (1, {"id": "no-such-id", "events": [], "more": False}) == (code, orjson.loads(out))
+        assert f"the ingress's refusals were not read: {ingress}/rejections: " in err
+        code, out, err = await trace_cli(store_url, "no-such-id", test_env, "--json",
+                                         "--ingress", "-")
+        assert (1, {"id": "no-such-id", "events": [], "more": False, "refused": None,
+                    "refused_error": None}) == (code, orjson.loads(out))
+        assert "no refused delivery" not in err
+
+    async def test_a_delivery_refused_at_the_ingress(self, store, store_url, test_env,
+                                                     client, settings, queue_depths):
+        """A forged Shopify order refused by a live ingress: its delivery id traces to the
+        refusal (time, 401 invalid_signature, source, client), exit 0; nothing reached a
+        queue."""
+        headers = forged(settings)
+        response = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers)
+        assert (401, "invalid_signature") == (response.status, (await response.json())["error"])
+        ingress = str(client.make_url("")).rstrip("/")
+        delivery = headers["X-Shopify-Event-Id"]
+        code, out, err = await trace_cli(store_url, delivery, test_env, "--ingress", ingress)
+        assert 0 == code, err
+        lines = moments(out)
+        assert [f"delivery {delivery} refused by the ingress",
+                "refused       401 invalid_signature (source shopify, client 127.0.0.1)"
+                ] == lines
+        code, out, _ = await trace_cli(store_url, delivery, test_env, "--ingress", ingress,
+                                       "--json")
+        [refusal] = orjson.loads(out)["refused"]
+        assert ("shopify", 401, "invalid_signature", delivery) == (
+            refusal["source"], refusal["status"], refusal["reason"], refusal["delivery_id"])
+        assert 0 == sum((await queue_depths()).values())
 
     async def test_no_store_there_exits_2_and_creates_none(self, tmp_path: Path, test_env):
         """Pointed where no store is, it names the store, says so, and creates nothing."""
@@ -150,6 +184,35 @@ class TestTraceOfConsumedEvents:
         assert ("orders", "backordered") in [(a["consumer"], a["outcome"])
                                              for a in event["attempts"]]
         assert ["order.backordered"] == [n["kind"] for n in event["notifications"]]
+
+    async def test_a_notification_failed_then_delivered(
+            self, amqp, topology, store, store_url, settings, test_env,
+            receivers, notifying):  # noqa: F811 (the fixtures imported above)
+        """An order whose notification the portal refused twice (503) and then took: the
+        trace shows the order applied and the notification's three delivery attempts, each
+        with its status and latency."""
+        receivers.mode["portal"] = "flaky"
+        await notifying([subscription("portal", receivers.url("portal"))])
+        await publish(amqp, topology, ORDER)
+        async with consumers(store, settings, consumer_spec("audit", settings),
+                             consumer_spec("orders", settings)):
+            async def delivered() -> bool:
+                async with store.transaction() as tx:
+                    return 204 == await tx.fetchval(
+                        "SELECT status_code FROM deliveries WHERE event_id = $1"
+                        " AND status_code = 204", ORDER["id"])
+
+            await wait_for(delivered, 30)
+        code, out, err = await trace_cli(store_url, "1042", test_env, "--ingress", "-")
+        assert 0 == code, err
+        lines = moments(out)
+        assert "orders        attempt 1: backordered" in lines
+        notes = [line for line in lines if line.startswith("notification")]
+        assert 1 == len(notes) and notes[0].startswith("notification  order.backordered")
+        deliveries = [re.sub(r" in \d+ ms$", " in N ms", "->" + line.split("->", 1)[-1])
+                      for line in out.splitlines() if "-> portal" in line]
+        assert ["-> portal attempt 1: HTTP 503 in N ms", "-> portal attempt 2: HTTP 503 in N ms",
+                "-> portal attempt 3: HTTP 204 in N ms"] == deliveries
 
     async def test_retries_dead_letter_and_replay(self, amqp, topology, store, store_url,
                                                   settings, test_env):
