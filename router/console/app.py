@@ -37,6 +37,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/dead-letters", operator.dead_letters_page),
     ("GET", "/dead-letters/message", operator.dead_letter_page),
     ("POST", "/dead-letters/replay", operator.replay),
+    ("POST", "/dead-letters/replay-all", operator.replay_all),
+    ("POST", "/dead-letters/reveal", operator.reveal),
     ("GET", "/dead-letters/purge", operator.purge_page),
     ("POST", "/dead-letters/purge", operator.purge),
 ]
