@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from consumers.outbound.state import subscription_state
+from consumers.outbound.subscriptions import states
 from consumers.store import StoreError, open_store
 from router.broker.counts import BrokerAway, queue_counts
 from router.broker.topology import QUEUES, Topology, delivery_queue
@@ -83,20 +83,7 @@ async def store_part(settings: Settings) -> dict[str, Any]:
     failure streak and last success, or {"available": False, "error": why}."""
     try:
         async with open_store(settings.consumers.store, create=False) as store:
-            async with store.transaction() as tx:
-                rows = await tx.fetch(
-                    "SELECT subscription, MAX(at) AS at FROM deliveries"
-                    " WHERE status_code >= 200 AND status_code < 300 GROUP BY subscription")
-            last_success = {row["subscription"]: row["at"] for row in rows}
-            subscriptions = []
-            for name, sub in settings.subscriptions.items():
-                row = await subscription_state(store, name)
-                state = "off in config" if not sub.enabled else (
-                    row["state"] if row else "enabled")
-                subscriptions.append({
-                    "subscription": name, "state": state, "failures": row["failures"] if row else 0,
-                    "reason": row["reason"] if row else None,
-                    "last_success": last_success.get(name)})
+            subscriptions = await states(settings, store)
     except (StoreError, OSError) as exc:  # no store there, or not reachable
         return {"available": False, "error": str(exc) or type(exc).__name__}
     return {"available": True, "subscriptions": subscriptions}
