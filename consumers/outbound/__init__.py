@@ -37,5 +37,6 @@ Response bodies are read up to max_response_bytes.
     guard.py          the SSRF guard: DNS answers checked at start-up and at every connect
     state.py          each subscription's state (enabled, paused, disabled) in the store
     attempts.py       AttemptLog: every attempt a row in `deliveries`, in group commits
-    admin.py          `router subscriptions ...` and `router deliveries ...`
+    subscriptions.py  what operators do to subscriptions, as data (the CLI and the console)
+    admin.py          `router subscriptions ...` and `router deliveries ...`, printed
 """

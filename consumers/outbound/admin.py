@@ -15,101 +15,66 @@ away), 2 usage (unknown subscription, one that is off in config, bad time).
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import sys
 import time
-import uuid
-from typing import TextIO
-from urllib.parse import urlsplit
+from collections.abc import Iterator
+from typing import Any, TextIO
 
-import aio_pika
-
-from consumers.errors import Permanent
-from consumers.events import iso
-from consumers.outbound.guard import check_addresses
-from consumers.outbound.notification import delivery_queue, notification_body
-from consumers.outbound.sender import Sender
-from consumers.outbound.state import set_state, subscription_state
-from consumers.store import Store, open_store
-from router.broker.connect import open_connection
-from router.broker.counts import BrokerAway, queue_counts
-from router.broker.errors import BROKER_ERRORS, describe
-from router.broker.topology import Topology
-from router.egress import UnsafeURL
+from consumers.outbound import subscriptions as subs
+from consumers.store import open_store
+from router.broker.counts import BrokerAway
 from router.settings import Settings, SubscriptionSettings
+
+CONNECTION = "router-subscriptions"
 
 
 class Usage(Exception):
     """A mistake in the command line: exit 2 with the message."""
 
 
-def _subscription(settings: Settings, name: str) -> SubscriptionSettings:
-    sub = settings.subscriptions.get(name)
-    if sub is None:
-        known = ", ".join(sorted(settings.subscriptions)) or "none configured"
-        raise Usage(f"unknown subscription {name!r} (known: {known})")
-    return sub
-
-
-def _switched_on(settings: Settings, name: str, action: str) -> SubscriptionSettings:
-    """The subscription, if the config has it on: enabling or replaying to one that is off
-    would only queue messages no deliverer takes."""
-    sub = _subscription(settings, name)
-    if not sub.enabled:
-        raise Usage(f"{name} is off in config (enabled = false in {settings.file}): "
-                    f"{action} would deliver nothing; switch it on there first")
-    return sub
-
-
-async def _depths(settings: Settings, names: list[str]) -> dict[str, int | None]:
-    """Messages waiting per queue; None where the broker or the queue is not there."""
+@contextlib.contextmanager
+def _usage() -> Iterator[None]:
+    """A refused subscription request is a usage mistake here."""
     try:
-        counts = await queue_counts(settings.broker, names, "router-subscriptions")
-    except BrokerAway:
-        return dict.fromkeys(names)
-    return {name: None if count is None else count.messages for name, count in counts.items()}
+        yield
+    except subs.SubscriptionRefused as exc:
+        raise Usage(str(exc)) from exc
 
 
 async def subscriptions_command(settings: Settings, action: str, name: str | None,
                                 out: TextIO = sys.stdout) -> int:
     if action == "list":
         async with open_store(settings.consumers.store, create=False) as store:
-            return await _list(settings, store, out)
+            return _list(settings, await subs.statuses(settings, store, CONNECTION), out)
     if not name:
         raise Usage(f"subscriptions {action} needs a subscription NAME")
     if action == "test":
-        return await _test(settings, _subscription(settings, name), out)
-    if action == "enable":
-        sub = _switched_on(settings, name, "enabling it")
-        state, said = "enabled", "enabled; parked messages flow again"
-    else:
-        sub = _subscription(settings, name)
-        state, said = "disabled", "disabled; its messages wait in its queue"
+        with _usage():
+            return await _test(settings, subs.find(settings, name), out)
+    with _usage():
+        if action == "enable":
+            sub = subs.switched_on(settings, name, "enabling it")
+            state, said = "enabled", "enabled; parked messages flow again"
+        else:
+            sub = subs.find(settings, name)
+            state, said = "disabled", "disabled; its messages wait in its queue"
     async with open_store(settings.consumers.store, create=False) as store:
-        await set_state(store, sub.name, state, f"{state} by an operator")
+        await subs.switch(store, sub, state, "an operator")
     print(f"{sub.name}: {said}", file=out)
     return 0
 
 
-async def _list(settings: Settings, store: Store, out: TextIO) -> int:
-    topology = Topology.of(settings.broker)
-    queues = {}
-    for name in settings.subscriptions:
-        base = delivery_queue(name)
-        queues[name] = (topology.queue(base), topology.dead_queue(base))
-    depths = await _depths(settings, [q for pair in queues.values() for q in pair])
+def _list(settings: Settings, statuses: list[dict[str, Any]], out: TextIO) -> int:
     if not settings.subscriptions:
         print("no subscriptions configured", file=out)
-    for name, sub in settings.subscriptions.items():
-        row = await subscription_state(store, name)
-        state = "off in config" if not sub.enabled else (row["state"] if row else "enabled")
-        waiting, dead = (depths[q] for q in queues[name])
-        print(f"{name}: {state}", file=out)
-        print(f"  url      {urlsplit(sub.url).scheme}://{urlsplit(sub.url).netloc}"
-              f"{urlsplit(sub.url).path}", file=out)
-        print(f"  events   {', '.join(sub.events)}", file=out)
-        print(f"  queue    {_count(waiting)} waiting, {_count(dead)} dead", file=out)
-        if row and (row["failures"] or row["reason"]):
+    for row in statuses:
+        print(f"{row['subscription']}: {row['state']}", file=out)
+        print(f"  url      {row['url']}", file=out)
+        print(f"  events   {', '.join(row['events'])}", file=out)
+        print(f"  queue    {_count(row['waiting'])} waiting, {_count(row['dead'])} dead",
+              file=out)
+        if row["failures"] or row["reason"]:
             print(f"  failures {row['failures']} in a row; {row['reason'] or '-'}", file=out)
     return 0
 
@@ -119,24 +84,10 @@ def _count(value: int | None) -> str:
 
 
 async def _test(settings: Settings, sub: SubscriptionSettings, out: TextIO) -> int:
-    if not sub.secrets:
-        raise Usage(f"{sub.name} has no secret resolved (is it enabled in the config?)")
-    try:
-        await check_addresses(settings)
-    except UnsafeURL as exc:
-        print(f"refused: {exc}", file=out)
-        return 1
-    message_id = f"test_{uuid.uuid4().hex}"
-    body = notification_body(message_id, "webhook.test", {"subscription": sub.name})
-    sender = Sender(sub, settings.notifications)
-    await sender.open()
-    try:
-        result = await sender.send(message_id, body)
-    finally:
-        await sender.close()
-    print(f"{sub.name}: {result.describe()} in {result.latency * 1000:.0f} ms "
-          f"(webhook-id {message_id})", file=out)
-    return 0 if result.delivered else 1
+    sent = await subs.send_test(settings, sub, subs.new_test_id())
+    print(f"{sub.name}: {sent.answer.describe()} in {sent.answer.latency * 1000:.0f} ms "
+          f"(webhook-id {sent.message_id})", file=out)
+    return 0 if sent.answer.delivered else 1
 
 
 async def deliveries_command(settings: Settings, target: str, *, subscription: str | None,
@@ -144,11 +95,22 @@ async def deliveries_command(settings: Settings, target: str, *, subscription: s
     if target == "replay":
         if not subscription or not since:
             raise Usage("deliveries replay needs --subscription NAME and --since TIME")
-        sub = _switched_on(settings, subscription, "replaying to it")
-        when = _since(since)
+        with _usage():
+            sub = subs.switched_on(settings, subscription, "replaying to it")
+            when = subs.since_time(since)
     async with open_store(settings.consumers.store, create=False) as store:
         if target == "replay":
-            return await _replay(settings, store, sub, when, out)
+            started = time.perf_counter()
+            try:
+                queued = await subs.replay_since(settings, store, sub, when,
+                                                 "router-deliveries")
+            except BrokerAway as exc:
+                print(str(exc), file=out)
+                return 1
+            print(f"{sub.name}: {queued} notifications since {when} queued again "
+                  f"({time.perf_counter() - started:.1f} s); same webhook-ids, so the "
+                  "receiver can tell repeats", file=out)
+            return 0
         async with store.transaction() as tx:
             rows = await tx.fetch(
                 "SELECT at, subscription, message_id, type, attempt, status_code, error,"
@@ -164,49 +126,4 @@ async def deliveries_command(settings: Settings, target: str, *, subscription: s
                   else row["error"])
         print(f"{row['at']}  {row['subscription']}  {row['type']}  attempt {row['attempt']}  "
               f"{answer}  {row['latency_ms']:.0f} ms  {row['message_id']}", file=out)
-    return 0
-
-
-def _since(text: str) -> str:
-    """The store's UTC form of --since (naive means UTC), as events' times are kept."""
-    try:
-        return iso(text, "--since")
-    except Permanent as exc:
-        raise Usage(str(exc)) from exc
-
-
-async def _replay(settings: Settings, store: Store, sub: SubscriptionSettings, since: str,
-                  out: TextIO) -> int:
-    async with store.transaction() as tx:
-        rows = await tx.fetch(
-            "SELECT kind, routing_key, body, message_id FROM outbox WHERE created_at >= $1"
-            " ORDER BY id",
-            since,
-        )
-    rows = [row for row in rows if sub.wants(row["kind"])]
-    queue = Topology.of(settings.broker).queue(delivery_queue(sub.name))
-    started = time.perf_counter()
-    try:
-        connection = await open_connection(settings.broker, "router-deliveries", timeout=10)
-    except BROKER_ERRORS as exc:
-        print(f"cannot reach the broker: {describe(exc)}", file=out)
-        return 1
-    async with connection:
-        channel = await connection.channel(publisher_confirms=True)
-        await channel.declare_queue(queue, passive=True)
-        await asyncio.gather(*(
-            channel.default_exchange.publish(
-                aio_pika.Message(
-                    bytes(row["body"]), content_type="application/json",
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    message_id=row["message_id"], type=row["routing_key"],
-                    headers={"attempt": 0, "subscription": sub.name, "replayed": True},
-                ),
-                routing_key=queue,
-            )
-            for row in rows
-        ))
-    print(f"{sub.name}: {len(rows)} notifications since {since} queued again "
-          f"({time.perf_counter() - started:.1f} s); same webhook-ids, so the receiver can "
-          "tell repeats", file=out)
     return 0

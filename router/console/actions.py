@@ -7,17 +7,18 @@ refused, so nothing an operator does goes unrecorded.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import orjson
 
 from consumers.store import Store, StoreError, open_store
-from router.console.errors import StoreUnavailable
+from router.console.errors import ConsoleError, StoreUnavailable
 from router.console.settings import ConsoleUser
 from router.times import now_iso
 
 AUDIT_LIMIT = 200
+T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
@@ -43,6 +44,21 @@ async def record(store: Store, user: ConsoleUser, action: str, target: str,
             " VALUES ($1, $2, $3, $4, $5, $6, $7)",
             now_iso(), user.name, user.role, action, target, orjson.dumps(ids).decode(),
             outcome)
+
+
+async def act(store_url: str, user: ConsoleUser, action: str, target: str, ids: list[str],
+              work: Callable[[Store], Awaitable[T]], outcome: Callable[[T], str]) -> T:
+    """Do `work` (given the open store) and record it: `outcome` of its result, or
+    `failed: why` when it raises a ConsoleError (raised on). Nothing is done if the store
+    cannot be opened."""
+    async with action_log(store_url) as store:
+        try:
+            result = await work(store)
+        except ConsoleError as exc:
+            await record(store, user, action, target, ids, f"failed: {exc}")
+            raise
+        await record(store, user, action, target, ids, outcome(result))
+    return result
 
 
 async def recent(store_url: str, limit: int = AUDIT_LIMIT) -> list[dict[str, Any]]:

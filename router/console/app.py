@@ -10,7 +10,7 @@ import aiohttp
 import jinja2
 from aiohttp import web
 
-from router.console import operator, pages, sourcepages, state
+from router.console import operator, pages, sourcepages, state, subscriptionpages
 from router.console.auth import LoginThrottle
 from router.console.errors import ConsoleError, CsrfRefused, NotLoggedIn
 from router.console.session import COOKIE, CSRF_FIELD, CSRF_HEADER, SessionCodec
@@ -33,10 +33,18 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/sources", sourcepages.sources_page),
     ("POST", "/sources/preview", sourcepages.preview),
     ("POST", "/sources/send", sourcepages.send),  # operators only (it checks the role)
-    # Operators only (the handlers check the role).
+    ("GET", "/subscriptions", subscriptionpages.subscriptions_page),
+    ("GET", "/subscriptions/one", subscriptionpages.subscription_page),
+    # Operators only (the handlers check the role), as are the dead letters pages below.
+    ("POST", "/subscriptions/enable", subscriptionpages.enable),
+    ("POST", "/subscriptions/disable", subscriptionpages.disable),
+    ("POST", "/subscriptions/test", subscriptionpages.send_test),
+    ("POST", "/subscriptions/replay", subscriptionpages.replay),
     ("GET", "/dead-letters", operator.dead_letters_page),
     ("GET", "/dead-letters/message", operator.dead_letter_page),
     ("POST", "/dead-letters/replay", operator.replay),
+    ("POST", "/dead-letters/replay-all", operator.replay_all),
+    ("POST", "/dead-letters/reveal", operator.reveal),
     ("GET", "/dead-letters/purge", operator.purge_page),
     ("POST", "/dead-letters/purge", operator.purge),
 ]

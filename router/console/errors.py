@@ -7,8 +7,11 @@
     ├── CsrfRefused         403  a POST without this session's CSRF token
     ├── UnknownQueue        404  not a queue with dead letters here
     ├── UnknownSource       404  not a configured source (Send test payload, preview)
+    ├── UnknownSubscription 404  not a configured subscription
     ├── NotConfirmed        409  a purge whose confirmation does not name the queue
+    ├── SubscriptionOff     409  enabling, testing or replaying to one off in the config
     ├── BadSearch           400  a search without an id, or one too long
+    ├── BadTime             400  a replay's time is not an ISO-8601 date-time
     ├── MissingId           400  a replay without the id of the message to replay
     ├── TooManyAttempts     429  failed logins from this address or for this name (Retry-After)
     ├── StoreUnavailable    503  the consumers' store is not there or cannot be reached
@@ -50,6 +53,21 @@ class UnknownQueue(ConsoleError):
 class UnknownSource(ConsoleError):
     status = 404
     reason = "unknown_source"
+
+
+class UnknownSubscription(ConsoleError):
+    status = 404
+    reason = "unknown_subscription"
+
+
+class SubscriptionOff(ConsoleError):
+    status = 409
+    reason = "subscription_off"
+
+
+class BadTime(ConsoleError):
+    status = 400
+    reason = "bad_time"
 
 
 class NotConfirmed(ConsoleError):

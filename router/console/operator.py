@@ -1,6 +1,6 @@
-"""The operators' pages: dead letters (list per queue, inspect masked, replay one, purge
-after a confirmation), for the operator role only, each action recorded in the store; and
-the Audit page listing those records, for everyone logged in."""
+"""The operators' pages: dead letters (list per queue, inspect masked, reveal one unmasked,
+replay one or all, purge after a confirmation), for the operator role only, each action
+recorded in the store; and the Audit page listing those records, for everyone logged in."""
 
 from __future__ import annotations
 
@@ -29,10 +29,12 @@ from router.console.state import MASK, SETTINGS, USER
 LISTED = 50  # dead letters listed per page
 
 
-def _operator(request: web.Request) -> ConsoleUser:
+def operator_only(request: web.Request, doing: str = "see and act on dead letters"
+                  ) -> ConsoleUser:
+    """The user, if an operator (Forbidden otherwise)."""
     user = request[USER]
     if user is None or not may_act(user.role):
-        raise Forbidden("only an operator may see and act on dead letters")
+        raise Forbidden(f"only an operator may {doing}")
     return user
 
 
@@ -54,7 +56,7 @@ async def _broker(work: Any) -> Any:
 
 
 async def dead_letters_page(request: web.Request) -> web.StreamResponse:
-    _operator(request)
+    operator_only(request)
     settings = request.app[SETTINGS]
     name = request.query.get("queue")
     context: dict[str, Any] = {"queues": await queues(settings), "queue": None, "total": 0,
@@ -66,58 +68,81 @@ async def dead_letters_page(request: web.Request) -> web.StreamResponse:
     return render(request, "dead_letters.html", context)
 
 
-async def dead_letter_page(request: web.Request) -> web.StreamResponse:
-    _operator(request)
-    name = _queue(request, request.query.get("queue", ""))
-    ident = request.query.get("id", "")
+async def _dead_letter(request: web.Request, name: str, ident: str) -> dict[str, Any]:
     _, found = await _broker(peek_dead(request.app[SETTINGS].broker, name, 1, ident))
     if not found:
         raise BrokerFailed(f"no message {ident} in {name}'s dead letters")
-    return render(request, "dead_letter.html",
-                  {"queue": name, "message": request.app[MASK].mask(found[0])})
+    return found[0]
 
 
-async def replay(request: web.Request) -> web.StreamResponse:
-    user = _operator(request)
+async def dead_letter_page(request: web.Request) -> web.StreamResponse:
+    operator_only(request)
+    name = _queue(request, request.query.get("queue", ""))
+    message = await _dead_letter(request, name, request.query.get("id", ""))
+    return render(request, "dead_letter.html", {
+        "queue": name, "message": request.app[MASK].mask(message), "revealed": False})
+
+
+async def _queue_and_id(request: web.Request, doing: str) -> tuple[str, str]:
     form = await request.post()
     name = _queue(request, str(form.get("queue", "")))
     ident = str(form.get("id", ""))
     if not ident:
-        raise MissingId("give the id of the dead letter to replay")
+        raise MissingId(f"give the id of the dead letter to {doing}")
+    return name, ident
+
+
+async def reveal(request: web.Request) -> web.StreamResponse:
+    """The dead letter with its personal data shown, the reveal recorded before it is."""
+    user = operator_only(request, "reveal a dead letter's personal data")
+    name, ident = await _queue_and_id(request, "reveal")
+    message = await actions.act(
+        request.app[SETTINGS].consumers.store, user, "reveal", name, [ident],
+        lambda _: _dead_letter(request, name, ident), lambda _: "revealed")
+    return render(request, "dead_letter.html",
+                  {"queue": name, "message": message, "revealed": True})
+
+
+async def replay(request: web.Request) -> web.StreamResponse:
+    user = operator_only(request)
+    name, ident = await _queue_and_id(request, "replay")
     settings = request.app[SETTINGS]
-    async with actions.action_log(settings.consumers.store) as store:
-        try:
-            moved = await _broker(replay_dead(settings.broker, name, ident))
-        except BrokerFailed as exc:
-            await actions.record(store, user, "replay", name, [ident], f"failed: {exc}")
-            raise
-        await actions.record(store, user, "replay", name, [ident], f"replayed {moved}")
+    await actions.act(settings.consumers.store, user, "replay", name, [ident],
+                      lambda _: _broker(replay_dead(settings.broker, name, ident)),
+                      lambda moved: f"replayed {moved}")
     done = f"replayed {ident} to {name}"
     raise web.HTTPSeeOther(f"/dead-letters?{urlencode({'queue': name, 'done': done})}")
 
 
+async def replay_all(request: web.Request) -> web.StreamResponse:
+    user = operator_only(request)
+    name = _queue(request, str((await request.post()).get("queue", "")))
+    settings = request.app[SETTINGS]
+    moved = await actions.act(settings.consumers.store, user, "replay-all", name, [],
+                              lambda _: _broker(replay_dead(settings.broker, name, None)),
+                              lambda moved: f"replayed {moved}")
+    done = f"replayed {moved} dead letters of {name} to its work queue"
+    raise web.HTTPSeeOther(f"/dead-letters?{urlencode({'queue': name, 'done': done})}")
+
+
 async def purge_page(request: web.Request) -> web.StreamResponse:
-    _operator(request)
+    operator_only(request)
     name = _queue(request, request.query.get("queue", ""))
     total, _ = await _broker(peek_dead(request.app[SETTINGS].broker, name, 1))
     return render(request, "purge.html", {"queue": name, "total": total})
 
 
 async def purge(request: web.Request) -> web.StreamResponse:
-    user = _operator(request)
+    user = operator_only(request)
     form = await request.post()
     name = _queue(request, str(form.get("queue", "")))
     if form.get("confirm") != name:
         raise NotConfirmed(f"type the queue's name ({name}) to confirm the purge: "
                            "nothing was purged")
     settings = request.app[SETTINGS]
-    async with actions.action_log(settings.consumers.store) as store:
-        try:
-            purged = await _broker(purge_dead(settings.broker, name))
-        except BrokerFailed as exc:
-            await actions.record(store, user, "purge", name, [], f"failed: {exc}")
-            raise
-        await actions.record(store, user, "purge", name, [], f"purged {purged}")
+    purged = await actions.act(settings.consumers.store, user, "purge", name, [],
+                               lambda _: _broker(purge_dead(settings.broker, name)),
+                               lambda purged: f"purged {purged}")
     done = f"purged {purged} dead letters of {name}"
     raise web.HTTPSeeOther(f"/dead-letters?{urlencode({'queue': name, 'done': done})}")
 

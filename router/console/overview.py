@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from consumers.outbound.state import subscription_state
+from consumers.outbound.subscriptions import states
 from consumers.store import StoreError, open_store
 from router.broker.counts import BrokerAway, queue_counts
 from router.broker.topology import QUEUES, Topology, delivery_queue
@@ -108,9 +108,6 @@ async def store_part(settings: Settings, since: str) -> dict[str, Any]:
     try:
         async with open_store(settings.consumers.store, create=False) as store:
             async with store.transaction() as tx:
-                rows = await tx.fetch(
-                    "SELECT subscription, MAX(at) AS at FROM deliveries"
-                    " WHERE status_code >= 200 AND status_code < 300 GROUP BY subscription")
                 received = {}
                 for name in settings.sources:  # each through audit_events_by_source
                     received[name] = {
@@ -120,16 +117,7 @@ async def store_part(settings: Settings, since: str) -> dict[str, Any]:
                         "last_seen": await tx.fetchval(
                             "SELECT MAX(received_at) FROM audit_events WHERE source = $1",
                             name)}
-            last_success = {row["subscription"]: row["at"] for row in rows}
-            subscriptions = []
-            for name, sub in settings.subscriptions.items():
-                row = await subscription_state(store, name)
-                state = "off in config" if not sub.enabled else (
-                    row["state"] if row else "enabled")
-                subscriptions.append({
-                    "subscription": name, "state": state, "failures": row["failures"] if row else 0,
-                    "reason": row["reason"] if row else None,
-                    "last_success": last_success.get(name)})
+            subscriptions = await states(settings, store)
     except (StoreError, OSError) as exc:  # no store there, or not reachable
         return {"available": False, "error": str(exc) or type(exc).__name__}
     return {"available": True, "subscriptions": subscriptions, "sources": received}

@@ -1,6 +1,7 @@
 """The console's operator pages against the real RabbitMQ and both stores: dead letters
-listed, inspected (PII masked), replayed one at a time and purged after a confirmation,
-each action recorded in operator_actions and listed on the Audit page; viewers get 403."""
+listed, inspected (PII masked) or revealed, replayed one at a time or all, and purged after
+a confirmation, each action recorded in operator_actions and listed on the Audit page;
+viewers get 403."""
 
 from __future__ import annotations
 
@@ -65,6 +66,36 @@ class TestViewer:
         assert "forbidden" in await response.text()
         assert 1 == await depth(amqp, topology.dead_queue("orders"))
 
+    @pytest.mark.parametrize("path", ["/dead-letters/replay-all", "/dead-letters/reveal"])
+    async def test_a_viewer_may_neither_replay_all_nor_reveal(self, console, amqp, topology,
+                                                              store, path):
+        """Replay all and Reveal are 403 for a viewer: nothing moved, shown or recorded."""
+        await bury(amqp, topology, "dead-1")
+        assert 303 == (await login(console, name="", password="", token="bo-token-0123")).status
+        response = await console.post(path, data={
+            "csrf": await csrf(console), "queue": "orders", "id": "dead-1"})
+        assert 403 == response.status
+        page = await response.text()
+        assert "forbidden" in page and "Jane Doe" not in page
+        assert 1 == await depth(amqp, topology.dead_queue("orders"))
+        assert [] == await actions(store)
+
+
+class TestCsrf:
+    @pytest.mark.parametrize("path", ["/dead-letters/replay", "/dead-letters/replay-all",
+                                      "/dead-letters/reveal", "/dead-letters/purge"])
+    async def test_each_action_needs_the_token(self, console, amqp, topology, store, path):
+        """Without the session's CSRF token: 403 csrf_token_invalid, nothing done."""
+        await bury(amqp, topology, "dead-1")
+        assert 303 == (await login(console)).status
+        response = await console.post(path, data={
+            "queue": "orders", "id": "dead-1", "confirm": "orders"})
+        assert 403 == response.status
+        page = await response.text()
+        assert "csrf_token_invalid" in page and "Jane Doe" not in page
+        assert 1 == await depth(amqp, topology.dead_queue("orders"))
+        assert [] == await actions(store)
+
 
 class TestDeadLetters:
     async def test_list_inspect_and_replay_one(self, console, amqp, topology, store):
@@ -118,3 +149,50 @@ class TestDeadLetters:
         response = await console.post("/dead-letters/replay", data={
             "csrf": await csrf(console), "queue": "orders"})
         assert 400 == response.status
+
+    async def test_replay_all_moves_every_dead_letter(self, console, amqp, topology, store):
+        """Replay all: every dead letter of the queue goes back to its work queue, recorded
+        as one action with the count."""
+        await bury(amqp, topology, "dead-1", "dead-2", "dead-3")
+        assert 303 == (await login(console)).status
+        page = await (await console.get("/dead-letters", params={"queue": "orders"})).text()
+        assert "Replay all 3 to orders" in page
+        response = await console.post("/dead-letters/replay-all", data={
+            "csrf": CSRF.search(page)[1], "queue": "orders"})
+        assert "replayed 3 dead letters of orders" in await response.text()
+
+        async def moved() -> bool:
+            return (3, 0) == (await depth(amqp, topology.queue("orders")),
+                              await depth(amqp, topology.dead_queue("orders")))
+
+        await wait_for(moved)
+        assert [("ana", "replay-all", "orders", "[]", "replayed 3")] == await actions(store)
+
+    async def test_reveal_shows_the_personal_data_and_is_recorded(self, console, amqp,
+                                                                   topology, store):
+        """Reveal shows the body and headers unmasked, once recorded; the message stays."""
+        await bury(amqp, topology, "dead-1")
+        assert 303 == (await login(console)).status
+        page = await (await console.get("/dead-letters/message",
+                                        params={"queue": "orders", "id": "dead-1"})).text()
+        assert "Jane Doe" not in page
+        response = await console.post("/dead-letters/reveal", data={
+            "csrf": CSRF.search(page)[1], "queue": "orders", "id": "dead-1"})
+        assert 200 == response.status
+        page = await response.text()
+        assert "Jane Doe" in page and "[redacted]" not in page
+        assert [("ana", "reveal", "orders", '["dead-1"]', "revealed")] == await actions(store)
+        assert 1 == await depth(amqp, topology.dead_queue("orders"))
+
+    async def test_nothing_is_revealed_without_the_store(self, make_console, settings,
+                                                         amqp, topology, tmp_path):
+        """Where the store cannot be opened the reveal would go unrecorded: 503, no data."""
+        await bury(amqp, topology, "dead-1")
+        console = await make_console(console_settings(
+            settings, f"sqlite:///{tmp_path}/none.sqlite3"))
+        assert 303 == (await login(console)).status
+        response = await console.post("/dead-letters/reveal", data={
+            "csrf": await csrf(console), "queue": "orders", "id": "dead-1"})
+        assert 503 == response.status
+        page = await response.text()
+        assert "store_unavailable" in page and "Jane Doe" not in page

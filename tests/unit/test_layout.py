@@ -19,9 +19,10 @@ MAY_IMPORT = {
     "router.mapping": ("router.mapping", "router.errors"),
     "router.broker": ("router.broker", "router.settings", "router.times"),
     "consumers.store": ("consumers.store", "router.times"),
-    # The console reads what the operators' commands read: the store, the trace, the broker.
+    # The console reads what the operators' commands read (the store, the trace, the broker)
+    # and acts on subscriptions through the same code as the `subscriptions` commands.
     "router.console": ("router", "consumers.store", "consumers.trace",
-                       "consumers.outbound.state"),
+                       "consumers.outbound.state", "consumers.outbound.subscriptions"),
     "consumers.outbound": ("consumers.outbound", "consumers.store", "consumers.errors",
                            "consumers.events", "router"),
 }
