@@ -271,8 +271,9 @@ def _run(args: argparse.Namespace) -> int:
         settings = load_settings(
             args.config,
             resolve_secrets=secrets,
-            resolve_subscription_secrets=args.command == "subscriptions"
-            and args.action == "test",
+            # The console sends test notifications, as `subscriptions test` does.
+            resolve_subscription_secrets=args.command == "console"
+            or (args.command == "subscriptions" and args.action == "test"),
             resolve_console_secrets=args.command == "console",
         )
         if args.command == "serve" and (args.workers or settings.server.workers) > 1:

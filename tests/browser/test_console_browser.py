@@ -13,6 +13,7 @@ sets it to docs/console), else to a temporary directory.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -20,12 +21,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
@@ -65,9 +68,11 @@ def _hash(password: str) -> str:
     return done.stdout.strip()
 
 
-def _config(tmp: Path, prefix: str, port: int, console_port: int, store: str) -> Path:
-    """A copy of config/ on loopback ports of its own, this test's prefix and store, and a
-    [console] table with an operator (ana) and a viewer (bo), as the README's steps write it."""
+def _config(tmp: Path, prefix: str, port: int, console_port: int, store: str,
+            receiver: str) -> Path:
+    """A copy of config/ on loopback ports of its own, this test's prefix and store, its
+    subscriptions delivering to `receiver`, and a [console] table with an operator (ana) and
+    a viewer (bo), as the README's steps write it."""
     config = tmp / "config"
     shutil.copytree(ROOT / "config", config)
     toml = config / "router.toml"
@@ -77,6 +82,14 @@ def _config(tmp: Path, prefix: str, port: int, console_port: int, store: str) ->
         ('prefix = ""', f'prefix = "{prefix}"'),
         ("retry_ladder = [5, 15, 45]", "retry_ladder = [1, 2]"),
         ('store = "sqlite:///data/router.sqlite3"', f'store = "{store}"'),
+        # Both subscriptions on, delivering to this test's receiver on loopback.
+        ('mode = "production"', 'mode = "development"'),
+        ('"https://portal.example.com/webhooks/fulfillment"', f'"{receiver}/portal"'),
+        ('"https://shop.example.com/hooks/stock-levels"', f'"{receiver}/stock"'),
+        ("enabled = false              # switch on once the portal has the secret",
+         "enabled = true\nallow_private = true"),
+        ('secrets = ["env:STOREFRONT_NOTIFY_SECRET"]\nenabled = false',
+         'secrets = ["env:STOREFRONT_NOTIFY_SECRET"]\nenabled = true\nallow_private = true'),
     ]
     for old, new in replacements:
         assert old in text, f"config/router.toml no longer has {old!r}"
@@ -121,6 +134,21 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
+class _Subscriber(BaseHTTPRequestHandler):
+    """A subscriber that takes every notification (204); the paths it was posted to."""
+
+    posted: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.posted.append(self.path)
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        pass
+
+
 @dataclass
 class Stack:
     config: Path
@@ -148,8 +176,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("browser")
     prefix = f"test-browser-{uuid.uuid4().hex[:8]}."
     port, console_port = _free_port(), _free_port()
-    config = _config(tmp, prefix, port, console_port, f"sqlite:///{tmp}/router.sqlite3")
-    env = {**os.environ, **TEST_ENV, "CONSOLE_SESSION_SECRET": uuid.uuid4().hex * 2}
+    subscriber = ThreadingHTTPServer(("127.0.0.1", 0), _Subscriber)
+    threading.Thread(target=subscriber.serve_forever, daemon=True).start()
+    receiver = f"http://127.0.0.1:{subscriber.server_address[1]}"
+    config = _config(tmp, prefix, port, console_port, f"sqlite:///{tmp}/router.sqlite3",
+                     receiver)
+    whsec = "whsec_" + base64.b64encode(b"browser-test-subscriber-key").decode()
+    env = {**os.environ, **TEST_ENV, "CONSOLE_SESSION_SECRET": uuid.uuid4().hex * 2,
+           "PORTAL_NOTIFY_SECRET": whsec, "STOREFRONT_NOTIFY_SECRET": whsec}
     logs = tmp / "logs"
     logs.mkdir()
     procs: list[subprocess.Popen[bytes]] = []
@@ -180,6 +214,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     finally:
         for proc in procs:
             _stop(proc)
+        subscriber.shutdown()
+        subscriber.server_close()
         subprocess.run([sys.executable, "-m", "router", "topology", "--delete", "--config",
                         str(config)], cwd=ROOT, env=env, capture_output=True, timeout=120,
                        check=True)
@@ -426,6 +462,42 @@ class TestRefused:
         assert dead_letter_row(driver, stack, sku) is not None
         driver.get(f"{stack.console}/audit")
         assert sku not in text(driver)
+
+
+class TestSubscriptions:
+    def test_an_operator_tests_disables_and_enables_a_subscription(self, driver, stack,
+                                                                  screenshots):
+        """Subscriptions lists both; storefront-stock shows the delivery of a stock change
+        with its status and latency; Send test notification shows the subscriber's 204;
+        Disable and Enable change its state; each action is on the Audit page."""
+        sku = f"BROWSER-{uuid.uuid4().hex[:6].upper()}"
+        assert 202 == stack.post("inventory", inventory(sku, f"inv-{sku}-subs",
+                                                        "2026-11-29T10:00:00Z", on_hand=7))
+        log_in(driver, stack, "ana")
+        driver.get(f"{stack.console}/subscriptions")
+        page = text(driver)
+        assert "customer-portal" in page and "storefront-stock" in page
+        driver.save_screenshot(str(screenshots / "subscriptions.png"))
+
+        def one() -> str:
+            driver.get(f"{stack.console}/subscriptions/one?name=storefront-stock")
+            return text(driver)
+
+        wait_until(lambda: re.search(rf"stock\.changed \d+ HTTP 204 \d+ ms .*{sku}", one()),
+                   f"the delivery of {sku}'s stock change listed with its latency")
+        click(driver, driver.find_element(By.XPATH, "//button[text()='Send test notification']"))
+        results = driver.find_elements(By.ID, "result")
+        assert results, text(driver)
+        assert re.search(r"Test notification test_\w+: HTTP 204 in \d+ ms", results[0].text)
+        driver.save_screenshot(str(screenshots / "subscription.png"))
+        click(driver, driver.find_element(By.XPATH, "//button[text()='Disable']"))
+        assert re.search(r"State\s+disabled", text(driver))
+        click(driver, driver.find_element(By.XPATH, "//button[text()='Enable']"))
+        assert re.search(r"State\s+enabled", text(driver))
+        driver.get(f"{stack.console}/audit")
+        audit = text(driver)
+        for action in ("test-notification", "disable", "enable"):
+            assert re.search(rf"ana \(operator\) {action} storefront-stock", audit), action
 
 
 class TestLive:
