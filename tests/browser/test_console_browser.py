@@ -521,7 +521,6 @@ class TestLive:
             lambda d: (int(cell(accepted)), int(cell(dead))) == (before[0] + 1, before[1] + 1))
         assert driver.execute_script("return window.notReloaded") is True
         assert "live" in cell("#live-state")
-        driver.save_screenshot(str(screenshots / "overview-live.png"))
         driver.set_window_size(390, 844)  # a phone
         try:
             driver.get(f"{stack.console}/")
