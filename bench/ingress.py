@@ -5,19 +5,26 @@
 
 Both servers run in their own process with uvloop, publish with confirms to a quorum queue on
 the same RabbitMQ, and are loaded in turn by wrk (Debian package `wrk`) with signed Shopify
-orders (~705 bytes) carrying a fresh X-Shopify-Event-Id each, so nothing is a duplicate.
-The plain handler checks the HMAC and awaits one confirmed publish; ours also checks the rate
-limit, parses, validates against the JSON Schema, maps to the canonical order, builds the
-envelope, logs a JSON line and counts metrics.  Prints requests/s, p50, p99 per round and the
-medians with the ratio ours/plain.
+orders (~640 bytes) carrying a fresh X-Shopify-Event-Id each, so nothing is a duplicate.
+The plain handler checks the HMAC and awaits one confirmed publish of the envelope our ingress
+would publish for that order (made once at start-up; it only writes the event id in); ours also
+checks the rate limit, parses, validates against the JSON Schema, maps to the canonical order,
+builds the envelope, logs a JSON line and counts metrics.  The servers take turns in the opposite
+order every other round (ABBA).  Prints requests/s, p50, p99 and each server's own CPU per
+request per round, the medians, and per round the ratios ours/plain.
 
 A before/after in one run: `--compare before=../wt-old` also serves the ingress of another
 checkout of this repository (say `git worktree add ../wt-old <commit>`) with the same
 interpreter, in the same rounds, and prints each ratio to plain and to it.
 
 `--with-consumer audit` runs that consumer for the whole benchmark (as production does: the
-audit queue takes a copy of every event, the plain handler's included), so its cost to the
-broker and the machine shows in both servers' figures. "queued" counts the orders queue.
+audit queue takes a copy of every event, the plain handler's included, and records both alike),
+so its cost to the broker and the machine shows in both servers' figures. Before each measured
+run and after it the benchmark waits until the consumer has handled everything published so far
+(never purging its queue under it, unless --drain-timeout runs out, which it prints), and prints
+what the consumer handled per second during the run, its CPU per message, its queue's backlog
+when wrk stopped and how long the drain took. "queued" counts the orders queue, which no
+consumer reads: what the server published.
 """
 
 from __future__ import annotations
@@ -66,6 +73,8 @@ import aio_pika, uvloop
 from aiohttp import web
 
 SECRET, URL, EXCHANGE, PORT = sys.argv[1].encode(), sys.argv[2], sys.argv[3], int(sys.argv[4])
+# Our ingress's envelope for the benchmark's order, split around its event id.
+PREFIX, _, SUFFIX = open(sys.argv[5], "rb").read().partition(sys.argv[6].encode())
 
 async def main():
     connection = await aio_pika.connect_robust(URL)
@@ -77,9 +86,10 @@ async def main():
         digest = base64.b64encode(hmac.new(SECRET, body, hashlib.sha256).digest()).decode()
         if not hmac.compare_digest(digest, request.headers.get("X-Shopify-Hmac-Sha256", "")):
             return web.json_response({"error": "invalid_signature"}, status=401)
+        event_id = request.headers.get("X-Shopify-Event-Id", "")
         await exchange.publish(
-            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                             message_id=request.headers.get("X-Shopify-Event-Id")),
+            aio_pika.Message(PREFIX + event_id.encode() + SUFFIX, message_id=event_id,
+                             delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key="order.created",
         )
         return web.json_response({"status": "accepted"}, status=202)
@@ -219,6 +229,83 @@ async def purge(prefix: str, delete: bool = False) -> int:
     return total
 
 
+async def depths(names: list[str]) -> dict[str, int]:
+    """Messages ready on each queue of `names` (not those a consumer holds unacked)."""
+    import aio_pika
+
+    connection = await aio_pika.connect(AMQP_URL)
+    async with connection:
+        channel = await connection.channel()
+        return {name: (await channel.declare_queue(name, passive=True))
+                .declaration_result.message_count for name in names}
+
+
+def envelope_template(config: Path, env: dict[str, str], marker: str) -> bytes:
+    """The envelope our ingress publishes for ORDER, with `marker` as its event id."""
+    from multidict import CIMultiDict
+
+    from router.envelope import build_event, parse_delivery
+    from router.schemas import SchemaRegistry
+    from router.settings import load_settings
+    from router.sources import build_sources
+
+    settings = load_settings(config, env)
+    registry = SchemaRegistry.load(settings.server.schemas)
+    source = build_sources(settings, registry)["shopify"]
+    headers = CIMultiDict({"X-Shopify-Topic": "orders/create", "X-Shopify-Event-Id": marker})
+    delivery = parse_delivery(source, ORDER, headers, "application/json", time.time(),
+                              max_depth=settings.server.max_depth)
+    return build_event(source, registry, delivery).body
+
+
+class Consumer:
+    """A consumer process (`python -m consumers NAME`) and what its metrics say it handled."""
+
+    def __init__(self, name: str, tmp: Path, prefix: str, env: dict[str, str]) -> None:
+        from router.broker.topology import Topology
+
+        self.name, self.queue = name, Topology(prefix).queue(name)
+        self.metrics_port = free_port()
+        config = write_config(tmp, prefix, free_port(), 1)
+        log = (tmp / f"consumer-{name}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "consumers", name, "--config", str(config),
+             "--store", f"sqlite:///{tmp / f'{name}.sqlite3'}",
+             "--metrics-port", str(self.metrics_port)],
+            cwd=ROOT, env=env, stdout=log, stderr=log)
+        wait_port(self.metrics_port)
+
+    def outcomes(self) -> dict[str, float]:
+        """Messages handled so far, by outcome (recorded, duplicate, dead, ...)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        pattern = rf'^consumer_messages_total{{consumer="{self.name}",outcome="(\w+)"}} (\S+)$'
+        return {m.group(1): float(m.group(2)) for m in re.finditer(pattern, text, re.M)}
+
+    def handled(self) -> float:
+        return sum(self.outcomes().values())
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def drain(consumers: list[Consumer], orders: str, published: float,
+          timeout: float) -> tuple[float, float]:
+    """Wait until every consumer has handled as many messages as were published in all
+    (`published` before the orders queue's count now); (seconds waited, messages still not
+    handled when `timeout` ran out, else 0)."""
+    started = time.monotonic()
+    while True:
+        expected = published + asyncio.run(depths([orders]))[orders]
+        left = sum(max(0.0, expected - consumer.handled()) for consumer in consumers)
+        waited = time.monotonic() - started
+        if not left or waited > timeout:
+            return waited, left
+        time.sleep(0.2)
+
+
 def write_config(tmp: Path, prefix: str, port: int, workers: int, root: Path = ROOT) -> Path:
     text = (root / "config" / "router.toml").read_text()
     text = text.replace('prefix = ""', f'prefix = "{prefix}"')
@@ -247,6 +334,16 @@ def checkouts(parser: argparse.ArgumentParser, items: list[str]) -> dict[str, Pa
     return found
 
 
+def ratios(ours: list[dict[str, float]], theirs: list[dict[str, float]]) -> str:
+    """Per round (the same minutes of the machine) ours / theirs, and the median of those."""
+    pairs = list(zip(ours, theirs, strict=True))
+    rps = [a["rps"] / b["rps"] for a, b in pairs]
+    cpu = [a["cpu_us"] / b["cpu_us"] for a, b in pairs]
+    return (f"req/s ratio per round {' '.join(f'{r:.2f}' for r in rps)}, median "
+            f"{statistics.median(rps):.2f}; cpu per request ratio per round "
+            f"{' '.join(f'{r:.2f}' for r in cpu)}, median {statistics.median(cpu):.2f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=15)
@@ -256,9 +353,13 @@ def main() -> int:
                         help="ingress worker counts to measure (default: 1 2)")
     parser.add_argument("--compare", action="append", default=[], metavar="LABEL=CHECKOUT",
                         help="also serve another checkout's ingress (a before/after)")
-    parser.add_argument("--with-consumer", action="append", default=[], metavar="NAME",
-                        help="run this consumer (`python -m consumers NAME`, e.g. audit) on a "
-                             "SQLite store for the whole benchmark, as in production")
+    # Only audit: the orders queue, which no consumer may read, counts what was published,
+    # and every order must reach the consumer for the drain to know when it is done.
+    parser.add_argument("--with-consumer", action="append", default=[], choices=["audit"],
+                        help="run this consumer (`python -m consumers NAME`) on a SQLite store "
+                             "for the whole benchmark, as in production")
+    parser.add_argument("--drain-timeout", type=float, default=120.0,
+                        help="seconds to wait for the consumers to catch up between runs")
     args = parser.parse_args()
     compare = checkouts(parser, args.compare)
     if shutil.which("wrk") is None:
@@ -267,6 +368,7 @@ def main() -> int:
 
     prefix = f"bench-{uuid.uuid4().hex[:6]}."
     asyncio.run(declare(prefix))
+    orders = f"{prefix}orders"
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingress-"))
     signature = base64.b64encode(hmac.new(SECRET.encode(), ORDER, hashlib.sha256).digest()).decode()
     env = {**os.environ, "SHOPIFY_WEBHOOK_SECRET": SECRET, "AMQP_URL": AMQP_URL,
@@ -277,9 +379,13 @@ def main() -> int:
     # name -> (command, port, the checkout it runs from)
     servers: dict[str, tuple[list[str], int, Path]] = {}
     port = free_port()
+    marker = f"event-id-{uuid.uuid4().hex}"
+    (tmp / "envelope.json").write_bytes(
+        envelope_template(write_config(tmp, prefix, port, 1), env, marker))
     (tmp / "plain.py").write_text(PLAIN_SERVER)
     servers["plain"] = ([sys.executable, str(tmp / "plain.py"), SECRET, AMQP_URL,
-                         f"{prefix}events", str(port)], port, ROOT)
+                         f"{prefix}events", str(port), str(tmp / "envelope.json"), marker],
+                        port, ROOT)
     for label, root in {"ours": ROOT, **compare}.items():
         for workers in args.workers:
             port = free_port()
@@ -288,25 +394,40 @@ def main() -> int:
             servers[f"{label} x{workers}"] = (
                 [sys.executable, "-m", "router", "--config", str(config), "serve"], port, root)
 
-    consumers = []
-    for name in args.with_consumer:
-        config = write_config(tmp, prefix, free_port(), 1)
-        log = (tmp / f"consumer-{name}.log").open("ab")
-        consumers.append(subprocess.Popen(
-            [sys.executable, "-m", "consumers", name, "--config", str(config),
-             "--store", f"sqlite:///{tmp / f'{name}.sqlite3'}"],
-            cwd=ROOT, env=env, stdout=log, stderr=log))
     results: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+    consumers: list[Consumer] = []
+    published = 0.0  # messages the servers published in all (every one reaches the consumers)
+
+    def settle() -> tuple[float, int]:
+        """Wait for the consumers, then empty the queues; (seconds waited, messages that
+        were on the orders queue)."""
+        nonlocal published
+        waited, left = drain(consumers, orders, published, args.drain_timeout)
+        queued = asyncio.run(purge(prefix))
+        published += queued
+        if left:  # purged from under the consumers: count from what they handled now
+            print(f"  drain timed out after {waited:.0f} s with {left:.0f} messages "
+                  "not handled: purged", flush=True)
+            published = min(consumer.handled() for consumer in consumers)
+        return waited, queued
+
     print(f"payload {len(ORDER)} bytes, {args.connections} connections, {args.duration} s "
           f"per run, {args.rounds} rounds, {os.cpu_count()} cores"
-          + (f", consumers running: {' '.join(args.with_consumer)}" if consumers else ""))
+          + (f", consumers running: {' '.join(args.with_consumer)}" if args.with_consumer
+             else ""))
     try:
+        for name in args.with_consumer:
+            consumers.append(Consumer(name, tmp, prefix, env))
         for round_no in range(1, args.rounds + 1):
-            for name, (command, port, root) in servers.items():
-                script = tmp / f"{name.replace(' ', '')}-{round_no}.lua"
+            order = list(servers.items())
+            if round_no % 2 == 0:  # ABBA: neither server always meets the machine first
+                order.reverse()
+            for name, (command, port, root) in order:
+                tag = name.replace(" ", "")
+                script = tmp / f"{tag}-{round_no}.lua"
                 script.write_text(WRK_SCRIPT % {"signature": signature, "body": lua_string(ORDER),
-                                                "run": f"{name.replace(' ', '')}{round_no}"})
-                log = (tmp / f"{name.replace(' ', '')}.log").open("ab")
+                                                "run": f"{tag}{round_no}"})
+                log = (tmp / f"{tag}.log").open("ab")
                 proc = subprocess.Popen(command, cwd=root, env={**env, "PYTHONPATH": str(root)},
                                         stdout=log, stderr=log)
                 try:
@@ -314,33 +435,46 @@ def main() -> int:
                         wait_port(port)
                     else:
                         wait_http(f"http://127.0.0.1:{port}/readyz")
-                    warmup = tmp / f"warmup-{name.replace(' ', '')}-{round_no}.lua"
+                    warmup = tmp / f"warmup-{tag}-{round_no}.lua"
                     warmup.write_text(WRK_SCRIPT % {
                         "signature": signature, "body": lua_string(ORDER),
-                        "run": f"warmup-{name.replace(' ', '')}{round_no}"})
+                        "run": f"warmup-{tag}{round_no}"})
                     run_wrk(port, warmup, 2, args.connections)
-                    asyncio.run(purge(prefix))
+                    settle()
                     cpu = tree_cpu_seconds(proc.pid)
+                    before = [(c.handled(), tree_cpu_seconds(c.proc.pid)) for c in consumers]
                     result = run_wrk(port, script, args.duration, args.connections)
                     # The server's own CPU per request: steadier than req/s when the
                     # machine's other load (wrk, the broker) varies between runs.
                     cpu = tree_cpu_seconds(proc.pid) - cpu
                     result["cpu_us"] = cpu / max(result["requests"], 1.0) * 1e6
+                    after = [(c.handled(), tree_cpu_seconds(c.proc.pid)) for c in consumers]
+                    backlog = asyncio.run(depths([c.queue for c in consumers]))
                 finally:
                     proc.terminate()
                     proc.wait(timeout=60)
-                queued = asyncio.run(purge(prefix))
+                drained, queued = settle()
                 result["queued"] = queued
                 results[name].append(result)
-                print(f"round {round_no} {name:>10}: {result['rps']:8.0f} req/s  "
-                      f"p50 {result['p50']:6.2f} ms  p99 {result['p99']:6.2f} ms  "
-                      f"cpu {result['cpu_us']:5.0f} us/req  "
-                      f"accepted {result['requests'] - result['non2xx']:.0f}  queued {queued}",
-                      flush=True)
+                line = (f"round {round_no} {name:>10}: {result['rps']:8.0f} req/s  "
+                        f"p50 {result['p50']:6.2f} ms  p99 {result['p99']:6.2f} ms  "
+                        f"cpu {result['cpu_us']:5.0f} us/req  accepted "
+                        f"{result['requests'] - result['non2xx']:.0f}  queued {queued}")
+                for consumer, (n0, cpu0), (n1, cpu1) in zip(consumers, before, after,
+                                                            strict=True):
+                    handled = n1 - n0
+                    line += (f"\n  {consumer.name}: {handled / args.duration:6.0f} msg/s  "
+                             f"cpu {(cpu1 - cpu0) / max(handled, 1.0) * 1e6:5.0f} us/msg  "
+                             f"backlog {backlog[consumer.queue]} when wrk stopped  "
+                             f"drained in {drained:.1f} s")
+                print(line, flush=True)
+        for consumer in consumers:
+            outcomes = sorted(consumer.outcomes().items())
+            print(f"{consumer.name} handled in all: "
+                  + ", ".join(f"{count:.0f} {outcome}" for outcome, count in outcomes))
     finally:
         for consumer in consumers:
-            consumer.terminate()
-            consumer.wait(timeout=60)
+            consumer.stop()
         asyncio.run(purge(prefix, delete=True))
 
     plain_rps = statistics.median(r["rps"] for r in results["plain"])
@@ -356,17 +490,10 @@ def main() -> int:
         cpu = statistics.median(r["cpu_us"] for r in rows)
         print(f"{name:>10} {rps:8.0f} {p50:7.2f} {p99:7.2f} {rps / plain_rps:9.2f} "
               f"{p99 / plain_p99:9.2f} {cpu:10.0f} {cpu / plain_cpu:9.2f}")
-    for label in compare:
-        for workers in args.workers:
-            # Per round (the same minutes of the machine), then the median of those ratios.
-            pairs = zip(results[f"ours x{workers}"], results[f"{label} x{workers}"], strict=True)
-            pairs = list(pairs)
-            ratios = [ours["rps"] / theirs["rps"] for ours, theirs in pairs]
-            cpu = [ours["cpu_us"] / theirs["cpu_us"] for ours, theirs in pairs]
-            print(f"ours x{workers} / {label} x{workers}: req/s ratio per round "
-                  f"{' '.join(f'{r:.2f}' for r in ratios)}, median "
-                  f"{statistics.median(ratios):.2f}; cpu per request ratio per round "
-                  f"{' '.join(f'{r:.2f}' for r in cpu)}, median {statistics.median(cpu):.2f}")
+    for workers in args.workers:
+        for other in ["plain", *(f"{label} x{workers}" for label in compare)]:
+            print(f"ours x{workers} / {other}: "
+                  + ratios(results[f"ours x{workers}"], results[other]))
     return 0
 
 
