@@ -370,6 +370,7 @@ def main() -> int:
     asyncio.run(declare(prefix))
     orders = f"{prefix}orders"
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingress-"))
+    failed = False
     signature = base64.b64encode(hmac.new(SECRET.encode(), ORDER, hashlib.sha256).digest()).decode()
     env = {**os.environ, "SHOPIFY_WEBHOOK_SECRET": SECRET, "AMQP_URL": AMQP_URL,
            **{k: "unused-" + k for k in ("WOOCOMMERCE_WEBHOOK_SECRET", "PORTAL_WEBHOOK_TOKEN",
@@ -472,10 +473,16 @@ def main() -> int:
             outcomes = sorted(consumer.outcomes().items())
             print(f"{consumer.name} handled in all: "
                   + ", ".join(f"{count:.0f} {outcome}" for outcome, count in outcomes))
+    except BaseException:
+        failed = True  # the servers' logs are kept, to read them
+        print(f"the servers' logs are in {tmp}", file=sys.stderr)
+        raise
     finally:
         for consumer in consumers:
             consumer.stop()
         asyncio.run(purge(prefix, delete=True))
+        if not failed:  # configs, logs and the consumer's store: tens of MB a run
+            shutil.rmtree(tmp, ignore_errors=True)
 
     plain_rps = statistics.median(r["rps"] for r in results["plain"])
     plain_p99 = statistics.median(r["p99"] for r in results["plain"])
