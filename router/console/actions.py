@@ -53,11 +53,15 @@ async def act(store_url: str, user: ConsoleUser, action: str, target: str, ids: 
     cannot be opened."""
     async with action_log(store_url) as store:
         try:
-            result = await work(store)
-        except ConsoleError as exc:
-            await record(store, user, action, target, ids, f"failed: {exc}")
-            raise
-        await record(store, user, action, target, ids, outcome(result))
+            try:
+                result = await work(store)
+            except ConsoleError as exc:
+                await record(store, user, action, target, ids, f"failed: {exc}")
+                raise
+            await record(store, user, action, target, ids, outcome(result))
+        except (StoreError, OSError) as exc:  # the store went away in the middle
+            raise StoreUnavailable(f"the store failed during the action, which may or may "
+                                   f"not have been done and was not recorded: {exc}") from exc
     return result
 
 

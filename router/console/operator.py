@@ -5,7 +5,6 @@ recorded in the store; and the Audit page listing those records, for everyone lo
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -22,7 +21,7 @@ from router.console.errors import (
     UnknownQueue,
 )
 from router.console.overview import queues
-from router.console.pages import render
+from router.console.pages import after_action, notice, render
 from router.console.settings import ConsoleUser
 from router.console.state import MASK, SETTINGS, USER
 
@@ -60,7 +59,7 @@ async def dead_letters_page(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     name = request.query.get("queue")
     context: dict[str, Any] = {"queues": await queues(settings), "queue": None, "total": 0,
-                               "messages": [], "done": request.query.get("done")}
+                               "messages": [], "done": notice(request)}
     if name:
         context["queue"] = _queue(request, name)
         total, messages = await _broker(peek_dead(settings.broker, name, LISTED))
@@ -111,7 +110,7 @@ async def replay(request: web.Request) -> web.StreamResponse:
                       lambda _: _broker(replay_dead(settings.broker, name, ident)),
                       lambda moved: f"replayed {moved}")
     done = f"replayed {ident} to {name}"
-    raise web.HTTPSeeOther(f"/dead-letters?{urlencode({'queue': name, 'done': done})}")
+    raise after_action(request, "/dead-letters", {"queue": name}, done)
 
 
 async def replay_all(request: web.Request) -> web.StreamResponse:
@@ -122,7 +121,7 @@ async def replay_all(request: web.Request) -> web.StreamResponse:
                               lambda _: _broker(replay_dead(settings.broker, name, None)),
                               lambda moved: f"replayed {moved}")
     done = f"replayed {moved} dead letters of {name} to its work queue"
-    raise web.HTTPSeeOther(f"/dead-letters?{urlencode({'queue': name, 'done': done})}")
+    raise after_action(request, "/dead-letters", {"queue": name}, done)
 
 
 async def purge_page(request: web.Request) -> web.StreamResponse:
@@ -144,7 +143,7 @@ async def purge(request: web.Request) -> web.StreamResponse:
                                lambda _: _broker(purge_dead(settings.broker, name)),
                                lambda purged: f"purged {purged}")
     done = f"purged {purged} dead letters of {name}"
-    raise web.HTTPSeeOther(f"/dead-letters?{urlencode({'queue': name, 'done': done})}")
+    raise after_action(request, "/dead-letters", {"queue": name}, done)
 
 
 async def audit_page(request: web.Request) -> web.StreamResponse:

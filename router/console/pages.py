@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
@@ -51,6 +52,27 @@ def render(request: web.Request, template: str, context: dict[str, Any], *,
         csrf=request.app[CODEC].csrf_token(session) if session is not None else "")
     return web.Response(text=page, content_type="text/html", status=status,
                         headers={**HEADERS, **(headers or {})})
+
+
+def after_action(request: web.Request, path: str, params: dict[str, str],
+                 note: str) -> web.HTTPSeeOther:
+    """The redirect to `path` after an action, with `note` (what was done) to show there,
+    signed for this session (see notice)."""
+    session = request[SESSION]
+    assert session is not None  # an action is only taken in a session
+    token = request.app[CODEC].note_token(session, note)
+    query = urlencode({**params, "done": note, "done_token": token})
+    return web.HTTPSeeOther(f"{path}?{query}")
+
+
+def notice(request: web.Request) -> str | None:
+    """The `done` note of after_action's redirect; None where there is none or where it was
+    not written by this console for this session (a crafted link shows nothing)."""
+    note, session = request.query.get("done"), request.get(SESSION)
+    if note is None or session is None:
+        return None
+    ok = request.app[CODEC].note_ok(session, note, request.query.get("done_token"))
+    return note if ok else None
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

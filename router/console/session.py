@@ -88,5 +88,14 @@ class SessionCodec:
         return bool(token) and hmac.compare_digest(self.csrf_token(session).encode(),
                                                    _raw(token or ""))
 
+    def note_token(self, session: Session, note: str) -> str:
+        """A token that `note` (a message shown after a redirect) was written by this console
+        for this session: a link made elsewhere cannot put its own words on a page."""
+        return self._sign(f"note\0{session.nonce}\0{note}")
+
+    def note_ok(self, session: Session, note: str, token: str | None) -> bool:
+        return bool(token) and hmac.compare_digest(self.note_token(session, note).encode(),
+                                                   _raw(token or ""))
+
     def _sign(self, text: str) -> str:
         return _b64(hmac.new(self._key, text.encode(), hashlib.sha256).digest())

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Awaitable, Iterator
 from typing import Any, TypeVar
-from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -26,7 +25,7 @@ from router.console.errors import (
     UnknownSubscription,
 )
 from router.console.operator import operator_only
-from router.console.pages import render
+from router.console.pages import after_action, notice, render
 from router.console.state import MASK, SETTINGS
 
 CONNECTION = "webhook-router-console"
@@ -75,11 +74,11 @@ async def _one(request: web.Request, name: str, result: dict[str, Any] | None = 
 
 async def subscription_page(request: web.Request) -> web.StreamResponse:
     return await _one(request, request.query.get("name", ""),
-                      done=request.query.get("done"))
+                      done=notice(request))
 
 
-def _done(name: str, done: str) -> web.HTTPSeeOther:
-    return web.HTTPSeeOther(f"/subscriptions/one?{urlencode({'name': name, 'done': done})}")
+def _done(request: web.Request, name: str, done: str) -> web.HTTPSeeOther:
+    return after_action(request, "/subscriptions/one", {"name": name}, done)
 
 
 async def _form(request: web.Request) -> tuple[str, str]:
@@ -100,7 +99,7 @@ async def _switch(request: web.Request, state: str, doing: str) -> web.StreamRes
 
     await actions.act(settings.consumers.store, user, doing, sub.name, [], work,
                       lambda _: state)
-    raise _done(sub.name, state)
+    raise _done(request, sub.name, state)
 
 
 async def enable(request: web.Request) -> web.StreamResponse:
@@ -150,7 +149,7 @@ async def replay(request: web.Request) -> web.StreamResponse:
 
     queued = await actions.act(settings.consumers.store, user, "replay-since", sub.name, [],
                                work, lambda queued: f"queued {queued} since {when}")
-    raise _done(sub.name, f"queued {queued} notifications since {when} again")
+    raise _done(request, sub.name, f"queued {queued} notifications since {when} again")
 
 
 async def _broker(work: Awaitable[T]) -> T:

@@ -122,6 +122,39 @@ class TestDeadLetters:
         page = await (await console.get("/audit")).text()
         assert "replay" in page and "dead-1" in page and "ana (operator)" in page
 
+    async def test_the_note_after_an_action_is_the_consoles_own(self, console, amqp,
+                                                               topology):
+        """After a replay the page says what was done; the same words in a link made
+        elsewhere, or that link in another session, show nothing."""
+        await bury(amqp, topology, "dead-1")
+        assert 303 == (await login(console)).status
+        response = await console.post("/dead-letters/replay", allow_redirects=False, data={
+            "csrf": await csrf(console), "queue": "orders", "id": "dead-1"})
+        location = response.headers["Location"]
+        said = '<p class="ok">replayed dead-1 to orders</p>'
+        assert said in await (await console.get(location)).text()
+        crafted = await console.get("/dead-letters", params={
+            "queue": "orders", "done": "your session expired: call +1 555 0100"})
+        assert "+1 555 0100" not in await crafted.text()
+        assert 303 == (await login(console)).status  # a new session
+        assert said not in await (await console.get(location)).text()
+
+    async def test_a_store_failing_during_an_action_is_503_not_500(self, console, amqp,
+                                                                   topology, store):
+        """The store answers when the action starts but fails to record it: 503
+        store_unavailable, saying the action may have been done and was not recorded."""
+        await bury(amqp, topology, "dead-1")
+        assert 303 == (await login(console)).status
+        token = await csrf(console)
+        async with store.transaction() as tx:
+            await tx.execute("DROP TABLE operator_actions")
+        response = await console.post("/dead-letters/replay", data={
+            "csrf": token, "queue": "orders", "id": "dead-1"},
+            headers={"Accept": "application/json"})
+        answer = await response.json()
+        assert (503, "store_unavailable") == (response.status, answer["error"])
+        assert "may or may not have been done and was not recorded" in answer["message"]
+
     async def test_purge_needs_its_confirmation(self, console, amqp, topology, store):
         """A purge without the queue's name typed is refused (409, nothing purged); with it,
         every dead letter goes and the purge is recorded."""

@@ -62,3 +62,15 @@ class TestSessionCodec:
         assert not codec.csrf_ok(one, None)
         assert not codec.csrf_ok(one, "")
         assert not codec.csrf_ok(one, "é\udcff")  # not ASCII: refused, never a TypeError
+
+
+class TestNotes:
+    def test_a_note_reads_back_only_in_its_own_session_and_unchanged(self, codec):
+        """The note after an action is shown for the session it was made in, as written."""
+        session, other = codec.new("ana"), codec.new("ana")
+        token = codec.note_token(session, "replayed dead-1 to orders")
+        assert codec.note_ok(session, "replayed dead-1 to orders", token)
+        assert not codec.note_ok(session, "call +1 555 0100 to restore access", token)
+        assert not codec.note_ok(other, "replayed dead-1 to orders", token)
+        assert not codec.note_ok(session, "replayed dead-1 to orders", None)
+        assert not codec.note_ok(session, "replayed dead-1 to orders", "ünïcode")
