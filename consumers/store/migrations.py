@@ -212,6 +212,17 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         11,
         ["CREATE INDEX audit_events_by_source ON audit_events (source, received_at)"],
     ),
+    (
+        # The console's Subscriptions and Overview: each subscription's newest attempts and
+        # its last success, read every few seconds, through these rather than by scanning
+        # every delivery attempt ever recorded.
+        12,
+        [
+            "CREATE INDEX deliveries_by_subscription ON deliveries (subscription, id)",
+            "CREATE INDEX deliveries_succeeded ON deliveries (subscription, at)"
+            " WHERE status_code >= 200 AND status_code < 300",
+        ],
+    ),
 ]
 
 _DIALECT = {
