@@ -223,6 +223,18 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             " WHERE status_code >= 200 AND status_code < 300",
         ],
     ),
+    (
+        # Console sessions ended by logging out (the cookie's nonce), kept until the cookie
+        # would have expired anyway: a copy of a logged-out cookie is no session, in any
+        # console process on this store.
+        13,
+        [
+            """CREATE TABLE console_logouts (
+                nonce TEXT PRIMARY KEY,
+                expires TEXT NOT NULL)""",
+            "CREATE INDEX console_logouts_by_expiry ON console_logouts (expires)",
+        ],
+    ),
 ]
 
 _DIALECT = {

@@ -13,6 +13,7 @@ from aiohttp import web
 from router.console import operator, pages, sourcepages, state, subscriptionpages
 from router.console.auth import LoginThrottle
 from router.console.errors import ConsoleError, CsrfRefused, NotLoggedIn
+from router.console.logouts import Logouts
 from router.console.session import COOKIE, CSRF_FIELD, CSRF_HEADER, SessionCodec
 from router.logs import Redactor
 from router.schemas import SchemaRegistry
@@ -79,7 +80,11 @@ def _refusal(request: web.Request, exc: ConsoleError) -> web.Response:
 async def _session(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Reads the session cookie; pages other than login need a user still configured; every
     POST needs this session's CSRF token (form field `csrf` or header X-CSRF-Token)."""
-    session = request.app[state.CODEC].decode(request.cookies.get(COOKIE))
+    codec = request.app[state.CODEC]
+    session = codec.decode(request.cookies.get(COOKIE))
+    if (session is not None and session.user and not request.path.startswith("/static/")
+            and await request.app[state.LOGOUTS].ended(session, codec.clock())):
+        session = None  # logged out: a copy of its cookie is no session
     request[state.SESSION] = session
     console = request.app[state.SETTINGS].console
     assert console is not None
@@ -92,7 +97,7 @@ async def _session(request: web.Request, handler: Handler) -> web.StreamResponse
         token = request.headers.get(CSRF_HEADER)
         if token is None and request.content_type == "application/x-www-form-urlencoded":
             token = (await request.post()).get(CSRF_FIELD)  # type: ignore[assignment]
-        if session is None or not request.app[state.CODEC].csrf_ok(session, token):
+        if session is None or not codec.csrf_ok(session, token):
             raise CsrfRefused("the form's CSRF token is missing or not this session's: "
                               "reload the page and try again")
     return await handler(request)
@@ -102,6 +107,11 @@ async def _http_ctx(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession() as http:
         app[state.HTTP] = http
         yield
+
+
+async def _logouts_ctx(app: web.Application) -> AsyncIterator[None]:
+    yield
+    await app[state.LOGOUTS].close()
 
 
 def create_console_app(settings: Settings) -> web.Application:
@@ -119,7 +129,9 @@ def create_console_app(settings: Settings) -> web.Application:
     app[state.TEMPLATES] = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
         undefined=jinja2.StrictUndefined)
+    app[state.LOGOUTS] = Logouts(settings.consumers.store)
     app.cleanup_ctx.append(_http_ctx)
+    app.cleanup_ctx.append(_logouts_ctx)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     app.router.add_static("/static/", HERE / "static")

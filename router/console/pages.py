@@ -21,6 +21,7 @@ from router.console.settings import ConsoleSettings
 from router.console.state import (
     CODEC,
     HTTP,
+    LOGOUTS,
     MASK,
     SESSION,
     SETTINGS,
@@ -138,6 +139,9 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
+    session = request[SESSION]
+    if session is not None and session.user:  # a copy of the cookie ends with it
+        await request.app[LOGOUTS].add(session)
     done = web.HTTPSeeOther("/login")
     done.del_cookie(COOKIE, path="/")
     raise done

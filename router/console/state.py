@@ -7,6 +7,7 @@ import jinja2
 from aiohttp import web
 
 from router.console.auth import LoginThrottle
+from router.console.logouts import Logouts
 from router.console.session import Session, SessionCodec
 from router.console.settings import ConsoleUser
 from router.logs import Redactor
@@ -20,6 +21,7 @@ THROTTLE = web.AppKey("throttle", LoginThrottle)
 MASK = web.AppKey("mask", Redactor)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
+LOGOUTS = web.AppKey("logouts", Logouts)
 # The schemas and sources as the ingress builds them (for the mapping preview).
 SOURCES: web.AppKey[tuple[SchemaRegistry, dict[str, Source]]] = web.AppKey("sources")
 SESSION: web.RequestKey[Session | None] = web.RequestKey("session")

@@ -86,6 +86,40 @@ class TestLogin:
         assert 303 == response.status
         assert 303 == (await console.get("/", allow_redirects=False)).status
 
+    async def test_a_copy_of_a_logged_out_cookie_is_no_session(self, console, make_console,
+                                                               settings, store_url, store):
+        """After logging out, the same cookie sent again (copied before) is no session, in
+        this console and in another one on the same store."""
+        assert 303 == (await login(console)).status
+        cookie = console.session.cookie_jar.filter_cookies(console.make_url("/"))["console_session"]
+        copied = {"Cookie": f"console_session={cookie.value}"}
+        other = await make_console(console_settings(settings, store_url))
+        for client in (console, other):  # valid everywhere until the logout
+            assert 200 == (await client.get("/api/overview", headers=copied)).status
+        token = CSRF.search(await (await console.get("/")).text())[1]
+        assert 303 == (await console.post("/logout", data={"csrf": token},
+                                          allow_redirects=False)).status
+        for client in (console, other):
+            response = await client.get("/api/overview", headers=copied)
+            assert (401, "login_required") == (response.status, (await response.json())["error"])
+        async with store.transaction() as tx:
+            assert 1 == await tx.fetchval("SELECT COUNT(*) FROM console_logouts")
+
+    async def test_logging_out_without_the_store_still_ends_the_session_here(
+            self, make_console, settings, tmp_path):
+        """No store to write the logout to: the cookie is cleared and this console refuses
+        a copy of it all the same (it remembers its own logouts)."""
+        client = await make_console(console_settings(settings, f"sqlite:///{tmp_path}/no.db"))
+        assert 303 == (await login(client)).status
+        cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["console_session"]
+        copied = {"Cookie": f"console_session={cookie.value}"}
+        token = CSRF.search(await (await client.get("/")).text())[1]
+        response = await client.post("/logout", data={"csrf": token}, allow_redirects=False)
+        assert (303, "/login") == (response.status, response.headers["Location"])
+        response = await client.get("/api/overview", headers=copied)
+        assert 401 == response.status
+        assert not (tmp_path / "no.db").exists()
+
     async def test_token_logs_in(self, console):
         """A configured token logs its user in."""
         response = await login(console, name="", password="", token="bo-token-0123")
