@@ -45,7 +45,7 @@ class Logouts:
     async def _open(self) -> Store:
         async with self._opening:  # one store for the requests that arrive together
             if self._store is None:
-                store = open_store(self._url, create=False)
+                store = open_store(self._url, create=False, pool_max=2)  # a lookup at a time
                 await store.open()
                 self._store = store
             return self._store
