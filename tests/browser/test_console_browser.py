@@ -39,7 +39,6 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from router.providers import signed_headers
@@ -256,12 +255,27 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- what a user does ------------------------------------------------------------------
 
 
+def leaving(driver: WebDriver) -> None:
+    """Mark this page, so arrived() can tell the next one from it."""
+    driver.execute_script("document.documentElement.dataset.leaving = 'yes'")
+
+
+def arrived(driver: WebDriver) -> None:
+    """Wait until the page marked by leaving() has been replaced by one fully loaded. While
+    the browser navigates, ChromeDriver may answer a question about either page with an
+    error ("Node with given id does not belong to the document", "no such execution
+    context"): that is no answer yet, so the question is asked again."""
+    WebDriverWait(driver, WAIT, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script("return document.readyState === 'complete'"
+                                   " && !document.documentElement.dataset.leaving"))
+
+
 def click(driver: WebDriver, button: WebElement) -> None:
     """Click a button that submits a form, and wait until the next page has replaced this
     one (a click returns before the browser has navigated)."""
-    page = driver.find_element(By.TAG_NAME, "html")
+    leaving(driver)
     button.click()
-    WebDriverWait(driver, WAIT).until(expected_conditions.staleness_of(page))
+    arrived(driver)
 
 
 def text(driver: WebDriver) -> str:
@@ -426,6 +440,7 @@ class TestRefused:
         driver.get(f"{stack.console}/dead-letters?queue=inventory")
         assert "forbidden: only an operator" in text(driver)
         driver.get(f"{stack.console}/")
+        leaving(driver)
         # The replay form an operator would have, built in this page with its CSRF token.
         driver.execute_script("""
             const form = document.createElement('form');
@@ -438,9 +453,8 @@ class TestRefused:
               form.appendChild(input);
             }
             document.body.appendChild(form); form.submit();""", dead)
-        wait_until(lambda: "/dead-letters/replay" in driver.current_url, "the form posted", 10)
-        WebDriverWait(driver, WAIT).until(
-            lambda d: d.execute_script("return document.readyState") == "complete")
+        arrived(driver)
+        assert driver.current_url.endswith("/dead-letters/replay")
         assert "forbidden: only an operator" in text(driver)
         log_in(driver, stack, "ana")
         assert dead_letter_row(driver, stack, sku) is not None
@@ -507,20 +521,25 @@ class TestLive:
         is dead-lettered in the inventory queue's dead count, on the page as it stays open."""
         log_in(driver, stack, "ana")
 
-        def cell(selector: str) -> str:
-            return driver.find_element(By.CSS_SELECTOR, selector).text
+        def counts() -> tuple[int, int]:
+            """Inventory's accepted and dead counts, read in one script: live.js replaces
+            the cells every few seconds, so an element found first could be gone when read."""
+            found = driver.execute_script(
+                "return [\"tr[data-source='inventory'] td.accepted\","
+                " \"tr[data-queue='inventory'] td.dead\"]"
+                ".map(s => document.querySelector(s).textContent.trim())")
+            return int(found[0]), int(found[1])
 
-        accepted = "tr[data-source='inventory'] td.accepted"
-        dead = "tr[data-queue='inventory'] td.dead"
-        before = int(cell(accepted)), int(cell(dead))
+        before = counts()
         driver.execute_script("window.notReloaded = true")
         sku = f"BROWSER-{uuid.uuid4().hex[:6].upper()}"
         assert 202 == stack.post("inventory", inventory(sku, f"inv-{sku}-live",
                                                         "2026-11-29T10:00:00Z", delta=-1))
         WebDriverWait(driver, WAIT).until(
-            lambda d: (int(cell(accepted)), int(cell(dead))) == (before[0] + 1, before[1] + 1))
+            lambda d: counts() == (before[0] + 1, before[1] + 1))
         assert driver.execute_script("return window.notReloaded") is True
-        assert "live" in cell("#live-state")
+        assert "live" in driver.execute_script(
+            "return document.getElementById('live-state').textContent")
         driver.set_window_size(390, 844)  # a phone
         try:
             driver.get(f"{stack.console}/")
