@@ -26,7 +26,9 @@ from router.console.errors import (
 )
 from router.console.operator import operator_only
 from router.console.pages import after_action, notice, render
+from router.console.settings import ConsoleUser
 from router.console.state import MASK, SETTINGS
+from router.settings import SubscriptionSettings
 
 CONNECTION = "webhook-router-console"
 REFUSALS: dict[type[subs.SubscriptionRefused], type[ConsoleError]] = {
@@ -86,6 +88,17 @@ async def _form(request: web.Request) -> tuple[str, str]:
     return str(form.get("name", "")), str(form.get("since", ""))
 
 
+async def _switched_on(request: web.Request, doing: str, checking: str
+                       ) -> tuple[ConsoleUser, SubscriptionSettings, str]:
+    """An operator's action on a subscription that is on in the config: the operator, the
+    subscription and the form's `since` (refusals as their 4xx)."""
+    user = operator_only(request, doing)
+    name, since = await _form(request)
+    with _refusals():
+        sub = subs.switched_on(request.app[SETTINGS], name, checking)
+    return user, sub, since
+
+
 async def _switch(request: web.Request, state: str, doing: str) -> web.StreamResponse:
     user = operator_only(request, f"{doing} a subscription")
     name, _ = await _form(request)
@@ -112,11 +125,8 @@ async def disable(request: web.Request) -> web.StreamResponse:
 
 async def send_test(request: web.Request) -> web.StreamResponse:
     """POST a signed webhook.test to the subscriber now; the page shows its answer."""
-    user = operator_only(request, "send a test notification")
-    name, _ = await _form(request)
+    user, sub, _ = await _switched_on(request, "send a test notification", "testing it")
     settings = request.app[SETTINGS]
-    with _refusals():
-        sub = subs.switched_on(settings, name, "testing it")
     message_id = subs.new_test_id()
 
     async def work(_: Store) -> subs.TestSent:
@@ -137,11 +147,9 @@ def _answered(sent: subs.TestSent) -> str:
 
 async def replay(request: web.Request) -> web.StreamResponse:
     """Queue the notifications since a time again for one subscriber."""
-    user = operator_only(request, "replay notifications")
-    name, since = await _form(request)
+    user, sub, since = await _switched_on(request, "replay notifications", "replaying to it")
     settings = request.app[SETTINGS]
     with _refusals():
-        sub = subs.switched_on(settings, name, "replaying to it")
         when = subs.since_time(since)
 
     async def work(store: Store) -> int:
