@@ -16,9 +16,18 @@
     ├── TooManyAttempts     429  failed logins from this address or for this name (Retry-After)
     ├── StoreUnavailable    503  the consumers' store is not there or cannot be reached
     └── BrokerFailed        503  the broker could not do it (not there, no such message)
+
+`broker_call(work)` awaits a broker operation and turns its failures into BrokerFailed.
 """
 
 from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from router.broker.counts import BrokerAway
+from router.broker.dlq import DlqError
+from router.broker.errors import BROKER_ERRORS
 
 
 class ConsoleError(Exception):
@@ -102,3 +111,16 @@ class StoreUnavailable(ConsoleError):
 class BrokerFailed(ConsoleError):
     status = 503
     reason = "broker_failed"
+
+
+T = TypeVar("T")
+
+
+async def broker_call(work: Awaitable[T]) -> T:
+    """`work`'s result; a dead-letter, count or broker failure as BrokerFailed (503)."""
+    try:
+        return await work
+    except (DlqError, BrokerAway) as exc:
+        raise BrokerFailed(str(exc)) from exc
+    except BROKER_ERRORS as exc:
+        raise BrokerFailed(f"broker error: {exc or type(exc).__name__}") from exc

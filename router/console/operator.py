@@ -8,8 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from router.broker.dlq import DlqError, peek_dead, purge_dead, replay_dead
-from router.broker.errors import BROKER_ERRORS
+from router.broker.dlq import peek_dead, purge_dead, replay_dead
 from router.broker.topology import QUEUES, delivery_queue
 from router.console import actions
 from router.console.auth import may_act
@@ -19,6 +18,7 @@ from router.console.errors import (
     MissingId,
     NotConfirmed,
     UnknownQueue,
+    broker_call,
 )
 from router.console.overview import queues
 from router.console.pages import after_action, notice, render
@@ -45,15 +45,6 @@ def _queue(request: web.Request, name: str) -> str:
     return name
 
 
-async def _broker(work: Any) -> Any:
-    try:
-        return await work
-    except DlqError as exc:
-        raise BrokerFailed(str(exc)) from exc
-    except BROKER_ERRORS as exc:
-        raise BrokerFailed(f"broker error: {exc or type(exc).__name__}") from exc
-
-
 async def dead_letters_page(request: web.Request) -> web.StreamResponse:
     operator_only(request)
     settings = request.app[SETTINGS]
@@ -62,13 +53,13 @@ async def dead_letters_page(request: web.Request) -> web.StreamResponse:
                                "messages": [], "done": notice(request)}
     if name:
         context["queue"] = _queue(request, name)
-        total, messages = await _broker(peek_dead(settings.broker, name, LISTED))
+        total, messages = await broker_call(peek_dead(settings.broker, name, LISTED))
         context |= {"total": total, "messages": request.app[MASK].mask(messages)}
     return render(request, "dead_letters.html", context)
 
 
 async def _dead_letter(request: web.Request, name: str, ident: str) -> dict[str, Any]:
-    _, found = await _broker(peek_dead(request.app[SETTINGS].broker, name, 1, ident))
+    _, found = await broker_call(peek_dead(request.app[SETTINGS].broker, name, 1, ident))
     if not found:
         raise BrokerFailed(f"no message {ident} in {name}'s dead letters")
     return found[0]
@@ -107,7 +98,7 @@ async def replay(request: web.Request) -> web.StreamResponse:
     name, ident = await _queue_and_id(request, "replay")
     settings = request.app[SETTINGS]
     await actions.act(settings.consumers.store, user, "replay", name, [ident],
-                      lambda _: _broker(replay_dead(settings.broker, name, ident)),
+                      lambda _: broker_call(replay_dead(settings.broker, name, ident)),
                       lambda moved: f"replayed {moved}")
     done = f"replayed {ident} to {name}"
     raise after_action(request, "/dead-letters", {"queue": name}, done)
@@ -118,7 +109,7 @@ async def replay_all(request: web.Request) -> web.StreamResponse:
     name = _queue(request, str((await request.post()).get("queue", "")))
     settings = request.app[SETTINGS]
     moved = await actions.act(settings.consumers.store, user, "replay-all", name, [],
-                              lambda _: _broker(replay_dead(settings.broker, name, None)),
+                              lambda _: broker_call(replay_dead(settings.broker, name, None)),
                               lambda moved: f"replayed {moved}")
     done = f"replayed {moved} dead letters of {name} to its work queue"
     raise after_action(request, "/dead-letters", {"queue": name}, done)
@@ -127,7 +118,7 @@ async def replay_all(request: web.Request) -> web.StreamResponse:
 async def purge_page(request: web.Request) -> web.StreamResponse:
     operator_only(request)
     name = _queue(request, request.query.get("queue", ""))
-    total, _ = await _broker(peek_dead(request.app[SETTINGS].broker, name, 1))
+    total, _ = await broker_call(peek_dead(request.app[SETTINGS].broker, name, 1))
     return render(request, "purge.html", {"queue": name, "total": total})
 
 
@@ -140,7 +131,7 @@ async def purge(request: web.Request) -> web.StreamResponse:
                            "nothing was purged")
     settings = request.app[SETTINGS]
     purged = await actions.act(settings.consumers.store, user, "purge", name, [],
-                               lambda _: _broker(purge_dead(settings.broker, name)),
+                               lambda _: broker_call(purge_dead(settings.broker, name)),
                                lambda purged: f"purged {purged}")
     done = f"purged {purged} dead letters of {name}"
     raise after_action(request, "/dead-letters", {"queue": name}, done)

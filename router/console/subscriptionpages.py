@@ -7,22 +7,21 @@ operator_actions."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 from aiohttp import web
 
 from consumers.outbound import subscriptions as subs
 from consumers.store import Store, StoreError, open_store
-from router.broker.counts import BrokerAway
 from router.console import actions
 from router.console.errors import (
     BadTime,
-    BrokerFailed,
     ConsoleError,
     StoreUnavailable,
     SubscriptionOff,
     UnknownSubscription,
+    broker_call,
 )
 from router.console.operator import operator_only
 from router.console.pages import after_action, notice, render
@@ -36,7 +35,6 @@ REFUSALS: dict[type[subs.SubscriptionRefused], type[ConsoleError]] = {
     subs.SwitchedOff: SubscriptionOff,
     subs.BadTime: BadTime,
 }
-T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -153,16 +151,9 @@ async def replay(request: web.Request) -> web.StreamResponse:
         when = subs.since_time(since)
 
     async def work(store: Store) -> int:
-        return await _broker(subs.replay_since(settings, store, sub, when, CONNECTION))
+        return await broker_call(subs.replay_since(settings, store, sub, when, CONNECTION))
 
     queued = await actions.act(settings.consumers.store, user, "replay-since", sub.name, [],
                                work, lambda queued: f"queued {queued} since {when}")
     raise _done(request, sub.name, f"queued {queued} notifications since {when} again")
-
-
-async def _broker(work: Awaitable[T]) -> T:
-    try:
-        return await work
-    except BrokerAway as exc:
-        raise BrokerFailed(str(exc)) from exc
 
