@@ -14,10 +14,9 @@ import orjson
 from aiohttp import web
 
 from router.console import actions
-from router.console.auth import may_act
-from router.console.errors import Forbidden, UnknownSource
+from router.console.errors import UnknownSource
 from router.console.pages import render
-from router.console.state import HTTP, MASK, SETTINGS, SOURCES, USER
+from router.console.state import HTTP, MASK, SETTINGS, SOURCES, user_of
 from router.envelope import build_event, parse_delivery
 from router.errors import InvalidPayload, MalformedPayload
 from router.providers import signed_headers
@@ -87,9 +86,7 @@ async def preview(request: web.Request) -> web.StreamResponse:
 
 
 async def send(request: web.Request) -> web.StreamResponse:
-    user = request[USER]
-    if user is None or not may_act(user.role):
-        raise Forbidden("only an operator may send a test payload")
+    user = user_of(request)
     source, topic, payload = await _form(request)
     settings = request.app[SETTINGS]
     body = payload.encode()

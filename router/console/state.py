@@ -33,3 +33,11 @@ def wants_json(request: web.Request) -> bool:
     accept = request.headers.get("Accept", "")
     return request.path.startswith("/api/") or (
         "application/json" in accept and "text/html" not in accept)
+
+
+def user_of(request: web.Request) -> ConsoleUser:
+    """The logged-in user of a route past its role check (app.ROUTES says whose it is)."""
+    user = request[USER]
+    if user is None:  # the session middleware lets no one else past but to /login
+        raise RuntimeError(f"{request.path} reached without a user")
+    return user
