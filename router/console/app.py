@@ -11,11 +11,13 @@ import aiohttp
 import jinja2
 from aiohttp import web
 
+from router.broker.counts import QueueCounter
 from router.console import operator, pages, sourcepages, state, subscriptionpages
 from router.console.auth import LoginThrottle, may_act
 from router.console.errors import ConsoleError, CsrfRefused, Forbidden, NotLoggedIn
 from router.console.logouts import Logouts
 from router.console.session import COOKIE, CSRF_FIELD, CSRF_HEADER, SessionCodec
+from router.console.shared import SharedStore
 from router.logs import Redactor
 from router.schemas import SchemaRegistry
 from router.settings import Settings
@@ -137,6 +139,13 @@ async def _logouts_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[state.LOGOUTS].close()
 
 
+async def _reads_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Overview's broker and store connections: opened when first read, closed here."""
+    yield
+    await app[state.COUNTER].close()
+    await app[state.SHARED_STORE].close()
+
+
 def create_console_app(settings: Settings) -> web.Application:
     """The console for `settings` (whose [console] secrets are resolved)."""
     console = settings.console
@@ -155,6 +164,9 @@ def create_console_app(settings: Settings) -> web.Application:
     app[state.LOGOUTS] = Logouts(settings.consumers.store)
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_logouts_ctx)
+    app[state.COUNTER] = QueueCounter(settings.broker, f"{settings.broker.connection_name}-console")
+    app[state.SHARED_STORE] = SharedStore(settings.consumers.store)
+    app.cleanup_ctx.append(_reads_ctx)
     for method, path, handler, role in ROUTES:
         app.router.add_route(method, path, _with_role(role, handler))
     app.router.add_static("/static/", HERE / "static")

@@ -21,7 +21,7 @@ from router.console.errors import (
 )
 from router.console.overview import queues
 from router.console.pages import after_action, notice, render
-from router.console.state import MASK, SETTINGS, user_of
+from router.console.state import COUNTER, MASK, SETTINGS, user_of
 
 LISTED = 50  # dead letters listed per page
 
@@ -37,8 +37,9 @@ def _queue(request: web.Request, name: str) -> str:
 async def dead_letters_page(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     name = request.query.get("queue")
-    context: dict[str, Any] = {"queues": await queues(settings), "queue": None, "total": 0,
-                               "messages": [], "done": notice(request)}
+    context: dict[str, Any] = {"queues": await queues(settings, request.app[COUNTER]),
+                               "queue": None, "total": 0, "messages": [],
+                               "done": notice(request)}
     if name:
         context["queue"] = _queue(request, name)
         total, messages = await broker_call(peek_dead(settings.broker, name, LISTED))
