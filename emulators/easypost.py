@@ -202,10 +202,8 @@ def _rate(shipment_id: str, carrier: str, service: str, amount: str, days: int) 
     }
 
 
-def _check_parcel(parcel: Any) -> list[dict[str, str]]:
-    problems = _missing("shipment.parcel", parcel, ("weight",))
-    if problems:
-        return problems
+def _check_parcel(parcel: dict[str, Any]) -> list[dict[str, str]]:
+    problems = []
     for name in ("weight", "length", "width", "height"):
         value = parcel.get(name)
         if value is not None and (not isinstance(value, int | float) or value <= 0):
@@ -232,10 +230,11 @@ async def create_shipment(request: web.Request) -> web.Response:
     problems = [
         *_missing("shipment.to_address", spec.get("to_address"), address_fields),
         *_missing("shipment.from_address", spec.get("from_address"), address_fields),
+        *_missing("shipment.parcel", spec.get("parcel"), ("weight",)),
     ]
     if problems:
         return error(422, "PARAMETER.REQUIRED", "Missing required parameter.", problems)
-    problems = _check_parcel(spec.get("parcel"))
+    problems = _check_parcel(spec["parcel"])
     if problems:
         return error(422, "PARCEL.PARAMETERS.INVALID", "Invalid parcel.", problems)
     to_address = spec["to_address"]
