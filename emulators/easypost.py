@@ -15,6 +15,8 @@ import asyncio
 import base64
 import binascii
 import secrets
+import struct
+import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -133,8 +135,8 @@ def authorized(request: web.Request, key: str) -> bool:
 async def easypost_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """aiohttp's own 404/405 in EasyPost's body, the API key checked, then any fault."""
     emulator = request.app[EMULATOR]
-    if request.path.startswith("/_emulator/"):
-        return await handler(request)
+    if not request.path.startswith("/v2/"):  # its control endpoints, the label and tracking
+        return await handler(request)          # pages: public, as EasyPost's files are
     if not authorized(request, emulator.key):
         return error(401, "UNAUTHORIZED",
                      "The request could not be authorized: a valid API key is required.")
@@ -367,6 +369,40 @@ async def add_fault(request: web.Request) -> web.Response:
     return web.json_response({"faults": len(request.app[EMULATOR].faults)})
 
 
+def _by_label(request: web.Request, key: str) -> dict[str, Any]:
+    wanted = request.match_info["name"].removesuffix(".png")
+    for shipment in request.app[EMULATOR].shipments.values():
+        if (shipment.get(key) or {}).get("id") == wanted:
+            return shipment
+    raise web.HTTPNotFound()
+
+
+async def label_file(request: web.Request) -> web.Response:
+    """The label's URL opens: a 1x1 PNG standing for the 4x6 label."""
+    _by_label(request, "postage_label")
+    return web.Response(body=_PNG, content_type="image/png")
+
+
+async def tracking_page(request: web.Request) -> web.Response:
+    """The tracker's public_url opens on the tracking code and its status."""
+    tracker = _by_label(request, "tracker")["tracker"]
+    return web.Response(text=f"{tracker['carrier']} {tracker['tracking_code']}: "
+                             f"{tracker['status']}\n")
+
+
+def _one_pixel_png() -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)  # 1x1, 8-bit grey
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00\xff")) + chunk(b"IEND", b""))
+
+
+_PNG = _one_pixel_png()
+
+
 def build_app(emulator: Emulator) -> web.Application:
     app = web.Application(middlewares=[easypost_errors])
     app[EMULATOR] = emulator
@@ -374,6 +410,8 @@ def build_app(emulator: Emulator) -> web.Application:
     app.router.add_get("/v2/shipments/{id}", retrieve_shipment)
     app.router.add_post("/v2/shipments/{id}/buy", buy_shipment)
     app.router.add_post("/v2/shipments/{id}/refund", refund_shipment)
+    app.router.add_get("/files/postage_label/{name}", label_file)
+    app.router.add_get("/track/{name}", tracking_page)
     app.router.add_get("/_emulator/counters", read_counters)
     app.router.add_post("/_emulator/faults", add_fault)
     return app

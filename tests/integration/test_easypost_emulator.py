@@ -13,6 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
 
 from emulators.easypost import EMULATOR, Emulator, build_app
 
@@ -70,6 +71,20 @@ class TestShapes:
             assert set(documented[part]) <= set(body[part]), part
         assert body["tracking_code"] == body["tracker"]["tracking_code"]
         assert body["selected_rate"]["id"] == shipment["rates"][0]["id"]
+
+    async def test_the_label_and_tracking_urls_open_without_the_key(self, client):
+        """label_url serves a PNG and the tracker's public_url names the tracking code, as
+        EasyPost's public files and tracking pages do; an unknown one is 404."""
+        shipment = await (await create(client)).json()
+        bought = await (await client.post(
+            f"/v2/shipments/{shipment['id']}/buy", headers=AUTH,
+            json={"rate": {"id": shipment["rates"][0]["id"]}})).json()
+        label = await client.get(URL(bought["postage_label"]["label_url"]).path)
+        assert (200, "image/png") == (label.status, label.content_type)
+        assert (await label.read()).startswith(b"\x89PNG")
+        page = await client.get(URL(bought["tracker"]["public_url"]).path)
+        assert bought["tracking_code"] in await page.text()
+        assert 404 == (await client.get("/track/trk_nope")).status
 
     async def test_a_shipment_is_found_by_id_and_by_reference(self, client):
         """EasyPost lets a reference stand for the id."""
