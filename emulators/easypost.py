@@ -120,20 +120,21 @@ def authorized(request: web.Request, key: str) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() == "bearer":
-        return secrets.compare_digest(credentials.strip(), key)
+        return secrets.compare_digest(credentials.strip().encode(), key.encode())
     if scheme.lower() == "basic":
         try:
             user, _, _password = base64.b64decode(credentials, validate=True).decode(
             ).partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
-        return secrets.compare_digest(user, key)
+        return secrets.compare_digest(user.encode(), key.encode())
     return False
 
 
 @web.middleware
 async def easypost_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """aiohttp's own 404/405 in EasyPost's body, the API key checked, then any fault."""
+    """On the API (/v2/): the key checked, then any fault, and aiohttp's own 404 and 405 in
+    EasyPost's body."""
     emulator = request.app[EMULATOR]
     if not request.path.startswith("/v2/"):  # its control endpoints, the label and tracking
         return await handler(request)          # pages: public, as EasyPost's files are

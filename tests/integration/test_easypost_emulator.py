@@ -97,6 +97,7 @@ class TestShapes:
 class TestRefusals:
     @pytest.mark.parametrize("headers", [
         {}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic !!"},
+        {"Authorization": "Bearer cl\u00e9"},
         {"Authorization": basic("wrong")},
     ])
     async def test_without_the_key_401_in_easyposts_shape(self, client, headers):
