@@ -192,6 +192,8 @@ class EasyPost:
         return parse_shipment(await self._call("POST", "/shipments", build_create(request)))
 
     async def retrieve_shipment(self, shipment_id: str) -> Shipment:
+        """By EasyPost's id; EasyPost also takes the `reference` given at creation (the
+        newest shipment with it), which finds a shipment whose create answer was lost."""
         return parse_shipment(await self._call("GET", f"/shipments/{shipment_id}"))
 
     async def buy(self, shipment_id: str, rate_id: str) -> Label:

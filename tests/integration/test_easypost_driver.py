@@ -137,6 +137,16 @@ class TestFailures:
         assert found.label is not None
         assert {shipment.id: 1} == setup.emulator.counters()["labels_by_shipment"]
 
+    async def test_a_create_whose_answer_is_lost_is_found_by_its_reference(self, setup):
+        """Uncertain create: the shipment is there under our reference, nothing is bought."""
+        driver = setup.driver()
+        setup.emulator.fail(Fault(reset=True, method="POST"))
+        with pytest.raises(Uncertain):
+            await driver.create_shipment(request("order-12"))
+        found = await driver.retrieve_shipment("order-12")
+        assert ("order-12", None) == (found.reference, found.label)
+        assert 0 == setup.emulator.counters()["labels_sold"]
+
     async def test_a_lost_answer_to_a_read_is_only_unavailable(self, setup):
         """A GET changes nothing at the carrier: retrying it is safe."""
         driver = setup.driver()
