@@ -1,6 +1,7 @@
 """The tree's own rules, checked on the source: no import cycles, router/ stays independent of
 consumers/ (but for the CLI's lazy entry points and the console), handlers import neither
-each other nor the runner, and no module grows past 600 lines."""
+each other nor the runner, the carrier drivers and the emulators import nothing else of
+ours, and no module grows past 600 lines."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("router", "consumers")
+PACKAGES = ("router", "consumers", "emulators")
 MAX_LINES = 600
 HANDLERS = ("consumers.orders", "consumers.inventory", "consumers.shipping", "consumers.audit")
 # package -> what its modules may import of ours (README, "Map of the tree")
@@ -25,6 +26,11 @@ MAY_IMPORT = {
                        "consumers.outbound.state", "consumers.outbound.subscriptions"),
     "consumers.outbound": ("consumers.outbound", "consumers.store", "consumers.errors",
                            "consumers.events", "router"),
+    # A carrier driver is pure requests and answers behind one interface: the labels consumer
+    # maps its errors to the runner's.
+    "consumers.carriers": ("consumers.carriers",),
+    # An emulator plays the provider: sharing our code would let our bug pass as its answer.
+    "emulators": ("emulators",),
 }
 
 
@@ -74,7 +80,8 @@ GRAPH = {name: _imports(name) for name in MODULES}
 def test_the_modules_are_found():
     """The walk sees the packages (a rule checked on nothing would pass)."""
     assert {"router.app", "router.verify", "router.broker.protocol", "consumers.runner",
-            "consumers.outbound.fanout", "consumers.store"} <= set(MODULES)
+            "consumers.outbound.fanout", "consumers.store", "consumers.carriers.easypost",
+            "emulators.easypost"} <= set(MODULES)
 
 
 def test_no_import_cycles():
