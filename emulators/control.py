@@ -18,12 +18,14 @@ from aiohttp import web
 class Fault:
     """Fail the next `times` requests for `operation` (any when None): answer `status`, or
     with `status` "disconnect" cut the connection without an answer, after the request took
-    effect when `after_effect` (the answer lost, not the request)."""
+    effect when `after_effect` (the answer lost, not the request). An emulator may know more
+    statuses (Shopify: "user_error", refusing a mutation with `message`)."""
 
     status: int | str
     times: int = 1
     operation: str | None = None
     after_effect: bool = False
+    message: str = "refused by the emulator"
 
 
 @dataclass
@@ -63,9 +65,10 @@ def add_control(app: web.Application, state: Callable[[], dict[str, Any]],
         body = await request.json()
         fault = Fault(status=body["status"], times=int(body.get("times", 1)),
                       operation=body.get("operation"),
-                      after_effect=bool(body.get("after_effect", False)))
-        if fault.status != "disconnect" and not isinstance(fault.status, int):
-            raise web.HTTPBadRequest(text="status: an HTTP status or \"disconnect\"")
+                      after_effect=bool(body.get("after_effect", False)),
+                      message=str(body.get("message", Fault.message)))
+        if not isinstance(fault.status, int | str):
+            raise web.HTTPBadRequest(text="status: an HTTP status or a name")
         app[CONTROL].faults.append(fault)
         return web.json_response({"faults": len(app[CONTROL].faults)})
 

@@ -9,7 +9,8 @@ bucket, and a request the bucket cannot pay for is THROTTLED as Shopify does.
 Control (no credentials; loopback): POST /_emulator/seed {"orders": [{"id": 1001,
 "fulfillment_orders": ["OPEN"], "fulfillments": [{"number": "1Z..", "company": "UPS"}]}],
 "bucket": {"available": 0, "restore_rate": 1}}; POST /_emulator/fail {"status": 503 | 429 |
-401 | "disconnect", "times": 1, "operation": "fulfillmentCreate", "after_effect": false};
+401 | "disconnect" | "user_error", "times": 1, "operation": "fulfillmentCreate",
+"after_effect": false, "message": "..."};
 GET /_emulator/state (orders, their fulfillments, counters).
 """
 
@@ -304,7 +305,8 @@ async def graphql(request: web.Request) -> web.StreamResponse:
         return web.json_response({"errors": [exc.body]})
     name = operation.selections[0].name
     control.requests[name] += 1
-    if (fault := control.take(name, after_effect=False)) is not None:
+    fault = control.take(name, after_effect=False)
+    if fault is not None and fault.status != "user_error":
         return fault_response(request, fault)
     requested = requested_cost(operation)
     bucket.refill()
@@ -318,8 +320,13 @@ async def graphql(request: web.Request) -> web.StreamResponse:
     try:
         for f in operation.selections:
             args = {k: resolve(v, variables) for k, v in f.arguments.items()}
-            value = (shop.order(args["id"]) if f.name == "order"
-                     else shop.fulfillment_create(args["fulfillment"]))
+            if fault is not None and f.name == "fulfillmentCreate":  # a "user_error" fault
+                value: Any = {"fulfillment": None, "userErrors": [
+                    {"field": ["fulfillment"], "message": fault.message}]}
+            elif f.name == "order":
+                value = shop.order(args["id"])
+            else:
+                value = shop.fulfillment_create(args["fulfillment"])
             data[f.alias] = project(value, f.selections, SCHEMA[root_type][f.name], SCHEMA)
     except GraphQLError as exc:
         return web.json_response({"errors": [exc.body], "data": None})
