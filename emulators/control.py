@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,9 +86,20 @@ def add_control(app: web.Application, state: Callable[[], dict[str, Any]],
 
 
 def serve(app: web.Application, args: argparse.Namespace) -> int:
-    """Serve `app` until interrupted, saying where."""
-    print(f"emulator listening on http://{args.host}:{args.port}", flush=True)
-    web.run_app(app, host=args.host, port=args.port, print=None)
+    """Serve `app` until interrupted or terminated; says where once it is listening."""
+
+    async def run() -> None:
+        runner = web.AppRunner(app, handle_signals=True)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, args.host, args.port).start()
+            print(f"emulator listening on http://{args.host}:{args.port}", flush=True)
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+    with contextlib.suppress(KeyboardInterrupt, web.GracefulExit):
+        asyncio.run(run())
     return 0
 
 

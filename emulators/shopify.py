@@ -284,7 +284,7 @@ async def graphql(request: web.Request) -> web.StreamResponse:
     control, shop, bucket = app[CONTROL], app[SHOP], app[BUCKET]
     control.requests["graphql"] += 1
     if not re.fullmatch(r"\d{4}-(01|04|07|10)|unstable", request.match_info["version"]):
-        raise web.HTTPNotFound(text="Not Found")
+        return web.json_response({"errors": "Not Found"}, status=404)
     token = request.headers.get("X-Shopify-Access-Token", "")
     if not hmac.compare_digest(token.encode(), app[TOKEN].encode()):
         return web.json_response(UNAUTHORIZED, status=401)
