@@ -104,11 +104,13 @@ def _error(body: Any) -> str | None:
 
 
 def existing_note(notes: Any, number: str) -> str | None:
-    """The id of a note that already carries tracking `number`."""
+    """The id of a note that already carries tracking `number` as a whole word (not as the
+    start of a longer number)."""
     if not isinstance(notes, list):
         raise StoreUnavailable("WooCommerce's notes answer is not a list")
+    word = re.compile(rf"(?<![0-9A-Za-z]){re.escape(number)}(?![0-9A-Za-z])")
     return next((str(n["id"]) for n in notes
-                 if isinstance(n, dict) and number in str(n.get("note", ""))), None)
+                 if isinstance(n, dict) and word.search(str(n.get("note", "")))), None)
 
 
 def parse_created_note(response: Response) -> str:

@@ -424,3 +424,35 @@ async def test_started_by_hand(name, options):
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), timeout=30)
+
+
+async def test_redirect_not_followed(store):
+    """A store answering with a redirect: not followed (the credentials would go with it);
+    the write-back is unavailable and the other address never hears of it."""
+    heard: list[str] = []
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        heard.append(request.path)
+        return web.json_response({})
+
+    other_app = web.Application()
+    other_app.router.add_route("*", "/{tail:.*}", elsewhere)
+    other = TestServer(other_app, host="127.0.0.1")
+    await other.start_server()
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPFound(str(other.make_url(request.path)))
+
+    moved_app = web.Application()
+    moved_app.router.add_route("*", "/{tail:.*}", redirect)
+    moved = TestServer(moved_app, host="127.0.0.1")
+    await moved.start_server()
+    try:
+        driver = open_storefront(store.kind, store.session, **_credentials(store.kind),
+                                 base_url=str(moved.make_url("")).rstrip("/"))
+        with pytest.raises(StoreUnavailable, match="302"):
+            await driver.fulfil("5001", TRACKING, True)
+        assert [] == heard
+    finally:
+        await moved.close()
+        await other.close()

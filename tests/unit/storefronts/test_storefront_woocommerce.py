@@ -90,6 +90,12 @@ class TestParse:
         notes = read_json(answer("notes-723.json"))
         assert "280" == existing_note(notes, "On hold")
 
+    def test_a_longer_number_is_another_number(self):
+        """A note with 1Z1234 is not the note for 1Z12: whole numbers only."""
+        notes = [{"id": 5, "note": "Shipped with UPS. Tracking number: 1Z1234 (https://x)"}]
+        assert existing_note(notes, "1Z12") is None
+        assert "5" == existing_note(notes, "1Z1234")
+
     def test_created_note(self):
         assert "281" == parse_created_note(answer("note-created-723.json", 201))
 
