@@ -18,7 +18,7 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 # name, [extras], floor, ; marker: the one shape scripts/floors turns into `name==floor`
 REQUIREMENT = re.compile(r"\s*([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*>=\s*([^,;\s]+)\s*(;.*)?")
 # Modules of this repository: the packages, and the test and bench modules imported by name.
-OURS = {"router", "consumers", "bench", "tests"} | {
+OURS = {"router", "consumers", "emulators", "bench", "tests"} | {
     path.stem for folder in ("tests", "bench") for path in (ROOT / folder).rglob("*.py")
 }
 
@@ -80,9 +80,10 @@ def _undeclared(folders: tuple[str, ...], declared: set[str]) -> list[str]:
 
 class TestDeclaredImports:
     def test_the_service_imports_only_runtime_dependencies(self):
-        """router/ and consumers/ import nothing beyond the standard library, themselves and
-        pyproject.toml's dependencies (a test-only package would be missing in production)."""
-        assert [] == _undeclared(("router", "consumers"), set(RUNTIME))
+        """router/, consumers/ and emulators/ import nothing beyond the standard library,
+        themselves and pyproject.toml's dependencies (a test-only package would be missing in
+        production; the emulators are run by hand too, with the service's packages)."""
+        assert [] == _undeclared(("router", "consumers", "emulators"), set(RUNTIME))
 
     def test_tests_and_benchmarks_import_only_declared_packages(self):
         """tests/ and bench/ may use the test extra too, but nothing undeclared."""
