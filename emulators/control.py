@@ -1,6 +1,7 @@
-"""What every emulator shares: faults a test asks for (`POST /_emulator/fail`), the state it
-reads back (`GET /_emulator/state`), and serving from the command line. The control routes
-take no credentials: an emulator listens on loopback unless told otherwise."""
+"""What every emulator shares: faults a test asks for (`POST /_emulator/faults`), what the
+emulator was told (`GET /_emulator/counters`), data to start from (`POST /_emulator/seed`),
+and serving from the command line. The control routes take no credentials: an emulator
+listens on loopback unless told otherwise."""
 
 from __future__ import annotations
 
@@ -17,16 +18,25 @@ from aiohttp import web
 
 @dataclass
 class Fault:
-    """Fail the next `times` requests for `operation` (any when None): answer `status`, or
-    with `status` "disconnect" cut the connection without an answer, after the request took
-    effect when `after_effect` (the answer lost, not the request). An emulator may know more
-    statuses (Shopify: "user_error", refusing a mutation with `message`)."""
+    """What the next `count` requests for `operation` (any when None) get: `status` instead
+    of an answer; `drop`: the connection dropped before anything is done; `reset`: the work
+    done, then the connection dropped (the answer lost, not the request). An emulator may
+    know statuses of its own (Shopify: "user_error", a mutation refused with `message`)."""
 
-    status: int | str
-    times: int = 1
+    status: int | str | None = None
+    count: int = 1
     operation: str | None = None
-    after_effect: bool = False
+    drop: bool = False
+    reset: bool = False
     message: str = "refused by the emulator"
+
+    def __post_init__(self) -> None:
+        if self.status is None and not (self.drop or self.reset):
+            raise ValueError("a fault needs a status, drop or reset")
+        if isinstance(self.status, int) and not 100 <= self.status <= 599:
+            raise ValueError(f"status {self.status} is no HTTP status")
+        if self.reset and self.status is not None:
+            raise ValueError("reset drops the answer: it takes no status")
 
 
 @dataclass
@@ -36,12 +46,13 @@ class Control:
     faults: list[Fault] = field(default_factory=list)
     requests: Counter[str] = field(default_factory=Counter)
 
-    def take(self, operation: str, after_effect: bool) -> Fault | None:
-        """The fault due for this request, if any; it counts down."""
+    def take(self, operation: str, after_work: bool) -> Fault | None:
+        """The fault due for this request before its work (or after it: `reset`), if any;
+        it counts down."""
         for fault in self.faults:
-            if fault.after_effect == after_effect and fault.operation in (None, operation):
-                fault.times -= 1
-                if fault.times <= 0:
+            if fault.reset == after_work and fault.operation in (None, operation):
+                fault.count -= 1
+                if fault.count <= 0:
                     self.faults.remove(fault)
                 return fault
         return None
@@ -57,31 +68,27 @@ def cut(request: web.Request) -> web.StreamResponse:
     raise asyncio.CancelledError  # nothing more to write; aiohttp ends the handler quietly
 
 
-def add_control(app: web.Application, state: Callable[[], dict[str, Any]],
+def add_control(app: web.Application, counters: Callable[[], dict[str, Any]],
                 seed: Callable[[dict[str, Any]], None]) -> None:
-    """Mount /_emulator/{fail,state,seed} on `app`."""
+    """Mount /_emulator/{faults,counters,seed} on `app`."""
     app[CONTROL] = Control()
 
-    async def fail(request: web.Request) -> web.Response:
-        body = await request.json()
-        fault = Fault(status=body["status"], times=int(body.get("times", 1)),
-                      operation=body.get("operation"),
-                      after_effect=bool(body.get("after_effect", False)),
-                      message=str(body.get("message", Fault.message)))
-        if not isinstance(fault.status, int | str):
-            raise web.HTTPBadRequest(text="status: an HTTP status or a name")
-        app[CONTROL].faults.append(fault)
+    async def add_fault(request: web.Request) -> web.Response:
+        try:
+            app[CONTROL].faults.append(Fault(**await request.json()))
+        except (TypeError, ValueError) as exc:
+            raise web.HTTPBadRequest(text=f"not a fault: {exc}") from None
         return web.json_response({"faults": len(app[CONTROL].faults)})
 
     async def read(request: web.Request) -> web.Response:
-        return web.json_response({**state(), "requests": dict(app[CONTROL].requests)})
+        return web.json_response({**counters(), "requests": dict(app[CONTROL].requests)})
 
     async def add(request: web.Request) -> web.Response:
         seed(await request.json())
-        return web.json_response(state())
+        return web.json_response(counters())
 
-    app.router.add_post("/_emulator/fail", fail)
-    app.router.add_get("/_emulator/state", read)
+    app.router.add_post("/_emulator/faults", add_fault)
+    app.router.add_get("/_emulator/counters", read)
     app.router.add_post("/_emulator/seed", add)
 
 
@@ -93,7 +100,8 @@ def serve(app: web.Application, args: argparse.Namespace) -> int:
         await runner.setup()
         try:
             await web.TCPSite(runner, args.host, args.port).start()
-            print(f"emulator listening on http://{args.host}:{args.port}", flush=True)
+            # the first line says where it listens (port 0 picks one): scripts and tests read it
+            print(f"listening on http://{args.host}:{runner.addresses[0][1]}", flush=True)
             await asyncio.Event().wait()
         finally:
             await runner.cleanup()
@@ -107,5 +115,5 @@ def arguments(description: str) -> argparse.ArgumentParser:
     """The options every emulator takes."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, required=True, help="0 picks a free port")
     return parser

@@ -8,10 +8,10 @@ bucket, and a request the bucket cannot pay for is THROTTLED as Shopify does.
 
 Control (no credentials; loopback): POST /_emulator/seed {"orders": [{"id": 1001,
 "fulfillment_orders": ["OPEN"], "fulfillments": [{"number": "1Z..", "company": "UPS"}]}],
-"bucket": {"available": 0, "restore_rate": 1}}; POST /_emulator/fail {"status": 503 | 429 |
-401 | "disconnect" | "user_error", "times": 1, "operation": "fulfillmentCreate",
-"after_effect": false, "message": "..."};
-GET /_emulator/state (orders, their fulfillments, counters).
+"bucket": {"available": 0, "restore_rate": 1}}; POST /_emulator/faults {"status": 503 | 429 |
+401 | "user_error", "message": "...", "drop": false, "reset": false, "count": 1,
+"operation": "fulfillmentCreate" | "order"}; GET /_emulator/counters (orders, their
+fulfillments, fulfillments created, the bucket, requests per operation).
 """
 
 from __future__ import annotations
@@ -271,9 +271,9 @@ def check_arguments(operation: Operation, variables: dict[str, Any]) -> None:
 
 
 def fault_response(request: web.Request, fault: Fault) -> web.StreamResponse:
-    if fault.status == "disconnect":
+    if fault.drop or fault.reset:
         return cut(request)
-    status = int(fault.status)
+    status = fault.status if isinstance(fault.status, int) else 500  # a name it lacks
     body = FAULT_BODIES.get(status, {"errors": "Internal Server Error"})
     headers = {"Retry-After": "2.0"} if status == 429 else {}
     return web.json_response(body, status=status, headers=headers)
@@ -305,7 +305,7 @@ async def graphql(request: web.Request) -> web.StreamResponse:
         return web.json_response({"errors": [exc.body]})
     name = operation.selections[0].name
     control.requests[name] += 1
-    fault = control.take(name, after_effect=False)
+    fault = control.take(name, after_work=False)
     if fault is not None and fault.status != "user_error":
         return fault_response(request, fault)
     requested = requested_cost(operation)
@@ -330,7 +330,7 @@ async def graphql(request: web.Request) -> web.StreamResponse:
             data[f.alias] = project(value, f.selections, SCHEMA[root_type][f.name], SCHEMA)
     except GraphQLError as exc:
         return web.json_response({"errors": [exc.body], "data": None})
-    if (fault := control.take(name, after_effect=True)) is not None:
+    if (fault := control.take(name, after_work=True)) is not None:
         return fault_response(request, fault)
     return web.json_response({"data": data, "extensions": {"cost": bucket.cost(requested,
                                                                                  requested)}})

@@ -6,9 +6,10 @@ query parameters. Errors are WordPress's `{"code", "message", "data": {"status"}
     python -m emulators woocommerce --port 8802 --key ck_test --secret cs_test
 
 Control (no credentials; loopback): POST /_emulator/seed {"orders": [{"id": 727,
-"status": "processing", "notes": ["..."]}]}; POST /_emulator/fail {"status": 503 | 429 | 401
-| "disconnect", "times": 1, "operation": "create_note", "after_effect": false}, operations
-being get_order, update_order, list_notes, create_note, get_note; GET /_emulator/state.
+"status": "processing", "notes": ["..."]}]}; POST /_emulator/faults {"status": 503 | 429 |
+401, "drop": false, "reset": false, "count": 1, "operation": "create_note"}, operations being
+get_order, update_order, list_notes, create_note, get_note; GET /_emulator/counters (orders,
+their status and notes, requests per operation).
 """
 
 from __future__ import annotations
@@ -214,9 +215,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def fault_response(request: web.Request, fault: Fault) -> web.StreamResponse:
-    if fault.status == "disconnect":
+    if fault.drop or fault.reset:
         return cut(request)
-    status = int(fault.status)
+    status = fault.status if isinstance(fault.status, int) else 500  # a name it lacks
     if status == 401:
         return WPError(401, "woocommerce_rest_authentication_error",
                        "Consumer key is invalid.").response()
@@ -233,12 +234,12 @@ def operation(name: str, handler: Handler) -> Handler:
         control.requests[name] += 1
         try:
             authenticate(request)
-            if (fault := control.take(name, after_effect=False)) is not None:
+            if (fault := control.take(name, after_work=False)) is not None:
                 return fault_response(request, fault)
             response = await handler(request)
         except WPError as exc:
             return exc.response()
-        if (fault := control.take(name, after_effect=True)) is not None:
+        if (fault := control.take(name, after_work=True)) is not None:
             return fault_response(request, fault)
         return response
     return run

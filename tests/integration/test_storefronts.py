@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import socket
 import subprocess
 import sys
@@ -66,11 +67,11 @@ class Store:
             return await answer.json()
 
     async def fail(self, **fault: Any) -> None:
-        await self.control("fail", fault)
+        await self.control("faults", fault)
 
     async def written(self, order: str) -> list[str]:
         """The tracking numbers the store holds for `order` (fulfillments; customer notes)."""
-        state = await self.control("state")
+        state = await self.control("counters")
         order_state = state["orders"].get(order, {})
         if self.kind == "shopify":
             return [t["number"] for f in order_state.get("fulfillments", [])
@@ -79,7 +80,7 @@ class Store:
                 if n["customer_note"] and TRACKING.number in n["note"]]
 
     async def requests(self) -> dict[str, int]:
-        return (await self.control("state"))["requests"]
+        return (await self.control("counters"))["requests"]
 
 
 def emulator(kind: str, **options: Any) -> web.Application:
@@ -132,7 +133,7 @@ class TestEveryStore:
     async def test_answer_lost_after_the_write(self, store):
         """The connection is cut after the store wrote: Uncertain; the retry finds the write
         and does not write again."""
-        await store.fail(status="disconnect", operation=store.write, after_effect=True)
+        await store.fail(reset=True, operation=store.write)
         driver = store.driver()
         with pytest.raises(Uncertain):
             await driver.fulfil("1002", TRACKING, True)
@@ -143,7 +144,7 @@ class TestEveryStore:
     async def test_connection_cut_before_the_write(self, store):
         """Cut before the store wrote: Uncertain too (the driver cannot tell); the retry
         writes, once."""
-        await store.fail(status="disconnect", operation=store.write)
+        await store.fail(drop=True, operation=store.write)
         driver = store.driver()
         with pytest.raises(Uncertain):
             await driver.fulfil("1003", TRACKING, True)
@@ -205,7 +206,7 @@ class TestShopify:
         """One fulfillment with the tracking number, company, URL and notifyCustomer; the
         order's fulfillment order is closed."""
         result = await shop.driver().fulfil("2001", TRACKING, False)
-        order = (await shop.control("state"))["orders"]["2001"]
+        order = (await shop.control("counters"))["orders"]["2001"]
         [fulfillment] = order["fulfillments"]
         assert result.external_id == fulfillment["id"]
         assert [{"number": TRACKING.number, "company": "UPS", "url": TRACKING.url}] == \
@@ -229,7 +230,7 @@ class TestShopify:
         await shop.control("seed", {"orders": [{
             "id": 2003, "fulfillment_orders": ["CLOSED", "OPEN", "ON_HOLD"]}]})
         await shop.driver().fulfil("2003", TRACKING, True)
-        order = (await shop.control("state"))["orders"]["2003"]
+        order = (await shop.control("counters"))["orders"]["2003"]
         assert ["CLOSED", "CLOSED", "ON_HOLD"] == \
             [fo["status"] for fo in order["fulfillment_orders"]]
 
@@ -269,7 +270,7 @@ class TestWooCommerce:
     async def test_note_and_completed(self, woo):
         """A customer note with the number and link, and the order completed."""
         result = await woo.driver().fulfil("3001", TRACKING, True)
-        order = (await woo.control("state"))["orders"]["3001"]
+        order = (await woo.control("counters"))["orders"]["3001"]
         note = next(n for n in order["notes"] if str(n["id"]) == result.external_id)
         assert note["customer_note"] is True
         assert TRACKING.number in note["note"] and TRACKING.url in note["note"]
@@ -277,7 +278,7 @@ class TestWooCommerce:
 
     async def test_not_completed_when_not_configured(self, woo):
         await woo.driver(complete_order=False).fulfil("3002", TRACKING, True)
-        assert "processing" == (await woo.control("state"))["orders"]["3002"]["status"]
+        assert "processing" == (await woo.control("counters"))["orders"]["3002"]["status"]
         assert "update_order" not in await woo.requests()
 
     async def test_completed_once(self, woo):
@@ -295,7 +296,7 @@ class TestWooCommerce:
         with pytest.raises(StoreUnavailable):
             await driver.fulfil("3004", TRACKING, True)
         assert (await driver.fulfil("3004", TRACKING, True)).already_done
-        assert "completed" == (await woo.control("state"))["orders"]["3004"]["status"]
+        assert "completed" == (await woo.control("counters"))["orders"]["3004"]["status"]
         assert [TRACKING.number] == await woo.written("3004")
 
     async def test_query_string_keys(self, woo):
@@ -406,20 +407,18 @@ class TestWooCommerceEmulatorChecks:
     ("woocommerce", ["--key", KEY, "--secret", SECRET]),
 ])
 async def test_started_by_hand(name, options):
-    """`python -m emulators NAME --port P ...` serves until stopped; a driver talks to it."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    """`python -m emulators NAME --port 0 ...` serves until stopped, its first line saying
+    where; a driver talks to it."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "emulators", name, "--port", str(port), *options,
+        sys.executable, "-m", "emulators", name, "--port", "0", *options,
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert process.stdout is not None
-        line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
-        assert f"listening on http://127.0.0.1:{port}" in line.decode()
+        line = (await asyncio.wait_for(process.stdout.readline(), timeout=30)).decode()
+        match = re.fullmatch(r"listening on (http://127\.0\.0\.1:\d+)\n", line)
+        assert match, line
         async with aiohttp.ClientSession() as session:
-            driver = open_storefront(name, session, base_url=f"http://127.0.0.1:{port}",
-                                     **_credentials(name))
+            driver = open_storefront(name, session, base_url=match[1], **_credentials(name))
             assert not (await driver.fulfil("4001", TRACKING, True)).already_done
     finally:
         process.terminate()

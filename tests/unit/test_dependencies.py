@@ -82,7 +82,7 @@ class TestDeclaredImports:
     def test_the_service_imports_only_runtime_dependencies(self):
         """router/, consumers/ and emulators/ import nothing beyond the standard library,
         themselves and pyproject.toml's dependencies (a test-only package would be missing in
-        production; the emulators are run by hand too, with the service's packages)."""
+        production, and the emulators run from the same install)."""
         assert [] == _undeclared(("router", "consumers", "emulators"), set(RUNTIME))
 
     def test_tests_and_benchmarks_import_only_declared_packages(self):

@@ -27,8 +27,7 @@ MAY_IMPORT = {
                            "consumers.events", "router"),
     # The write-back drivers: a caller hands them a session and settings; they keep nothing.
     "consumers.storefronts": ("consumers.storefronts", "consumers.errors"),
-    # An emulator sharing the code of the driver it stands in for would agree with it by
-    # construction: they import nothing of ours.
+    # An emulator plays the provider: sharing our code would let our bug pass as its answer.
     "emulators": ("emulators",),
 }
 
