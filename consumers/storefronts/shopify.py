@@ -25,6 +25,8 @@ API_VERSION = "2024-10"
 # Fulfillment orders that can take a fulfillment now; CLOSED, CANCELLED and INCOMPLETE are
 # finished, ON_HOLD and SCHEDULED wait for the merchant (FulfillmentOrderStatus).
 FULFILLABLE = frozenset({"OPEN", "IN_PROGRESS"})
+# Fulfillments that do not stand: one of these with our number is no write-back done.
+GONE = frozenset({"CANCELLED", "ERROR", "FAILURE"})
 PAGE = 50  # fulfillment orders and fulfillments read per order; Shopify allows up to 250
 
 ORDER_QUERY = f"""query StorefrontOrder($id: ID!) {{
@@ -161,16 +163,20 @@ def _raise_errors(status: int, errors: Any, extensions: Any) -> None:
 
 
 def parse_order(response: Response) -> OrderState:
-    """The order's fulfillment orders and the tracking numbers already on it."""
+    """The order's fulfillment orders and the tracking numbers already on it (of fulfillments
+    that stand: not CANCELLED, ERROR or FAILURE)."""
     order = read_data(response, "order")
-    nodes = (order.get("fulfillmentOrders") or {}).get("nodes") or []
-    fulfillment_orders = tuple((str(n["id"]), str(n.get("status", ""))) for n in nodes)
-    fulfillments = tuple(
-        (str(f["id"]), tuple(str(t.get("number")) for t in f.get("trackingInfo") or []
-                             if t.get("number")))
-        for f in order.get("fulfillments") or []
-        if f.get("status") != "CANCELLED"
-    )
+    try:
+        nodes = (order.get("fulfillmentOrders") or {}).get("nodes") or []
+        fulfillment_orders = tuple((str(n["id"]), str(n.get("status", ""))) for n in nodes)
+        fulfillments = tuple(
+            (str(f["id"]), tuple(str(t["number"]) for t in f.get("trackingInfo") or []
+                                 if t.get("number")))
+            for f in order.get("fulfillments") or []
+            if f.get("status") not in GONE
+        )
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise StoreUnavailable(f"Shopify's order answer is not as documented: {exc!r}") from exc
     return OrderState(fulfillment_orders, fulfillments)
 
 

@@ -110,7 +110,8 @@ def existing_note(notes: Any, number: str) -> str | None:
         raise StoreUnavailable("WooCommerce's notes answer is not a list")
     word = re.compile(rf"(?<![0-9A-Za-z]){re.escape(number)}(?![0-9A-Za-z])")
     return next((str(n["id"]) for n in notes
-                 if isinstance(n, dict) and word.search(str(n.get("note", "")))), None)
+                 if isinstance(n, dict) and "id" in n and word.search(str(n.get("note", "")))),
+                None)
 
 
 def parse_created_note(response: Response) -> str:

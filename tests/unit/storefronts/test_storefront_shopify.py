@@ -112,6 +112,15 @@ class TestParseOrder:
         state = parse_order(answer("order-fulfilled.json"))
         assert existing_fulfillment(state, "1Z2345") is None
 
+    def test_an_answer_not_as_documented(self):
+        """A fulfillment without an id, nodes that are not objects: unavailable (try again),
+        never an exception outside the tree."""
+        for order in ({"fulfillments": [{"status": "SUCCESS"}]},
+                      {"fulfillmentOrders": {"nodes": ["x"]}}):
+            body = orjson.dumps({"data": {"order": order}})
+            with pytest.raises(StoreUnavailable, match="not as documented"):
+                parse_order(Response(200, {}, body))
+
     def test_no_open_fulfillment_order_refuses(self):
         """Every fulfillment order closed and no fulfillment with our number: refused with
         what was seen, not retried."""
