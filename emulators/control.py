@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,13 @@ class Control:
 
 
 CONTROL = web.AppKey("control", Control)
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of what a client sent (any bytes a header can carry, as
+    aiohttp decodes them) with the configured secret."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                               expected.encode("utf-8", "surrogateescape"))
 
 
 def cut(request: web.Request) -> web.StreamResponse:

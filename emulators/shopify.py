@@ -16,7 +16,6 @@ fulfillments, fulfillments created, the bucket, requests per operation).
 
 from __future__ import annotations
 
-import hmac
 import itertools
 import math
 import re
@@ -28,7 +27,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from emulators.control import CONTROL, Fault, add_control, arguments, cut, serve
+from emulators.control import CONTROL, Fault, add_control, arguments, cut, same_secret, serve
 from emulators.graphql import (
     SCALARS,
     GraphQLError,
@@ -286,11 +285,12 @@ async def graphql(request: web.Request) -> web.StreamResponse:
     if not re.fullmatch(r"\d{4}-(01|04|07|10)|unstable", request.match_info["version"]):
         return web.json_response({"errors": "Not Found"}, status=404)
     token = request.headers.get("X-Shopify-Access-Token", "")
-    if not hmac.compare_digest(token.encode(), app[TOKEN].encode()):
+    if not same_secret(token, app[TOKEN]):
         return web.json_response(UNAUTHORIZED, status=401)
     try:
         body = orjson.loads(await request.read())
-        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str) \
+                or not isinstance(body.get("variables") or {}, dict):
             raise ValueError
     except ValueError:
         return web.json_response({"errors": {"query": "Required parameter missing or invalid"}},

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -26,7 +25,15 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from emulators.control import CONTROL, Fault, add_control, arguments, cut, serve
+from emulators.control import (
+    CONTROL,
+    Fault,
+    add_control,
+    arguments,
+    cut,
+    same_secret,
+    serve,
+)
 
 API = "/wp-json/wc/v3"
 STATUSES = ("pending", "processing", "on-hold", "completed", "cancelled", "refunded",
@@ -119,9 +126,9 @@ def authenticate(request: web.Request) -> None:
     want_key, want_secret = request.app[KEYS]
     if not key:
         raise WPError(401, "woocommerce_rest_cannot_view", "Sorry, you cannot list resources.")
-    if not hmac.compare_digest(key.encode(), want_key.encode()):
+    if not same_secret(key, want_key):
         raise WPError(401, "woocommerce_rest_authentication_error", "Consumer key is invalid.")
-    if not hmac.compare_digest((secret or "").encode(), want_secret.encode()):
+    if not same_secret(secret or "", want_secret):
         raise WPError(401, "woocommerce_rest_authentication_error",
                       "Consumer secret is invalid.")
 

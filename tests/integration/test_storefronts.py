@@ -323,6 +323,19 @@ class TestShopifyEmulatorChecks:
         status, body = await self.post(shop, {"query": "{ order(id: \"x\") { id } }"}, "")
         assert 401 == status and "Invalid API key" in body["errors"]
 
+    async def test_token_not_ascii(self, shop):
+        """Whatever bytes the header carries: 401, never a 500."""
+        async with shop.session.post(
+                f"{shop.base}/admin/api/2024-10/graphql.json", json={"query": "{ a }"},
+                headers={"X-Shopify-Access-Token": "shpat_é".encode().decode("latin-1")}
+        ) as answer:
+            assert 401 == answer.status
+
+    async def test_variables_not_an_object(self, shop):
+        status, body = await self.post(shop, {"query": "{ order(id: \"x\") { id } }",
+                                              "variables": [1]})
+        assert 400 == status and "query" in body["errors"]
+
     async def test_wrong_input_type(self, shop):
         """A variable declared with another type than the argument's: variableMismatch."""
         query = ("mutation f($x: FulfillmentV2Input!) { fulfillmentCreate(fulfillment: $x) "
@@ -382,6 +395,18 @@ class TestWooCommerceEmulatorChecks:
         status, body = await self.call(woo, "GET", "/orders/1/notes", auth=False)
         assert (401, "woocommerce_rest_cannot_view") == (status, body["code"])
         assert {"status": 401} == body["data"]
+
+    async def test_key_not_ascii(self, woo):
+        """Basic credentials that are not ASCII: 401, never a 500."""
+        async with woo.session.get(
+                f"{woo.base}/wp-json/wc/v3/orders/1/notes",
+                headers={"Authorization": "Basic " + base64.b64encode(
+                    "ck_é:cs_é".encode()).decode()}) as answer:
+            assert 401 == answer.status
+        async with woo.session.get(
+                f"{woo.base}/wp-json/wc/v3/orders/1/notes",
+                params={"consumer_key": "ck_é", "consumer_secret": "x"}) as answer:
+            assert 401 == answer.status
 
     async def test_note_missing(self, woo):
         status, body = await self.call(woo, "POST", "/orders/1/notes", {"customer_note": True})
