@@ -416,3 +416,15 @@ def build_app(emulator: Emulator) -> web.Application:
     app.router.add_get("/_emulator/counters", read_counters)
     app.router.add_post("/_emulator/faults", add_fault)
     return app
+
+
+def main(argv: list[str]) -> int:
+    from emulators.control import arguments, serve
+
+    parser = arguments("EasyPost REST API v2 emulator (shipments, buy, refund)")
+    parser.add_argument("--key", required=True, help="the API key clients must present")
+    parser.add_argument("--reject-street", action="append", default=[], metavar="STREET1",
+                        help="a street1 it fails to verify (ADDRESS.VERIFY.FAILURE); repeatable")
+    args = parser.parse_args(argv)
+    emulator = Emulator(key=args.key, rejected_streets=frozenset(args.reject_street))
+    return serve(build_app(emulator), args)

@@ -29,6 +29,8 @@ MAY_IMPORT = {
     # A carrier driver is pure requests and answers behind one interface: the labels consumer
     # maps its errors to the runner's.
     "consumers.carriers": ("consumers.carriers",),
+    # The write-back drivers: a caller hands them a session and settings; they keep nothing.
+    "consumers.storefronts": ("consumers.storefronts", "consumers.errors"),
     # An emulator plays the provider: sharing our code would let our bug pass as its answer.
     "emulators": ("emulators",),
 }
@@ -81,7 +83,8 @@ def test_the_modules_are_found():
     """The walk sees the packages (a rule checked on nothing would pass)."""
     assert {"router.app", "router.verify", "router.broker.protocol", "consumers.runner",
             "consumers.outbound.fanout", "consumers.store", "consumers.carriers.easypost",
-            "emulators.easypost"} <= set(MODULES)
+            "consumers.storefronts.shopify", "emulators.easypost", "emulators.shopify"
+            } <= set(MODULES)
 
 
 def test_no_import_cycles():
