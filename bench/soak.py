@@ -550,6 +550,11 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         await store.open()
         try:
             deadline = time.monotonic() + args.drain_timeout
+            # A retried message between its retry queue and its work queue (or in a
+            # consumer's hands) is on no queue's count: drained must hold for longer than
+            # the longest retry delay.
+            settle = max(settings.broker.retry_ladder) + 1.0
+            quiet_since: float | None = None
             while True:
                 depths = await queue_depths(topology, busy)
                 async with store.transaction() as tx:
@@ -558,7 +563,9 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     owed_ids = [r["message_id"] for r in await tx.fetch(
                         "SELECT message_id FROM outbox WHERE kind IN ($1, $2)", *PORTAL_WANTS)]
                 owed = [m for m in owed_ids if m not in portal.received]
-                drained = not any(n for n, _ in depths.values()) and not unsent and not owed
+                quiet = not any(n for n, _ in depths.values()) and not unsent and not owed
+                quiet_since = (quiet_since or time.monotonic()) if quiet else None
+                drained = quiet_since is not None and time.monotonic() - quiet_since >= settle
                 if drained or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.5)
