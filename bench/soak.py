@@ -495,14 +495,25 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                              (0.6, "ingress"), (0.75, "portal"), (0.9, "store")):
                 marks[int(share * (r + at))] = what
 
+        # The store fault waits for the broker: while it is away the consumers get no
+        # messages, and a store failing under idle consumers tests nothing.
+        broker_up = asyncio.Event()
+        broker_up.set()
+
         async def fault(what: str) -> None:
             started = time.monotonic()
             if what == "broker":
-                await rabbitmqctl("stop_app")
-                await asyncio.sleep(args.outage)
-                await rabbitmqctl("start_app")
-                await rabbitmqctl("await_startup")
+                broker_up.clear()
+                try:
+                    await rabbitmqctl("stop_app")
+                    await asyncio.sleep(args.outage)
+                finally:
+                    await rabbitmqctl("start_app")
+                    await rabbitmqctl("await_startup")
+                    broker_up.set()
             elif what == "store":
+                await broker_up.wait()
+                started = time.monotonic()
                 await store_fault(store_url, database, args.outage)
             elif what in system.procs:
                 await system.kill(what)
