@@ -241,6 +241,13 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         14,
         ["ALTER TABLE operator_actions ADD COLUMN detail TEXT"],
     ),
+    (
+        # Digests of the bodies applied at an order's source_version: Shopify's updated_at
+        # has whole seconds, so two changes within one second share a version; one whose
+        # content is not among these is applied, a repeat of one that is stays stale.
+        15,
+        ["ALTER TABLE orders ADD COLUMN source_digests TEXT"],
+    ),
 ]
 
 _DIALECT = {
