@@ -4,12 +4,14 @@ rendering a template (or the same data as JSON), masked."""
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
+from yarl import URL
 
 from consumers.store import StoreError
 from consumers.trace import trace
@@ -31,6 +33,9 @@ from router.console.state import (
 )
 
 MAX_ID = 200
+# One leading "/" (not "//" or "/\\"), then printable ASCII but the backslash: no scheme, no
+# host, no control or whitespace character.
+_LOCAL_PATH = re.compile(r"/(?![/\\])[!-\[\]-~]*")
 TRACE_LIMIT = 50
 # Every answer: never cached, never framed, no script or style from elsewhere (or inline).
 HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
@@ -96,18 +101,30 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, value: str) 
                         max_age=int(console.session_lifetime))
 
 
-def _next(value: str | None) -> str:
-    """Where to go after logging in: a path on this console only."""
-    if value and value.startswith("/") and not value.startswith(("//", "/\\")):
-        return value
+def next_location(value: str | None) -> str:
+    """Where to go after logging in: `value` as the Location header will carry it, if that is
+    a path on this console, else "/".
+
+    The check is on the URL as sent, not as given: yarl drops tab, CR and LF, so "/\t/x"
+    goes out as "//x", another host. Both the sent form and its decoded path must be one
+    leading "/" and printable ASCII without a backslash ("/%2F/x" and "/%5Cx" are refused
+    too, in case anything on the way decodes them).
+    """
+    try:
+        url = URL(value or "/")
+    except ValueError:
+        return "/"
+    location = str(url)
+    if _LOCAL_PATH.fullmatch(location) and _LOCAL_PATH.fullmatch(url.path):
+        return location
     return "/"
 
 
 async def login_page(request: web.Request) -> web.StreamResponse:
     if request[USER] is not None:
-        raise web.HTTPSeeOther(_next(request.query.get("next")))
+        raise web.HTTPSeeOther(next_location(request.query.get("next")))
     cookie = _new_session(request) if request[SESSION] is None else None
-    response = render(request, "login.html", {"next": _next(request.query.get("next")),
+    response = render(request, "login.html", {"next": next_location(request.query.get("next")),
                                               "problem": None})
     if cookie is not None:  # a session before logging in: the form's CSRF token
         _set_cookie(request, response, cookie)
@@ -130,10 +147,10 @@ async def login(request: web.Request) -> web.StreamResponse:
     if user is None:
         throttle.failed(address, name)
         return render(request, "login.html", {
-            "next": _next(str(form.get("next", ""))),
+            "next": next_location(str(form.get("next", ""))),
             "problem": "wrong token" if token else "wrong name or password"}, status=401)
     throttle.succeeded(address, name)
-    done = web.HTTPSeeOther(_next(str(form.get("next", ""))))
+    done = web.HTTPSeeOther(next_location(str(form.get("next", ""))))
     _set_cookie(request, done, _new_session(request, user.name))
     raise done
 

@@ -86,6 +86,30 @@ class TestLogin:
         assert 303 == response.status
         assert 303 == (await console.get("/", allow_redirects=False)).status
 
+    @pytest.mark.parametrize("next_", [
+        "/\t/evil.example", "/\n/evil.example", "/\r/evil.example", "//evil.example",
+        "/\\evil.example", "https://evil.example", "/%2F/evil.example", "/\u3000/evil.example"])
+    async def test_next_never_leads_off_the_console(self, console, next_):
+        """After logging in, a `next` that the Location header would carry to another host
+        (or that holds a control, whitespace or backslash character) goes to "/" instead."""
+        response = await login(console, next=next_)
+        assert (303, "/") == (response.status, response.headers["Location"])
+
+    async def test_next_of_the_login_page_never_leads_off_the_console(self, console):
+        """Logged in, /login?next=... redirects at once: only to a path here. Logged out,
+        the form carries only such a path."""
+        hostile = ("/%09/evil.example", "/%0A/evil.example", "/%0D/evil.example",
+                   "//evil.example", "/%5Cevil.example", "%09//evil.example")
+        for query in hostile:
+            page = await (await console.get(f"/login?next={query}")).text()
+            assert 'name="next" value="/"' in page
+        assert 303 == (await login(console)).status
+        for query in hostile:
+            response = await console.get(f"/login?next={query}", allow_redirects=False)
+            assert (303, "/") == (response.status, response.headers["Location"])
+        response = await console.get("/login?next=/search%3Fid%3D1042", allow_redirects=False)
+        assert (303, "/search?id=1042") == (response.status, response.headers["Location"])
+
     async def test_a_copy_of_a_logged_out_cookie_is_no_session(self, console, make_console,
                                                                settings, store_url, store):
         """After logging out, the same cookie sent again (copied before) is no session, in
