@@ -11,11 +11,12 @@ import jinja2
 from aiohttp import web
 
 from router.console import operator, pages, sourcepages, state, subscriptionpages
-from router.console.auth import LoginThrottle
+from router.console.auth import LoginThrottle, PasswordChecks
 from router.console.errors import ConsoleError, CsrfRefused, NotLoggedIn
 from router.console.logouts import Logouts
 from router.console.session import COOKIE, CSRF_FIELD, CSRF_HEADER, SessionCodec
 from router.logs import Redactor
+from router.network import ClientAddress
 from router.schemas import SchemaRegistry
 from router.settings import Settings
 from router.sources import build_sources
@@ -123,6 +124,8 @@ def create_console_app(settings: Settings) -> web.Application:
     app[state.SETTINGS] = settings
     app[state.CODEC] = SessionCodec(console.session_secret, console.session_lifetime)
     app[state.THROTTLE] = LoginThrottle()
+    app[state.PASSWORD_CHECKS] = PasswordChecks(console.password_checks)
+    app[state.CLIENTS] = ClientAddress(console.trusted_proxies)
     app[state.MASK] = Redactor(settings.logging.pii_fields)
     registry = SchemaRegistry.load(settings.server.schemas)
     app[state.SOURCES] = (registry, build_sources(settings, registry))

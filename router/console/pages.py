@@ -3,7 +3,6 @@ rendering a template (or the same data as JSON), masked."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -15,16 +14,18 @@ from yarl import URL
 
 from consumers.store import StoreError
 from consumers.trace import trace
-from router.console.auth import check_password, check_token, may_act
+from router.console.auth import check_token, may_act
 from router.console.errors import BadSearch, StoreUnavailable, TooManyAttempts
 from router.console.overview import overview
 from router.console.session import COOKIE
 from router.console.settings import ConsoleSettings
 from router.console.state import (
+    CLIENTS,
     CODEC,
     HTTP,
     LOGOUTS,
     MASK,
+    PASSWORD_CHECKS,
     SESSION,
     SETTINGS,
     TEMPLATES,
@@ -134,18 +135,17 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     name, password, token = (str(form.get(key, "")) for key in ("name", "password", "token"))
-    address = request.remote or "-"
+    address = _client(request)
     throttle = request.app[THROTTLE]
-    wait = throttle.retry_after(address, name)
+    wait = throttle.reserve(address, name)  # a failure until it is known to be right
     if wait is not None:
         raise TooManyAttempts("too many failed logins: wait and try again", wait)
     console = _console(request)
     if token:
         user = check_token(console, token)
     else:  # argon2 takes tens of milliseconds of CPU: not on the loop
-        user = await asyncio.to_thread(check_password, console, name, password)
+        user = await request.app[PASSWORD_CHECKS].check(console, name, password)
     if user is None:
-        throttle.failed(address, name)
         return render(request, "login.html", {
             "next": next_location(str(form.get("next", ""))),
             "problem": "wrong token" if token else "wrong name or password"}, status=401)
@@ -153,6 +153,12 @@ async def login(request: web.Request) -> web.StreamResponse:
     done = web.HTTPSeeOther(next_location(str(form.get("next", ""))))
     _set_cookie(request, done, _new_session(request, user.name))
     raise done
+
+
+def _client(request: web.Request) -> str:
+    """The client's address: behind [console] trusted_proxies, from X-Forwarded-For."""
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
+    return request.app[CLIENTS].resolve(request.remote, forwarded or None)
 
 
 async def logout(request: web.Request) -> web.StreamResponse:

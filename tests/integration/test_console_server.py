@@ -4,9 +4,11 @@ Overview (sources, rejections from a live ingress, queue depths, subscriptions) 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 import socket
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +20,7 @@ from test_runner import wait_for
 from test_trace import ORDER, consumers, outcomes, publish
 
 from consumers.cli import consumer_spec
+from router.console import auth
 from router.console.auth import hash_password
 from router.console.settings import ConsoleSettings, ConsoleUser
 from router.settings import Settings
@@ -176,6 +179,90 @@ class TestLogin:
             cookie = (await client.get("/login")).headers["Set-Cookie"]
             assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
             assert secure == ("Secure" in cookie)
+
+
+class CountingHasher:
+    """argon2's hasher, counting the passwords it checks (on the console's threads)."""
+
+    def __init__(self, hasher: Any) -> None:
+        self.hasher = hasher
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def verify(self, stored: str, password: str) -> bool:
+        with self.lock:
+            self.calls += 1
+        return bool(self.hasher.verify(stored, password))
+
+
+async def attempt(client: TestClient, name: str, forwarded: str | None = None,
+                  password: str = "wrong") -> Any:
+    """A login attempt, from the address `forwarded` says if it is given."""
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    return await client.post("/login", allow_redirects=False, headers=headers, data={
+        "csrf": await csrf_of(client), "name": name, "password": password})
+
+
+class TestLoginThrottle:
+    @pytest.fixture
+    async def no_store(self, make_console, settings, tmp_path) -> Any:
+        """A console for `settings`' [console] options, without a store (logging in needs
+        none)."""
+        async def make(**console: Any) -> TestClient:
+            return await make_console(console_settings(
+                settings, f"sqlite:///{tmp_path}/none.sqlite3", **console))
+
+        return make
+
+    async def test_logins_sent_together_are_counted_before_they_are_checked(
+            self, no_store, monkeypatch):
+        """Fifteen wrong passwords sent at once: five are checked (argon2 runs five times),
+        the other ten are 429 with Retry-After; then even the right one waits."""
+        hasher = CountingHasher(auth._HASHER)
+        monkeypatch.setattr(auth, "_HASHER", hasher)
+        client = await no_store()
+        token = await csrf_of(client)
+        responses = await asyncio.gather(*(client.post("/login", data={
+            "csrf": token, "name": "ana", "password": f"wrong {i}"}) for i in range(15)))
+        assert [401] * 5 + [429] * 10 == sorted(r.status for r in responses)
+        assert 5 == hasher.calls
+        for response in responses:
+            if response.status == 429:
+                assert 1 <= int(response.headers["Retry-After"]) <= 300
+        assert 429 == (await attempt(client, "ana", password=PASSWORD)).status
+        assert 5 == hasher.calls
+
+    async def test_a_right_password_is_not_counted_against_the_address(self, no_store):
+        """Four failures and a success from one address leave it one more attempt (the
+        success's own attempt is taken back), not none."""
+        client = await no_store()
+        for i in range(4):
+            assert 401 == (await attempt(client, f"user{i}")).status
+        assert 303 == (await attempt(client, "ana", password=PASSWORD)).status
+        assert 401 == (await attempt(client, "user4")).status
+        assert 429 == (await attempt(client, "user5")).status
+
+    async def test_behind_a_trusted_proxy_each_client_is_counted(self, no_store):
+        """Behind [console] trusted_proxies the client X-Forwarded-For names is counted, not
+        the proxy everyone comes through; an IPv6 client by its /64."""
+        client = await no_store(trusted_proxies=("127.0.0.1/32",))
+        for i in range(5):
+            assert 401 == (await attempt(client, f"user{i}", "203.0.113.7")).status
+        assert 429 == (await attempt(client, "user5", "203.0.113.7")).status
+        assert 401 == (await attempt(client, "user6", "198.51.100.9")).status
+        for i in range(5):
+            assert 401 == (await attempt(client, f"six{i}", "2001:db8:1:2::1")).status
+        assert 429 == (await attempt(client, "six5", "2001:db8:1:2:ffff::beef")).status
+        assert 401 == (await attempt(client, "six6", "2001:db8:1:3::1")).status
+
+    @pytest.mark.parametrize("trusted", [(), ("10.0.0.0/8",)])
+    async def test_an_untrusted_x_forwarded_for_is_ignored(self, no_store, trusted):
+        """From a peer that is no trusted proxy, X-Forwarded-For changes nothing: a client
+        cannot name a new address for each attempt to get past the limit."""
+        client = await no_store(trusted_proxies=trusted)
+        for i in range(5):
+            assert 401 == (await attempt(client, f"user{i}", f"203.0.113.{i}")).status
+        assert 429 == (await attempt(client, "user5", "203.0.113.99")).status
 
 
 class TestCsrf:
