@@ -52,6 +52,21 @@ ROUTES: list[tuple[str, str, Handler]] = [
 ]
 
 
+# Every answer: never cached, never framed, no script or style from elsewhere (or inline),
+# never sniffed into another type, no Referer to other sites.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy":
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "Referrer-Policy": "same-origin"}
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer as it goes out, whoever made it: pages, JSON, redirects raised,
+    static files, and aiohttp's own 404, 405 and 500."""
+    response.headers.update(SECURITY_HEADERS)
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A ConsoleError becomes its answer: JSON for /api/ and fetches, else a page."""
@@ -121,6 +136,7 @@ def create_console_app(settings: Settings) -> web.Application:
     if console is None:
         raise ValueError("the console is not configured ([console])")
     app = web.Application(middlewares=[_errors, _session])
+    app.on_response_prepare.append(_security_headers)
     app[state.SETTINGS] = settings
     app[state.CODEC] = SessionCodec(console.session_secret, console.session_lifetime)
     app[state.THROTTLE] = LoginThrottle()

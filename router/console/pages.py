@@ -38,10 +38,6 @@ MAX_ID = 200
 # host, no control or whitespace character.
 _LOCAL_PATH = re.compile(r"/(?![/\\])[!-\[\]-~]*")
 TRACE_LIMIT = 50
-# Every answer: never cached, never framed, no script or style from elsewhere (or inline).
-HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-           "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
-           "Referrer-Policy": "same-origin"}
 
 
 def _console(request: web.Request) -> ConsoleSettings:
@@ -57,8 +53,7 @@ def render(request: web.Request, template: str, context: dict[str, Any], *,
     page = request.app[TEMPLATES].get_template(template).render(
         **context, user=user, may_act=user is not None and may_act(user.role),
         csrf=request.app[CODEC].csrf_token(session) if session is not None else "")
-    return web.Response(text=page, content_type="text/html", status=status,
-                        headers={**HEADERS, **(headers or {})})
+    return web.Response(text=page, content_type="text/html", status=status, headers=headers)
 
 
 def after_action(request: web.Request, path: str, params: dict[str, str],
@@ -83,8 +78,7 @@ def notice(request: web.Request) -> str | None:
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda o: orjson.dumps(o).decode(),
-                             headers=HEADERS)
+    return web.json_response(data, status=status, dumps=lambda o: orjson.dumps(o).decode())
 
 
 def _new_session(request: web.Request, user: str = "") -> str:

@@ -13,7 +13,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from test_ingress import SHOPIFY_ORDER
 from test_rejected_requests import forged
 from test_runner import wait_for
@@ -21,6 +22,7 @@ from test_trace import ORDER, consumers, outcomes, publish
 
 from consumers.cli import consumer_spec
 from router.console import auth
+from router.console.app import create_console_app
 from router.console.auth import hash_password
 from router.console.settings import ConsoleSettings, ConsoleUser
 from router.settings import Settings
@@ -282,6 +284,72 @@ class TestCsrf:
         """Even the login form is refused without the token its page gave."""
         response = await console.post("/login", data={"name": "ana", "password": PASSWORD})
         assert 403 == response.status
+
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin"}
+
+
+def assert_security_headers(what: str, response: Any) -> None:
+    """`response` is never cached, framed, sniffed or referred from elsewhere."""
+    headers = {name: response.headers.get(name) for name in SECURITY_HEADERS}
+    assert SECURITY_HEADERS == headers, what
+    policy = response.headers.get("Content-Security-Policy", "")
+    assert {"default-src 'self'", "frame-ancestors 'none'"} <= set(policy.split("; ")), what
+
+
+class TestSecurityHeaders:
+    async def test_on_every_kind_of_answer(self, make_console, settings, tmp_path):
+        """Pages, JSON, redirects, static files, refusals, and aiohttp's own 404, 405 and
+        500 all carry the headers: each (method, path, expected status) below, logged out
+        and then logged in."""
+        app = create_console_app(console_settings(settings, f"sqlite:///{tmp_path}/no.db"))
+
+        async def broken(request: web.Request) -> web.StreamResponse:
+            raise RuntimeError("a bug")
+
+        app.router.add_get("/api/broken", broken)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        try:
+            csrf = {"X-CSRF-Token": await csrf_of(client)}
+            logged_out = [
+                ("GET", "/login", {}, 200),                  # a page
+                ("GET", "/static/console.css", {}, 200),     # static files
+                ("GET", "/static/live.js", {}, 200),
+                ("GET", "/static/nothing.css", {}, 404),     # aiohttp's 404
+                ("GET", "/", {}, 303),                       # a redirect raised
+                ("GET", "/api/overview", {}, 401),           # JSON refusal
+                ("POST", "/logout", {}, 401),                # a refusal page
+                ("POST", "/login", csrf, 401),               # a page with a status
+            ]
+            for method, path, headers, status in logged_out:
+                response = await client.request(method, path, headers=headers,
+                                                allow_redirects=False)
+                assert status == response.status, (method, path)
+                assert_security_headers(f"{method} {path}", response)
+            response = await login(client)
+            assert 303 == response.status
+            assert_security_headers("POST /login (right)", response)
+            csrf = {"X-CSRF-Token": CSRF.search(await (await client.get("/search")).text())[1]}
+            logged_in = [
+                ("GET", "/search", {}, 200),
+                ("GET", "/api/trace", {}, 400),              # JSON
+                ("GET", "/login", {}, 303),
+                ("GET", "/no-such-page", {}, 404),           # aiohttp's 404
+                ("POST", "/search", csrf, 405),              # aiohttp's 405
+                ("GET", "/api/broken", {}, 500),             # aiohttp's 500
+                ("POST", "/logout", {}, 403),                # no CSRF token
+                ("POST", "/logout", csrf, 303),
+            ]
+            for method, path, headers, status in logged_in:
+                response = await client.request(method, path, headers=headers,
+                                                allow_redirects=False)
+                assert status == response.status, (method, path)
+                assert_security_headers(f"{method} {path}", response)
+        finally:
+            await client.close()
 
 
 _NOW = datetime.now(UTC)
