@@ -94,8 +94,9 @@ def _refusal(request: web.Request, exc: ConsoleError) -> web.Response:
 
 @web.middleware
 async def _session(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Reads the session cookie; pages other than login need a user still configured; every
-    POST needs this session's CSRF token (form field `csrf` or header X-CSRF-Token)."""
+    """Reads the session cookie; pages other than login need a user still configured, with
+    the password hash and token they logged in with; every POST needs this session's CSRF
+    token (form field `csrf` or header X-CSRF-Token)."""
     codec = request.app[state.CODEC]
     session = codec.decode(request.cookies.get(COOKIE))
     if (session is not None and session.user and not request.path.startswith("/static/")
@@ -105,6 +106,8 @@ async def _session(request: web.Request, handler: Handler) -> web.StreamResponse
     console = request.app[state.SETTINGS].console
     assert console is not None
     user = console.user(session.user) if session is not None and session.user else None
+    if user is not None and session is not None and not codec.still_theirs(session, user):
+        user = None  # the user's password hash or token has changed since: log in again
     request[state.USER] = user
     public = request.path == "/login" or request.path.startswith("/static/")
     if user is None and not public:

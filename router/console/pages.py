@@ -18,7 +18,7 @@ from router.console.auth import check_token, may_act
 from router.console.errors import BadSearch, StoreUnavailable, TooManyAttempts
 from router.console.overview import overview
 from router.console.session import COOKIE
-from router.console.settings import ConsoleSettings
+from router.console.settings import ConsoleSettings, ConsoleUser
 from router.console.state import (
     CLIENTS,
     CODEC,
@@ -81,7 +81,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda o: orjson.dumps(o).decode())
 
 
-def _new_session(request: web.Request, user: str = "") -> str:
+def _new_session(request: web.Request, user: ConsoleUser | None = None) -> str:
     """A new session (new nonce, so a new CSRF token) for `user`, as its cookie value."""
     codec = request.app[CODEC]
     session = codec.new(user)
@@ -145,7 +145,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             "problem": "wrong token" if token else "wrong name or password"}, status=401)
     throttle.succeeded(address, name)
     done = web.HTTPSeeOther(next_location(str(form.get("next", ""))))
-    _set_cookie(request, done, _new_session(request, user.name))
+    _set_cookie(request, done, _new_session(request, user))
     raise done
 
 

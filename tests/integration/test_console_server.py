@@ -66,6 +66,23 @@ async def login(client: TestClient, name: str = "ana", password: str = PASSWORD,
                              data={"csrf": token, "name": name, "password": password, **form})
 
 
+async def cookie_of(client: TestClient, user: str) -> dict[str, str]:
+    """A Cookie header with a fresh session of `user` (ana by password, bo by token)."""
+    response = await (login(client) if user == "ana" else
+                      login(client, name="", password="", token="bo-token-0123"))
+    assert 303 == response.status
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["console_session"]
+    return {"Cookie": f"console_session={cookie.value}"}
+
+
+async def assert_logged_out(client: TestClient, cookie: dict[str, str]) -> None:
+    """`cookie` is no session on `client`: a page goes to /login, JSON is 401."""
+    response = await client.get("/search", headers=cookie, allow_redirects=False)
+    assert (303, "/login?next=/search") == (response.status, response.headers["Location"])
+    response = await client.get("/api/trace?id=1", headers=cookie)
+    assert (401, "login_required") == (response.status, (await response.json())["error"])
+
+
 class TestLogin:
     @pytest.mark.parametrize("path", ["/", "/search?id=1042"])
     async def test_pages_redirect_to_login(self, console, path):
@@ -133,6 +150,36 @@ class TestLogin:
             assert (401, "login_required") == (response.status, (await response.json())["error"])
         async with store.transaction() as tx:
             assert 1 == await tx.fetchval("SELECT COUNT(*) FROM console_logouts")
+
+    async def test_a_changed_password_ends_the_users_sessions(self, console, make_console,
+                                                              settings, store_url):
+        """Ana's password changed in the config (as a restart with the new file makes it):
+        her cookie from before is no session there (pages go to /login, JSON is 401), bo's
+        goes on, and her new password logs her in."""
+        ana, bo = await cookie_of(console, "ana"), await cookie_of(console, "bo")
+        users = (dataclasses.replace(USERS[0], password_hash=hash_password("a new one")),
+                 USERS[1])
+        changed = await make_console(console_settings(settings, store_url, users=users))
+        await assert_logged_out(changed, ana)
+        response = await changed.get("/search", headers=bo, allow_redirects=False)
+        assert (200, True) == (response.status, "bo (viewer)" in await response.text())
+        assert 303 == (await login(changed, "ana", "a new one")).status
+        assert "ana (operator)" in await (await changed.get("/search")).text()
+
+    async def test_a_changed_token_ends_the_users_sessions(self, console, make_console,
+                                                           settings, store_url):
+        """So does a new token for a user who logged in with one."""
+        bo = await cookie_of(console, "bo")
+        users = (USERS[0], dataclasses.replace(USERS[1], token=b"bo-token-4567"))
+        changed = await make_console(console_settings(settings, store_url, users=users))
+        await assert_logged_out(changed, bo)
+
+    async def test_a_user_removed_from_the_config_is_logged_out(self, console, make_console,
+                                                                settings, store_url):
+        """A user no longer in the config has no session, whatever their cookie says."""
+        ana = await cookie_of(console, "ana")
+        removed = await make_console(console_settings(settings, store_url, users=USERS[1:]))
+        await assert_logged_out(removed, ana)
 
     async def test_logging_out_without_the_store_still_ends_the_session_here(
             self, make_console, settings, tmp_path):
