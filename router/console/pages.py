@@ -34,10 +34,10 @@ from router.console.state import (
 )
 
 MAX_ID = 200
+TRACE_LIMIT = 50
 # One leading "/" (not "//" or "/\\"), then printable ASCII but the backslash: no scheme, no
 # host, no control or whitespace character.
 _LOCAL_PATH = re.compile(r"/(?![/\\])[!-\[\]-~]*")
-TRACE_LIMIT = 50
 
 
 def _console(request: web.Request) -> ConsoleSettings:
