@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import ssl
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import aiohttp
 import pytest
 import yarl
 from broker_proxy import Proxy
+from ports import free_port
 from test_ingress import SHOPIFY_ORDER, broker_started, rabbitmqctl
 from test_runner import wait_for
 
@@ -33,12 +33,6 @@ from router.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def child_pids(pid: int) -> list[int]:

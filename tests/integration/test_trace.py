@@ -13,12 +13,12 @@ from pathlib import Path
 import aio_pika
 import orjson
 import pytest
+from ports import free_port
 from test_cli import run_cli
 from test_ingress import SHOPIFY_ORDER
 from test_notifications import notifying, receivers, subscription  # noqa: F401 (fixtures)
 from test_rejected_requests import forged
 from test_runner import DOWNSTREAM, count_effect, wait_for
-from test_server import free_port
 
 from consumers.cli import consumer_spec
 from consumers.runner import ConsumerSpec, Runner
