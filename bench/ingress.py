@@ -50,6 +50,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.ports import free_port  # noqa: E402  (bench.e2e and the others take it from here)
+
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 SECRET = "bench-secret-0123456789"
 # The shipped config's sources: the ingress declares a hold queue for each provider's.
@@ -124,12 +126,6 @@ request = function()
   return wrk.format("POST", "/webhooks/shopify", headers, %(body)s)
 end
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:

@@ -64,7 +64,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import sys
 import tempfile
@@ -92,6 +91,7 @@ from consumers.store.sqlite import SQLITE_BUSY_TIMEOUT_MS  # noqa: E402
 from router.broker.topology import Topology  # noqa: E402
 from router.providers import signed_headers  # noqa: E402
 from router.settings import load_settings  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_ADMIN_URL = os.environ.get("PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
@@ -112,12 +112,6 @@ CONSUMERS = ("orders", "inventory", "shipping", "notifications", "audit")
 PORTAL_WANTS = ("order.allocated", "shipment.updated")
 MAX_RETRIES = 8  # Shopify retries a failed delivery 8 times
 SAMPLES = ROOT / "config" / "samples"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def now_iso() -> str:

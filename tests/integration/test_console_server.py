@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
-import socket
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ import aio_pika
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from ports import free_port
 from test_amqp import connection_pid, rabbitmqctl
 from test_ingress import SHOPIFY_ORDER
 from test_rejected_requests import forged
@@ -40,15 +40,9 @@ USERS = (ConsoleUser("ana", "operator", password_hash=hash_password(PASSWORD)),
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def console_settings(settings: Settings, store_url: str, **console: Any) -> Settings:
     options = {"users": USERS, "session_secret": b"k" * 32, "development": True,
-               "ingress_metrics": f"http://127.0.0.1:{_closed_port()}", **console}
+               "ingress_metrics": f"http://127.0.0.1:{free_port()}", **console}
     return dataclasses.replace(
         settings, console=ConsoleSettings(**options),
         consumers=dataclasses.replace(settings.consumers, store=store_url))

@@ -11,10 +11,10 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from ports import free_port
 from test_ingress import BAD_INPUT, SHOPIFY_ORDER, with_source
 from test_runner import wait_for
 from test_server import (  # noqa: F401 (make_server, server_config: fixtures)
-    free_port,
     is_dir,
     make_server,
     paused,

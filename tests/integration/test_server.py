@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import ssl
 import sys
 import tempfile
@@ -22,9 +21,11 @@ import aiohttp
 import pytest
 import yarl
 from broker_proxy import Proxy
+from ports import free_port
 from test_ingress import SHOPIFY_ORDER, broker_started, rabbitmqctl
 from test_runner import wait_for
 
+from router.logs import REDACTED
 from router.providers import signed_headers
 from router.serve import METRICS_DIR_PREFIX
 from router.serve import ssl_context as _ssl_context
@@ -32,12 +33,6 @@ from router.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def child_pids(pid: int) -> list[int]:
@@ -256,6 +251,37 @@ class TestLogs:
             if secret.startswith("amqp://"):
                 continue
             assert secret.encode() not in server.output
+
+
+    async def test_personal_data_a_refused_request_sends_is_masked(
+        self, server_config, make_server, settings
+    ):
+        """A forged delivery whose id header is an e-mail (kept as the line's event_id before
+        it is verified) and a request to a path holding a phone: both lines are written,
+        with the e-mail and the phone as [redacted]."""
+        import orjson
+
+        server = make_server(server_config())
+        await server.start()
+        headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+        headers["X-Shopify-Hmac-Sha256"] = "Zm9yZ2Vk"
+        headers["X-Shopify-Event-Id"] = "jane.doe@example.com"
+        async with aiohttp.ClientSession() as session:
+            await wait_status(session, f"{server.base}/readyz", 200)
+            async with session.post(f"{server.base}/webhooks/shopify", data=SHOPIFY_ORDER,
+                                    headers=headers) as response:
+                assert 401 == response.status
+            async with session.post(f"{server.base}/webhooks/555-123-4567",
+                                    data=b"{}") as response:
+                assert 404 == response.status
+        await server.stop()
+        lines = [orjson.loads(line) for line in server.output.splitlines() if line.startswith(b"{")]
+        requests = [(r["status"], r["path"], r["event_id"], r["reason"]) for r in lines
+                    if r["event"] == "request" and r["path"].startswith("/webhooks/")]
+        assert [(401, "/webhooks/shopify", REDACTED, "invalid_signature"),
+                (404, f"/webhooks/{REDACTED}", None, "unknown_source")] == requests
+        assert b"jane.doe@example.com" not in server.output
+        assert b"555-123-4567" not in server.output
 
 
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
