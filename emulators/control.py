@@ -1,8 +1,7 @@
 """What every emulator shares: faults a test asks for (`POST /_emulator/faults`), what the
-emulator was told (`GET /_emulator/counters`), data to start from (`POST /_emulator/seed`, for
-an emulator that takes any),
-and serving from the command line. The control routes take no credentials: an emulator
-listens on loopback unless told otherwise."""
+emulator was told (`GET /_emulator/counters`), data to start from (`POST /_emulator/seed`,
+where an emulator takes any), and serving from the command line. The control routes take no
+credentials: an emulator listens on loopback unless told otherwise."""
 
 from __future__ import annotations
 
@@ -23,9 +22,9 @@ class Fault:
     """What the next `count` requests for `operation` (any when None) get: `status` instead
     of an answer (a 429 says `retry_after` seconds when given, else what the provider would);
     `drop`: the connection dropped before anything is done; `reset`: the work done, then the
-    connection dropped (the answer lost, not the request); `delay` seconds of waiting first
-    (alone: a late answer). An emulator may know statuses of its own (Shopify: "user_error",
-    a mutation refused with `message`)."""
+    connection dropped (the answer lost, not the request); `delay` seconds of waiting before
+    any of these (alone: a late answer). An emulator may know statuses of its own (Shopify:
+    "user_error", a mutation refused with `message`)."""
 
     status: int | str | None = None
     count: int = 1
