@@ -13,6 +13,7 @@ import aio_pika
 import orjson
 import pytest
 
+from router.broker.topology import Topology
 from router.providers import signed_headers
 from router.settings import RateLimit, Settings
 
@@ -379,13 +380,17 @@ class TestOddBodies:
         provider's source that holds what it cannot use, 202 held), never a 500, and nothing
         reaches a work queue."""
         holds = settings.sources[source].on_invalid == "hold"
+        held = 0
         for body in ODD_BODIES:
             headers = signed_headers(settings, source, body, None)
             response = await client.post(f"/webhooks/{source}", data=body, headers=headers)
             payload = await response.json()
             if holds and response.status == 202:
                 assert "held" == payload["status"], (body, payload)
+                held += 1
             else:
                 assert 400 <= response.status < 500, (body, response.status, payload)
                 assert isinstance(payload["error"], str)
-        assert 0 == sum((await queue_depths()).values())
+        depths = await queue_depths()
+        assert held == depths.pop(Topology.of(settings.broker).hold_queue(source))
+        assert 0 == sum(depths.values())

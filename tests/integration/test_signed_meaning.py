@@ -124,7 +124,8 @@ class TestCapturedBodies:
         assert (202, "held", "unproven_topic") == (status, answer["status"], answer["reason"])
         # Only the allocation's notification is queued: no event reached a work queue
         # (the audit queue, not consumed here, keeps its copy of the accepted one).
-        assert {topology.queue("notifications"): 1, topology.queue("audit"): 1} == {
+        assert {topology.queue("notifications"): 1, topology.queue("audit"): 1,
+                topology.hold_queue("shopify"): 1} == {
             name: n for name, n in (await queue_depths()).items() if n}
         assert [(answer["id"], "unproven_topic")] == await held(amqp, topology, "shopify")
         assert ("allocated", [2, 1]) == await order_of(stocked, order_id)
@@ -227,7 +228,9 @@ class TestQuantityBound:
         client = await make_client(settings)
         status, answer = await post(client, settings, source, body(1_000_001), topic)
         assert (202, "held", "unmappable") == (status, answer["status"], answer["reason"])
-        assert 0 == sum((await queue_depths()).values())
+        depths = await queue_depths()
+        assert 1 == depths.pop(topology.hold_queue(source))
+        assert 0 == sum(depths.values())
         channel = await amqp.channel()
         message = await (await channel.get_queue(topology.hold_queue(source))).get(no_ack=True)
         await channel.close()
