@@ -175,19 +175,18 @@ def _local_port(request: web.Request) -> int | None:
 
 def _for_operators(server: ServerSettings, handler: Handler) -> Handler:
     """`handler` (/metrics, /rejections) only on `metrics_port` when one is set, only to
-    `metrics_allow` if given."""
-    allowed = IpAllowlist(server.metrics_allow) if server.metrics_allow else None
+    `metrics_allow` (loopback unless configured)."""
+    allowed = IpAllowlist(server.metrics_allow)
     clients = ClientAddress(server.trusted_proxies)
 
     async def operators_only(request: web.Request) -> web.StreamResponse:
         if server.metrics_port is not None and _local_port(request) != server.metrics_port:
             raise web.HTTPNotFound()
-        if allowed is not None:
-            forwarded = request.headers.getall("X-Forwarded-For", None)
-            client = clients.resolve(request.remote, ",".join(forwarded) if forwarded else None)
-            request[REQUEST_INFO].client = client
-            if not allowed.allows(client):
-                raise Forbidden(f"this address may not read {request.path}")
+        forwarded = request.headers.getall("X-Forwarded-For", None)
+        client = clients.resolve(request.remote, ",".join(forwarded) if forwarded else None)
+        request[REQUEST_INFO].client = client
+        if not allowed.allows(client):
+            raise Forbidden(f"this address may not read {request.path}")
         return await handler(request)
 
     return operators_only

@@ -36,6 +36,8 @@ ON_INVALID = ("hold", "reject")
 MiB = 1024 * 1024
 # Per source; each worker writes all it keeps to a file every half second while refusing.
 MAX_REJECTIONS_KEPT = 10_000
+# Who may read /metrics and /rejections unless `metrics_allow` says otherwise: this machine.
+LOOPBACK = ("127.0.0.0/8", "::1")
 
 @dataclass(frozen=True)
 class RateLimit:
@@ -103,7 +105,7 @@ class ServerSettings:
     tls_key: Path | None = None
     schemas: Path = Path("config/schemas")
     metrics_port: int | None = None  # /metrics and /rejections there only, not on `port`
-    metrics_allow: tuple[str, ...] = ()  # CIDRs that may read them; empty: anyone
+    metrics_allow: tuple[str, ...] = LOOPBACK  # CIDRs that may read them
     rejections_kept: int = 100  # refused requests kept per source for /rejections; 0: none
 
 
@@ -302,11 +304,15 @@ def _server(t: _Table, base: Path) -> ServerSettings:
         tls_key=tls_key,
         schemas=_path(base, t.get("schemas", str, "schemas")),
         metrics_port=metrics_port,
-        metrics_allow=t.strings("metrics_allow"),
+        metrics_allow=t.strings("metrics_allow", d.metrics_allow),
         rejections_kept=rejections_kept,
     )
     _check_cidrs(t, "trusted_proxies", s.trusted_proxies)
     _check_cidrs(t, "metrics_allow", s.metrics_allow)
+    if not s.metrics_allow:  # it used to mean anyone: say what to write instead
+        raise t.error("metrics_allow", 'an empty list lets nobody read /metrics; leave it out '
+                                       'for loopback only, or write ["0.0.0.0/0", "::/0"] for '
+                                       "anyone")
     t.done()
     return s
 

@@ -104,6 +104,7 @@ class TestLoadSettings:
             ("[server]\nmetrics_port = 8080\n", "server.metrics_port", "differ from port"),
             ("[server]\nmetrics_port = 0\n", "server.metrics_port", "between"),
             ('[server]\nmetrics_allow = ["not-an-ip"]\n', "server.metrics_allow", "CIDR"),
+            ("[server]\nmetrics_allow = []\n", "server.metrics_allow", '["0.0.0.0/0", "::/0"]'),
             ("[server]\nrejections_kept = -1\n", "server.rejections_kept", "between 0"),
             ("[server]\nrejections_kept = 10001\n", "server.rejections_kept", "10000"),
             ('[server]\nrejections_kept = "all"\n', "server.rejections_kept", "must be int"),
