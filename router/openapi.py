@@ -41,7 +41,7 @@ REASONS: dict[int, tuple[str, ...]] = {
     415: ("unsupported_media_type", "unsupported_encoding"),
     422: ("unknown_event", "schema_violation", "unproven_topic", "unmappable"),
     429: ("rate_limited",),
-    503: ("broker_unavailable", "too_many_connections"),
+    503: ("broker_unavailable", "hold_queue_full", "too_many_connections"),
     504: ("broker_unconfirmed",),
 }
 HELD_REASONS = REASONS[422]
@@ -64,9 +64,10 @@ _WHEN = {
          "prove its topic (unproven_topic) or the mapped event breaks the canonical one "
          "(unmappable).",
     429: "This client's token bucket is empty; retry after Retry-After seconds.",
-    503: "RabbitMQ is unreachable, blocking publishers or has too many unconfirmed, or the "
-         "process is at its max_connections; nothing was taken, retry after Retry-After "
-         "seconds.",
+    503: "RabbitMQ is unreachable, blocking publishers, has too many unconfirmed or refused "
+         "it (a bounded queue is full: the source's hold queue, hold_queue_full, or audit), "
+         "or the process is at its max_connections; nothing was taken, retry after "
+         "Retry-After seconds.",
     504: "Sent to RabbitMQ but not confirmed in time: it may still be delivered; retry after "
          "Retry-After seconds (a repeat is harmless).",
 }
@@ -231,8 +232,9 @@ def _responses(s: SourceSettings) -> dict[str, Any]:
     if s.on_invalid == "hold":
         accepted.append(_ref("schemas", "Held"))
     responses: dict[str, Any] = {
-        "200": _json_answer("Nothing published: the delivery id was accepted within "
-                            "dedup_window (duplicate)"
+        "200": _json_answer("Nothing published: the delivery id (or, where only the body "
+                            "is signed, the same body under the same topic) was accepted "
+                            "within dedup_window (duplicate)"
                             + (", or the creation ping" if len(ok) > 1 else ""),
                             ok[0] if len(ok) == 1 else {"oneOf": ok}),
         "202": _json_answer("Confirmed by RabbitMQ: published as its canonical event"

@@ -83,6 +83,12 @@ class BrokerSettings:
     connection_name: str = "webhook-router"
     heartbeat: int = 4  # AMQP heartbeat seconds (0: off); a silent broker is dropped after ~2-3x
     max_in_flight: int = 1000  # unconfirmed publishes per connection; beyond: refused at once
+    # Bounds of each held.SOURCE queue and of the audit queue: past either, the broker
+    # refuses the publish and the ingress answers 503 (router.broker.topology).
+    held_max_length: int = 10_000
+    held_max_bytes: int = 256 * MiB
+    audit_max_length: int = 1_000_000
+    audit_max_bytes: int = 2048 * MiB
     # TLS for amqps:// (aio-pika's names; its URL query parameters work too, these win).
     cafile: Path | None = None
     certfile: Path | None = None
@@ -360,6 +366,10 @@ def _broker(t: _Table, base: Path, env: Mapping[str, str]) -> BrokerSettings:
         connection_name=t.get("connection_name", str, d.connection_name),
         heartbeat=t.get("heartbeat", int, d.heartbeat),
         max_in_flight=t.positive("max_in_flight", int, d.max_in_flight),
+        held_max_length=t.positive("held_max_length", int, d.held_max_length),
+        held_max_bytes=t.positive("held_max_bytes", int, d.held_max_bytes),
+        audit_max_length=t.positive("audit_max_length", int, d.audit_max_length),
+        audit_max_bytes=t.positive("audit_max_bytes", int, d.audit_max_bytes),
         **{name: _existing_file(t, base, name) for name in ("cafile", "certfile", "keyfile")},
         verify=t.get("verify", bool, d.verify),
     )

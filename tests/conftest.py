@@ -79,7 +79,7 @@ async def topology(
 ) -> AsyncIterator[Topology]:
     """This test's topology, declared, and deleted after the test."""
     b = settings.broker
-    topo = Topology(b.prefix, b.retry_ladder, b.delivery_limit)
+    topo = Topology.of(b)
     try:
         await topo.declare(await amqp.channel())
         yield topo

@@ -21,7 +21,7 @@ class TestInFlight:
         release = asyncio.Event()
 
         async def first() -> None:
-            with in_flight.lead("k"):
+            with in_flight.lead(("k",)):
                 await release.wait()
 
         leader = asyncio.create_task(first())
@@ -40,7 +40,7 @@ class TestInFlight:
         release = asyncio.Event()
 
         async def first() -> None:
-            with in_flight.lead("k"):
+            with in_flight.lead(("k",)):
                 await release.wait()
                 raise BrokerUnavailable("no confirm", retry_after=5)
 
@@ -61,7 +61,7 @@ class TestInFlight:
         release = asyncio.Event()
 
         async def first() -> None:
-            with in_flight.lead("k"):
+            with in_flight.lead(("k",)):
                 await release.wait()
 
         leader = asyncio.create_task(first())

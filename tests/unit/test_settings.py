@@ -112,6 +112,8 @@ class TestLoadSettings:
             ("[broker]\nretry_ladder = []\n", "broker.retry_ladder", "non-empty"),
             ("[broker]\nheartbeat = -1\n", "broker.heartbeat", "0 (off)"),
             ("[broker]\nmax_in_flight = 0\n", "broker.max_in_flight", "greater than 0"),
+            ("[broker]\nheld_max_length = 0\n", "broker.held_max_length", "greater than 0"),
+            ('[broker]\naudit_max_bytes = "1G"\n', "broker.audit_max_bytes", "must be int"),
             ('[broker]\ncafile = "nowhere.pem"\n', "broker.cafile", "no such file"),
             ('[broker]\nverify = "no"\n', "broker.verify", "bool"),
             (f'[broker]\nkeyfile = "{__file__}"\n', "broker.keyfile", "needs certfile"),
