@@ -107,6 +107,7 @@ class ServerSettings:
     dedup_window: float = 24 * 3600.0
     dedup_capacity: int = 100_000
     max_connections: int = 1000  # open connections per process; beyond, 503 and close
+    header_timeout: float = 10.0  # seconds for a connection's request line and headers (408)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     schemas: Path = Path("config/schemas")
@@ -306,6 +307,7 @@ def _server(t: _Table, base: Path) -> ServerSettings:
         dedup_window=t.positive("dedup_window", float, d.dedup_window),
         dedup_capacity=t.positive("dedup_capacity", int, d.dedup_capacity),
         max_connections=t.positive("max_connections", int, d.max_connections),
+        header_timeout=t.positive("header_timeout", float, d.header_timeout),
         tls_cert=tls_cert,
         tls_key=tls_key,
         schemas=_path(base, t.get("schemas", str, "schemas")),

@@ -608,3 +608,45 @@ class TestMetricsAccess:
             assert "address_not_allowed" == (await response.json())["error"]
         else:
             assert "webhook_requests_total" in await response.text()
+
+
+async def trickle(writer: asyncio.StreamWriter, data: bytes, every: float) -> None:
+    """Send `data` one byte at a time, `every` seconds apart, until done or closed."""
+    for byte in data:
+        writer.write(bytes([byte]))
+        try:
+            await writer.drain()
+        except ConnectionError:
+            return
+        await asyncio.sleep(every)
+
+
+class TestHeaderTimeout:
+    @pytest.mark.parametrize("workers", [1, 2])
+    async def test_headers_sent_byte_by_byte_past_the_deadline_are_cut_off(
+        self, server_config, make_server, workers
+    ):
+        """A client that sends its request line and headers slower than header_timeout is
+        answered 408 header_timeout and its connection closed (one process, and gunicorn's
+        workers); a client that sends them at once is served."""
+        config = server_config()
+        config.write_text(config.read_text().replace("header_timeout = 10 ",
+                                                      "header_timeout = 0.5 "))
+        server = make_server(config)
+        await server.start("--workers", str(workers))
+        async with aiohttp.ClientSession() as session:
+            await wait_status(session, f"{server.base}/readyz", 200)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        slow = asyncio.create_task(trickle(
+            writer, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n",
+            every=0.1))
+        try:
+            answer = await asyncio.wait_for(reader.read(), 30)  # until the server closes
+        finally:
+            slow.cancel()
+            writer.close()
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+        assert b'"error":"header_timeout"' in answer
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{server.base}/healthz") as response:
+            assert 200 == response.status
