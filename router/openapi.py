@@ -36,7 +36,7 @@ REASONS: dict[int, tuple[str, ...]] = {
     403: ("address_not_allowed",),
     404: ("unknown_source",),
     405: ("method_not_allowed",),
-    408: ("body_timeout",),
+    408: ("body_timeout", "header_timeout"),
     413: ("payload_too_large",),
     415: ("unsupported_media_type", "unsupported_encoding"),
     422: ("unknown_event", "schema_violation", "unproven_topic", "unmappable"),
@@ -54,8 +54,8 @@ _WHEN = {
     403: "The client address is outside the source's allow_ips.",
     404: "No source at this path (any path not listed here).",
     405: "Not a method this path takes (sources take POST, the probes GET and HEAD).",
-    408: "The whole body did not arrive within the source's body_timeout; the connection "
-         "is closed.",
+    408: "The whole body did not arrive within the source's body_timeout, or the request "
+         "line and headers within header_timeout; the connection is closed.",
     413: "The body (as declared, as received, or decoded) is over the source's max_body.",
     415: "The Content-Type is not one this source accepts, or the Content-Encoding is not "
          "gzip, deflate or identity.",
