@@ -21,7 +21,7 @@ def signed_content_key(source: str, topic: str, body: bytes) -> str:
     content, answered as a duplicate. No real delivery is lost to it: a provider's own retry
     keeps its id and its body (Shopify's X-Shopify-Webhook-Id), and a new event always has a
     new body (its updated_at moves on). The same body under two topics the source maps
-    (Shopify's orders/create and orders/paid) is two events; `topic` is "" for any topic the
+    (Shopify's orders/create and orders/updated) is two events; `topic` is "" for any topic the
     source does not map, so a made-up one cannot make a copy new."""
     digest = hashlib.sha256(topic.encode("utf-8", "surrogateescape") + b"\0" + body)
     return f"{source}\0body:{digest.hexdigest()}"

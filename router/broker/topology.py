@@ -12,14 +12,15 @@
                                 delivery_limit times (a crash loop) ends up
     per source held.SOURCE      quorum; authentic deliveries that could not be mapped, kept
                                 for an operator (sources with on_invalid = "hold")
+    per subscription            deliver.NAME, its retry queues on the notifications ladder and
+                                deliver.NAME.dead (declared by the notifications consumer)
+All names carry the configured prefix.
+
 held.* and audit are bounded (x-max-length, x-max-length-bytes from [broker]) with
 x-overflow reject-publish: once full, the broker nacks a publish to them, so the ingress
 answers 503 and the provider retries later, instead of the disk filling up until an alarm
 blocks every publisher. A queue declared before these limits existed keeps working without
 them (RabbitMQ cannot change a queue's arguments): see LIMITS_NOT_APPLIED.
-    per subscription            deliver.NAME, its retry queues on the notifications ladder and
-                                deliver.NAME.dead (declared by the notifications consumer)
-All names carry the configured prefix.
 """
 
 from __future__ import annotations
