@@ -21,6 +21,7 @@ from aiohttp import web
 
 from router.body import content_coding, read_body, refuse_over
 from router.broker.errors import PublishFailed, PublishInDoubt, PublishRefused
+from router.broker.messages import CONSOLE_TEST
 from router.broker.publisher import Publisher
 from router.dedup import InFlight, RecentIds, signed_content_key
 from router.envelope import Delivery, build_event, parse_delivery
@@ -41,6 +42,7 @@ from router.ratelimit import retry_after_seconds
 from router.schemas import SchemaRegistry
 from router.settings import ServerSettings
 from router.sources import Source
+from router.testmark import USER_HEADER, marked_by
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -170,6 +172,12 @@ class Ingress:
                 raise
             return await self._hold(source, delivery, media_type, exc, info, keys, now)
         info.type = event.type
+        headers: dict[str, str | int] = {"source": source.name, "schema": event.schema,
+                                         "attempt": 0}
+        if USER_HEADER in delivery.headers:  # the console's test, if its mark verifies
+            tester = marked_by(source.settings.secrets, delivery.headers, delivery.body)
+            if tester is not None:
+                headers[CONSOLE_TEST] = tester
 
         waited = await self._publish(
             event.body,
@@ -177,7 +185,7 @@ class Ingress:
             message_id=event.id,
             type=event.type,
             correlation_id=info.request_id,
-            headers={"source": source.name, "schema": event.schema, "attempt": 0},
+            headers=headers,
             timestamp=now,
         )
         source.publish_latency.observe(waited)

@@ -235,6 +235,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX console_logouts_by_expiry ON console_logouts (expires)",
         ],
     ),
+    (
+        # What an operator action was done with, besides its ids, as JSON (a test payload's
+        # topic and body digest); rows written before this have none.
+        14,
+        ["ALTER TABLE operator_actions ADD COLUMN detail TEXT"],
+    ),
 ]
 
 _DIALECT = {

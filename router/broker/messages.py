@@ -32,6 +32,9 @@ HELD_ERRORS = "x-held-errors"
 HELD_HEADERS = "x-held-headers"
 HELD_AT = "x-held-at"
 HELD_RELEASES = "x-held-releases"
+# Written by the ingress on the event of a console's Send test payload: the operator's name
+# (router.testmark).
+CONSOLE_TEST = "x-console-test"
 # Set by the broker on a (quorum queue) redelivery or dead-lettering; never copied.
 BROKER_HEADERS = ("x-delivery-count", "x-death", "x-first-death-exchange",
                   "x-first-death-queue", "x-first-death-reason")

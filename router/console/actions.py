@@ -37,13 +37,14 @@ async def action_log(store_url: str) -> AsyncIterator[Store]:
 
 
 async def record(store: Store, user: ConsoleUser, action: str, target: str,
-                 ids: list[str], outcome: str) -> None:
+                 ids: list[str], outcome: str, detail: dict[str, str] | None = None) -> None:
+    """One action, with what it was done with besides its ids (`detail`, kept as JSON)."""
     async with store.transaction() as tx:
         await tx.execute(
-            "INSERT INTO operator_actions (at, actor, role, action, target, ids, outcome)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO operator_actions (at, actor, role, action, target, ids, outcome,"
+            " detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             now_iso(), user.name, user.role, action, target, orjson.dumps(ids).decode(),
-            outcome)
+            outcome, None if detail is None else orjson.dumps(detail).decode())
 
 
 async def act(store_url: str, user: ConsoleUser, action: str, target: str, ids: list[str],
@@ -70,8 +71,10 @@ async def recent(store_url: str, limit: int = AUDIT_LIMIT) -> list[dict[str, Any
     try:
         async with open_store(store_url, create=False) as store, store.transaction() as tx:
             rows = await tx.fetch(
-                "SELECT at, actor, role, action, target, ids, outcome FROM operator_actions"
+                "SELECT at, actor, role, action, target, ids, outcome, detail"
+                " FROM operator_actions"
                 " ORDER BY id DESC LIMIT $1", limit)
     except (StoreError, OSError) as exc:
         raise StoreUnavailable(f"the store cannot be read: {exc}") from exc
-    return [{**row, "ids": orjson.loads(row["ids"])} for row in rows]
+    return [{**row, "ids": orjson.loads(row["ids"]),
+             "detail": orjson.loads(row["detail"]) if row["detail"] else {}} for row in rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urlencode
@@ -10,11 +11,13 @@ import aiohttp
 import jinja2
 from aiohttp import web
 
+from router.broker.counts import QueueCounter
 from router.console import operator, pages, sourcepages, state, subscriptionpages
-from router.console.auth import LoginThrottle
-from router.console.errors import ConsoleError, CsrfRefused, NotLoggedIn
+from router.console.auth import LoginThrottle, may_act
+from router.console.errors import ConsoleError, CsrfRefused, Forbidden, NotLoggedIn
 from router.console.logouts import Logouts
 from router.console.session import COOKIE, CSRF_FIELD, CSRF_HEADER, SessionCodec
+from router.console.shared import SharedStore
 from router.logs import Redactor
 from router.schemas import SchemaRegistry
 from router.settings import Settings
@@ -22,33 +25,55 @@ from router.sources import build_sources
 
 HERE = Path(__file__).parent
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ROUTES: list[tuple[str, str, Handler]] = [
-    ("GET", "/login", pages.login_page),
-    ("POST", "/login", pages.login),
-    ("POST", "/logout", pages.logout),
-    ("GET", "/", pages.overview_page),
-    ("GET", "/api/overview", pages.overview_json),
-    ("GET", "/search", pages.search_page),
-    ("GET", "/api/trace", pages.trace_json),
-    ("GET", "/audit", operator.audit_page),
-    ("GET", "/sources", sourcepages.sources_page),
-    ("POST", "/sources/preview", sourcepages.preview),
-    ("POST", "/sources/send", sourcepages.send),  # operators only (it checks the role)
-    ("GET", "/subscriptions", subscriptionpages.subscriptions_page),
-    ("GET", "/subscriptions/one", subscriptionpages.subscription_page),
-    # Operators only (the handlers check the role), as are the dead letters pages below.
-    ("POST", "/subscriptions/enable", subscriptionpages.enable),
-    ("POST", "/subscriptions/disable", subscriptionpages.disable),
-    ("POST", "/subscriptions/test", subscriptionpages.send_test),
-    ("POST", "/subscriptions/replay", subscriptionpages.replay),
-    ("GET", "/dead-letters", operator.dead_letters_page),
-    ("GET", "/dead-letters/message", operator.dead_letter_page),
-    ("POST", "/dead-letters/replay", operator.replay),
-    ("POST", "/dead-letters/replay-all", operator.replay_all),
-    ("POST", "/dead-letters/reveal", operator.reveal),
-    ("GET", "/dead-letters/purge", operator.purge_page),
-    ("POST", "/dead-letters/purge", operator.purge),
+# Who may use each route, checked in one place (_with_role, applied as the routes are
+# added): "anyone" (logging in), "viewer" (everyone logged in: reading, the mapping preview,
+# logging out) or "operator" (every action, and the dead letters, which hold personal data).
+ROLES = ("anyone", "viewer", "operator")
+ROUTES: list[tuple[str, str, Handler, str]] = [
+    ("GET", "/login", pages.login_page, "anyone"),
+    ("POST", "/login", pages.login, "anyone"),
+    ("POST", "/logout", pages.logout, "viewer"),
+    ("GET", "/", pages.overview_page, "viewer"),
+    ("GET", "/api/overview", pages.overview_json, "viewer"),
+    ("GET", "/search", pages.search_page, "viewer"),
+    ("GET", "/api/trace", pages.trace_json, "viewer"),
+    ("GET", "/audit", operator.audit_page, "viewer"),
+    ("GET", "/sources", sourcepages.sources_page, "viewer"),
+    ("POST", "/sources/preview", sourcepages.preview, "viewer"),
+    ("POST", "/sources/send", sourcepages.send, "operator"),
+    ("GET", "/subscriptions", subscriptionpages.subscriptions_page, "viewer"),
+    ("GET", "/subscriptions/one", subscriptionpages.subscription_page, "viewer"),
+    ("POST", "/subscriptions/enable", subscriptionpages.enable, "operator"),
+    ("POST", "/subscriptions/disable", subscriptionpages.disable, "operator"),
+    ("POST", "/subscriptions/test", subscriptionpages.send_test, "operator"),
+    ("POST", "/subscriptions/replay", subscriptionpages.replay, "operator"),
+    ("GET", "/dead-letters", operator.dead_letters_page, "operator"),
+    ("GET", "/dead-letters/message", operator.dead_letter_page, "operator"),
+    ("POST", "/dead-letters/replay", operator.replay, "operator"),
+    ("POST", "/dead-letters/replay-all", operator.replay_all, "operator"),
+    ("POST", "/dead-letters/reveal", operator.reveal, "operator"),
+    ("GET", "/dead-letters/purge", operator.purge_page, "operator"),
+    ("POST", "/dead-letters/purge", operator.purge, "operator"),
 ]
+
+
+def _with_role(role: str, handler: Handler) -> Handler:
+    """`handler` for the users of `role` only: Forbidden (403) to a viewer on an operator's
+    route, before the handler reads anything or acts. (The session middleware has already
+    sent everyone not logged in away from every route but /login.)"""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r} for {handler.__name__}; one of {ROLES}")
+    if role != "operator":
+        return handler
+
+    @functools.wraps(handler)
+    async def operators_only(request: web.Request) -> web.StreamResponse:
+        user = request[state.USER]
+        if user is None or not may_act(user.role):
+            raise Forbidden(f"only an operator may do this ({request.method} {request.path})")
+        return await handler(request)
+
+    return operators_only
 
 
 @web.middleware
@@ -114,6 +139,13 @@ async def _logouts_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[state.LOGOUTS].close()
 
 
+async def _reads_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The Overview's broker and store connections: opened when first read, closed here."""
+    yield
+    await app[state.COUNTER].close()
+    await app[state.SHARED_STORE].close()
+
+
 def create_console_app(settings: Settings) -> web.Application:
     """The console for `settings` (whose [console] secrets are resolved)."""
     console = settings.console
@@ -132,7 +164,10 @@ def create_console_app(settings: Settings) -> web.Application:
     app[state.LOGOUTS] = Logouts(settings.consumers.store)
     app.cleanup_ctx.append(_http_ctx)
     app.cleanup_ctx.append(_logouts_ctx)
-    for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
+    app[state.COUNTER] = QueueCounter(settings.broker, f"{settings.broker.connection_name}-console")
+    app[state.SHARED_STORE] = SharedStore(settings.consumers.store)
+    app.cleanup_ctx.append(_reads_ctx)
+    for method, path, handler, role in ROUTES:
+        app.router.add_route(method, path, _with_role(role, handler))
     app.router.add_static("/static/", HERE / "static")
     return app

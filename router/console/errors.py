@@ -9,6 +9,8 @@
     ├── UnknownSource       404  not a configured source (Send test payload, preview)
     ├── UnknownSubscription 404  not a configured subscription
     ├── NotConfirmed        409  a purge whose confirmation does not name the queue
+    ├── UnknownTopic        422  Send test payload: a topic the source does not know
+    ├── BadTopic            422  Send test payload: a topic with control characters
     ├── SubscriptionOff     409  enabling, testing or replaying to one off in the config
     ├── BadSearch           400  a search without an id, or one too long
     ├── BadTime             400  a replay's time is not an ISO-8601 date-time
@@ -67,6 +69,16 @@ class UnknownSource(ConsoleError):
 class UnknownSubscription(ConsoleError):
     status = 404
     reason = "unknown_subscription"
+
+
+class UnknownTopic(ConsoleError):
+    status = 422
+    reason = "unknown_topic"
+
+
+class BadTopic(ConsoleError):
+    status = 422
+    reason = "bad_topic"
 
 
 class SubscriptionOff(ConsoleError):

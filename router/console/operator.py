@@ -1,6 +1,7 @@
 """The operators' pages: dead letters (list per queue, inspect masked, reveal one unmasked,
-replay one or all, purge after a confirmation), for the operator role only, each action
-recorded in the store; and the Audit page listing those records, for everyone logged in."""
+replay one or all, purge after a confirmation), for the operator role only (app.ROUTES),
+each action recorded in the store; and the Audit page listing those records, for everyone
+logged in."""
 
 from __future__ import annotations
 
@@ -11,10 +12,8 @@ from aiohttp import web
 from router.broker.dlq import peek_dead, purge_dead, replay_dead
 from router.broker.topology import QUEUES, delivery_queue
 from router.console import actions
-from router.console.auth import may_act
 from router.console.errors import (
     BrokerFailed,
-    Forbidden,
     MissingId,
     NotConfirmed,
     UnknownQueue,
@@ -22,19 +21,9 @@ from router.console.errors import (
 )
 from router.console.overview import queues
 from router.console.pages import after_action, notice, render
-from router.console.settings import ConsoleUser
-from router.console.state import MASK, SETTINGS, USER
+from router.console.state import COUNTER, MASK, SETTINGS, user_of
 
 LISTED = 50  # dead letters listed per page
-
-
-def operator_only(request: web.Request, doing: str = "see and act on dead letters"
-                  ) -> ConsoleUser:
-    """The user, if an operator (Forbidden otherwise)."""
-    user = request[USER]
-    if user is None or not may_act(user.role):
-        raise Forbidden(f"only an operator may {doing}")
-    return user
 
 
 def _queue(request: web.Request, name: str) -> str:
@@ -46,11 +35,11 @@ def _queue(request: web.Request, name: str) -> str:
 
 
 async def dead_letters_page(request: web.Request) -> web.StreamResponse:
-    operator_only(request)
     settings = request.app[SETTINGS]
     name = request.query.get("queue")
-    context: dict[str, Any] = {"queues": await queues(settings), "queue": None, "total": 0,
-                               "messages": [], "done": notice(request)}
+    context: dict[str, Any] = {"queues": await queues(settings, request.app[COUNTER]),
+                               "queue": None, "total": 0, "messages": [],
+                               "done": notice(request)}
     if name:
         context["queue"] = _queue(request, name)
         total, messages = await broker_call(peek_dead(settings.broker, name, LISTED))
@@ -66,7 +55,6 @@ async def _dead_letter(request: web.Request, name: str, ident: str) -> dict[str,
 
 
 async def dead_letter_page(request: web.Request) -> web.StreamResponse:
-    operator_only(request)
     name = _queue(request, request.query.get("queue", ""))
     message = await _dead_letter(request, name, request.query.get("id", ""))
     return render(request, "dead_letter.html", {
@@ -84,7 +72,7 @@ async def _queue_and_id(request: web.Request, doing: str) -> tuple[str, str]:
 
 async def reveal(request: web.Request) -> web.StreamResponse:
     """The dead letter with its personal data shown, the reveal recorded before it is."""
-    user = operator_only(request, "reveal a dead letter's personal data")
+    user = user_of(request)
     name, ident = await _queue_and_id(request, "reveal")
     message = await actions.act(
         request.app[SETTINGS].consumers.store, user, "reveal", name, [ident],
@@ -94,7 +82,7 @@ async def reveal(request: web.Request) -> web.StreamResponse:
 
 
 async def replay(request: web.Request) -> web.StreamResponse:
-    user = operator_only(request)
+    user = user_of(request)
     name, ident = await _queue_and_id(request, "replay")
     settings = request.app[SETTINGS]
     await actions.act(settings.consumers.store, user, "replay", name, [ident],
@@ -105,7 +93,7 @@ async def replay(request: web.Request) -> web.StreamResponse:
 
 
 async def replay_all(request: web.Request) -> web.StreamResponse:
-    user = operator_only(request)
+    user = user_of(request)
     name = _queue(request, str((await request.post()).get("queue", "")))
     settings = request.app[SETTINGS]
     moved = await actions.act(settings.consumers.store, user, "replay-all", name, [],
@@ -116,14 +104,13 @@ async def replay_all(request: web.Request) -> web.StreamResponse:
 
 
 async def purge_page(request: web.Request) -> web.StreamResponse:
-    operator_only(request)
     name = _queue(request, request.query.get("queue", ""))
     total, _ = await broker_call(peek_dead(request.app[SETTINGS].broker, name, 1))
     return render(request, "purge.html", {"queue": name, "total": total})
 
 
 async def purge(request: web.Request) -> web.StreamResponse:
-    user = operator_only(request)
+    user = user_of(request)
     form = await request.post()
     name = _queue(request, str(form.get("queue", "")))
     if form.get("confirm") != name:

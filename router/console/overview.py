@@ -1,6 +1,7 @@
 """What the Overview page shows, gathered from the settings, the ingress's /rejections, the
-broker (passive declares) and the store. Each part that cannot be read says so in place
-("unavailable" with the reason) instead of failing the page."""
+broker (passive declares) and the store, over the console's one broker connection and one
+store connection. Each part that cannot be read says so in place ("unavailable" with the
+reason) instead of failing the page."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from typing import Any
 import aiohttp
 
 from consumers.outbound.subscriptions import states
-from consumers.store import StoreError, open_store
-from router.broker.counts import BrokerAway, queue_counts
+from consumers.store import StoreError
+from router.broker.counts import BrokerAway, QueueCounter
 from router.broker.topology import QUEUES, Topology, delivery_queue
+from router.console.shared import SharedStore
 from router.rejections import RejectionsUnavailable, fetch
 from router.settings import Settings
 
@@ -77,13 +79,12 @@ def _queue_names(settings: Settings) -> dict[str, list[str]]:
             for base, ladder in bases.items()}
 
 
-async def queues(settings: Settings) -> dict[str, Any]:
+async def queues(settings: Settings, counter: QueueCounter) -> dict[str, Any]:
     """{"available": True, "queues": [{name, depth, consumers, retrying, dead}]} (None where a
     queue is not declared), or {"available": False, "error": why}."""
     names = _queue_names(settings)
     try:
-        counts = await queue_counts(settings.broker, [q for group in names.values()
-                                                      for q in group], "webhook-router-console")
+        counts = await counter.counts([q for group in names.values() for q in group])
     except BrokerAway as exc:
         return {"available": False, "error": str(exc)}
     rows = []
@@ -100,13 +101,13 @@ async def queues(settings: Settings) -> dict[str, Any]:
     return {"available": True, "queues": rows}
 
 
-async def store_part(settings: Settings, since: str) -> dict[str, Any]:
+async def store_part(settings: Settings, shared: SharedStore, since: str) -> dict[str, Any]:
     """{"available": True, "subscriptions": [...], "sources": {...}} with each configured
     subscription's state, failure streak and last success, and per source the events the
     audit consumer recorded as received at or after `since` and the last one's time; or
     {"available": False, "error": why}."""
     try:
-        async with open_store(settings.consumers.store, create=False) as store:
+        async with shared.use() as store:
             async with store.transaction() as tx:
                 received = {}
                 for name in settings.sources:  # each through audit_events_by_source
@@ -123,11 +124,12 @@ async def store_part(settings: Settings, since: str) -> dict[str, Any]:
     return {"available": True, "subscriptions": subscriptions, "sources": received}
 
 
-async def overview(settings: Settings, http: aiohttp.ClientSession, ingress: str
-                   ) -> dict[str, Any]:
+async def overview(settings: Settings, http: aiohttp.ClientSession, ingress: str,
+                   counter: QueueCounter, shared: SharedStore) -> dict[str, Any]:
     """Everything the Overview page shows, the three remote parts read at once."""
     since = (datetime.now(UTC) - timedelta(seconds=WINDOW)).isoformat(timespec="milliseconds")
     refused, broker, store = await asyncio.gather(
-        rejections(http, ingress, since), queues(settings), store_part(settings, since))
+        rejections(http, ingress, since), queues(settings, counter),
+        store_part(settings, shared, since))
     return {"sources": sources(settings), "since": since, "rejections": refused,
             "broker": broker, "store": store}

@@ -20,11 +20,13 @@ from router.console.session import COOKIE
 from router.console.settings import ConsoleSettings
 from router.console.state import (
     CODEC,
+    COUNTER,
     HTTP,
     LOGOUTS,
     MASK,
     SESSION,
     SETTINGS,
+    SHARED_STORE,
     TEMPLATES,
     THROTTLE,
     USER,
@@ -149,7 +151,8 @@ async def logout(request: web.Request) -> web.StreamResponse:
 
 async def _overview(request: web.Request) -> Any:
     settings = request.app[SETTINGS]
-    data = await overview(settings, request.app[HTTP], _console(request).ingress_metrics)
+    data = await overview(settings, request.app[HTTP], _console(request).ingress_metrics,
+                          request.app[COUNTER], request.app[SHARED_STORE])
     return request.app[MASK].mask(data)
 
 

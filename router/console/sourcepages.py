@@ -1,10 +1,11 @@
 """The Sources page: per configured source, a mapping preview (everyone: a pasted payload
 parsed and mapped in-process, as the ingress would, nothing signed or published) and Send
-test payload (operators: the payload signed as the provider would and posted to the live
-ingress, its answer shown, the send recorded in operator_actions)."""
+test payload (operators: the payload signed as the provider would, marked as a console test,
+and posted to the live ingress, its answer shown, the send recorded in operator_actions)."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from typing import Any
@@ -14,17 +15,19 @@ import orjson
 from aiohttp import web
 
 from router.console import actions
-from router.console.auth import may_act
-from router.console.errors import Forbidden, UnknownSource
+from router.console.errors import BadTopic, UnknownSource, UnknownTopic
 from router.console.pages import render
-from router.console.state import HTTP, MASK, SETTINGS, SOURCES, USER
+from router.console.state import HTTP, MASK, SETTINGS, SOURCES, user_of
 from router.envelope import build_event, parse_delivery
 from router.errors import InvalidPayload, MalformedPayload
 from router.providers import signed_headers
 from router.schemas import SchemaRegistry
 from router.sources import Source
+from router.testmark import mark_headers
 
 SEND_TIMEOUT = 10.0
+MAX_TOPIC_KEPT = 200  # characters of a (refused) topic kept in operator_actions
+MAX_TOPIC_SHOWN = 60  # and in the refusal's message
 
 
 def _forms(request: web.Request) -> list[dict[str, Any]]:
@@ -86,17 +89,48 @@ async def preview(request: web.Request) -> web.StreamResponse:
     return _page(request, {"kind": "preview", **request.app[MASK].mask(result)}, source.name)
 
 
+def _topic(source: Source, topic: str) -> str:
+    """The topic to send: for a source that reads it from a header, one of its provider's
+    topics ([sources.NAME.events]; none given: the first); for one that reads it from the
+    body (or posts one kind of event), none. BadTopic for a control or invisible character
+    (a header cannot carry CR/LF), UnknownTopic for a topic the source does not know."""
+    if not topic.isprintable():
+        raise BadTopic("the topic has a control or invisible character: nothing was sent")
+    s = source.settings
+    if not s.topic_header:
+        if topic:
+            raise UnknownTopic(f"{source.name} takes its topic from the body, not a header: "
+                               "send no topic (nothing was sent)")
+        return topic
+    known = list(s.events)
+    if not topic and known:
+        return known[0]
+    if topic not in known:
+        raise UnknownTopic(f"{source.name} knows no topic {topic[:MAX_TOPIC_SHOWN]!r}; one of "
+                           f"{', '.join(known)} (nothing was sent)")
+    return topic
+
+
 async def send(request: web.Request) -> web.StreamResponse:
-    user = request[USER]
-    if user is None or not may_act(user.role):
-        raise Forbidden("only an operator may send a test payload")
+    """Sign the payload as the source's provider would, marked as this operator's test
+    (router.testmark), and post it to the live ingress; recorded in operator_actions with
+    its topic and body digest, a refused topic too."""
+    user = user_of(request)
     source, topic, payload = await _form(request)
     settings = request.app[SETTINGS]
     body = payload.encode()
-    delivery_id = str(uuid.uuid4())
-    headers = signed_headers(settings, source.name, body, topic or None, delivery_id)
-    url = _console_ingress(request) + source.settings.path
+    detail = {"topic": topic[:MAX_TOPIC_KEPT], "body_sha256": hashlib.sha256(body).hexdigest()}
     async with actions.action_log(settings.consumers.store) as store:
+        try:
+            topic = detail["topic"] = _topic(source, topic)
+        except (BadTopic, UnknownTopic) as exc:
+            await actions.record(store, user, "send-test", source.name, [],
+                                 f"refused: {exc.reason}", detail)
+            raise
+        delivery_id = str(uuid.uuid4())
+        headers = {**signed_headers(settings, source.name, body, topic or None, delivery_id),
+                   **mark_headers(source.settings.secrets, user.name, body)}
+        url = _console_ingress(request) + source.settings.path
         try:
             async with request.app[HTTP].post(
                     url, data=body, headers=headers,
@@ -105,17 +139,17 @@ async def send(request: web.Request) -> web.StreamResponse:
         except (aiohttp.ClientError, TimeoutError) as exc:
             problem = f"cannot reach the ingress at {url}: {exc or type(exc).__name__}"
             await actions.record(store, user, "send-test", source.name, [delivery_id],
-                                 f"failed: {problem}")
+                                 f"failed: {problem}", detail)
             result: dict[str, Any] = {"kind": "send", "status": None, "problem": problem}
             return _page(request, result, source.name)
         await actions.record(store, user, "send-test", source.name, [delivery_id],
-                             f"answered {status}")
+                             f"answered {status}", detail)
     try:
         answer_body: Any = orjson.loads(text)
     except orjson.JSONDecodeError:
         answer_body = text
     result = {"kind": "send", "status": status, "url": url, "delivery_id": delivery_id,
-              "body": request.app[MASK].mask(answer_body)}
+              "marked": user.name, "body": request.app[MASK].mask(answer_body)}
     return _page(request, result, source.name)
 
 

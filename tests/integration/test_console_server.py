@@ -7,19 +7,24 @@ from __future__ import annotations
 import dataclasses
 import re
 import socket
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import aio_pika
 import pytest
 from aiohttp.test_utils import TestClient
+from test_amqp import connection_pid, rabbitmqctl
 from test_ingress import SHOPIFY_ORDER
 from test_rejected_requests import forged
 from test_runner import wait_for
 from test_trace import ORDER, consumers, outcomes, publish
 
 from consumers.cli import consumer_spec
+from consumers.store import PostgresStore, SqliteStore, StoreError
 from router.console.auth import hash_password
 from router.console.settings import ConsoleSettings, ConsoleUser
+from router.console.state import SHARED_STORE
 from router.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -225,6 +230,64 @@ class TestOverview:
                 == {s["subscription"] for s in answer["store"]["subscriptions"]})
         page = await (await client.get("/")).text()
         assert "/webhooks/shopify" in page and reason in page
+
+    async def test_renders_share_one_broker_and_one_store_connection(
+            self, make_console, settings, store_url, store, topology, monkeypatch):
+        """Ten renders after the first open no broker connection (counted at the real
+        aio_pika.connect, wrapped) and no store; once the broker closes the console's
+        connection, the next render opens one more and shows the queues; a store that failed
+        is opened once more too; shutting down closes the connection."""
+        name = f"test-console-{uuid.uuid4().hex[:8]}"  # whose connection to close
+        settings = dataclasses.replace(settings, broker=dataclasses.replace(
+            settings.broker, connection_name=name))
+        connects: list[Any] = []
+        real_connect = aio_pika.connect
+
+        async def counted_connect(*args: Any, **kwargs: Any) -> Any:
+            connection = await real_connect(*args, **kwargs)
+            if kwargs["client_properties"]["connection_name"] == f"{name}-console":
+                connects.append(connection)
+            return connection
+
+        store_opens: list[Any] = []
+        for kind in (SqliteStore, PostgresStore):
+            def counted_open(opened: Any, *, real: Any = kind.open) -> Any:
+                store_opens.append(opened)
+                return real(opened)
+            monkeypatch.setattr(kind, "open", counted_open)
+        monkeypatch.setattr(aio_pika, "connect", counted_connect)
+        client = await make_console(console_settings(settings, store_url))
+        assert 303 == (await login(client)).status
+
+        async def render() -> dict[str, Any]:
+            answer = await (await client.get("/api/overview")).json()
+            assert (True, True) == (answer["broker"]["available"],
+                                    answer["store"]["available"])
+            return answer
+
+        await render()
+        assert 1 == len(connects)
+        opened = len(store_opens)  # the Overview's store, and the logouts' one
+        for _ in range(10):
+            await render()
+        assert (1, opened) == (len(connects), len(store_opens))
+
+        await rabbitmqctl("close_connection", await connection_pid(f"{name}-console"),
+                          "closed under the console")
+        answer = await render()
+        assert 2 == len(connects)
+        assert {"orders", "audit"} <= {q["queue"] for q in answer["broker"]["queues"]}
+        await render()
+        assert 2 == len(connects)
+
+        with pytest.raises(StoreError):  # a read that failed: the store is opened again
+            async with client.server.app[SHARED_STORE].use():
+                raise StoreError("the store went away")
+        await render()
+        await render()
+        assert opened + 1 == len(store_opens)
+        await client.close()  # and the console's connection closes with it
+        assert connects[-1].is_closed
 
     async def test_what_cannot_be_read_says_unavailable(self, make_console, settings,
                                                         tmp_path):

@@ -6,20 +6,34 @@ data masked, or the 422 reason and paths; nothing published)."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import orjson
 import pytest
 from test_console_actions import actions, csrf
+from test_console_roles import depths
 from test_console_server import console_settings, login
 from test_runner import wait_for
 
 pytestmark = pytest.mark.integration
 
+# Every source that holds what it cannot map: a refused send reaches none of these queues.
+HELD = ("shopify", "woocommerce", "easypost", "aftership")
 PII = ("jane.doe@example.com", "Jane Doe", "123 Main Street", "78701")
 
 
 def sample(settings) -> str:
     return settings.sources["shopify"].sample.read_text()
+
+
+def digest(settings) -> str:
+    return hashlib.sha256(sample(settings).encode()).hexdigest()
+
+
+async def details(store) -> list[dict[str, str]]:
+    async with store.transaction() as tx:
+        rows = await tx.fetch("SELECT detail FROM operator_actions ORDER BY id")
+    return [orjson.loads(row["detail"]) for row in rows]
 
 
 @pytest.fixture
@@ -35,9 +49,10 @@ async def console(make_console, settings, store, store_url, ingress):
 
 class TestSendTestPayload:
     async def test_an_operator_sends_the_shopify_sample(self, console, settings, topology,
-                                                        queue_depths, store):
+                                                        queue_depths, store, amqp):
         """The sample, signed as Shopify would, is accepted by the live ingress (202 shown);
-        the order is on the orders queue (and its copy on audit's); the send is recorded."""
+        the order is on the orders queue (and its copy on audit's), marked with the header
+        x-console-test: ana; the send is recorded with its topic and body digest."""
         assert 303 == (await login(console)).status
         page = await (await console.get("/sources")).text()
         assert "Send test payload" in page and "orders/create" in page and "#1042" in page
@@ -58,7 +73,16 @@ class TestSendTestPayload:
         assert ("ana", "send-test", "shopify", "answered 202") == (actor, action, target,
                                                                    outcome)
         assert orjson.loads(ids)[0] in page  # the fresh delivery id it was sent with
-        assert "send-test" in await (await console.get("/audit")).text()
+        assert [{"topic": "orders/create", "body_sha256": digest(settings)}] == await details(
+            store)
+        audit = await (await console.get("/audit")).text()
+        assert "send-test" in audit and digest(settings) in audit
+        # Marked as this operator's test, so downstream can tell it from real traffic.
+        channel = await amqp.channel()
+        queue = await channel.get_queue(topology.queue("orders"))
+        message = await queue.get(no_ack=True)
+        assert "ana" == message.headers["x-console-test"]
+        assert "x-console-test: ana" in page
 
     async def test_a_viewer_gets_403_and_no_button(self, console, settings, queue_depths,
                                                    store):
@@ -86,6 +110,35 @@ class TestSendTestPayload:
                                    "csrf_token_invalid" in await response.text())
         assert not any((await queue_depths()).values())
         assert [] == await actions(store)
+
+    @pytest.mark.parametrize(("source", "topic", "reason"), [
+        ("shopify", "orders/create\r\nX-Injected: 1", "bad_topic"),
+        ("shopify", "orders/create\n", "bad_topic"),
+        ("shopify", "\rorders/create", "bad_topic"),
+        ("shopify", "orders/made-up", "unknown_topic"),
+        ("shopify", "x" * 4000, "unknown_topic"),
+        ("easypost", "tracker.updated", "unknown_topic"),  # its topic is in the body
+    ])
+    async def test_a_bad_or_unknown_topic_is_refused_and_recorded(
+            self, console, settings, topology, amqp, store, source, topic, reason):
+        """A topic with CR/LF (or another control character), one the source's provider does
+        not send, or one for a source that reads its topic from the body: 422 with its
+        reason as JSON; nothing reached any queue (held.* included); the refusal is
+        recorded with the topic and the body's digest."""
+        assert 303 == (await login(console)).status
+        response = await console.post("/sources/send", headers={"Accept": "application/json"},
+                                      data={"csrf": await csrf(console), "source": source,
+                                            "topic": topic, "payload": sample(settings)})
+        answer = await response.json()
+        assert (422, reason) == (response.status, answer["error"])
+        assert "nothing was sent" in answer["message"]
+        names = [*topology.names(), *(topology.hold_queue(held) for held in HELD)]
+        assert {name: 0 for name in names} == await depths(amqp, names)
+        [(actor, action, target, ids, outcome)] = await actions(store)
+        assert ("ana", "send-test", source, "[]", f"refused: {reason}") == (
+            actor, action, target, ids, outcome)
+        assert [{"topic": topic[:200], "body_sha256": digest(settings)}] == await details(
+            store)
 
     async def test_an_unreachable_ingress_is_shown_and_recorded(
             self, make_console, settings, store, store_url):
