@@ -15,6 +15,7 @@ import ssl
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -160,9 +161,11 @@ async def make_server(test_env) -> AsyncIterator[Callable[..., Server]]:
 
 
 async def post_order(session, server: Server, settings: Settings, **kw):
-    headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+    # An order of its own each time: one signed body sent again is a duplicate (router.dedup).
+    body = SHOPIFY_ORDER.replace(b'"#1042"', f'"#1042-{uuid.uuid4().hex}"'.encode())
+    headers = signed_headers(settings, "shopify", body, "orders/create")
     async with session.post(
-        f"{server.base}/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers, **kw
+        f"{server.base}/webhooks/shopify", data=body, headers=headers, **kw
     ) as response:
         return response.status, await response.json(), headers
 
