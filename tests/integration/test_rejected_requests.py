@@ -163,6 +163,19 @@ class TestAccess:
             if status == 403:
                 assert "address_not_allowed" == (await response.json())["error"]
 
+    async def test_loopback_only_by_default(self, settings, make_client):
+        """Without metrics_allow, /metrics and /rejections answer this machine only: a client
+        elsewhere (here behind a trusted proxy) gets 403 address_not_allowed, and could
+        neither read them nor learn what was refused."""
+        assert settings.server.metrics_allow == ("127.0.0.0/8", "::1")
+        server = dataclasses.replace(settings.server, trusted_proxies=("127.0.0.1",))
+        client = await make_client(dataclasses.replace(settings, server=server))
+        for path in ("/metrics", "/rejections"):
+            assert 200 == (await client.get(path)).status, path
+            response = await client.get(path, headers={"X-Forwarded-For": "192.0.2.1"})
+            assert (403, "address_not_allowed") == (
+                response.status, (await response.json())["error"]), path
+
     async def test_only_on_the_metrics_port_when_it_is_set(self, settings, topology):
         """With metrics_port, /rejections is served there, as /metrics is, and the webhook
         port answers 404 for both (one app listening on both ports, as `serve` does)."""

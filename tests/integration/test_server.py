@@ -14,6 +14,7 @@ import ssl
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -155,9 +156,11 @@ async def make_server(test_env) -> AsyncIterator[Callable[..., Server]]:
 
 
 async def post_order(session, server: Server, settings: Settings, **kw):
-    headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+    # An order of its own each time: one signed body sent again is a duplicate (router.dedup).
+    body = SHOPIFY_ORDER.replace(b'"#1042"', f'"#1042-{uuid.uuid4().hex}"'.encode())
+    headers = signed_headers(settings, "shopify", body, "orders/create")
     async with session.post(
-        f"{server.base}/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers, **kw
+        f"{server.base}/webhooks/shopify", data=body, headers=headers, **kw
     ) as response:
         return response.status, await response.json(), headers
 
@@ -634,3 +637,45 @@ class TestMetricsAccess:
             assert "address_not_allowed" == (await response.json())["error"]
         else:
             assert "webhook_requests_total" in await response.text()
+
+
+async def trickle(writer: asyncio.StreamWriter, data: bytes, every: float) -> None:
+    """Send `data` one byte at a time, `every` seconds apart, until done or closed."""
+    for byte in data:
+        writer.write(bytes([byte]))
+        try:
+            await writer.drain()
+        except ConnectionError:
+            return
+        await asyncio.sleep(every)
+
+
+class TestHeaderTimeout:
+    @pytest.mark.parametrize("workers", [1, 2])
+    async def test_headers_sent_byte_by_byte_past_the_deadline_are_cut_off(
+        self, server_config, make_server, workers
+    ):
+        """A client that sends its request line and headers slower than header_timeout is
+        answered 408 header_timeout and its connection closed (one process, and gunicorn's
+        workers); a client that sends them at once is served."""
+        config = server_config()
+        config.write_text(config.read_text().replace("header_timeout = 10 ",
+                                                      "header_timeout = 0.5 "))
+        server = make_server(config)
+        await server.start("--workers", str(workers))
+        async with aiohttp.ClientSession() as session:
+            await wait_status(session, f"{server.base}/readyz", 200)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        slow = asyncio.create_task(trickle(
+            writer, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n",
+            every=0.1))
+        try:
+            answer = await asyncio.wait_for(reader.read(), 30)  # until the server closes
+        finally:
+            slow.cancel()
+            writer.close()
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+        assert b'"error":"header_timeout"' in answer
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{server.base}/healthz") as response:
+            assert 200 == response.status
