@@ -80,8 +80,8 @@ from router.times import now_iso
 
 # What handle() returns, for the runner to count.
 OUTCOMES = ("allocated", "partially_allocated", "backordered", "on_hold", "ready_to_ship",
-            "completed", "expired", "cancelled", "refunded", "shipped", "exists", "ignored",
-            "stale")
+            "label_purchased", "completed", "expired", "cancelled", "refunded", "shipped",
+            "exists", "ignored", "stale")
 
 CANCELLED_STATUSES = frozenset({"cancelled", "refunded"})  # canonical order statuses
 FULFILLED_STATUSES = frozenset({"completed"})  # the storefront says it was sent
@@ -274,6 +274,8 @@ async def _updated(
     reserve = not (row["status"] == "expired" and order["payment_status"] in UNPAID)
     lines, (status, allocation, hold_reason, expires) = await _replace_lines(
         tx, order_id, order["lines"], order, row["created_at"], policy, reserve=reserve)
+    if row["status"] == "label_purchased" and status == "ready_to_ship":
+        status = "label_purchased"  # its label is bought (consumers.labels): still ready
     await tx.execute(
         "UPDATE orders SET shipping_address = $2, note = $3, updated_at = $4, status = $5,"
         " allocation = $6, hold_reason = $7, payment_status = $8, expires_at = $9,"

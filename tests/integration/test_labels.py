@@ -1,0 +1,399 @@
+"""The labels consumer against the EasyPost emulator on a local port, the real RabbitMQ and
+both stores: one label per order whatever is delivered twice or dies half-way, and each
+carrier failure where it belongs (a hold, the retry ladder, the dead-letter queue)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import aiohttp
+import asyncpg
+import orjson
+import pytest
+from aiohttp.test_utils import TestServer
+from test_consumer_process import wait_until, write_test_config
+
+from consumers import orders
+from consumers.cli import _runner
+from consumers.store import Store, open_store
+from emulators.easypost import Emulator, Fault, build_app
+from router.broker.topology import Topology
+from router.label_settings import ServiceChoice
+from router.providers import signed_headers
+from router.settings import Settings
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "EZTK_labels_test_key"
+NOWHERE = "1 Nowhere Lane"  # the emulator cannot verify it
+SHOPIFY_ORDER = (ROOT / "tests" / "fixtures" / "providers" / "shopify"
+                 / "2024-04-order-450789469.json").read_bytes()
+
+
+@dataclasses.dataclass
+class Carrier:
+    emulator: Emulator
+    base_url: str
+
+    def sold(self) -> dict[str, Any]:
+        return self.emulator.counters()
+
+
+@pytest.fixture
+async def carrier() -> AsyncIterator[Carrier]:
+    emulator = Emulator(key=KEY, rejected_streets=frozenset({NOWHERE}))
+    server = TestServer(build_app(emulator), host="127.0.0.1")
+    await server.start_server()
+    yield Carrier(emulator, str(server.make_url("/v2")))
+    await server.close()
+
+
+def labelled(settings: Settings, carrier: Carrier, **changes: Any) -> Settings:
+    """The test's settings with [labels] on, pointed at the emulator."""
+    labels = dataclasses.replace(settings.labels, enabled=True, api_key=KEY.encode(),
+                                 base_url=carrier.base_url, **changes)
+    broker = dataclasses.replace(settings.broker, optional_queues=("labels",))
+    return dataclasses.replace(settings, labels=labels, broker=broker)
+
+
+@pytest.fixture
+async def on(settings: Settings, carrier: Carrier, topology: Topology,
+             amqp: aio_pika.abc.AbstractConnection) -> AsyncIterator[Settings]:
+    """Labels on; the labels queues declared, and deleted after the test (the conftest
+    topology deletes the rest)."""
+    switched = labelled(settings, carrier)
+    labels_topology = Topology.of(switched.broker)
+    await labels_topology.declare(await amqp.channel())
+    yield switched
+    async with await aio_pika.connect(settings.broker.url) as connection:
+        channel = await connection.channel()
+        for spec in labels_topology.work_queues("labels", labels_topology.retry_ladder):
+            queue = await channel.get_queue(spec.name, ensure=False)
+            await queue.delete(if_unused=False, if_empty=False)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, store: Store, *names: str) -> AsyncIterator[None]:
+    """Consumers in this process (as `python -m consumers NAME` runs them) until the block
+    ends."""
+    stop = asyncio.Event()
+    async with aiohttp.ClientSession() as session:
+        tasks = [asyncio.create_task(_runner(name, settings, store, session, 10, 1).run(stop))
+                 for name in names]
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.gather(*tasks)
+
+
+def order_event(order_id: str, sku: str, street: str = "12 Analytical Way") -> dict[str, Any]:
+    return {
+        "id": f"evt-{order_id}", "type": "order.created", "source": "portal",
+        "received_at": "2026-12-07T10:00:01Z", "occurred_at": "2026-12-07T10:00:00Z",
+        "schema": "order.created/v1",
+        "data": {"order_id": order_id, "status": "received", "payment_status": "paid",
+                 "created_at": "2026-12-07T10:00:00Z",
+                 "lines": [{"sku": sku, "quantity": 2}],
+                 "shipping_address": {"name": "Ada Lovelace", "line1": street,
+                                      "city": "Portland", "region": "OR",
+                                      "postal_code": "97201", "country": "US"}},
+    }
+
+
+async def ready(store: Store, amqp, settings: Settings, order_id: str,
+                street: str = "12 Analytical Way") -> bytes:
+    """A paid order with stock made ready_to_ship by the orders consumer's own handler, and
+    its notification published as the runner publishes its outbox; the notification."""
+    sku = f"SKU-{order_id}"
+
+    async def work(tx):
+        await tx.execute("INSERT INTO stock (sku, location, on_hand, reserved, as_of)"
+                         " VALUES ($1, 'default', 10, 0, '2026-12-07T00:00:00+00:00')", sku)
+        assert "ready_to_ship" == await orders.handle(tx, order_event(order_id, sku, street))
+        return [row for row in tx.outbox if row["routing_key"] == "notify.order.ready_to_ship"]
+
+    (row,) = await store.run(work)
+    await publish(amqp, settings, row["body"], row["routing_key"])
+    await store.mark_sent([row["id"]])  # as the runner does once the broker confirmed it
+    return row["body"]
+
+
+async def publish(amqp, settings: Settings, body: bytes, routing_key: str) -> None:
+    channel = await amqp.channel(publisher_confirms=True)
+    exchange = await channel.get_exchange(Topology.of(settings.broker).exchange)
+    await exchange.publish(aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                                            headers={"attempt": 0}), routing_key=routing_key)
+    await channel.close()
+
+
+async def one(store: Store, sql: str, *args: Any) -> dict[str, Any] | None:
+    async with store.transaction() as tx:
+        return await tx.fetchrow(sql, *args)
+
+
+async def status(store: Store, order_id: str) -> tuple[str | None, str | None]:
+    row = await one(store, "SELECT status, hold_reason FROM orders WHERE order_id = $1",
+                    order_id)
+    return (None, None) if row is None else (row["status"], row["hold_reason"])
+
+
+def becomes(store: Store, order_id: str, wanted: str):
+    async def check() -> bool:
+        return (await status(store, order_id))[0] == wanted
+    return check
+
+
+async def attempts(store: Store, outcome: str) -> int:
+    row = await one(store, "SELECT COUNT(*) AS n FROM consumer_attempts WHERE consumer ="
+                           " 'labels' AND outcome = $1", outcome)
+    assert row is not None
+    return int(row["n"])
+
+
+async def notifications(store: Store, kind: str) -> list[dict[str, Any]]:
+    async with store.transaction() as tx:
+        rows = await tx.fetch("SELECT body FROM outbox WHERE routing_key = $1 ORDER BY id",
+                              f"notify.{kind}")
+    return [orjson.loads(row["body"]) for row in rows]
+
+
+async def depth(amqp, name: str) -> int:
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(name, passive=True)
+    await channel.close()
+    return int(queue.declaration_result.message_count)
+
+
+class TestOneLabelPerOrder:
+    async def test_a_paid_shopify_order_gets_one_label_even_delivered_twice(
+        self, store_url, on, carrier, make_client, amqp
+    ):
+        """Shopify's documented order, signed through the real ingress, with stock: the
+        orders consumer makes it ready_to_ship, the labels consumer buys one label (the
+        cheapest allowed), the order is label_purchased with the label's tracking code on a
+        shipment row and a shipment.label_created notification; the ready_to_ship
+        notification delivered again buys nothing, and never reaches the orders queue."""
+        client = await make_client(on)
+        async with open_store(store_url) as store, running(on, store, "orders", "labels"):
+            async with store.transaction() as tx:
+                for sku in ("IPOD2008GREEN", "IPOD2008RED", "IPOD2008BLACK"):
+                    await tx.execute(
+                        "INSERT INTO stock (sku, location, on_hand, reserved, as_of) VALUES"
+                        " ($1, 'default', 5, 0, '2026-12-07T00:00:00+00:00')", sku)
+            response = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER,
+                                         headers=signed_headers(on, "shopify", SHOPIFY_ORDER,
+                                                                "orders/create"))
+            assert 202 == response.status, await response.text()
+            await wait_until(becomes(store, "450789469", "label_purchased"))
+            label = await one(store, "SELECT * FROM labels WHERE order_id = $1", "450789469")
+            (shipment,) = carrier.emulator.shipments.values()
+            assert label is not None and "bought" == label["state"]
+            assert (shipment["id"], shipment["tracking_code"], "USPS", "GroundAdvantage",
+                    "6.07") == (label["shipment_id"], label["tracking_code"], label["carrier"],
+                                label["service"], label["rate_amount"])
+            tracked = await one(store, "SELECT order_id, status FROM shipments WHERE"
+                                       " tracking_code = $1 AND carrier = 'usps'",
+                                label["tracking_code"])
+            assert {"order_id": "450789469", "status": "pre_transit"} == tracked
+            (created,) = await notifications(store, "shipment.label_created")
+            assert (label["tracking_code"], "label_purchased", label["label_url"]) == (
+                created["data"]["tracking_code"], created["data"]["order_status"],
+                created["data"]["label_url"])
+
+            (ready_body,) = [n for n in await notifications(store, "order.ready_to_ship")]
+            again = orjson.dumps(ready_body)
+            await publish(amqp, on, again, "notify.order.ready_to_ship")
+            await wait_until(lambda: _at_least(attempts(store, "duplicate"), 1))
+            assert {"450789469": 1} == carrier.sold()["labels_by_reference"]
+            assert 1 == carrier.sold()["labels_sold"]
+        topology = Topology.of(on.broker)
+        assert 0 == await depth(amqp, topology.dead_queue("orders"))
+        assert 0 == await depth(amqp, topology.unrouted_queue)
+
+    async def test_the_same_notification_twice_at_once_and_another_for_the_order(
+        self, store_url, on, carrier, amqp
+    ):
+        """Two copies in one batch and a later notification of another id: one label."""
+        async with open_store(store_url) as store:
+            body = await ready(store, amqp, on, "TWICE-1")
+            await publish(amqp, on, body, "notify.order.ready_to_ship")
+            other = {**orjson.loads(body), "id": "another-ready-to-ship"}
+            async with running(on, store, "labels"):
+                await wait_until(becomes(store, "TWICE-1", "label_purchased"))
+                await publish(amqp, on, orjson.dumps(other), "notify.order.ready_to_ship")
+                await wait_until(lambda: _at_least(attempts(store, "exists"), 1))
+            assert 1 == await attempts(store, "duplicate")
+            assert {"TWICE-1": 1} == carrier.sold()["labels_by_reference"]
+            assert 1 == len(await notifications(store, "shipment.label_created"))
+
+
+async def _at_least(value, minimum: int) -> bool:
+    return await value >= minimum
+
+
+class TestFailures:
+    async def test_an_address_the_carrier_rejects_holds_the_order(
+        self, store_url, on, carrier, amqp
+    ):
+        """ADDRESS.VERIFY.FAILURE: on_hold address_invalid, the carrier's message on the
+        label row and in the order.on_hold notification; nothing bought."""
+        async with open_store(store_url) as store, running(on, store, "labels"):
+            await ready(store, amqp, on, "BAD-ADDRESS", street=NOWHERE)
+            await wait_until(becomes(store, "BAD-ADDRESS", "on_hold"))
+            assert ("on_hold", "address_invalid") == await status(store, "BAD-ADDRESS")
+            label = await one(store, "SELECT state, message FROM labels WHERE order_id = $1",
+                              "BAD-ADDRESS")
+            assert label is not None and "held" == label["state"]
+            assert "Address not found" in label["message"]
+            (held,) = await notifications(store, "order.on_hold")
+            assert ("address_invalid", label["message"]) == (held["data"]["hold_reason"],
+                                                             held["data"]["detail"])
+        assert 0 == carrier.sold()["labels_sold"]
+
+    async def test_no_rate_matching_the_rule_holds_the_order(
+        self, store_url, on, carrier, amqp
+    ):
+        """A rule allowing only FedEx against USPS and UPS rates: on_hold no_rate."""
+        fedex = labelled(on, carrier, allowed=(ServiceChoice("FedEx"),))
+        async with open_store(store_url) as store, running(fedex, store, "labels"):
+            await ready(store, amqp, on, "NO-RATE")
+            await wait_until(becomes(store, "NO-RATE", "on_hold"))
+            assert ("on_hold", "no_rate") == await status(store, "NO-RATE")
+            label = await one(store, "SELECT message FROM labels WHERE order_id = $1", "NO-RATE")
+            assert label is not None and "FedEx" in label["message"]
+        assert 0 == carrier.sold()["labels_sold"]
+
+    @pytest.mark.parametrize("fault", [
+        # a 500 to the create: the retry creates it
+        Fault(status=500, path_suffix="/shipments", method="POST"),
+        # the buy done, its answer lost (Uncertain): the retry looks the recorded shipment up
+        # and takes its label
+        Fault(reset=True, path_suffix="/buy", method="POST"),
+    ], ids=["500", "answer-lost"])
+    async def test_a_failed_call_is_retried_and_one_label_bought(
+        self, store_url, on, carrier, amqp, fault
+    ):
+        """The carrier fails once: the message goes round the retry ladder and the next
+        attempt ends with the one label."""
+        carrier.emulator.fail(fault)
+        async with open_store(store_url) as store, running(on, store, "labels"):
+            await ready(store, amqp, on, "FLAKY-1")
+            await wait_until(becomes(store, "FLAKY-1", "label_purchased"))
+            assert 1 == await attempts(store, "retry")
+        assert {"FLAKY-1": 1} == carrier.sold()["labels_by_reference"]
+
+    async def test_a_refusal_is_dead_lettered_with_the_carriers_reason(
+        self, store_url, on, carrier, amqp
+    ):
+        """A key the carrier refuses (401): Permanent, on labels.dead with the reason; the
+        order stays ready_to_ship for an operator."""
+        wrong = dataclasses.replace(on, labels=dataclasses.replace(on.labels,
+                                                                   api_key=b"not-the-key"))
+        async with open_store(store_url) as store, running(wrong, store, "labels"):
+            await ready(store, amqp, on, "REFUSED-1")
+            await wait_until(lambda: _at_least(attempts(store, "dead"), 1))
+            row = await one(store, "SELECT reason FROM consumer_attempts WHERE consumer ="
+                                   " 'labels' AND outcome = 'dead'")
+            assert row is not None and "UNAUTHORIZED" in row["reason"], row
+            assert ("ready_to_ship", None) == await status(store, "REFUSED-1")
+        assert 1 == await depth(amqp, Topology.of(on.broker).dead_queue("labels"))
+
+
+# -- a real process, killed ---------------------------------------------------------------
+
+def labels_config(settings: Settings, carrier: Carrier) -> Path:
+    path = write_test_config(settings)
+    text = path.read_text()
+    for old, new in (("enabled = false              # its queue", "enabled = true  # its queue"),
+                     ('base_url = "https://api.easypost.com/v2"',
+                      f'base_url = "{carrier.base_url}"')):
+        assert old in text
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
+
+async def start_labels(store_url: str, config: Path, test_env) -> asyncio.subprocess.Process:
+    env = {**os.environ, **test_env, "DATABASE_URL": store_url, "EASYPOST_API_KEY": KEY}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "consumers", "labels", "--config", str(config), cwd=ROOT,
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+
+@contextlib.asynccontextmanager
+async def commits_blocked(store_url: str, order_id: str) -> AsyncIterator[None]:
+    """No transaction can write the order's label row until the block ends: its row locked
+    (PostgreSQL), the database's write lock held (SQLite)."""
+    if store_url.startswith("sqlite"):
+        conn = sqlite3.connect(store_url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    pg = await asyncpg.connect(store_url)
+    transaction = pg.transaction()
+    await transaction.start()
+    await pg.execute("SELECT 1 FROM labels WHERE order_id = $1 FOR UPDATE", order_id)
+    try:
+        yield
+    finally:
+        await transaction.rollback()
+        await pg.close()
+
+
+class TestKilled:
+    async def test_killed_between_the_carriers_answer_and_the_commit(
+        self, store_url, on, carrier, amqp, test_env
+    ):
+        """`python -m consumers labels` SIGKILLed after the carrier sold the label and before
+        the label was committed; restarted, it takes that label: the emulator sold exactly
+        one, and the order is label_purchased with its tracking code."""
+        config = labels_config(on, carrier)
+        # the buy answers late: time to block the commit once the shipment id is recorded
+        carrier.emulator.fail(Fault(delay=3.0, path_suffix="/buy", method="POST"))
+        async with open_store(store_url) as store:
+            await ready(store, amqp, on, "CRASH-1")
+            proc = await start_labels(store_url, config, test_env)
+            try:
+                async def recorded() -> bool:
+                    row = await one(store, "SELECT shipment_id FROM labels WHERE order_id = $1",
+                                    "CRASH-1")
+                    return row is not None and row["shipment_id"] is not None
+
+                await wait_until(recorded)
+                async with commits_blocked(store_url, "CRASH-1"):
+                    async def sold() -> bool:
+                        return bool(carrier.sold()["labels_sold"])
+                    await wait_until(sold)
+                    proc.kill()
+                    await proc.wait()
+                row = await one(store, "SELECT state FROM labels WHERE order_id = $1", "CRASH-1")
+                assert row is not None and "creating" == row["state"]  # died before its commit
+                assert ("ready_to_ship", None) == await status(store, "CRASH-1")
+
+                proc = await start_labels(store_url, config, test_env)
+                await wait_until(becomes(store, "CRASH-1", "label_purchased"))
+            finally:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+                    await asyncio.wait_for(proc.wait(), 30)
+            label = await one(store, "SELECT tracking_code FROM labels WHERE order_id = $1",
+                              "CRASH-1")
+            (shipment,) = carrier.emulator.shipments.values()
+            assert label is not None and shipment["tracking_code"] == label["tracking_code"]
+        assert {"CRASH-1": 1} == carrier.sold()["labels_by_reference"]
+        assert 1 == carrier.sold()["labels_sold"]
