@@ -293,6 +293,19 @@ class TestFailures:
             assert 1 == await attempts(store, "retry")
         assert {"FLAKY-1": 1} == carrier.sold()["labels_by_reference"]
 
+    async def test_a_create_whose_answer_is_lost_is_found_by_its_reference(
+        self, store_url, on, carrier, amqp
+    ):
+        """The shipment is created but the answer lost (Uncertain): it is looked up by our
+        reference (the order id) and bought, with no second shipment and no retry."""
+        carrier.emulator.fail(Fault(reset=True, path_suffix="/shipments", method="POST"))
+        async with open_store(store_url) as store, running(on, store, "labels"):
+            await ready(store, amqp, on, "LOST-CREATE")
+            await wait_until(becomes(store, "LOST-CREATE", "label_purchased"))
+            assert 0 == await attempts(store, "retry")
+        assert ({"LOST-CREATE": 1}, 1) == (carrier.sold()["labels_by_reference"],
+                                           carrier.sold()["shipments_created"])
+
     async def test_a_refusal_is_dead_lettered_with_the_carriers_reason(
         self, store_url, on, carrier, amqp
     ):
@@ -369,20 +382,22 @@ class TestKilled:
             await ready(store, amqp, on, "CRASH-1")
             proc = await start_labels(store_url, config, test_env)
             try:
-                async def recorded() -> bool:
-                    row = await one(store, "SELECT shipment_id FROM labels WHERE order_id = $1",
-                                    "CRASH-1")
-                    return row is not None and row["shipment_id"] is not None
+                async def created() -> bool:
+                    return bool(carrier.sold().get("shipments_created"))
 
-                await wait_until(recorded)
+                async def sold() -> bool:
+                    return bool(carrier.sold()["labels_sold"])
+
+                await wait_until(created)
                 async with commits_blocked(store_url, "CRASH-1"):
-                    async def sold() -> bool:
-                        return bool(carrier.sold()["labels_sold"])
                     await wait_until(sold)
                     proc.kill()
                     await proc.wait()
-                row = await one(store, "SELECT state FROM labels WHERE order_id = $1", "CRASH-1")
-                assert row is not None and "creating" == row["state"]  # died before its commit
+                # it died before its commit, and after the shipment id was committed
+                (shipment,) = carrier.emulator.shipments.values()
+                row = await one(store, "SELECT state, shipment_id FROM labels WHERE"
+                                       " order_id = $1", "CRASH-1")
+                assert {"state": "creating", "shipment_id": shipment["id"]} == row
                 assert ("ready_to_ship", None) == await status(store, "CRASH-1")
 
                 proc = await start_labels(store_url, config, test_env)
@@ -393,7 +408,17 @@ class TestKilled:
                     await asyncio.wait_for(proc.wait(), 30)
             label = await one(store, "SELECT tracking_code FROM labels WHERE order_id = $1",
                               "CRASH-1")
-            (shipment,) = carrier.emulator.shipments.values()
             assert label is not None and shipment["tracking_code"] == label["tracking_code"]
         assert {"CRASH-1": 1} == carrier.sold()["labels_by_reference"]
         assert 1 == carrier.sold()["labels_sold"]
+
+    async def test_the_consumer_refuses_to_start_while_labels_are_off(self, test_env):
+        """`python -m consumers labels` with the shipped config ([labels] enabled = false):
+        exit 2 saying how to switch it on, before it touches the broker or a store."""
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "consumers", "labels", "--config",
+            str(ROOT / "config" / "router.toml"), cwd=ROOT, env={**os.environ, **test_env},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert 2 == proc.returncode
+        assert "labels.enabled: the labels consumer is off" in err.decode()
