@@ -422,3 +422,66 @@ class TestKilled:
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert 2 == proc.returncode
         assert "labels.enabled: the labels consumer is off" in err.decode()
+
+
+# -- the operators' commands ------------------------------------------------------------------
+
+async def cli(config: Path, env: dict[str, str], *args: str) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router", "--config", str(config), *args, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode()
+
+
+class TestOperators:
+    async def test_show_buy_a_held_one_void_and_buy_again(
+        self, store_url, on, carrier, amqp, test_env
+    ):
+        """A held order is shown with the carrier's message; once the carrier accepts the
+        address, `labels buy` gets it its label; `labels void` refunds it and makes the order
+        ready_to_ship again; `labels buy` buys a second one under a new reference; a buy for
+        an order with a label is refused. Each void and buy is in operator_actions."""
+        config = labels_config(on, carrier)
+        env = {**os.environ, **test_env, "DATABASE_URL": store_url, "EASYPOST_API_KEY": KEY}
+        async with open_store(store_url) as store, running(on, store, "labels"):
+            await ready(store, amqp, on, "OPS-1", street=NOWHERE)
+            await wait_until(becomes(store, "OPS-1", "on_hold"))
+            code, out = await cli(config, env, "labels", "show", "OPS-1")
+            assert 0 == code and "order OPS-1: on_hold (address_invalid)" in out, out
+            assert "held address_invalid: Unable to verify address." in out, out
+
+            carrier.emulator.rejected_streets = frozenset()  # the address is fixed
+            code, out = await cli(config, env, "labels", "buy", "OPS-1")
+            assert 0 == code, out
+            await wait_until(becomes(store, "OPS-1", "label_purchased"))
+            code, out = await cli(config, env, "labels", "show", "OPS-1")
+            first = await one(store, "SELECT * FROM labels WHERE order_id = $1", "OPS-1")
+            assert first is not None and f"tracking {first['tracking_code']}" in out, out
+
+            code, out = await cli(config, env, "labels", "buy", "OPS-1")
+            assert 2 == code and "error: order OPS-1: it has a label" in out, out
+
+            code, out = await cli(config, env, "labels", "void", "OPS-1")
+            assert 0 == code and "refund submitted" in out, out
+            assert ("ready_to_ship", None) == await status(store, "OPS-1")
+            assert 1 == carrier.sold()["refunds"]
+            gone = await one(store, "SELECT COUNT(*) AS n FROM shipments WHERE order_id = $1",
+                             "OPS-1")
+            assert gone is not None and 0 == gone["n"]
+
+            code, out = await cli(config, env, "labels", "buy", "OPS-1")
+            assert 0 == code, out
+            await wait_until(becomes(store, "OPS-1", "label_purchased"))
+            second = await one(store, "SELECT * FROM labels WHERE order_id = $1", "OPS-1")
+            # purchase 1 was held, 2 voided: 3, under its own reference
+            assert second is not None and ("bought", 3, "OPS-1.3") == (
+                second["state"], second["purchase"], second["reference"])
+            async with store.transaction() as tx:
+                actions = await tx.fetch("SELECT action, target, role, outcome FROM"
+                                         " operator_actions ORDER BY id")
+        assert {"OPS-1.2": 1, "OPS-1.3": 1} == carrier.sold()["labels_by_reference"]
+        assert [("labels buy", "requested"), ("labels buy", "failed"),
+                ("labels void", "voided"), ("labels buy", "requested")] == [
+            (a["action"], a["outcome"].split(":")[0].split(" (")[0]) for a in actions]
+        assert {("OPS-1", "cli")} == {(a["target"], a["role"]) for a in actions}
