@@ -36,6 +36,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "EZTK_labels_test_key"
 NOWHERE = "1 Nowhere Lane"  # the emulator cannot verify it
+TRACKER_UPDATED = (ROOT / "config" / "samples" / "easypost-tracker-updated.json").read_bytes()
 SHOPIFY_ORDER = (ROOT / "tests" / "fixtures" / "providers" / "shopify"
                  / "2024-04-order-450789469.json").read_bytes()
 
@@ -129,6 +130,27 @@ async def ready(store: Store, amqp, settings: Settings, order_id: str,
     return row["body"]
 
 
+async def updated(store: Store, amqp, settings: Settings, order_id: str, street: str,
+                  minute: int) -> str:
+    """The order updated at the store (a new address, or the same with a note), applied by
+    the orders consumer's handler, its ready_to_ship notification (if any) published."""
+    event = order_event(order_id, f"SKU-{order_id}", street)
+    event |= {"id": f"upd-{order_id}-{minute}", "type": "order.updated",
+              "occurred_at": f"2026-12-07T10:{minute:02d}:00Z"}
+    event["data"]["note"] = f"update {minute}"
+
+    async def work(tx):
+        outcome = await orders.handle(tx, event)
+        return outcome, [row for row in tx.outbox
+                         if row["routing_key"] == "notify.order.ready_to_ship"]
+
+    outcome, rows = await store.run(work)
+    for row in rows:
+        await publish(amqp, settings, row["body"], row["routing_key"])
+        await store.mark_sent([row["id"]])
+    return str(outcome)
+
+
 async def publish(amqp, settings: Settings, body: bytes, routing_key: str) -> None:
     channel = await amqp.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(Topology.of(settings.broker).exchange)
@@ -183,9 +205,11 @@ class TestOneLabelPerOrder:
         orders consumer makes it ready_to_ship, the labels consumer buys one label (the
         cheapest allowed), the order is label_purchased with the label's tracking code on a
         shipment row and a shipment.label_created notification; the ready_to_ship
-        notification delivered again buys nothing, and never reaches the orders queue."""
+        notification delivered again buys nothing, and never reaches the orders queue; the
+        carrier's signed tracker.updated for that tracking code moves the order to shipped."""
         client = await make_client(on)
-        async with open_store(store_url) as store, running(on, store, "orders", "labels"):
+        async with open_store(store_url) as store, \
+                running(on, store, "orders", "labels", "shipping"):
             async with store.transaction() as tx:
                 for sku in ("IPOD2008GREEN", "IPOD2008RED", "IPOD2008BLACK"):
                     await tx.execute(
@@ -217,6 +241,15 @@ class TestOneLabelPerOrder:
             await wait_until(lambda: _at_least(attempts(store, "duplicate"), 1))
             assert {"450789469": 1} == carrier.sold()["labels_by_reference"]
             assert 1 == carrier.sold()["labels_sold"]
+
+            tracker = orjson.loads(TRACKER_UPDATED)
+            tracker["id"] = f"evt_{label['tracking_code']}"
+            tracker["result"] |= {"tracking_code": label["tracking_code"], "carrier": "USPS"}
+            body = orjson.dumps(tracker)
+            response = await client.post("/webhooks/easypost", data=body, headers=signed_headers(
+                on, "easypost", body, None))
+            assert 202 == response.status, await response.text()
+            await wait_until(becomes(store, "450789469", "shipped"))
         topology = Topology.of(on.broker)
         assert 0 == await depth(amqp, topology.dead_queue("orders"))
         assert 0 == await depth(amqp, topology.unrouted_queue)
@@ -260,6 +293,26 @@ class TestFailures:
             assert ("address_invalid", label["message"]) == (held["data"]["hold_reason"],
                                                              held["data"]["detail"])
         assert 0 == carrier.sold()["labels_sold"]
+
+    async def test_an_update_fixing_the_address_gets_the_label_and_none_undoes_it(
+        self, store_url, on, carrier, amqp
+    ):
+        """Held address_invalid, the order updated with the same address stays held (nothing
+        asked of the carrier); updated with another address it is ready again and gets its
+        label; a later update (a note) leaves it label_purchased."""
+        async with open_store(store_url) as store, running(on, store, "labels"):
+            await ready(store, amqp, on, "FIXED-1", street=NOWHERE)
+            await wait_until(becomes(store, "FIXED-1", "on_hold"))
+            assert "on_hold" == await updated(store, amqp, on, "FIXED-1", NOWHERE, 1)
+            assert ("on_hold", "address_invalid") == await status(store, "FIXED-1")
+            assert "ready_to_ship" == await updated(store, amqp, on, "FIXED-1", "2 Main St", 2)
+            await wait_until(becomes(store, "FIXED-1", "label_purchased"))
+            assert "label_purchased" == await updated(store, amqp, on, "FIXED-1", "2 Main St", 3)
+            # the labels consumer's hold, with the carrier's words (the update's says on_hold)
+            assert 1 == len([n for n in await notifications(store, "order.on_hold")
+                             if "detail" in n["data"]])
+        assert ({"FIXED-1.2": 1}, 1) == (carrier.sold()["labels_by_reference"],
+                                         carrier.sold()["shipments_created"])
 
     async def test_no_rate_matching_the_rule_holds_the_order(
         self, store_url, on, carrier, amqp
