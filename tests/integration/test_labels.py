@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 import pytest
 from aiohttp.test_utils import TestServer
-from test_consumer_process import wait_until, write_test_config
+from test_consumer_process import Ingress, free_port, wait_until, write_test_config
 
 from consumers import orders
 from consumers.cli import _runner
@@ -475,6 +475,34 @@ class TestKilled:
         _, err = await asyncio.wait_for(proc.communicate(), 60)
         assert 2 == proc.returncode
         assert "labels.enabled: the labels consumer is off" in err.decode()
+
+
+    async def test_all_in_one_process_buys_the_label(self, store_url, on, carrier, test_env):
+        """`python -m consumers all` with [labels] on runs the labels consumer beside the
+        ingress and the others: a signed Shopify order ends label_purchased, one label."""
+        config = labels_config(on, carrier)
+        env = {**os.environ, **test_env, "DATABASE_URL": store_url, "EASYPOST_API_KEY": KEY}
+        port = free_port()
+        async with open_store(store_url) as store:
+            async with store.transaction() as tx:
+                for sku in ("IPOD2008GREEN", "IPOD2008RED", "IPOD2008BLACK"):
+                    await tx.execute(
+                        "INSERT INTO stock (sku, location, on_hand, reserved, as_of) VALUES"
+                        " ($1, 'default', 5, 0, '2026-12-07T00:00:00+00:00')", sku)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "consumers", "all", "--config", str(config), "--port",
+                str(port), cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL)
+            try:
+                async with aiohttp.ClientSession() as session:
+                    ingress = Ingress(session, f"http://127.0.0.1:{port}", on)
+                    await wait_until(ingress.ready)
+                    await ingress.post("shopify", SHOPIFY_ORDER, "orders/create")
+                    await wait_until(becomes(store, "450789469", "label_purchased"))
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                assert 0 == await asyncio.wait_for(proc.wait(), 30)
+        assert {"450789469": 1} == carrier.sold()["labels_by_reference"]
 
 
 # -- the operators' commands ------------------------------------------------------------------
