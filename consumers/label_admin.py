@@ -91,7 +91,7 @@ async def _void(settings: Settings, store: Store, order: dict[str, Any],
     if label is None or label["state"] != "bought":
         state = "no label" if label is None else f"its label is {label['state']}"
         return await _refused(store, "labels void", order_id, f"{state}: nothing to void", out)
-    if order["status"] not in ("label_purchased", "ready_to_ship", "on_hold"):
+    if order["status"] in ("shipped", "delivered", "exception"):
         return await _refused(store, "labels void", order_id,
                               f"the order is {order['status']}: too late to void", out)
     s = settings.labels

@@ -18,7 +18,9 @@ any transaction (consumers.calling), then in the runner's:
       `label_purchased`, and a `shipment.label_created` notification
 
 So a label is bought only for the one shipment the store recorded, and the carrier itself
-refuses a second label for a shipment: never two labels for one order.
+refuses a second label for a shipment: never two labels for one order. An order cancelled
+while its label was being bought keeps the label (recorded, announced) for an operator to
+void (`webhook-router labels void`).
 
 Failures: an address the carrier refuses holds the order (on_hold, address_invalid, the
 carrier's message kept on the row and in the `order.on_hold` notification); no rate

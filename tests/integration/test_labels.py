@@ -270,6 +270,31 @@ class TestOneLabelPerOrder:
             assert {"TWICE-1": 1} == carrier.sold()["labels_by_reference"]
             assert 1 == len(await notifications(store, "shipment.label_created"))
 
+    async def test_two_consumers_racing_for_one_order_buy_one_label(
+        self, store_url, on, carrier, amqp
+    ):
+        """Twenty notifications for one order taken by two labels consumers at once (the
+        creates answering late, so both are under way together): whatever each creates, only
+        the shipment recorded first is bought, once."""
+        carrier.emulator.fail(Fault(count=2, delay=0.5, path_suffix="/shipments",
+                                    method="POST"))
+        async with open_store(store_url) as store:
+            body = orjson.loads(await ready(store, amqp, on, "RACE-1"))
+            for n in range(19):
+                await publish(amqp, on, orjson.dumps({**body, "id": f"race-{n}"}),
+                              "notify.order.ready_to_ship")
+            async with running(on, store, "labels", "labels"):
+                await wait_until(becomes(store, "RACE-1", "label_purchased"))
+
+                async def all_settled() -> bool:
+                    row = await one(store, "SELECT COUNT(*) AS n FROM consumer_attempts"
+                                           " WHERE consumer = 'labels'")
+                    return row is not None and row["n"] >= 20
+                await wait_until(all_settled)
+            assert 1 == len(await notifications(store, "shipment.label_created"))
+        assert ({"RACE-1": 1}, 1) == (carrier.sold()["labels_by_reference"],
+                                      carrier.sold()["labels_sold"])
+
 
 async def _at_least(value, minimum: int) -> bool:
     return await value >= minimum
