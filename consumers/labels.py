@@ -226,14 +226,19 @@ class Labels:
 
     async def call(self, events: list[Event]) -> None:
         """Buy (or find) the label of each order the batch names, once per order."""
-        wanting: dict[tuple[str, bool], list[str]] = {}
+        wanting: dict[str, list[str]] = {}
+        forced: set[str] = set()  # orders an operator asked for
         for event in events:
             try:
-                wanting.setdefault(requested(event), []).append(str(event["id"]))
+                order_id, asked = requested(event)
             except Permanent as exc:
                 self.results[str(event["id"])] = exc
-        await asyncio.gather(*(self._settle(order_id, forced, ids)
-                               for (order_id, forced), ids in wanting.items()))
+                continue
+            wanting.setdefault(order_id, []).append(str(event["id"]))
+            if asked:
+                forced.add(order_id)
+        await asyncio.gather(*(self._settle(order_id, order_id in forced, ids)
+                               for order_id, ids in wanting.items()))
 
     def forget(self, events: list[Event]) -> None:
         for event in events:
