@@ -253,6 +253,13 @@ class TestOneLabelPerOrder:
         topology = Topology.of(on.broker)
         assert 0 == await depth(amqp, topology.dead_queue("orders"))
         assert 0 == await depth(amqp, topology.unrouted_queue)
+        # the subscribers' copies are there as before, the label's among them
+        channel = await amqp.channel()
+        queue = await channel.get_queue(topology.queue("notifications"))
+        kinds = []
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            kinds.append(message.routing_key)
+        assert {"notify.order.ready_to_ship", "notify.shipment.label_created"} <= set(kinds)
 
     async def test_the_same_notification_twice_at_once_and_another_for_the_order(
         self, store_url, on, carrier, amqp
@@ -358,7 +365,9 @@ class TestFailures:
         # the buy done, its answer lost (Uncertain): the retry looks the recorded shipment up
         # and takes its label
         Fault(reset=True, path_suffix="/buy", method="POST"),
-    ], ids=["500", "answer-lost"])
+        # rate limited at the buy
+        Fault(status=429, retry_after=1, path_suffix="/buy", method="POST"),
+    ], ids=["500", "answer-lost", "429"])
     async def test_a_failed_call_is_retried_and_one_label_bought(
         self, store_url, on, carrier, amqp, fault
     ):
