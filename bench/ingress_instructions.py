@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hashlib
-import hmac
 import os
 import re
 import shutil
@@ -35,13 +32,13 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ingress import (  # noqa: E402  (the wrk benchmark's server set-up, shared)
     AMQP_URL,
-    ORDER,
     ROOT,
     SECRET,
     checkouts,
     declare,
     free_port,
     purge,
+    signed_order,
     wait_http,
     write_config,
 )
@@ -51,15 +48,16 @@ UNUSED_SECRETS = ("WOOCOMMERCE_WEBHOOK_SECRET", "PORTAL_WEBHOOK_TOKEN", "INVENTO
 
 
 async def post_orders(port: int, count: int, tag: str) -> None:
-    signature = base64.b64encode(hmac.new(SECRET.encode(), ORDER, hashlib.sha256).digest())
     limit = asyncio.Semaphore(16)
     async with aiohttp.ClientSession() as session:
 
         async def one(i: int) -> None:
+            # Each its own body: the same signed body under a new id would be a duplicate.
+            body, signature = signed_order(i)
             async with limit, session.post(
-                f"http://127.0.0.1:{port}/webhooks/shopify", data=ORDER,
+                f"http://127.0.0.1:{port}/webhooks/shopify", data=body,
                 headers={"Content-Type": "application/json", "X-Shopify-Topic": "orders/create",
-                         "X-Shopify-Hmac-Sha256": signature.decode(),
+                         "X-Shopify-Hmac-Sha256": signature,
                          "X-Shopify-Event-Id": f"{tag}-{i}"},
             ) as response:
                 if response.status != 202:

@@ -21,7 +21,10 @@ While it sends, faults are injected at fixed points of progress, in rounds (one 
 orders, at least one; `--fault-rounds`): RabbitMQ stopped and started (`rabbitmqctl
 stop_app` / `start_app`), a consumer SIGKILLed and restarted (orders in the first round,
 then inventory, shipping and notifications in turn), the ingress SIGKILLed and restarted,
-and the portal receiver failing (503) for a while.
+the portal receiver failing (503) for a while, and the store failing under the consumers:
+on PostgreSQL every connection they hold ended (`pg_terminate_backend`, a few times over
+`--outage` seconds; the server keeps running), on SQLite the write lock held by another
+connection past the consumers' busy timeout.
 
 Then, once every queue has drained, it reconciles the store, the queues and the receiver
 against what the sender was told, working out what the store must hold from the accepted
@@ -61,7 +64,7 @@ import os
 import random
 import shutil
 import signal
-import socket
+import sqlite3
 import sys
 import tempfile
 import time
@@ -84,9 +87,11 @@ sys.path.insert(0, str(ROOT))
 
 from consumers.outbound.notification import delivery_queues  # noqa: E402
 from consumers.store import open_store  # noqa: E402
+from consumers.store.sqlite import SQLITE_BUSY_TIMEOUT_MS  # noqa: E402
 from router.broker.topology import Topology  # noqa: E402
 from router.providers import signed_headers  # noqa: E402
 from router.settings import load_settings  # noqa: E402
+from tests.ports import free_port  # noqa: E402
 
 AMQP_URL = os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PG_ADMIN_URL = os.environ.get("PG_ADMIN_URL", "postgresql://root@127.0.0.1:5432/postgres")
@@ -107,12 +112,6 @@ CONSUMERS = ("orders", "inventory", "shipping", "notifications", "audit")
 PORTAL_WANTS = ("order.allocated", "shipment.updated")
 MAX_RETRIES = 8  # Shopify retries a failed delivery 8 times
 SAMPLES = ROOT / "config" / "samples"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def now_iso() -> str:
@@ -294,6 +293,33 @@ async def rabbitmqctl(*args: str) -> None:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed")
 
 
+async def store_fault(store_url: str, database: str | None, seconds: float) -> None:
+    """PostgreSQL: end every connection to the soak's database (the consumers' pools), three
+    times over `seconds`, catching transactions in flight. SQLite: another connection holds
+    the write lock past the consumers' busy timeout, so their transactions fail."""
+    if database:
+        conn = await asyncpg.connect(PG_ADMIN_URL)
+        try:
+            for _ in range(3):
+                await conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                   " WHERE datname = $1", database)
+                await asyncio.sleep(seconds / 3)
+        finally:
+            await conn.close()
+        return
+
+    def hold() -> None:
+        lock = sqlite3.connect(store_url[len("sqlite:///"):], timeout=60, isolation_level=None)
+        try:
+            lock.execute("BEGIN IMMEDIATE")
+            time.sleep(SQLITE_BUSY_TIMEOUT_MS / 1000 + 1)
+            lock.execute("ROLLBACK")
+        finally:
+            lock.close()
+
+    await asyncio.to_thread(hold)
+
+
 # --- the portal ------------------------------------------------------------------------------
 
 
@@ -454,22 +480,35 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         done = 0
         total = len(deliveries)
         # Each round: the broker, then one consumer (a different one each round), then the
-        # ingress, then the portal, spread over its share of the run.
+        # ingress, then the portal, then the store, spread over its share of the run.
         rounds = args.fault_rounds or max(1, args.orders // 4000)
         marks = {}
         for r in range(rounds):
             share = total / rounds
             for at, what in ((0.2, "broker"), (0.4, CONSUMERS[r % len(CONSUMERS)]),
-                             (0.6, "ingress"), (0.75, "portal")):
+                             (0.6, "ingress"), (0.75, "portal"), (0.9, "store")):
                 marks[int(share * (r + at))] = what
+
+        # The store fault waits for the broker: while it is away the consumers get no
+        # messages, and a store failing under idle consumers tests nothing.
+        broker_up = asyncio.Event()
+        broker_up.set()
 
         async def fault(what: str) -> None:
             started = time.monotonic()
             if what == "broker":
-                await rabbitmqctl("stop_app")
-                await asyncio.sleep(args.outage)
-                await rabbitmqctl("start_app")
-                await rabbitmqctl("await_startup")
+                broker_up.clear()
+                try:
+                    await rabbitmqctl("stop_app")
+                    await asyncio.sleep(args.outage)
+                finally:
+                    await rabbitmqctl("start_app")
+                    await rabbitmqctl("await_startup")
+                    broker_up.set()
+            elif what == "store":
+                await broker_up.wait()
+                started = time.monotonic()
+                await store_fault(store_url, database, args.outage)
             elif what in system.procs:
                 await system.kill(what)
                 await asyncio.sleep(1.0)
@@ -516,6 +555,11 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         await store.open()
         try:
             deadline = time.monotonic() + args.drain_timeout
+            # A retried message between its retry queue and its work queue (or in a
+            # consumer's hands) is on no queue's count: drained must hold for longer than
+            # the longest retry delay.
+            settle = max(settings.broker.retry_ladder) + 1.0
+            quiet_since: float | None = None
             while True:
                 depths = await queue_depths(topology, busy)
                 async with store.transaction() as tx:
@@ -524,7 +568,9 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     owed_ids = [r["message_id"] for r in await tx.fetch(
                         "SELECT message_id FROM outbox WHERE kind IN ($1, $2)", *PORTAL_WANTS)]
                 owed = [m for m in owed_ids if m not in portal.received]
-                drained = not any(n for n, _ in depths.values()) and not unsent and not owed
+                quiet = not any(n for n, _ in depths.values()) and not unsent and not owed
+                quiet_since = (quiet_since or time.monotonic()) if quiet else None
+                drained = quiet_since is not None and time.monotonic() - quiet_since >= settle
                 if drained or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.5)
@@ -748,7 +794,7 @@ def main() -> int:
     parser.add_argument("--duplicates", type=float, default=0.05,
                         help="share of deliberate duplicate deliveries")
     parser.add_argument("--outage", type=float, default=3.0,
-                        help="seconds the broker and the portal stay down")
+                        help="seconds the broker, the portal and the store stay down")
     parser.add_argument("--drain-timeout", type=float, default=180.0)
     parser.add_argument("--seed", type=int, default=20261128)
     parser.add_argument("--fault-rounds", type=int, default=0,

@@ -31,11 +31,15 @@ refunded  refunded lines leave the order before it ships: their stock goes back;
           "stale".
 Versions: effects follow the body's own timestamps, not the delivery. The order's
 `updated_at` (canonical: the source's version, e.g. Shopify updated_at, WooCommerce
-date_modified_gmt) is stored with it (source_version); an update, cancellation or
-restoration whose version is not newer than the stored one is "stale" and changes nothing,
-so a replayed body, under whatever delivery id or topic, is never a new effect. Without a
-version on either side (our own feeds, orders stored before versions), an update older than
-the last order event applied (envelope occurred_at) is stale.
+date_modified_gmt) is stored with it (source_version), with a digest of each body applied
+at that version (source_digests); an update, cancellation or restoration whose version is
+older than the stored one is "stale" and changes nothing, so a replayed body, under
+whatever delivery id or topic, is never a new effect. The same version is stale only if
+its content was applied already: Shopify's updated_at has whole seconds, so two changes
+within one second share it, and the later arrival must not be lost (its headers' finer
+X-Shopify-Triggered-At is not signed, so it cannot order them). Without a version on
+either side (our own feeds, orders stored before versions), an update older than the last
+order event applied (envelope occurred_at) is stale.
 Stock given back goes to waiting orders, oldest first. An order stored after the shipping
 consumer already saw its shipment (a fulfillment that overtook its order) is moved on to
 where that shipment is (consumers.shipments).
@@ -45,6 +49,7 @@ Outbox kinds: order.<status> for each status an event leaves an order in.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +136,7 @@ def _order(event: Event) -> dict[str, Any]:
         "created_at": iso(data.get("created_at"), "created_at"),
         "at": event_time(event),
         "version": _version(data),
+        "digest": _digest(data),
     }
 
 
@@ -141,13 +147,33 @@ def _version(data: dict[str, Any]) -> str | None:
     return iso(data["updated_at"], "updated_at")
 
 
+def _digest(data: dict[str, Any]) -> str:
+    """A short digest of the event's canonical content, to tell two bodies of one version
+    apart."""
+    return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
 def _stale(row: dict[str, Any], order: dict[str, Any]) -> bool:
     """True when the event is not newer than what is stored: by the body's own version when
-    both have one (a replay of any earlier body, the same one included, is stale), else by
-    the time of the event (only an older one is)."""
+    both have one (an older body is stale; one of the same version only if its content was
+    applied at that version, or if the order was stored before digests were), else by the
+    time of the event (only an older one is)."""
     if order["version"] is not None and row["source_version"] is not None:
-        return bool(order["version"] <= row["source_version"])
+        if order["version"] != row["source_version"]:
+            return bool(order["version"] < row["source_version"])
+        seen = row["source_digests"]
+        return seen is None or order["digest"] in seen.split()
     return bool(row["updated_at"]) and order["at"] < row["updated_at"]
+
+
+def _digests(row: dict[str, Any] | None, order: dict[str, Any]) -> str | None:
+    """source_digests once `order` is applied: its digest joins those of its version, or
+    starts the list of a new one; None (keep what is stored) for a body without one."""
+    if order["version"] is None:
+        return None
+    if row is not None and row["source_version"] == order["version"] and row["source_digests"]:
+        return f"{row['source_digests']} {order['digest']}"
+    return str(order["digest"])
 
 
 async def _insert(
@@ -157,12 +183,12 @@ async def _insert(
     """Insert the order row; False if the order id is already stored."""
     inserted = await tx.execute(
         "INSERT INTO orders (order_id, source, status, shipping_address, note, created_at,"
-        " updated_at, allocation, payment_status, hold_reason, expires_at, source_version)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        " updated_at, allocation, payment_status, hold_reason, expires_at, source_version,"
+        " source_digests) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
         " ON CONFLICT (order_id) DO NOTHING",
         order["order_id"], order["source"], status, order["shipping_address"], order["note"],
         order["created_at"], order["at"], allocation, order["payment_status"], hold_reason,
-        expires, order["version"],
+        expires, order["version"], _digests(None, order),
     )
     return inserted == 1
 
@@ -176,16 +202,18 @@ async def _notify_state(
 
 
 async def _cancelled(
-    tx: Tx, event: Event, order_id: str, at: str, policy: Policy, version: str | None
+    tx: Tx, event: Event, order: dict[str, Any], policy: Policy, row: dict[str, Any] | None
 ) -> str:
     """Give the order's stock back and make it `cancelled` (keeping the stored version when
-    the event carries none: a deletion names only the order)."""
+    the event carries none: a deletion names only the order). `row`: the order as stored
+    before, if it was."""
+    order_id = order["order_id"]
     lines = await release_order(tx, order_id)
     await tx.execute(
         "UPDATE orders SET status = 'cancelled', updated_at = $2, allocation = NULL,"
-        " hold_reason = NULL, expires_at = NULL,"
-        " source_version = COALESCE($3, source_version) WHERE order_id = $1",
-        order_id, at, version,
+        " hold_reason = NULL, expires_at = NULL, source_version = COALESCE($3, source_version),"
+        " source_digests = COALESCE($4, source_digests) WHERE order_id = $1",
+        order_id, order["at"], order["version"], _digests(row, order),
     )
     await _notify_state(tx, event, order_id, "cancelled", lines)
     await allocate_waiting(tx, event, [line["sku"] for line in lines], policy)
@@ -268,7 +296,7 @@ async def _updated(
     if _stale(row, order):
         return "stale"
     if order["status"] in CANCELLED_STATUSES:
-        return await _cancelled(tx, event, order_id, order["at"], policy, order["version"])
+        return await _cancelled(tx, event, order, policy, row)
     released = [line["sku"] for line in await release_order(tx, order_id)]
     # Past its time to pay and still unpaid, it stays expired, reserving nothing.
     reserve = not (row["status"] == "expired" and order["payment_status"] in UNPAID)
@@ -278,9 +306,10 @@ async def _updated(
     await tx.execute(
         "UPDATE orders SET shipping_address = $2, note = $3, updated_at = $4, status = $5,"
         " allocation = $6, hold_reason = $7, payment_status = $8, expires_at = $9,"
-        " source_version = COALESCE($10, source_version) WHERE order_id = $1",
+        " source_version = COALESCE($10, source_version),"
+        " source_digests = COALESCE($11, source_digests) WHERE order_id = $1",
         order_id, order["shipping_address"], order["note"], order["at"], status, allocation,
-        hold_reason, order["payment_status"], expires, order["version"],
+        hold_reason, order["payment_status"], expires, order["version"], _digests(row, order),
     )
     await _notify_state(tx, event, order_id, status, lines, hold_reason, order["payment_status"])
     await allocate_waiting(tx, event, released, policy)
@@ -326,18 +355,18 @@ async def _cancel(tx: Tx, event: Event, policy: Policy, batch: OrdersBatch | Non
         order = {"order_id": text(data, "order_id"), "source": event.get("source"),
                  "status": "cancelled", "payment_status": None, "lines": [],
                  "shipping_address": None, "addressed": False, "note": None,
-                 "created_at": at, "at": at, "version": None}
+                 "created_at": at, "at": at, "version": None, "digest": None}
     order_id = order["order_id"]
     row = await lock_order(tx, order_id)
     if row is None:
         if await _insert(tx, order, "cancelled"):
             await insert_lines(tx, order_id, new_lines(order["lines"]))
-        return await _cancelled(tx, event, order_id, order["at"], policy, order["version"])
+        return await _cancelled(tx, event, order, policy, None)
     if row["status"] in CANCELLED_STATUSES or row["status"] in NOT_CANCELLABLE:
         return "ignored"
     if order["version"] is not None and _stale(row, order):
         return "stale"
-    return await _cancelled(tx, event, order_id, order["at"], policy, order["version"])
+    return await _cancelled(tx, event, order, policy, row)
 
 
 async def _fulfilled(

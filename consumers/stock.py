@@ -50,11 +50,11 @@ DEFAULT_POLICY = Policy()
 async def lock_order(tx: Tx, order_id: str) -> dict[str, Any] | None:
     """The order's row, locked until commit; None if unknown. updated_at is the time of the
     last order event applied (not of stock or shipping moves), source_version the version
-    its body carried (consumers.orders)."""
+    its body carried and source_digests the bodies applied at it (consumers.orders)."""
     return await tx.fetchrow(
         "UPDATE orders SET version = version + 1 WHERE order_id = $1"
         " RETURNING order_id, status, created_at, updated_at, allocation, payment_status,"
-        " hold_reason, shipping_address, expires_at, source_version",
+        " hold_reason, shipping_address, expires_at, source_version, source_digests",
         order_id,
     )
 

@@ -30,6 +30,7 @@ import orjson
 from consumers.audit import KEY_KINDS
 from consumers.store import Tx, open_store, placeholders
 from router.rejections import RejectionsUnavailable, fetch, of_delivery
+from router.terminal import printable
 
 DEFAULT_LIMIT = 50
 
@@ -125,39 +126,43 @@ def _delivery(row: dict[str, Any]) -> str:
 
 
 def render(result: dict[str, Any], out: TextIO) -> None:
-    """The trace as text: one block per event, each line a moment, oldest first."""
+    """The trace as text: one block per event, each line a moment, oldest first. Each line
+    is escaped whole (router.terminal): ids, SKUs, reasons and URLs are stored or sent by
+    others, and must not move the operator's cursor or forge lines."""
+
+    def say(line: str) -> None:
+        print(printable(line), file=out)
+
     if result["refused"]:
-        print(f"delivery {result['id']} refused by the ingress", file=out)
+        say(f"delivery {result['id']} refused by the ingress")
         for row in result["refused"]:
-            print(f"  {row['at']}  refused       {row['status']} {row['reason']} "
-                  f"(source {row['source']}, client {row['client'] or '-'})", file=out)
+            say(f"  {row['at']}  refused       {row['status']} {row['reason']} "
+                f"(source {row['source']}, client {row['client'] or '-'})")
     for event in result["events"]:
-        print(f"event {event['event_id']}", file=out)
+        say(f"event {event['event_id']}")
         if event["audit"]:
             occurred = f", occurred {event['occurred_at']}" if event["occurred_at"] else ""
-            print(f"  {event['received_at'] or '-'}  received      {event['type']} from "
-                  f"{event['source'] or '-'} ({event['schema'] or 'no schema'}{occurred})",
-                  file=out)
+            say(f"  {event['received_at'] or '-'}  received      {event['type']} from "
+                f"{event['source'] or '-'} ({event['schema'] or 'no schema'}{occurred})")
             keys = ", ".join(f"{kind} {value}" for kind, value in event["keys"]) or "no keys"
-            print(f"  {event['recorded_at']}  recorded      by audit ({keys})", file=out)
+            say(f"  {event['recorded_at']}  recorded      by audit ({keys})")
         else:
-            print("  not recorded by audit (was the audit consumer running?)", file=out)
+            say("  not recorded by audit (was the audit consumer running?)")
         # The audit consumer's own "recorded" is the line above; its retries are shown.
         attempts = [row for row in event["attempts"]
                     if (row["consumer"], row["outcome"]) != ("audit", "recorded")]
         for row in attempts:
-            print(f"  {_attempt(row)}", file=out)
+            say(f"  {_attempt(row)}")
         if not attempts:
-            print("  no consumer has taken it yet", file=out)
+            say("  no consumer has taken it yet")
         for note in event["notifications"]:
             sent = f"sent {note['sent_at']}" if note["sent_at"] else "not yet sent"
-            print(f"  {note['created_at'] or '-'}  notification  {note['kind']} "
-                  f"{note['message_id']} ({sent})", file=out)
+            say(f"  {note['created_at'] or '-'}  notification  {note['kind']} "
+                f"{note['message_id']} ({sent})")
             for row in note["deliveries"]:
-                print(f"  {_delivery(row)}", file=out)
+                say(f"  {_delivery(row)}")
     if result["more"]:
-        print(f"(only the newest {len(result['events'])} events; --limit shows more)",
-              file=out)
+        say(f"(only the newest {len(result['events'])} events; --limit shows more)")
 
 
 async def trace_command(store_url: str, ident: str, *, as_json: bool = False,
@@ -168,11 +173,14 @@ async def trace_command(store_url: str, ident: str, *, as_json: bool = False,
     async with aiohttp.ClientSession() as http:
         result = await trace(store_url, ident, limit, http=http, ingress=ingress)
     if as_json:
-        out.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+        # orjson leaves C1 codes and bidi overrides raw in strings: escaped the JSON way.
+        text = orjson.dumps(result, option=orjson.OPT_INDENT_2).decode()
+        out.write(printable(text, "\n", json=True) + "\n")
     else:
         render(result, out)
     if result["refused_error"]:
-        print(f"the ingress's refusals were not read: {result['refused_error']}", file=err)
+        print(printable(f"the ingress's refusals were not read: {result['refused_error']}"),
+              file=err)
     if not result["events"] and not result["refused"]:
         print(f"nothing matches {ident!r}: no event, order id, tracking code, SKU or "
               "notification by that id in the store"

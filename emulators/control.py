@@ -1,7 +1,7 @@
 """What every emulator shares: faults a test asks for (`POST /_emulator/faults`), what the
-emulator was told (`GET /_emulator/counters`), data to start from (`POST /_emulator/seed`),
-and serving from the command line. The control routes take no credentials: an emulator
-listens on loopback unless told otherwise."""
+emulator was told (`GET /_emulator/counters`), data to start from (`POST /_emulator/seed`,
+where an emulator takes any), and serving from the command line. The control routes take no
+credentials: an emulator listens on loopback unless told otherwise."""
 
 from __future__ import annotations
 
@@ -20,24 +20,37 @@ from aiohttp import web
 @dataclass
 class Fault:
     """What the next `count` requests for `operation` (any when None) get: `status` instead
-    of an answer; `drop`: the connection dropped before anything is done; `reset`: the work
-    done, then the connection dropped (the answer lost, not the request). An emulator may
-    know statuses of its own (Shopify: "user_error", a mutation refused with `message`)."""
+    of an answer (a 429 says `retry_after` seconds when given, else what the provider would);
+    `drop`: the connection dropped before anything is done; `reset`: the work done, then the
+    connection dropped (the answer lost, not the request); `delay` seconds of waiting before
+    any of these (alone: a late answer). An emulator may know statuses of its own (Shopify:
+    "user_error", a mutation refused with `message`)."""
 
     status: int | str | None = None
     count: int = 1
     operation: str | None = None
     drop: bool = False
     reset: bool = False
+    delay: float = 0.0
+    retry_after: int | None = None
     message: str = "refused by the emulator"
 
     def __post_init__(self) -> None:
-        if self.status is None and not (self.drop or self.reset):
-            raise ValueError("a fault needs a status, drop or reset")
+        if self.status is None and not (self.drop or self.reset or self.delay):
+            raise ValueError("a fault needs a status, drop, reset or delay")
         if isinstance(self.status, int) and not 100 <= self.status <= 599:
             raise ValueError(f"status {self.status} is no HTTP status")
         if self.reset and self.status is not None:
             raise ValueError("reset drops the answer: it takes no status")
+        if not 0 <= self.delay <= 600:
+            raise ValueError(f"delay {self.delay} is not 0 to 600 seconds")
+        if self.retry_after is not None and self.retry_after < 0:
+            raise ValueError(f"retry_after {self.retry_after} is negative")
+
+    @property
+    def answers(self) -> bool:
+        """Whether it changes the answer (else it only delays it)."""
+        return self.status is not None or self.drop or self.reset
 
 
 @dataclass
@@ -47,15 +60,18 @@ class Control:
     faults: list[Fault] = field(default_factory=list)
     requests: Counter[str] = field(default_factory=Counter)
 
-    def take(self, operation: str, after_work: bool) -> Fault | None:
-        """The fault due for this request before its work (or after it: `reset`), if any;
-        it counts down."""
+    async def take(self, operation: str, after_work: bool) -> Fault | None:
+        """The fault due for this request before its work (or after it: `reset`), if any,
+        once its delay has passed; it counts down. A fault that only delays is not returned:
+        the request goes on."""
         for fault in self.faults:
             if fault.reset == after_work and fault.operation in (None, operation):
                 fault.count -= 1
                 if fault.count <= 0:
                     self.faults.remove(fault)
-                return fault
+                if fault.delay:
+                    await asyncio.sleep(fault.delay)
+                return fault if fault.answers else None
         return None
 
 
@@ -77,8 +93,8 @@ def cut(request: web.Request) -> web.StreamResponse:
 
 
 def add_control(app: web.Application, counters: Callable[[], dict[str, Any]],
-                seed: Callable[[dict[str, Any]], None]) -> None:
-    """Mount /_emulator/{faults,counters,seed} on `app`."""
+                seed: Callable[[dict[str, Any]], None] | None = None) -> None:
+    """Mount /_emulator/{faults,counters} on `app`, and /_emulator/seed if it takes `seed`."""
     app[CONTROL] = Control()
 
     async def add_fault(request: web.Request) -> web.Response:
@@ -91,13 +107,14 @@ def add_control(app: web.Application, counters: Callable[[], dict[str, Any]],
     async def read(request: web.Request) -> web.Response:
         return web.json_response({**counters(), "requests": dict(app[CONTROL].requests)})
 
-    async def add(request: web.Request) -> web.Response:
-        seed(await request.json())
-        return web.json_response(counters())
-
     app.router.add_post("/_emulator/faults", add_fault)
     app.router.add_get("/_emulator/counters", read)
-    app.router.add_post("/_emulator/seed", add)
+    if seed is not None:  # an emulator with data to start from
+        async def add(request: web.Request) -> web.Response:
+            seed(await request.json())
+            return web.json_response(counters())
+
+        app.router.add_post("/_emulator/seed", add)
 
 
 def serve(app: web.Application, args: argparse.Namespace) -> int:

@@ -4,14 +4,14 @@ It answers with the bodies EasyPost documents (and its official client's recorde
 shows: tests/fixtures/providers/README.md), checks every request as EasyPost would (path,
 method, the API key as HTTP Basic user or Bearer token, the required body fields: 422 with
 EasyPost's error body), and counts what it sold. Tests and the soak read the counters at
-GET /_emulator/counters and make it fail with POST /_emulator/faults (or `Emulator.fail`).
+GET /_emulator/counters and make it fail with POST /_emulator/faults (emulators/control.py;
+the operations are create_shipment, retrieve_shipment, buy_shipment and refund_shipment).
 
     python -m emulators easypost --port 12011 --key KEY
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import secrets
@@ -26,6 +26,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from emulators.control import CONTROL, Fault, add_control, arguments, cut, same_secret, serve
+
 # What a shipment is offered when the emulator is not told otherwise: the rates of EasyPost's
 # recorded test shipment (USPS), plus one UPS rate so that a carrier rule has a choice.
 DEFAULT_RATES: tuple[tuple[str, str, str, int], ...] = (
@@ -39,21 +41,6 @@ ADDRESS_FIELDS = ("name", "company", "street1", "street2", "city", "state", "zip
 
 
 @dataclass
-class Fault:
-    """What the next `count` matching requests get instead of (or on top of) an answer:
-    `status` answers that status (a 429 with `retry_after`), `delay` answers late, `reset`
-    does the work and then drops the connection, so the answer is lost."""
-
-    count: int = 1
-    status: int | None = None
-    retry_after: int | None = None
-    delay: float = 0.0
-    reset: bool = False
-    path_suffix: str = ""  # "/buy" to hit only buys; "" for every request
-    method: str = ""  # "" for every method
-
-
-@dataclass
 class Emulator:
     key: str
     rejected_streets: frozenset[str] = frozenset()  # street1 values (any case) it cannot verify
@@ -62,15 +49,11 @@ class Emulator:
     labels_by_shipment: Counter[str] = field(default_factory=Counter)
     labels_by_reference: Counter[str] = field(default_factory=Counter)
     counts: Counter[str] = field(default_factory=Counter)
-    faults: list[Fault] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.key:
             raise ValueError("the emulator needs the API key its clients must present")
         self.rejected_streets = frozenset(street.casefold() for street in self.rejected_streets)
-
-    def fail(self, fault: Fault) -> None:
-        self.faults.append(fault)
 
     def counters(self) -> dict[str, Any]:
         return {
@@ -79,16 +62,6 @@ class Emulator:
             "labels_by_reference": dict(self.labels_by_reference),
             **dict(self.counts),
         }
-
-    def take_fault(self, request: web.Request) -> Fault | None:
-        for fault in self.faults:
-            if (request.path.endswith(fault.path_suffix)
-                    and fault.method in ("", request.method)):
-                fault.count -= 1
-                if fault.count <= 0:
-                    self.faults.remove(fault)
-                return fault
-        return None
 
 
 EMULATOR = web.AppKey("emulator", Emulator)
@@ -120,44 +93,49 @@ def authorized(request: web.Request, key: str) -> bool:
     header = request.headers.get("Authorization", "")
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() == "bearer":
-        return secrets.compare_digest(credentials.strip().encode(), key.encode())
+        return same_secret(credentials.strip(), key)
     if scheme.lower() == "basic":
         try:
             user, _, _password = base64.b64decode(credentials, validate=True).decode(
             ).partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
-        return secrets.compare_digest(user.encode(), key.encode())
+        return same_secret(user, key)
     return False
+
+
+def fault_response(request: web.Request, fault: Fault) -> web.StreamResponse:
+    if fault.drop or fault.reset:
+        return cut(request)
+    status = fault.status if isinstance(fault.status, int) else 500  # a name it lacks
+    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
+    code = "RATE_LIMITED" if status == 429 else "INTERNAL_SERVER_ERROR"
+    return error(status, code, fault.message, headers=headers)
 
 
 @web.middleware
 async def easypost_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """On the API (/v2/): the key checked, then any fault, and aiohttp's own 404 and 405 in
-    EasyPost's body."""
-    emulator = request.app[EMULATOR]
+    """On the API (/v2/): the key checked, then any fault asked for the route's name, and
+    aiohttp's own 404 and 405 in EasyPost's body."""
     if not request.path.startswith("/v2/"):  # its control endpoints, the label and tracking
         return await handler(request)          # pages: public, as EasyPost's files are
-    if not authorized(request, emulator.key):
+    if not authorized(request, request.app[EMULATOR].key):
         return error(401, "UNAUTHORIZED",
                      "The request could not be authorized: a valid API key is required.")
-    emulator.counts["requests"] += 1
-    fault = emulator.take_fault(request)
-    if fault is not None and fault.delay:
-        await asyncio.sleep(fault.delay)
-    if fault is not None and fault.status is not None:
-        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else None
-        code = "RATE_LIMITED" if fault.status == 429 else "INTERNAL_SERVER_ERROR"
-        return error(fault.status, code, "Emulated failure.", headers=headers)
+    control = request.app[CONTROL]
+    name = request.match_info.route.name or "no_route"  # aiohttp's 404 or 405
+    control.requests[name] += 1
+    if (fault := await control.take(name, after_work=False)) is not None:
+        return fault_response(request, fault)
     try:
         response = await handler(request)
     except web.HTTPNotFound:
         response = error(404, "NOT_FOUND", "The requested resource could not be found.")
     except web.HTTPMethodNotAllowed:
         response = error(405, "METHOD_NOT_ALLOWED", "The method is not allowed here.")
-    if fault is not None and fault.reset and request.transport is not None:
+    if (fault := await control.take(name, after_work=True)) is not None:
         # the work is done (a label sold, say) but the client never hears of it
-        request.transport.abort()
+        return fault_response(request, fault)
     return response
 
 
@@ -355,21 +333,6 @@ async def refund_shipment(request: web.Request) -> web.Response:
     return web.json_response(shipment, dumps=_dumps)
 
 
-async def read_counters(request: web.Request) -> web.Response:
-    return web.json_response(request.app[EMULATOR].counters(), dumps=_dumps)
-
-
-async def add_fault(request: web.Request) -> web.Response:
-    """POST /_emulator/faults {"status": 503, "count": 2, "retry_after": 5, "delay": 0,
-    "reset": false, "path_suffix": "/buy", "method": "POST"}."""
-    try:
-        fault = Fault(**orjson.loads(await request.read()))
-    except (orjson.JSONDecodeError, TypeError) as exc:
-        return web.json_response({"error": str(exc)}, status=400)
-    request.app[EMULATOR].fail(fault)
-    return web.json_response({"faults": len(request.app[EMULATOR].faults)})
-
-
 def _by_label(request: web.Request, key: str) -> dict[str, Any]:
     wanted = request.match_info["name"].removesuffix(".png")
     for shipment in request.app[EMULATOR].shipments.values():
@@ -407,20 +370,19 @@ _PNG = _one_pixel_png()
 def build_app(emulator: Emulator) -> web.Application:
     app = web.Application(middlewares=[easypost_errors])
     app[EMULATOR] = emulator
-    app.router.add_post("/v2/shipments", create_shipment)
-    app.router.add_get("/v2/shipments/{id}", retrieve_shipment)
-    app.router.add_post("/v2/shipments/{id}/buy", buy_shipment)
-    app.router.add_post("/v2/shipments/{id}/refund", refund_shipment)
+    add_control(app, emulator.counters)
+    # the route names are the operations a fault can be asked for
+    for method, path, handler in (("POST", "/v2/shipments", create_shipment),
+                                  ("GET", "/v2/shipments/{id}", retrieve_shipment),
+                                  ("POST", "/v2/shipments/{id}/buy", buy_shipment),
+                                  ("POST", "/v2/shipments/{id}/refund", refund_shipment)):
+        app.router.add_route(method, path, handler, name=handler.__name__)
     app.router.add_get("/files/postage_label/{name}", label_file)
     app.router.add_get("/track/{name}", tracking_page)
-    app.router.add_get("/_emulator/counters", read_counters)
-    app.router.add_post("/_emulator/faults", add_fault)
     return app
 
 
 def main(argv: list[str]) -> int:
-    from emulators.control import arguments, serve
-
     parser = arguments("EasyPost REST API v2 emulator (shipments, buy, refund)")
     parser.add_argument("--key", required=True, help="the API key clients must present")
     parser.add_argument("--reject-street", action="append", default=[], metavar="STREET1",

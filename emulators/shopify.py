@@ -9,9 +9,9 @@ bucket, and a request the bucket cannot pay for is THROTTLED as Shopify does.
 Control (no credentials; loopback): POST /_emulator/seed {"orders": [{"id": 1001,
 "fulfillment_orders": ["OPEN"], "fulfillments": [{"number": "1Z..", "company": "UPS"}]}],
 "bucket": {"available": 0, "restore_rate": 1}}; POST /_emulator/faults {"status": 503 | 429 |
-401 | "user_error", "message": "...", "drop": false, "reset": false, "count": 1,
-"operation": "fulfillmentCreate" | "order"}; GET /_emulator/counters (orders, their
-fulfillments, fulfillments created, the bucket, requests per operation).
+401 | "user_error", "message": "...", "retry_after": 2, "drop": false, "reset": false,
+"delay": 0, "count": 1, "operation": "fulfillmentCreate" | "order"}; GET /_emulator/counters
+(orders, their fulfillments, fulfillments created, the bucket, requests per operation).
 """
 
 from __future__ import annotations
@@ -274,7 +274,8 @@ def fault_response(request: web.Request, fault: Fault) -> web.StreamResponse:
         return cut(request)
     status = fault.status if isinstance(fault.status, int) else 500  # a name it lacks
     body = FAULT_BODIES.get(status, {"errors": "Internal Server Error"})
-    headers = {"Retry-After": "2.0"} if status == 429 else {}
+    after = 2.0 if fault.retry_after is None else fault.retry_after
+    headers = {"Retry-After": str(after)} if status == 429 else {}
     return web.json_response(body, status=status, headers=headers)
 
 
@@ -305,7 +306,7 @@ async def graphql(request: web.Request) -> web.StreamResponse:
         return web.json_response({"errors": [exc.body]})
     name = operation.selections[0].name
     control.requests[name] += 1
-    fault = control.take(name, after_work=False)
+    fault = await control.take(name, after_work=False)
     if fault is not None and fault.status != "user_error":
         return fault_response(request, fault)
     requested = requested_cost(operation)
@@ -330,7 +331,7 @@ async def graphql(request: web.Request) -> web.StreamResponse:
             data[f.alias] = project(value, f.selections, SCHEMA[root_type][f.name], SCHEMA)
     except GraphQLError as exc:
         return web.json_response({"errors": [exc.body], "data": None})
-    if (fault := control.take(name, after_work=True)) is not None:
+    if (fault := await control.take(name, after_work=True)) is not None:
         return fault_response(request, fault)
     return web.json_response({"data": data, "extensions": {"cost": bucket.cost(requested,
                                                                                  requested)}})

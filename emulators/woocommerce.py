@@ -7,9 +7,9 @@ query parameters. Errors are WordPress's `{"code", "message", "data": {"status"}
 
 Control (no credentials; loopback): POST /_emulator/seed {"orders": [{"id": 727,
 "status": "processing", "notes": ["..."]}]}; POST /_emulator/faults {"status": 503 | 429 |
-401, "drop": false, "reset": false, "count": 1, "operation": "create_note"}, operations being
-get_order, update_order, list_notes, create_note, get_note; GET /_emulator/counters (orders,
-their status and notes, requests per operation).
+401, "retry_after": 3, "drop": false, "reset": false, "delay": 0, "count": 1, "operation":
+"create_note"}, operations being get_order, update_order, list_notes, create_note, get_note;
+GET /_emulator/counters (orders, their status and notes, requests per operation).
 """
 
 from __future__ import annotations
@@ -228,7 +228,8 @@ def fault_response(request: web.Request, fault: Fault) -> web.StreamResponse:
     if status == 401:
         return WPError(401, "woocommerce_rest_authentication_error",
                        "Consumer key is invalid.").response()
-    headers = {"Retry-After": "3"} if status == 429 else {}
+    after = 3 if fault.retry_after is None else fault.retry_after
+    headers = {"Retry-After": str(after)} if status == 429 else {}
     return web.json_response({"code": "internal_server_error" if status >= 500
                               else "too_many_requests", "message": f"HTTP {status}",
                               "data": {"status": status}}, status=status, headers=headers)
@@ -241,12 +242,12 @@ def operation(name: str, handler: Handler) -> Handler:
         control.requests[name] += 1
         try:
             authenticate(request)
-            if (fault := control.take(name, after_work=False)) is not None:
+            if (fault := await control.take(name, after_work=False)) is not None:
                 return fault_response(request, fault)
             response = await handler(request)
         except WPError as exc:
             return exc.response()
-        if (fault := control.take(name, after_work=True)) is not None:
+        if (fault := await control.take(name, after_work=True)) is not None:
             return fault_response(request, fault)
         return response
     return run

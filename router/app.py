@@ -17,9 +17,15 @@ from aiohttp.typedefs import Middleware
 from router.broker.publisher import Publisher
 from router.envelope import log_delivery_id
 from router.errors import Forbidden, IngressError
-from router.hold import hold_queues
+from router.hold import hold_queues, holding_sources
 from router.ingress import REQUEST_INFO, Ingress, RequestInfo
-from router.metrics import count_rejection, count_request, multiprocess_dir, render
+from router.metrics import (
+    count_rejection,
+    count_request,
+    export_queue_limits,
+    multiprocess_dir,
+    render,
+)
 from router.network import ClientAddress, IpAllowlist
 from router.rejections import Rejections, read_query
 from router.schemas import SchemaRegistry
@@ -175,27 +181,33 @@ def _local_port(request: web.Request) -> int | None:
 
 def _for_operators(server: ServerSettings, handler: Handler) -> Handler:
     """`handler` (/metrics, /rejections) only on `metrics_port` when one is set, only to
-    `metrics_allow` if given."""
-    allowed = IpAllowlist(server.metrics_allow) if server.metrics_allow else None
+    `metrics_allow` (loopback unless configured)."""
+    allowed = IpAllowlist(server.metrics_allow)
     clients = ClientAddress(server.trusted_proxies)
 
     async def operators_only(request: web.Request) -> web.StreamResponse:
         if server.metrics_port is not None and _local_port(request) != server.metrics_port:
             raise web.HTTPNotFound()
-        if allowed is not None:
-            forwarded = request.headers.getall("X-Forwarded-For", None)
-            client = clients.resolve(request.remote, ",".join(forwarded) if forwarded else None)
-            request[REQUEST_INFO].client = client
-            if not allowed.allows(client):
-                raise Forbidden(f"this address may not read {request.path}")
+        forwarded = request.headers.getall("X-Forwarded-For", None)
+        client = clients.resolve(request.remote, ",".join(forwarded) if forwarded else None)
+        request[REQUEST_INFO].client = client
+        if not allowed.allows(client):
+            raise Forbidden(f"this address may not read {request.path}")
         return await handler(request)
 
     return operators_only
 
 
-async def metrics(request: web.Request) -> web.Response:
-    body, content_type = render()
-    return web.Response(body=body, headers={"Content-Type": content_type})
+def _metrics_handler(settings: Settings, publisher: Publisher) -> Handler:
+    bounded = [(queue, limit.max_length, limit.max_bytes)
+               for queue, limit in publisher.topology.bounded(holding_sources(settings))]
+
+    async def metrics(request: web.Request) -> web.Response:
+        export_queue_limits(bounded, publisher.not_limited)
+        body, content_type = render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    return metrics
 
 
 def _rejections_handler(sources: dict[str, Source]) -> Handler:
@@ -271,7 +283,7 @@ def create_app(
         allowed[source.settings.path] = ["POST"]
     for path, probe in (
         ("/healthz", healthz), ("/readyz", readyz),
-        ("/metrics", _for_operators(settings.server, metrics)),
+        ("/metrics", _for_operators(settings.server, _metrics_handler(settings, publisher))),
         ("/rejections", _for_operators(settings.server, _rejections_handler(sources))),
     ):
         app.router.add_get(path, probe, expect_handler=expect_continue)

@@ -8,9 +8,23 @@ job (their inbox), so a restart or a second worker that misses a duplicate is ha
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections import OrderedDict
 
 from router.errors import BrokerTrouble
+
+
+def signed_content_key(source: str, topic: str, body: bytes) -> str:
+    """What a delivery is remembered by besides its id when its source signs the body alone
+    (Verifier.signs_only_body: Shopify, WooCommerce, GitHub...). Their delivery id and topic
+    headers are not signed, so a captured body sent again under a new id is the same signed
+    content, answered as a duplicate. No real delivery is lost to it: a provider's own retry
+    keeps its id and its body (Shopify's X-Shopify-Webhook-Id), and a new event always has a
+    new body (its updated_at moves on). The same body under two topics the source maps
+    (Shopify's orders/create and orders/updated) is two events; `topic` is "" for any topic the
+    source does not map, so a made-up one cannot make a copy new."""
+    digest = hashlib.sha256(topic.encode("utf-8", "surrogateescape") + b"\0" + body)
+    return f"{source}\0body:{digest.hexdigest()}"
 
 
 class RecentIds:
@@ -54,9 +68,11 @@ class InFlight:
             if failure is not None:     # the first could not publish: neither can we now
                 raise failure
             if not waited:              # nobody has it (any more): ours to publish
-                with in_flight.lead(key):
+                with in_flight.lead((key,)):
                     ...publish, then recent.add(key)
                 break
+
+    A delivery known by several keys (its id, and signed_content_key) leads them all.
 
     The outcome a waiter gets is None when the first request ended without a broker failure
     (it was published or held, and so is in RecentIds; or it was refused, and nothing was),
@@ -83,26 +99,29 @@ class InFlight:
         # Shielded: a waiter that is cancelled must not cancel the outcome for the others.
         return True, await asyncio.shield(running)
 
-    def lead(self, key: str) -> _Lead:
-        """Mark `key` as being published by the caller until the `with` block ends; a
-        BrokerTrouble leaving the block is the outcome the waiters get."""
-        return _Lead(self._running, key)
+    def lead(self, keys: tuple[str, ...]) -> _Lead:
+        """Mark `keys` as being published by the caller until the `with` block ends; a
+        BrokerTrouble leaving the block is the outcome the waiters (on any of them) get."""
+        return _Lead(self._running, keys)
 
 
 class _Lead:
     """InFlight.lead's context manager (a class: cheaper per request than a generator)."""
 
-    __slots__ = ("_running", "_key")
+    __slots__ = ("_running", "_keys")
 
     def __init__(self, running: dict[str, asyncio.Future[BrokerTrouble | None] | None],
-                 key: str) -> None:
+                 keys: tuple[str, ...]) -> None:
         self._running = running
-        self._key = key
+        self._keys = keys
 
     def __enter__(self) -> None:
-        self._running[self._key] = None  # nobody waits yet (the usual case): no future
+        for key in self._keys:
+            self._running[key] = None  # nobody waits yet (the usual case): no future
 
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
-        running = self._running.pop(self._key)
-        if running is not None:
-            running.set_result(exc if isinstance(exc, BrokerTrouble) else None)
+        outcome = exc if isinstance(exc, BrokerTrouble) else None
+        for key in self._keys:
+            running = self._running.pop(key)
+            if running is not None:
+                running.set_result(outcome)

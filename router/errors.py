@@ -14,7 +14,8 @@
     ├── InvalidPayload            422  schema violation or unmappable payload (with paths)
     └── BrokerTrouble                  not confirmed by the broker (Retry-After): try again
         ├── BrokerUnavailable     503  the broker did not take the event: unreachable,
-        │                              blocking publishers, too many unconfirmed, refused
+        │   │                          blocking publishers, too many unconfirmed, refused
+        │   └── HoldQueueFull     503  the source's held.* queue is at its limit
         └── BrokerUnconfirmed     504  sent, but not confirmed in time: it may still be
                                        delivered (a repeat is harmless)
 
@@ -125,6 +126,12 @@ class BrokerTrouble(IngressError):
 class BrokerUnavailable(BrokerTrouble):
     status = 503
     reason = "broker_unavailable"
+
+
+class HoldQueueFull(BrokerUnavailable):
+    """The source's hold queue is at its limit ([broker] held_max_length/held_max_bytes)."""
+
+    reason = "hold_queue_full"
 
 
 class BrokerUnconfirmed(BrokerTrouble):

@@ -16,6 +16,11 @@ the raw body as received, with
     x-held-headers       the request headers the mapping reads (topic, delivery id, time)
     x-held-at            when (ISO-8601)
 
+Headers are not signed, so what is kept of them is bounded: each kept header value and each
+error's path and message at most MAX_KEPT bytes (a longer one is cut, with a marker saying
+how much), and at most MAX_KEPT_ERRORS errors, so a held message's headers stay within
+about 12 KiB whatever the request carried.
+
 `webhook-router dlq list|show|purge held.SOURCE` look at them; `dlq release held.SOURCE
 [--id ID]` runs them through the current schemas and mappings: what maps now is published
 as the event it would have been (the consumers' inbox makes a repeat harmless), what still
@@ -49,23 +54,41 @@ from router.sources import Source, build_sources
 from router.times import now_iso
 
 
+def holding_sources(settings: Settings) -> list[str]:
+    """The sources that hold what they cannot map."""
+    return [name for name, source in settings.sources.items() if source.on_invalid == "hold"]
+
+
 def hold_queues(settings: Settings) -> list[QueueSpec]:
     """The hold queue of every source that holds what it cannot map."""
-    return Topology.of(settings.broker).hold_queues(
-        name for name, source in settings.sources.items() if source.on_invalid == "hold")
+    return Topology.of(settings.broker).hold_queues(holding_sources(settings))
+
+
+MAX_KEPT = 256  # bytes of one kept header value, error path or error message
+MAX_KEPT_ERRORS = 20  # as many as schemas and mappings report
 
 
 def mapping_headers(source: Source, headers: Mapping[str, str]) -> dict[str, str]:
     """The request headers `source`'s mapping reads: topic, delivery id, event time. Never
     a signature or a credential. Bytes that are not UTF-8 (aiohttp keeps them as lone
-    surrogates, which JSON and AMQP cannot carry) become U+FFFD."""
+    surrogates, which JSON and AMQP cannot carry) become U+FFFD; values are capped."""
     s = source.settings
     names = [n for n in (s.topic_header, s.occurred_at_header, *s.id_headers) if n]
-    return {name: _text_of(headers[name]) for name in names if name in headers}
+    return {name: capped(_text_of(headers[name])) for name in names if name in headers}
 
 
 def _text_of(value: str) -> str:
     return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def capped(text: str, limit: int = MAX_KEPT) -> str:
+    """`text`, or its first `limit` bytes (whole characters) and a marker of what was cut.
+    No provider's topic, id or time comes near it: only a made-up one is cut."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    kept = data[:limit].decode("utf-8", "ignore")
+    return f"{kept}...[{len(data) - len(kept.encode())} bytes cut]"
 
 
 def hold_headers(
@@ -75,7 +98,9 @@ def hold_headers(
     return {
         "source": source.name,
         HELD_REASON: error.reason,
-        HELD_ERRORS: orjson.dumps(error.errors or []).decode(),
+        HELD_ERRORS: orjson.dumps([
+            {key: capped(value) if isinstance(value, str) else value for key, value in e.items()}
+            for e in (error.errors or [])[:MAX_KEPT_ERRORS]]).decode(),
         HELD_HEADERS: orjson.dumps(mapping_headers(source, delivery.headers)).decode(),
         HELD_AT: now_iso("seconds"),
         HELD_RELEASES: releases,

@@ -20,15 +20,16 @@ import orjson
 from aiohttp import web
 
 from router.body import content_coding, read_body, refuse_over
-from router.broker.errors import PublishFailed, PublishInDoubt
+from router.broker.errors import PublishFailed, PublishInDoubt, PublishRefused
 from router.broker.messages import CONSOLE_TEST
 from router.broker.publisher import Publisher
-from router.dedup import InFlight, RecentIds
+from router.dedup import InFlight, RecentIds, signed_content_key
 from router.envelope import Delivery, build_event, parse_delivery
 from router.errors import (
     BrokerUnavailable,
     BrokerUnconfirmed,
     Forbidden,
+    HoldQueueFull,
     InvalidPayload,
     RateLimited,
     Unauthorized,
@@ -136,24 +137,32 @@ class Ingress:
             source, body, headers, media_type, now, max_depth=self.server.max_depth
         )
         info.event_id = delivery.id
-        dedup_key = f"{source.name}\0{delivery.id}"
-        while not self.recent.seen(dedup_key, now):
-            if dedup_key not in self.in_flight:  # the usual case, without an await
-                with self.in_flight.lead(dedup_key):
-                    return await self._accept(source, delivery, media_type, info, dedup_key, now)
+        keys = self._dedup_keys(source, delivery)
+        while not any(self.recent.seen(key, now) for key in keys):
+            busy = next((key for key in keys if key in self.in_flight), None)
+            if busy is None:  # the usual case, without an await
+                with self.in_flight.lead(keys):
+                    return await self._accept(source, delivery, media_type, info, keys, now)
             # A copy of this delivery being published by another request: its outcome is ours.
-            waited, failure = await self.in_flight.wait(dedup_key)
+            _, failure = await self.in_flight.wait(busy)
             if failure is not None:  # not confirmed: answer as the first copy was answered
                 raise type(failure)(failure.message, retry_after=failure.retry_after)
-            if not waited:
-                with self.in_flight.lead(dedup_key):
-                    return await self._accept(source, delivery, media_type, info, dedup_key, now)
         DUPLICATES.labels(source.name).inc()
         return _json(200, {"status": "duplicate", "id": delivery.id})
 
+    @staticmethod
+    def _dedup_keys(source: Source, delivery: Delivery) -> tuple[str, ...]:
+        """Its id, and where the id and topic are not signed, the signed content too."""
+        by_id = f"{source.name}\0{delivery.id}"
+        if not source.verifier.signs_only_body:
+            return (by_id,)
+        topic = source.topic(delivery.headers, delivery.payload)
+        known = topic if topic is not None and topic in source.settings.events else ""
+        return by_id, signed_content_key(source.name, known, delivery.body)
+
     async def _accept(
         self, source: Source, delivery: Delivery, media_type: str, info: RequestInfo,
-        dedup_key: str, now: float,
+        keys: tuple[str, ...], now: float,
     ) -> web.Response:
         """Publish the event (or hold the delivery) and remember its id once confirmed."""
         try:
@@ -161,7 +170,7 @@ class Ingress:
         except InvalidPayload as exc:
             if source.settings.on_invalid != "hold":
                 raise
-            return await self._hold(source, delivery, media_type, exc, info, dedup_key, now)
+            return await self._hold(source, delivery, media_type, exc, info, keys, now)
         info.type = event.type
         headers: dict[str, str | int] = {"source": source.name, "schema": event.schema,
                                          "attempt": 0}
@@ -180,12 +189,24 @@ class Ingress:
             timestamp=now,
         )
         source.publish_latency.observe(waited)
-        self.recent.add(dedup_key, now)
+        self._remember(keys, now)
         return _json(202, {"status": "accepted", "id": event.id})
 
-    async def _publish(self, body: bytes, **message: Any) -> float:
+    def _remember(self, keys: tuple[str, ...], now: float) -> None:
+        for key in keys:
+            self.recent.add(key, now)
+
+    async def _publish(self, body: bytes, refused: BrokerUnavailable | None = None,
+                       **message: Any) -> float:
+        """Publish and wait for the confirm; `refused` is the error for a nack (a bounded
+        queue at its limit), if not the usual one."""
         try:
             return await self.publisher.publish(body, **message)
+        except PublishRefused as exc:
+            if refused is None:
+                raise BrokerUnavailable(
+                    exc.message, retry_after=self.publisher.settings.retry_after) from exc
+            raise refused from exc
         except PublishInDoubt as exc:  # never "not taken": the broker may still deliver it
             raise BrokerUnconfirmed(
                 exc.message, retry_after=self.publisher.settings.retry_after
@@ -197,15 +218,20 @@ class Ingress:
 
     async def _hold(
         self, source: Source, delivery: Delivery, media_type: str, error: InvalidPayload,
-        info: RequestInfo, dedup_key: str, now: float,
+        info: RequestInfo, keys: tuple[str, ...], now: float,
     ) -> web.Response:
         """Keep an authentic delivery we cannot map for an operator (router.hold) and answer
         2xx once the broker has it: the provider would only retry and then give up on us."""
         info.type = "held"
+        queue = self.publisher.topology.hold_queue(source.name)
+        full = HoldQueueFull(f"the hold queue of {source.name} is full (or the broker refused "
+                             "the delivery): it was not taken; retry later",
+                             retry_after=self.publisher.settings.retry_after)
         await self._publish(
             delivery.body,
+            refused=full,
             exchange="",
-            routing_key=self.publisher.topology.hold_queue(source.name),
+            routing_key=queue,
             message_id=delivery.id,
             type=held_type(source, delivery),
             correlation_id=info.request_id,
@@ -214,5 +240,5 @@ class Ingress:
             content_type=media_type,
         )
         HELD.labels(source.name, error.reason).inc()
-        self.recent.add(dedup_key, now)
+        self._remember(keys, now)
         return _json(202, {"status": "held", "id": delivery.id, "reason": error.reason})

@@ -1,6 +1,7 @@
 """structlog set-up: one JSON line per event, rendered with orjson; secrets and PII redacted.
 
-Pipeline: merge_contextvars (request id, source) -> level -> timestamp -> redact -> JSON.
+Pipeline: merge_contextvars (request id, source) -> level -> timestamp -> exception ->
+redact -> JSON.
 The standard library's records (aiohttp, aiormq, aio_pika, asyncpg, Python warnings) go
 through the same pipeline and out as the same lines, at warning and above.
 """
@@ -34,9 +35,67 @@ PII_KEYS = frozenset({
 })
 _CACHE_LIMIT = 4096  # keys remembered per redactor; payload keys are few, but not bounded
 
+# Personal data by its shape, wherever it is: free text (dead-letter reasons, notes, bodies
+# that are not JSON, library messages) and keys no list names. A match starts only where a
+# token starts (one lookbehind, so most positions cost one test and a search is linear)
+# and ends where the token ends, so no part of a longer token (a SKU, a UUID, a tracking
+# code, a dotted or dashed number) is taken. Digits alone are never a phone: order ids,
+# timestamps, amounts and tracking codes are digits alone too; a phone needs its + or the
+# separators people write it with. Digits are [0-9]: a set with \d scans several times
+# slower.
+_TOKEN_START = r"(?<![\w.%+-])"
+_END = r"(?![\w-]|\.\w)"  # a full stop may end a sentence, not a dotted token
+# nor is a phone one group of a longer run of digit groups (9400 1000 0000 0000 0000 00)
+_PHONE_END = rf"{_END}(?![ .-][0-9])"
+_PHONES = (
+    r"(?<![0-9][ .-])(?:"
+    # E.164, separators allowed: +1 (555) 123-4567, +44 20 7946 0958, +4915112345678
+    rf"(?P<international>\+[1-9](?:[ ().-]{{0,2}}[0-9]){{7,14}}{_PHONE_END})"
+    # North American: (555) 123-4567, 555-123-4567, 555.123.4567, 1-800-555-0100
+    r"|(?P<nanp>(?:1[ .-])?(?:\([0-9]{3}\) ?|[0-9]{3}[ .-])[0-9]{3}[ .-][0-9]{4}"
+    rf"{_PHONE_END})"
+    # a national number after its trunk 0, one separator throughout (a date's dots and a
+    # time's do not pass as one): 020 7946 0958, 06 12 34 56 78, 03-1234-5678, (02) 9876 5432
+    r"|(?P<trunk>(?:0[1-9][0-9]{0,3}|\(0[1-9][0-9]{0,3}\))(?P<sep>[ .-])[0-9]{2,8}"
+    rf"(?:(?P=sep)[0-9]{{2,8}}){{0,3}}{_PHONE_END}))"
+)
+# e-mail: local@domain.tld, or local%40domain.tld in a form-encoded body
+_EMAIL = (r"(?P<email>[\w.%+-]{1,64}(?:@|%40)(?:[A-Za-z0-9-]{1,63}\.){1,8}[A-Za-z]{2,63}"
+          r"(?![\w-]))")
+_PII_TEXT = re.compile(rf"{_TOKEN_START}(?:{_EMAIL}|{_PHONES})")
+_PHONE_TEXT = re.compile(rf"{_TOKEN_START}{_PHONES}")
+# What every phone above holds: nine characters in a row of digits and separators, the
+# first a digit, + or ( where a token starts, with a + or ( first or a separator among the
+# first nine (so a long number alone, an order id or a tracking code, is passed over). It
+# starts with a character set, so a search skips in C from one candidate to the next: most
+# strings (words, paths, UUIDs, ids) cost one quick scan.
+_PHONE_HINT = re.compile(
+    r"[0-9+(](?<![\w.%+-].)(?:(?<=[+(])[0-9]|(?=[0-9 ().-]{8})[0-9]{0,7}[ ().-])")
+_DIGITS = frozenset("0123456789")
+_TRUNK_DIGITS = 9  # fewer is a date (01.02.2026) or a short code, not a national number
+_SHORTEST = 6  # a@b.co; no shorter string holds an e-mail or a phone
+
+
+def mask_text(text: str) -> str:
+    """`text` with every e-mail address and phone number in it replaced by [redacted]."""
+    if len(text) < _SHORTEST:
+        return text
+    if "@" in text or "%40" in text:
+        return _PII_TEXT.sub(_masked, text)
+    if _PHONE_HINT.search(text) is None:
+        return text
+    return _PHONE_TEXT.sub(_masked, text)
+
+
+def _masked(match: re.Match[str]) -> str:
+    if match.lastgroup == "trunk" and sum(c in _DIGITS for c in match[0]) < _TRUNK_DIGITS:
+        return match[0]
+    return REDACTED
+
 
 class Redactor:
-    """Processor replacing the values of secret and PII keys, at any depth, with [redacted]."""
+    """Processor replacing the values of secret and PII keys, at any depth, with [redacted],
+    and e-mail addresses and phone numbers in any string (mask_text)."""
 
     def __init__(self, pii_fields: Iterable[str]) -> None:
         self.keys = SECRET_KEYS | PII_KEYS | {f.lower() for f in pii_fields}
@@ -53,8 +112,11 @@ class Redactor:
         return verdict
 
     def mask(self, value: Any) -> Any:
-        """`value` with what hidden keys hold, at any depth, replaced by [redacted] (a copy;
-        the console masks its pages and answers with it too)."""
+        """`value` with what hidden keys hold, and e-mails and phones in its strings, at any
+        depth, replaced by [redacted] (a copy; the console masks its pages and answers with
+        it too)."""
+        if value.__class__ is str:
+            return mask_text(value)
         if isinstance(value, dict):
             return {k: REDACTED if self.hides(k) else self.mask(v) for k, v in value.items()}
         if isinstance(value, list | tuple):
@@ -64,11 +126,21 @@ class Redactor:
     def __call__(
         self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
+        texts = []
         for key, value in event_dict.items():
             if self.hides(key):
                 event_dict[key] = REDACTED
+            elif value.__class__ is str:
+                texts.append(value)
             elif value.__class__ in _CONTAINERS:
                 event_dict[key] = self.mask(value)
+        # One look at all the line's strings at once (a search costs more to start than to
+        # run): most lines hold no @ and nothing shaped like a phone.
+        joined = "\n".join(texts)
+        if "@" in joined or "%40" in joined or _PHONE_HINT.search(joined) is not None:
+            for key, value in event_dict.items():
+                if value.__class__ is str:
+                    event_dict[key] = mask_text(value)
         return event_dict
 
 
@@ -165,8 +237,10 @@ def configure_logging(level: str = "info", pii_fields: Iterable[str] = ()) -> No
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         _timestamp,
-        Redactor(pii_fields),
+        # after the traceback is text: an exception's message is free text too (a unique
+        # violation names the e-mail that was already there)
         structlog.processors.format_exc_info,
+        Redactor(pii_fields),
         structlog.processors.JSONRenderer(serializer=_orjson_dumps),
     ]
     threshold = logging.getLevelNamesMapping()[level.upper()]

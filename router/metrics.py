@@ -7,12 +7,14 @@ With several worker processes, PROMETHEUS_MULTIPROC_DIR is set before the worker
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -42,6 +44,32 @@ HELD = Counter(
     "webhook_held", "Authentic deliveries held for an operator (not mappable), by reason: "
     "unknown_event, schema_violation, unmappable", ["source", "reason"],
 )
+
+# The same in every worker: "max" and "min" keep one sample per queue, not one per process.
+QUEUE_MAX_LENGTH = Gauge(
+    "webhook_queue_max_length", "Messages a bounded queue (held.*, audit) takes before the "
+    "broker refuses publishes to it ([broker] held_max_length, audit_max_length)", ["queue"],
+    multiprocess_mode="max",
+)
+QUEUE_MAX_BYTES = Gauge(
+    "webhook_queue_max_bytes", "Body bytes a bounded queue takes before the broker refuses "
+    "publishes to it ([broker] held_max_bytes, audit_max_bytes)", ["queue"],
+    multiprocess_mode="max",
+)
+QUEUE_LIMIT_APPLIED = Gauge(
+    "webhook_queue_limit_applied", "1 if the broker enforces the queue's limits; 0 if the "
+    "queue was declared before them and works unbounded (log: queue_limits_not_applied)",
+    ["queue"], multiprocess_mode="min",
+)
+
+
+def export_queue_limits(limits: Iterable[tuple[str, int, int]], not_limited: Collection[str]
+                        ) -> None:
+    """Set the gauges from (queue, max length, max bytes) and the queues that lack them."""
+    for queue, max_length, max_bytes in limits:
+        QUEUE_MAX_LENGTH.labels(queue).set(max_length)
+        QUEUE_MAX_BYTES.labels(queue).set(max_bytes)
+        QUEUE_LIMIT_APPLIED.labels(queue).set(0 if queue in not_limited else 1)
 
 
 _request_counters: dict[tuple[str, int], object] = {}

@@ -36,12 +36,12 @@ REASONS: dict[int, tuple[str, ...]] = {
     403: ("address_not_allowed",),
     404: ("unknown_source",),
     405: ("method_not_allowed",),
-    408: ("body_timeout",),
+    408: ("body_timeout", "header_timeout"),
     413: ("payload_too_large",),
     415: ("unsupported_media_type", "unsupported_encoding"),
     422: ("unknown_event", "schema_violation", "unproven_topic", "unmappable"),
     429: ("rate_limited",),
-    503: ("broker_unavailable", "too_many_connections"),
+    503: ("broker_unavailable", "hold_queue_full", "too_many_connections"),
     504: ("broker_unconfirmed",),
 }
 HELD_REASONS = REASONS[422]
@@ -54,8 +54,8 @@ _WHEN = {
     403: "The client address is outside the source's allow_ips.",
     404: "No source at this path (any path not listed here).",
     405: "Not a method this path takes (sources take POST, the probes GET and HEAD).",
-    408: "The whole body did not arrive within the source's body_timeout; the connection "
-         "is closed.",
+    408: "The whole body did not arrive within the source's body_timeout, or the request "
+         "line and headers within header_timeout; the connection is closed.",
     413: "The body (as declared, as received, or decoded) is over the source's max_body.",
     415: "The Content-Type is not one this source accepts, or the Content-Encoding is not "
          "gzip, deflate or identity.",
@@ -64,9 +64,10 @@ _WHEN = {
          "prove its topic (unproven_topic) or the mapped event breaks the canonical one "
          "(unmappable).",
     429: "This client's token bucket is empty; retry after Retry-After seconds.",
-    503: "RabbitMQ is unreachable, blocking publishers or has too many unconfirmed, or the "
-         "process is at its max_connections; nothing was taken, retry after Retry-After "
-         "seconds.",
+    503: "RabbitMQ is unreachable, blocking publishers, has too many unconfirmed or refused "
+         "it (a bounded queue is full: the source's hold queue, hold_queue_full, or audit), "
+         "or the process is at its max_connections; nothing was taken, retry after "
+         "Retry-After seconds.",
     504: "Sent to RabbitMQ but not confirmed in time: it may still be delivered; retry after "
          "Retry-After seconds (a repeat is harmless).",
 }
@@ -231,8 +232,9 @@ def _responses(s: SourceSettings) -> dict[str, Any]:
     if s.on_invalid == "hold":
         accepted.append(_ref("schemas", "Held"))
     responses: dict[str, Any] = {
-        "200": _json_answer("Nothing published: the delivery id was accepted within "
-                            "dedup_window (duplicate)"
+        "200": _json_answer("Nothing published: the delivery id (or, where only the body "
+                            "is signed, the same body under the same topic) was accepted "
+                            "within dedup_window (duplicate)"
                             + (", or the creation ping" if len(ok) > 1 else ""),
                             ok[0] if len(ok) == 1 else {"oneOf": ok}),
         "202": _json_answer("Confirmed by RabbitMQ: published as its canonical event"

@@ -117,7 +117,8 @@ async def _listen(app: web.Application, settings: Settings, host: str, port: int
         ports = [port, settings.server.metrics_port]
         listeners = [
             await asyncio.get_running_loop().create_server(
-                ConnectionLimit(runner.server, settings.server.max_connections), host, p,
+                ConnectionLimit(runner.server, settings.server.max_connections,
+                                header_timeout=settings.server.header_timeout), host, p,
                 ssl=ssl_context(settings), backlog=128,
             )
             for p in ports if p is not None
@@ -188,6 +189,7 @@ class _Ingress(BaseApplication):
         async def runner() -> web.AppRunner:
             # The sites aiohttp's worker makes listen through the connection cap.
             return LimitedRunner(app, limit=self.settings.server.max_connections,
+                                 header_timeout=self.settings.server.header_timeout,
                                  access_log=None, keepalive_timeout=75.0,
                                  shutdown_timeout=shutdown_timeout)
 

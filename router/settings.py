@@ -38,6 +38,8 @@ ON_INVALID = ("hold", "reject")
 MiB = 1024 * 1024
 # Per source; each worker writes all it keeps to a file every half second while refusing.
 MAX_REJECTIONS_KEPT = 10_000
+# Who may read /metrics and /rejections unless `metrics_allow` says otherwise: this machine.
+LOOPBACK = ("127.0.0.0/8", "::1")
 
 @dataclass(frozen=True)
 class RateLimit:
@@ -83,6 +85,12 @@ class BrokerSettings:
     connection_name: str = "webhook-router"
     heartbeat: int = 4  # AMQP heartbeat seconds (0: off); a silent broker is dropped after ~2-3x
     max_in_flight: int = 1000  # unconfirmed publishes per connection; beyond: refused at once
+    # Bounds of each held.SOURCE queue and of the audit queue: past either, the broker
+    # refuses the publish and the ingress answers 503 (router.broker.topology).
+    held_max_length: int = 10_000
+    held_max_bytes: int = 256 * MiB
+    audit_max_length: int = 1_000_000
+    audit_max_bytes: int = 2048 * MiB
     # TLS for amqps:// (aio-pika's names; its URL query parameters work too, these win).
     cafile: Path | None = None
     certfile: Path | None = None
@@ -104,11 +112,12 @@ class ServerSettings:
     dedup_window: float = 24 * 3600.0
     dedup_capacity: int = 100_000
     max_connections: int = 1000  # open connections per process; beyond, 503 and close
+    header_timeout: float = 10.0  # seconds for a connection's request line and headers (408)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     schemas: Path = Path("config/schemas")
     metrics_port: int | None = None  # /metrics and /rejections there only, not on `port`
-    metrics_allow: tuple[str, ...] = ()  # CIDRs that may read them; empty: anyone
+    metrics_allow: tuple[str, ...] = LOOPBACK  # CIDRs that may read them
     rejections_kept: int = 100  # refused requests kept per source for /rejections; 0: none
 
 
@@ -312,15 +321,20 @@ def _server(t: _Table, base: Path) -> ServerSettings:
         dedup_window=t.positive("dedup_window", float, d.dedup_window),
         dedup_capacity=t.positive("dedup_capacity", int, d.dedup_capacity),
         max_connections=t.positive("max_connections", int, d.max_connections),
+        header_timeout=t.positive("header_timeout", float, d.header_timeout),
         tls_cert=tls_cert,
         tls_key=tls_key,
         schemas=_path(base, t.get("schemas", str, "schemas")),
         metrics_port=metrics_port,
-        metrics_allow=t.strings("metrics_allow"),
+        metrics_allow=t.strings("metrics_allow", d.metrics_allow),
         rejections_kept=rejections_kept,
     )
     _check_cidrs(t, "trusted_proxies", s.trusted_proxies)
     _check_cidrs(t, "metrics_allow", s.metrics_allow)
+    if not s.metrics_allow:  # it used to mean anyone: say what to write instead
+        raise t.error("metrics_allow", 'an empty list lets nobody read /metrics; leave it out '
+                                       'for loopback only, or write ["0.0.0.0/0", "::/0"] for '
+                                       "anyone")
     t.done()
     return s
 
@@ -368,6 +382,10 @@ def _broker(t: _Table, base: Path, env: Mapping[str, str]) -> BrokerSettings:
         connection_name=t.get("connection_name", str, d.connection_name),
         heartbeat=t.get("heartbeat", int, d.heartbeat),
         max_in_flight=t.positive("max_in_flight", int, d.max_in_flight),
+        held_max_length=t.positive("held_max_length", int, d.held_max_length),
+        held_max_bytes=t.positive("held_max_bytes", int, d.held_max_bytes),
+        audit_max_length=t.positive("audit_max_length", int, d.audit_max_length),
+        audit_max_bytes=t.positive("audit_max_bytes", int, d.audit_max_bytes),
         cafile=_existing_file(t, base, "cafile"),
         certfile=_existing_file(t, base, "certfile"),
         keyfile=_existing_file(t, base, "keyfile"),

@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from consumers.outbound.notification import delivery_queues
 from consumers.store import Store, open_store
 from router.app import create_app
+from router.broker.dlq import queue_depth
 from router.broker.topology import Topology
 from router.console.app import create_console_app
 from router.settings import Settings, load_settings
@@ -78,7 +79,7 @@ async def topology(
 ) -> AsyncIterator[Topology]:
     """This test's topology, declared, and deleted after the test."""
     b = settings.broker
-    topo = Topology(b.prefix, b.retry_ladder, b.delivery_limit)
+    topo = Topology.of(b)
     try:
         await topo.declare(await amqp.channel())
         yield topo
@@ -104,8 +105,10 @@ async def _delete(topo: Topology, settings: Settings) -> None:
 
 
 @pytest.fixture
-def queue_depths(topology: Topology) -> Callable[[], object]:
-    """Returns {queue: message count} for every queue of this test's topology."""
+def queue_depths(topology: Topology, settings: Settings) -> Callable[[], object]:
+    """Returns {queue: message count} for every queue of this test's topology and every
+    source's hold queue (0 where an ingress has not declared it yet)."""
+    holds = [spec.name for spec in topology.hold_queues(settings.sources)]
 
     async def depths() -> dict[str, int]:
         async with await aio_pika.connect(AMQP_URL) as connection:
@@ -114,6 +117,11 @@ def queue_depths(topology: Topology) -> Callable[[], object]:
             for name in topology.names():
                 queue = await channel.declare_queue(name, passive=True)
                 counts[name] = queue.declaration_result.message_count
+            for name in holds:
+                depth = await queue_depth(channel, name)
+                if depth is None:  # the broker closed the channel on the missing queue
+                    channel = await connection.channel()
+                counts[name] = depth or 0
             return counts
 
     return depths

@@ -242,12 +242,18 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         ["ALTER TABLE operator_actions ADD COLUMN detail TEXT"],
     ),
     (
+        # Digests of the bodies applied at an order's source_version: Shopify's updated_at
+        # has whole seconds, so two changes within one second share a version; one whose
+        # content is not among these is applied, a repeat of one that is stays stale.
+        15,
+        ["ALTER TABLE orders ADD COLUMN source_digests TEXT"],
+    ),
+    (
         # The labels consumer's purchase per order (consumers.labels): the carrier's shipment
         # id is recorded (committed) before the label is bought, so a retry looks it up
         # instead of buying again. `reference` is ours, given to the carrier (the order id,
         # then ORDER.N for the N-th purchase after a void or a hold). The label's tracking
         # code also goes into shipments, where the carrier's tracking webhooks find it.
-        # (16: 15 is left to a migration another branch adds.)
         16,
         [
             """CREATE TABLE labels (

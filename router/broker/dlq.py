@@ -43,6 +43,7 @@ from router.broker.messages import (
 )
 from router.broker.topology import QUEUES, Topology
 from router.settings import BrokerSettings
+from router.terminal import printable
 from router.times import now_iso
 
 ACTIONS = ("list", "show", "replay", "purge")
@@ -56,28 +57,6 @@ class DlqError(Exception):
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
-
-
-def printable(text: str, keep: str = "") -> str:
-    """`text` safe for a terminal: every character Python does not call printable (controls
-    such as ESC, CR and newline, C1 codes, bidi overrides, line separators) becomes its
-    escape (\\x1b, \\n, \\u202e), except those in `keep`. A stored header or body then
-    cannot move the cursor, recolour the screen or forge extra lines of our output."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() or c in keep else _escape(c) for c in text)
-
-
-_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escape(char: str) -> str:
-    if char in _SHORT_ESCAPES:
-        return _SHORT_ESCAPES[char]
-    code = ord(char)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def _text(value: Any) -> str:

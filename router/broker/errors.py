@@ -7,6 +7,8 @@
     PublishFailed             Publisher: the broker did not take a message (not connected,
     │                         blocked, too many in flight, nacked, unroutable): it was not
     │                         published (the ingress answers 503; a consumer tries again later)
+    ├── PublishRefused        the broker nacked it: a bounded queue is full (reject-publish)
+    │                         or the broker could not store it
     └── PublishInDoubt        it was sent but not confirmed in time, or the connection went
                               before the confirm: the broker may still publish it (504)
 
@@ -65,6 +67,11 @@ class PublishFailed(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class PublishRefused(PublishFailed):
+    """The broker nacked the message: a queue it routes to is full (x-overflow
+    reject-publish), or the broker could not store it. Nothing was published."""
 
 
 class PublishInDoubt(PublishFailed):

@@ -28,6 +28,7 @@ from router.broker.errors import (
     PublishFailed,
     PublishInDoubt,
     PublishNacked,
+    PublishRefused,
     PublishReturned,
     describe,
 )
@@ -103,6 +104,8 @@ class Publisher:
         self.settings = settings
         self.topology = Topology.of(settings)
         self._extra_queues = list(extra_queues)
+        # Queues that exist without the length limits they should have (topology.declare_queue)
+        self.not_limited: list[str] = []
         self._connection_name = connection_name or settings.connection_name
         self._client: ConfirmingPublisher | None = None
         self._reconnect: asyncio.Task[None] | None = None
@@ -117,8 +120,10 @@ class Publisher:
         )
         async with connection:
             channel = await connection.channel()
-            await self.topology.declare(channel)
-            await self.topology.declare_queues(channel, self._extra_queues)
+            not_limited: list[str] = []
+            await self.topology.declare(channel, not_limited)
+            await self.topology.declare_queues(channel, self._extra_queues, not_limited)
+            self.not_limited = not_limited
 
     async def start(self) -> None:
         """Declare the topology and connect; raises PublishFailed if the broker is away or
@@ -188,7 +193,8 @@ class Publisher:
         """The error for a written publish that did not end in a confirm."""
         if isinstance(exc, PublishNacked | PublishReturned):
             log.warning("publish_failed", reason=type(exc).__name__)
-            return PublishFailed(f"the broker refused {what}")
+            refused = PublishRefused if isinstance(exc, PublishNacked) else PublishFailed
+            return refused(f"the broker refused {what}")
         if isinstance(exc, TimeoutError) and not client.blocked:
             self._timeouts_in_a_row += 1
             if self._timeouts_in_a_row >= CONFIRM_TIMEOUTS_TO_RECONNECT:

@@ -17,6 +17,12 @@
     per subscription            deliver.NAME, its retry queues on the notifications ladder and
                                 deliver.NAME.dead (declared by the notifications consumer)
 All names carry the configured prefix.
+
+held.* and audit are bounded (x-max-length, x-max-length-bytes from [broker]) with
+x-overflow reject-publish: once full, the broker nacks a publish to them, so the ingress
+answers 503 and the provider retries later, instead of the disk filling up until an alarm
+blocks every publisher. A queue declared before these limits existed keeps working without
+them (RabbitMQ cannot change a queue's arguments): see LIMITS_NOT_APPLIED.
 """
 
 from __future__ import annotations
@@ -26,9 +32,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange
+import structlog
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from aiormq.exceptions import ChannelPreconditionFailed
 
 from router.settings import BrokerSettings
+
+log = structlog.get_logger("router.topology")
 
 # queue name -> routing keys bound from the events exchange
 QUEUES: dict[str, tuple[str, ...]] = {
@@ -55,6 +65,30 @@ def delivery_queue(subscription: str) -> str:
 
 
 @dataclass(frozen=True)
+class QueueLimit:
+    """At most `max_length` messages and `max_bytes` of bodies; past either, publishes are
+    refused (nacked), never older messages dropped."""
+
+    max_length: int
+    max_bytes: int
+
+    def arguments(self) -> dict[str, Any]:
+        return {"x-max-length": self.max_length, "x-max-length-bytes": self.max_bytes,
+                "x-overflow": "reject-publish"}
+
+
+LIMIT_ARGUMENTS = frozenset(QueueLimit(0, 0).arguments())
+# What to do about a queue that exists without its limits, for the log and the README.
+LIMITS_NOT_APPLIED = (
+    "the queue was declared before length limits existed and RabbitMQ cannot change its "
+    "arguments; it works unbounded. Apply them with a policy (rabbitmqctl set_policy NAME "
+    "'^QUEUE$' '{\"max-length\":N,\"max-length-bytes\":B,\"overflow\":\"reject-publish\"}' "
+    "--apply-to queues), or empty and delete it (dlq release/purge, then "
+    "`topology` declares it again with them)"
+)
+
+
+@dataclass(frozen=True)
 class QueueSpec:
     name: str
     arguments: dict[str, Any]
@@ -68,12 +102,18 @@ class Topology:
     prefix: str = ""
     retry_ladder: tuple[int, ...] = (5, 15, 45)
     delivery_limit: int = 20
+    held_limit: QueueLimit = QueueLimit(BrokerSettings.held_max_length,
+                                        BrokerSettings.held_max_bytes)
+    audit_limit: QueueLimit = QueueLimit(BrokerSettings.audit_max_length,
+                                         BrokerSettings.audit_max_bytes)
     optional: tuple[str, ...] = ()  # the OPTIONAL_QUEUES switched on
 
     @classmethod
     def of(cls, broker: BrokerSettings) -> Topology:
         """The topology the `[broker]` settings describe."""
         return cls(broker.prefix, broker.retry_ladder, broker.delivery_limit,
+                   QueueLimit(broker.held_max_length, broker.held_max_bytes),
+                   QueueLimit(broker.audit_max_length, broker.audit_max_bytes),
                    broker.optional_queues)
 
     @property
@@ -102,7 +142,14 @@ class Topology:
 
     def hold_queues(self, sources: Iterable[str]) -> list[QueueSpec]:
         """Where each of `sources` keeps the deliveries it could not map (router.hold)."""
-        return [QueueSpec(self.hold_queue(name), {"x-queue-type": "quorum"}) for name in sources]
+        return [QueueSpec(self.hold_queue(name),
+                          {"x-queue-type": "quorum", **self.held_limit.arguments()})
+                for name in sources]
+
+    def bounded(self, holds: Iterable[str]) -> list[tuple[str, QueueLimit]]:
+        """The bounded queues and their limits: the hold queues of `holds`, and audit."""
+        return [*((self.hold_queue(name), self.held_limit) for name in holds),
+                (self.queue("audit"), self.audit_limit)]
 
     def delivery_queues(
         self, subscriptions: Iterable[str], ladder: tuple[int, ...]
@@ -114,15 +161,19 @@ class Topology:
     def queues(self) -> list[QueueSpec]:
         specs = [QueueSpec(self.unrouted_queue, {"x-queue-type": "quorum"})]
         for name, keys in QUEUES.items():
-            specs += self.work_queues(name, self.retry_ladder, keys)
+            # Nobody may be consuming the audit trail for a while: bound it.
+            limit = self.audit_limit if name == "audit" else None
+            specs += self.work_queues(name, self.retry_ladder, keys, limit)
         for name in self.optional:
             specs += self.work_queues(name, self.retry_ladder, OPTIONAL_QUEUES[name])
         return specs
 
     def work_queues(
-        self, name: str, ladder: tuple[int, ...], bindings: tuple[str, ...] = ()
+        self, name: str, ladder: tuple[int, ...], bindings: tuple[str, ...] = (),
+        limit: QueueLimit | None = None,
     ) -> list[QueueSpec]:
-        """A work queue NAME, its retry queues on `ladder` and NAME.dead."""
+        """A work queue NAME (bounded by `limit` if given), its retry queues on `ladder` and
+        NAME.dead."""
         main = self.queue(name)
         specs = [
             QueueSpec(
@@ -132,6 +183,7 @@ class Topology:
                     "x-delivery-limit": self.delivery_limit,
                     "x-dead-letter-exchange": "",
                     "x-dead-letter-routing-key": self.dead_queue(name),
+                    **(limit.arguments() if limit is not None else {}),
                 },
                 bindings,
             )
@@ -159,8 +211,10 @@ class Topology:
         """Every queue name, for operators and for clean-up in tests."""
         return [spec.name for spec in self.queues()]
 
-    async def declare(self, channel: AbstractChannel) -> AbstractExchange:
-        """Declare everything (idempotent) and return the events exchange."""
+    async def declare(self, channel: AbstractChannel,
+                      not_limited: list[str] | None = None) -> AbstractExchange:
+        """Declare everything (idempotent) and return the events exchange; the queues that
+        exist without their limits are added to `not_limited` (see declare_queue)."""
         unrouted = await channel.declare_exchange(
             self.unrouted_exchange, aio_pika.ExchangeType.FANOUT, durable=True
         )
@@ -171,17 +225,19 @@ class Topology:
             arguments={"alternate-exchange": self.unrouted_exchange},
         )
         for spec in self.queues():
-            queue = await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+            queue = await declare_queue(channel, spec, not_limited)
             if spec.name == self.unrouted_queue:
                 await queue.bind(unrouted, routing_key="")
             for key in spec.bindings:
                 await queue.bind(events, routing_key=key)
         return events
 
-    async def declare_queues(self, channel: AbstractChannel, specs: list[QueueSpec]) -> None:
-        """Declare extra queues (idempotent), e.g. the per-subscription delivery queues."""
+    async def declare_queues(self, channel: AbstractChannel, specs: list[QueueSpec],
+                             not_limited: list[str] | None = None) -> None:
+        """Declare extra queues (idempotent), e.g. the hold queues or the per-subscription
+        delivery queues; as `declare` for `not_limited`."""
         for spec in specs:
-            await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+            await declare_queue(channel, spec, not_limited)
 
     async def delete(self, channel: AbstractChannel, holds: Iterable[str] = (),
                      deliveries: Iterable[QueueSpec] = ()) -> None:
@@ -196,3 +252,26 @@ class Topology:
         for name in (self.exchange, self.unrouted_exchange):
             exchange = await channel.get_exchange(name, ensure=False)
             await exchange.delete()
+
+
+async def declare_queue(channel: AbstractChannel, spec: QueueSpec,
+                        not_limited: list[str] | None = None) -> AbstractQueue:
+    """Declare `spec`. A queue that exists without the length limits `spec` now has
+    (declared by an older release: RabbitMQ refuses other arguments with PRECONDITION_FAILED
+    and closes the channel) is declared as it was, on the channel reopened, and logged with
+    what to do (LIMITS_NOT_APPLIED); its name is added to `not_limited`. Any other mismatch
+    is raised as it is."""
+    try:
+        return await channel.declare_queue(spec.name, durable=True, arguments=spec.arguments)
+    except ChannelPreconditionFailed:
+        unlimited = {k: v for k, v in spec.arguments.items() if k not in LIMIT_ARGUMENTS}
+        if unlimited == spec.arguments:
+            raise
+        await channel.reopen()
+    queue = await channel.declare_queue(spec.name, durable=True, arguments=unlimited)
+    log.warning("queue_limits_not_applied", queue=spec.name,
+                wanted={k: spec.arguments[k] for k in sorted(LIMIT_ARGUMENTS)},
+                remedy=LIMITS_NOT_APPLIED.replace("QUEUE", spec.name))
+    if not_limited is not None:
+        not_limited.append(spec.name)
+    return queue

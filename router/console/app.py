@@ -13,12 +13,13 @@ from aiohttp import web
 
 from router.broker.counts import QueueCounter
 from router.console import operator, pages, sourcepages, state, subscriptionpages
-from router.console.auth import LoginThrottle, may_act
+from router.console.auth import LoginThrottle, PasswordChecks, may_act
 from router.console.errors import ConsoleError, CsrfRefused, Forbidden, NotLoggedIn
 from router.console.logouts import Logouts
 from router.console.session import COOKIE, CSRF_FIELD, CSRF_HEADER, SessionCodec
 from router.console.shared import SharedStore
 from router.logs import Redactor
+from router.network import ClientAddress
 from router.schemas import SchemaRegistry
 from router.settings import Settings
 from router.sources import build_sources
@@ -55,6 +56,21 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
     ("GET", "/dead-letters/purge", operator.purge_page, "operator"),
     ("POST", "/dead-letters/purge", operator.purge, "operator"),
 ]
+
+
+# Every answer: never cached, never framed, no script or style from elsewhere (or inline),
+# never sniffed into another type, no Referer to other sites.
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy":
+        "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "Referrer-Policy": "same-origin"}
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer as it goes out, whoever made it: pages, JSON, redirects raised,
+    static files, and aiohttp's own 404, 405 and 500."""
+    response.headers.update(SECURITY_HEADERS)
 
 
 def _with_role(role: str, handler: Handler) -> Handler:
@@ -103,8 +119,9 @@ def _refusal(request: web.Request, exc: ConsoleError) -> web.Response:
 
 @web.middleware
 async def _session(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Reads the session cookie; pages other than login need a user still configured; every
-    POST needs this session's CSRF token (form field `csrf` or header X-CSRF-Token)."""
+    """Reads the session cookie; pages other than login need a user still configured, with
+    the password hash and token they logged in with; every POST needs this session's CSRF
+    token (form field `csrf` or header X-CSRF-Token)."""
     codec = request.app[state.CODEC]
     session = codec.decode(request.cookies.get(COOKIE))
     if (session is not None and session.user and not request.path.startswith("/static/")
@@ -114,6 +131,8 @@ async def _session(request: web.Request, handler: Handler) -> web.StreamResponse
     console = request.app[state.SETTINGS].console
     assert console is not None
     user = console.user(session.user) if session is not None and session.user else None
+    if user is not None and session is not None and not codec.still_theirs(session, user):
+        user = None  # the user's password hash or token has changed since: log in again
     request[state.USER] = user
     public = request.path == "/login" or request.path.startswith("/static/")
     if user is None and not public:
@@ -152,9 +171,12 @@ def create_console_app(settings: Settings) -> web.Application:
     if console is None:
         raise ValueError("the console is not configured ([console])")
     app = web.Application(middlewares=[_errors, _session])
+    app.on_response_prepare.append(_security_headers)
     app[state.SETTINGS] = settings
     app[state.CODEC] = SessionCodec(console.session_secret, console.session_lifetime)
     app[state.THROTTLE] = LoginThrottle()
+    app[state.PASSWORD_CHECKS] = PasswordChecks(console.password_checks)
+    app[state.CLIENTS] = ClientAddress(console.trusted_proxies)
     app[state.MASK] = Redactor(settings.logging.pii_fields)
     registry = SchemaRegistry.load(settings.server.schemas)
     app[state.SOURCES] = (registry, build_sources(settings, registry))

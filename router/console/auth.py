@@ -6,6 +6,7 @@ checked against a dummy hash), and tokens are compared in constant time.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from collections import deque
@@ -15,6 +16,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import Argon2Error, InvalidHashError
 
 from router.console.settings import ConsoleSettings, ConsoleUser
+from router.network import rate_limit_key
 
 _HASHER = PasswordHasher()
 # Checked when the name is unknown or has no password, so the answer takes as long.
@@ -57,9 +59,28 @@ def may_act(role: str) -> bool:
     return role in ACTING_ROLES
 
 
+class PasswordChecks:
+    """argon2 checks off the event loop, at most `at_once` at a time: each holds 64 MiB
+    (argon2's memory cost) and a thread while it runs."""
+
+    def __init__(self, at_once: int) -> None:
+        self._slots = asyncio.Semaphore(at_once)
+
+    async def check(self, console: ConsoleSettings, name: str,
+                    password: str) -> ConsoleUser | None:
+        """check_password, on a thread once a slot is free."""
+        async with self._slots:
+            return await asyncio.to_thread(check_password, console, name, password)
+
+
 class LoginThrottle:
-    """Failed logins counted per client address and per user name over a sliding `window`:
-    after `limit` failures on either, more attempts wait (`retry_after` seconds)."""
+    """Failed logins counted per client address (an IPv6 address by its /64) and per user
+    name over a sliding `window`: after `limit` failures on either, more attempts wait.
+
+    An attempt counts as failed from the moment it is made (`reserve`) until `succeeded`
+    takes it back: a password check takes a while, and attempts sent together must not all
+    pass the limit before the first of them has failed.
+    """
 
     def __init__(self, limit: int = 5, window: float = 300.0, max_keys: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -69,31 +90,37 @@ class LoginThrottle:
         self.clock = clock
         self._failures: dict[str, deque[float]] = {}
 
-    def retry_after(self, address: str, name: str) -> float | None:
-        """Seconds until `address` (and `name`) may try again, or None if they may now."""
+    def reserve(self, address: str, name: str) -> float | None:
+        """Counts an attempt from `address` for `name` as failed and returns None; or, when
+        either is at the limit already, counts nothing and returns the seconds to wait."""
         now = self.clock()
+        keys = self._keys(address, name)
         waits = []
-        for key in self._keys(address, name):
+        for key in keys:
             recent = self._recent(key, now)
             if len(recent) >= self.limit:
                 waits.append(recent[0] + self.window - now)
-        return max(waits) if waits else None
-
-    def failed(self, address: str, name: str) -> None:
-        now = self.clock()
-        for key in self._keys(address, name):
+        if waits:
+            return max(waits)
+        for key in keys:
             if key not in self._failures and len(self._failures) >= self.max_keys:
                 del self._failures[next(iter(self._failures))]  # the oldest key goes
             self._failures.setdefault(key, deque(maxlen=self.limit)).append(now)
+        return None
 
     def succeeded(self, address: str, name: str) -> None:
-        """A right password clears that name's failures (not the address's)."""
+        """The attempt reserved was right: it is no failure of the address, and the name's
+        failures are forgotten (the address's others are not)."""
+        address_key, *_ = self._keys(address, name)
+        recent = self._failures.get(address_key)
+        if recent:
+            recent.pop()
         self._failures.pop(f"u:{name.lower()}", None)
 
     @staticmethod
     def _keys(address: str, name: str) -> list[str]:
         """The address's key, and the name's when there is one (a token login has none)."""
-        return [f"a:{address}", *([f"u:{name.lower()}"] if name else [])]
+        return [f"a:{rate_limit_key(address)}", *([f"u:{name.lower()}"] if name else [])]
 
     def _recent(self, key: str, now: float) -> deque[float]:
         recent = self._failures.get(key, deque())

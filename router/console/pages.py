@@ -3,27 +3,30 @@ rendering a template (or the same data as JSON), masked."""
 
 from __future__ import annotations
 
-import asyncio
+import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
+from yarl import URL
 
 from consumers.store import StoreError
 from consumers.trace import trace
-from router.console.auth import check_password, check_token, may_act
+from router.console.auth import check_token, may_act
 from router.console.errors import BadSearch, StoreUnavailable, TooManyAttempts
 from router.console.overview import overview
 from router.console.session import COOKIE
-from router.console.settings import ConsoleSettings
+from router.console.settings import ConsoleSettings, ConsoleUser
 from router.console.state import (
+    CLIENTS,
     CODEC,
     COUNTER,
     HTTP,
     LOGOUTS,
     MASK,
+    PASSWORD_CHECKS,
     SESSION,
     SETTINGS,
     SHARED_STORE,
@@ -34,10 +37,9 @@ from router.console.state import (
 
 MAX_ID = 200
 TRACE_LIMIT = 50
-# Every answer: never cached, never framed, no script or style from elsewhere (or inline).
-HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
-           "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
-           "Referrer-Policy": "same-origin"}
+# One leading "/" (not "//" or "/\\"), then printable ASCII but the backslash: no scheme, no
+# host, no control or whitespace character.
+_LOCAL_PATH = re.compile(r"/(?![/\\])[!-\[\]-~]*")
 
 
 def _console(request: web.Request) -> ConsoleSettings:
@@ -53,8 +55,7 @@ def render(request: web.Request, template: str, context: dict[str, Any], *,
     page = request.app[TEMPLATES].get_template(template).render(
         **context, user=user, may_act=user is not None and may_act(user.role),
         csrf=request.app[CODEC].csrf_token(session) if session is not None else "")
-    return web.Response(text=page, content_type="text/html", status=status,
-                        headers={**HEADERS, **(headers or {})})
+    return web.Response(text=page, content_type="text/html", status=status, headers=headers)
 
 
 def after_action(request: web.Request, path: str, params: dict[str, str],
@@ -79,11 +80,10 @@ def notice(request: web.Request) -> str | None:
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda o: orjson.dumps(o).decode(),
-                             headers=HEADERS)
+    return web.json_response(data, status=status, dumps=lambda o: orjson.dumps(o).decode())
 
 
-def _new_session(request: web.Request, user: str = "") -> str:
+def _new_session(request: web.Request, user: ConsoleUser | None = None) -> str:
     """A new session (new nonce, so a new CSRF token) for `user`, as its cookie value."""
     codec = request.app[CODEC]
     session = codec.new(user)
@@ -98,18 +98,30 @@ def _set_cookie(request: web.Request, response: web.StreamResponse, value: str) 
                         max_age=int(console.session_lifetime))
 
 
-def _next(value: str | None) -> str:
-    """Where to go after logging in: a path on this console only."""
-    if value and value.startswith("/") and not value.startswith(("//", "/\\")):
-        return value
+def next_location(value: str | None) -> str:
+    """Where to go after logging in: `value` as the Location header will carry it, if that is
+    a path on this console, else "/".
+
+    The check is on the URL as sent, not as given: yarl drops tab, CR and LF, so "/\t/x"
+    goes out as "//x", another host. Both the sent form and its decoded path must be one
+    leading "/" and printable ASCII without a backslash ("/%2F/x" and "/%5Cx" are refused
+    too, in case anything on the way decodes them).
+    """
+    try:
+        url = URL(value or "/")
+    except ValueError:
+        return "/"
+    location = str(url)
+    if _LOCAL_PATH.fullmatch(location) and _LOCAL_PATH.fullmatch(url.path):
+        return location
     return "/"
 
 
 async def login_page(request: web.Request) -> web.StreamResponse:
     if request[USER] is not None:
-        raise web.HTTPSeeOther(_next(request.query.get("next")))
+        raise web.HTTPSeeOther(next_location(request.query.get("next")))
     cookie = _new_session(request) if request[SESSION] is None else None
-    response = render(request, "login.html", {"next": _next(request.query.get("next")),
+    response = render(request, "login.html", {"next": next_location(request.query.get("next")),
                                               "problem": None})
     if cookie is not None:  # a session before logging in: the form's CSRF token
         _set_cookie(request, response, cookie)
@@ -119,25 +131,30 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 async def login(request: web.Request) -> web.StreamResponse:
     form = await request.post()
     name, password, token = (str(form.get(key, "")) for key in ("name", "password", "token"))
-    address = request.remote or "-"
+    address = _client(request)
     throttle = request.app[THROTTLE]
-    wait = throttle.retry_after(address, name)
+    wait = throttle.reserve(address, name)  # a failure until it is known to be right
     if wait is not None:
         raise TooManyAttempts("too many failed logins: wait and try again", wait)
     console = _console(request)
     if token:
         user = check_token(console, token)
     else:  # argon2 takes tens of milliseconds of CPU: not on the loop
-        user = await asyncio.to_thread(check_password, console, name, password)
+        user = await request.app[PASSWORD_CHECKS].check(console, name, password)
     if user is None:
-        throttle.failed(address, name)
         return render(request, "login.html", {
-            "next": _next(str(form.get("next", ""))),
+            "next": next_location(str(form.get("next", ""))),
             "problem": "wrong token" if token else "wrong name or password"}, status=401)
     throttle.succeeded(address, name)
-    done = web.HTTPSeeOther(_next(str(form.get("next", ""))))
-    _set_cookie(request, done, _new_session(request, user.name))
+    done = web.HTTPSeeOther(next_location(str(form.get("next", ""))))
+    _set_cookie(request, done, _new_session(request, user))
     raise done
+
+
+def _client(request: web.Request) -> str:
+    """The client's address: behind [console] trusted_proxies, from X-Forwarded-For."""
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
+    return request.app[CLIENTS].resolve(request.remote, forwarded or None)
 
 
 async def logout(request: web.Request) -> web.StreamResponse:

@@ -1,9 +1,12 @@
 """Signed session cookies and the CSRF token bound to each session.
 
 A cookie is `payload.signature`, both base64url: the payload is JSON {"u": user name or ""
-(not logged in yet), "n": a random nonce, "exp": expiry (Unix seconds)}, the signature its
-HMAC-SHA256 under the session secret. The CSRF token is an HMAC of the nonce: it changes
-with every session (logging in makes a new one) and cannot be made without the secret.
+(not logged in yet), "n": a random nonce, "exp": expiry (Unix seconds), "c": a keyed
+fingerprint of the user's password hash and token as they logged in}, the signature its
+HMAC-SHA256 under the session secret. A session whose user's password hash or token has
+changed since (in the config) is not that user's any more. The CSRF token is an HMAC of the
+nonce: it changes with every session (logging in makes a new one) and cannot be made
+without the secret.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from router.console.settings import ConsoleUser
+
 COOKIE = "console_session"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
@@ -29,6 +34,7 @@ class Session:
     user: str  # "" before logging in
     nonce: str
     expires: float
+    credential: str = ""  # SessionCodec.credential of the user as they logged in
 
 
 def _b64(data: bytes) -> str:
@@ -57,13 +63,26 @@ class SessionCodec:
         self.lifetime = lifetime
         self.clock = clock
 
-    def new(self, user: str = "") -> Session:
-        return Session(user=user, nonce=secrets.token_urlsafe(18),
-                       expires=self.clock() + self.lifetime)
+    def new(self, user: ConsoleUser | None = None) -> Session:
+        """A new session for `user`, or before logging in (None)."""
+        return Session(user=user.name if user else "", nonce=secrets.token_urlsafe(18),
+                       expires=self.clock() + self.lifetime,
+                       credential=self.credential(user) if user else "")
+
+    def credential(self, user: ConsoleUser) -> str:
+        """A fingerprint of `user`'s password hash and token, keyed with the secret (the
+        cookie, readable by its holder, shows nothing of either)."""
+        token = (user.token or b"").hex()
+        return self._sign(f"credential\0{user.name}\0{user.password_hash or ''}\0{token}")
+
+    def still_theirs(self, session: Session, user: ConsoleUser) -> bool:
+        """Whether `user`'s password hash and token are what they were when `session` was
+        made (a session from before a change, or from before this check, is not)."""
+        return hmac.compare_digest(self.credential(user).encode(), _raw(session.credential))
 
     def encode(self, session: Session) -> str:
         payload = _b64(orjson.dumps({"u": session.user, "n": session.nonce,
-                                     "exp": int(session.expires)}))
+                                     "exp": int(session.expires), "c": session.credential}))
         return f"{payload}.{self._sign(payload)}"
 
     def decode(self, cookie: str | None) -> Session | None:
@@ -76,7 +95,7 @@ class SessionCodec:
         try:
             data = orjson.loads(_unb64(payload))
             session = Session(user=str(data["u"]), nonce=str(data["n"]),
-                              expires=float(data["exp"]))
+                              expires=float(data["exp"]), credential=str(data.get("c", "")))
         except (binascii.Error, ValueError, KeyError, TypeError):
             return None
         return session if session.expires > self.clock() else None

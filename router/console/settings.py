@@ -8,6 +8,9 @@
     session_lifetime = 28800           # seconds a login lasts
     ingress_metrics = "http://127.0.0.1:9090"   # default: [server] metrics_port (or port)
     ingress_url = "http://127.0.0.1:8080"       # Send test payload: default [server] port
+    trusted_proxies = ["10.0.0.0/8"]   # CIDRs whose X-Forwarded-For is believed (the client
+                                       # address that failed logins are counted by)
+    password_checks = 2                # argon2 checks at once (64 MiB each)
 
     [[console.users]]
     name = "ana"
@@ -27,7 +30,7 @@ from pathlib import Path
 
 from argon2 import extract_parameters
 
-from router.config_table import Table
+from router.config_table import Table, check_cidrs
 from router.secrets import resolve_secret
 
 ROLES = ("viewer", "operator")
@@ -55,6 +58,8 @@ class ConsoleSettings:
     session_lifetime: float = 8 * 3600.0
     ingress_metrics: str = "http://127.0.0.1:8080"
     ingress_url: str = "http://127.0.0.1:8080"
+    trusted_proxies: tuple[str, ...] = ()
+    password_checks: int = 2
 
     def __repr__(self) -> str:
         return (f"ConsoleSettings(host={self.host!r}, port={self.port}, "
@@ -104,7 +109,10 @@ def read_console(t: Table, base: Path, env: Mapping[str, str], ingress_metrics: 
         session_lifetime=t.positive("session_lifetime", float, d.session_lifetime),
         ingress_metrics=metrics,
         ingress_url=ingress,
+        trusted_proxies=t.strings("trusted_proxies"),
+        password_checks=t.positive("password_checks", int, d.password_checks),
     )
+    check_cidrs(t, "trusted_proxies", s.trusted_proxies)
     t.done()
     return s
 

@@ -7,12 +7,13 @@ import jinja2
 from aiohttp import web
 
 from router.broker.counts import QueueCounter
-from router.console.auth import LoginThrottle
+from router.console.auth import LoginThrottle, PasswordChecks
 from router.console.logouts import Logouts
 from router.console.session import Session, SessionCodec
 from router.console.settings import ConsoleUser
 from router.console.shared import SharedStore
 from router.logs import Redactor
+from router.network import ClientAddress
 from router.schemas import SchemaRegistry
 from router.settings import Settings
 from router.sources import Source
@@ -20,6 +21,8 @@ from router.sources import Source
 SETTINGS = web.AppKey("settings", Settings)
 CODEC = web.AppKey("codec", SessionCodec)
 THROTTLE = web.AppKey("throttle", LoginThrottle)
+PASSWORD_CHECKS = web.AppKey("password_checks", PasswordChecks)
+CLIENTS = web.AppKey("clients", ClientAddress)  # [console] trusted_proxies
 MASK = web.AppKey("mask", Redactor)
 TEMPLATES = web.AppKey("templates", jinja2.Environment)
 HTTP = web.AppKey("http", aiohttp.ClientSession)

@@ -67,7 +67,9 @@ class HmacVerifier(SchemeBase):
         template: _Template | None = None,
         tolerance: float = DEFAULT_TOLERANCE,
     ) -> None:
-        super().__init__(scheme)
+        # Only a signed timestamp bounds how long a captured request can be replayed.
+        super().__init__(scheme, signs_only_body=template is None
+                         or _Part.TIMESTAMP not in template)
         self._keys = keys
         self._header = header
         self._prefix = prefix

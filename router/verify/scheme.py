@@ -24,6 +24,9 @@ class Verifier(Protocol):
     """One source's verification scheme, prepared once and called per request."""
 
     scheme: str
+    # True when the signature covers the body and nothing else (no timestamp, no delivery
+    # id): a captured request still verifies under any other headers, as often as it is sent.
+    signs_only_body: bool
 
     def verify(self, body: bytes, headers: Mapping[str, str], now: float) -> None:
         """Return if the request is authentic; raise `Unauthorized` (with a reason) if not.
@@ -56,10 +59,11 @@ class Scheme:
 class SchemeBase:
     """Defaults shared by every scheme: only WooCommerce has a ping."""
 
-    __slots__ = ("scheme",)
+    __slots__ = ("scheme", "signs_only_body")
 
-    def __init__(self, scheme: str) -> None:
+    def __init__(self, scheme: str, *, signs_only_body: bool = False) -> None:
         self.scheme = scheme
+        self.signs_only_body = signs_only_body
 
     def is_ping(self, body: bytes, headers: Mapping[str, str]) -> bool:
         return False

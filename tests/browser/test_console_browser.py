@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from ports import free_port
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
@@ -51,12 +51,6 @@ CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 ORDER_ID = "5820982911946154508"  # config/samples/shopify-orders-create.json
 PASSWORDS = {"ana": "correct horse battery staple", "bo": "viewer's own passphrase"}
 WAIT = 30.0  # seconds for anything that crosses the broker and a consumer
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _hash(password: str) -> str:
@@ -174,7 +168,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
     tmp = tmp_path_factory.mktemp("browser")
     prefix = f"test-browser-{uuid.uuid4().hex[:8]}."
-    port, console_port = _free_port(), _free_port()
+    port, console_port = free_port(), free_port()
     subscriber = ThreadingHTTPServer(("127.0.0.1", 0), _Subscriber)
     threading.Thread(target=subscriber.serve_forever, daemon=True).start()
     receiver = f"http://127.0.0.1:{subscriber.server_address[1]}"

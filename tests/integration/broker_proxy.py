@@ -1,8 +1,9 @@
 """A TCP proxy in front of the test broker (127.0.0.1:5672), for the faults a real network
-has: `blackhole()` keeps every socket open but stops forwarding (what arrives is dropped, as
-a dead path drops packets, so those connections never work again); `restore()` forwards new
-connections again. `hold()` keeps what arrives and `release()` forwards it late, as a slow
-path does (nothing is lost).  With `tls`, it terminates TLS in front of the plain broker.
+has: `cut()` drops every open connection (the broker sees the socket close); `blackhole()`
+keeps every socket open but stops forwarding (what arrives is dropped, as a dead path drops
+packets, so those connections never work again); `restore()` forwards new connections
+again. `hold()` keeps what arrives and `release()` forwards it late, as a slow path does
+(nothing is lost).  With `tls`, it terminates TLS in front of the plain broker.
 A CA and a server certificate for 127.0.0.1 are made with `make_ca`."""
 
 from __future__ import annotations
@@ -69,6 +70,13 @@ class Proxy:
 
     def release(self) -> None:
         self._flowing.set()
+
+    def cut(self) -> None:
+        """Drop every open connection at once; new ones are forwarded as before."""
+        for link in self.open_links():
+            for writer in (link.client, link.upstream):
+                if writer is not None:
+                    writer.transport.abort()
 
     def open_links(self) -> list[Link]:
         return [link for link in self.links if not link.client_gone.is_set()]

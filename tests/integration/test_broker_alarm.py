@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -24,6 +23,7 @@ from typing import Any
 
 import aio_pika
 import pytest
+from ports import free_port
 
 from router.providers import signed_headers
 
@@ -35,9 +35,7 @@ CLI_PORTS = range(35672, 35683)  # rabbitmqctl's own distribution ports
 
 def _free_port() -> int:
     while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         if port not in CLI_PORTS and port + 1 not in CLI_PORTS:
             return port
 

@@ -54,9 +54,11 @@ def through(settings: Settings, proxy: Proxy, **broker: Any) -> Settings:
 
 
 async def post_order(client: Any, settings: Settings) -> tuple[int, dict[str, Any]]:
-    body = SHOPIFY_ORDER
+    # An order of its own: the same signed body again would be a duplicate (router.dedup).
+    delivery_id = str(uuid.uuid4())
+    body = SHOPIFY_ORDER.replace(b'"#1042"', f'"#1042-{delivery_id}"'.encode())
     headers = signed_headers(settings, "shopify", body, "orders/create")
-    headers["X-Shopify-Event-Id"] = str(uuid.uuid4())
+    headers["X-Shopify-Event-Id"] = delivery_id
     response = await client.post("/webhooks/shopify", data=body, headers=headers)
     return response.status, await response.json()
 

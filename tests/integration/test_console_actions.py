@@ -229,3 +229,71 @@ class TestDeadLetters:
         assert 503 == response.status
         page = await response.text()
         assert "store_unavailable" in page and "Jane Doe" not in page
+
+
+class TestMaskedByShape:
+    async def test_emails_and_phones_in_a_dead_letter_are_masked_until_revealed(
+            self, console, amqp, topology, store):
+        """An e-mail in the dead-letter reason and in a note, a phone under a key no list
+        names: masked on the list and the message page, shown by Reveal; the ids and
+        the order's numbers stay readable."""
+        body = {**ORDER, "id": "dead-pii", "data": {
+            **ORDER["data"], "order_id": "5820982911946154508",
+            "customer_note": "ring me", "comment": "call jane.doe@example.com",
+            "contact_number": "+44 20 7946 0958"}}
+        channel = await amqp.channel(publisher_confirms=True)
+        await channel.default_exchange.publish(
+            aio_pika.Message(orjson.dumps(body), message_id="dead-pii", type=ORDER["type"],
+                             headers={"attempt": 3, "x-dead-consumer": "orders",
+                                      "x-dead-at": "2026-11-29T10:00:00Z",
+                                      "x-dead-reason": "Permanent: portal refused "
+                                                       "jane.doe@example.com"}),
+            routing_key=topology.dead_queue("orders"))
+        await channel.close()
+        assert 303 == (await login(console)).status
+        listed = await (await console.get("/dead-letters", params={"queue": "orders"})).text()
+        page = await (await console.get("/dead-letters/message",
+                                        params={"queue": "orders", "id": "dead-pii"})).text()
+        for shown in (listed, page):
+            assert "jane.doe@example.com" not in shown and "7946" not in shown
+            assert "Permanent: portal refused [redacted]" in shown and "dead-pii" in shown
+        assert '"call [redacted]"' in page and "5820982911946154508" in page
+        response = await console.post("/dead-letters/reveal", data={
+            "csrf": CSRF.search(page)[1], "queue": "orders", "id": "dead-pii"})
+        revealed = await response.text()
+        assert "jane.doe@example.com" in revealed and "+44 20 7946 0958" in revealed
+
+    async def test_trace_json_masks_emails_and_phones_in_reasons_and_errors(
+            self, console, store):
+        """/api/trace: a consumer's reason naming an e-mail and a delivery error naming a
+        phone come masked; the event id, SKU, order id and times do not."""
+        async with store.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO audit_events VALUES ($1, $2, $3, $4, $5, $6, $7)", "e-pii",
+                "shopify", "order.created", "order.created/v1", "2026-11-29T10:00:00Z", None,
+                "2026-11-29T10:00:01Z")
+            await tx.executemany("INSERT INTO event_keys VALUES ($1, $2, $3)",
+                                 [("e-pii", "order_id", "5820982911946154508"),
+                                  ("e-pii", "sku", "MUG-555-123-4567")])
+            await tx.execute(
+                "INSERT INTO consumer_attempts (consumer, event_id, attempt, outcome,"
+                " delay_seconds, reason, replayed_at, at) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+                " $8)", "orders", "e-pii", 1, "dead", None,
+                "Permanent: no address for jane.doe@example.com", None, "2026-11-29T10:00:02Z")
+            await tx.execute(
+                "INSERT INTO deliveries (subscription, message_id, event_id, type, attempt,"
+                " status_code, error, latency_ms, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+                " $9)", "portal", "n-pii", "e-pii", "order.held", 1, None,
+                "refused: customer phone (555) 123-4567 unknown", 3.5, "2026-11-29T10:00:03Z")
+        assert 303 == (await login(console)).status
+        response = await console.get("/api/trace", params={"id": "5820982911946154508"})
+        assert 200 == response.status
+        text = await response.text()
+        assert "jane.doe@example.com" not in text and "123-4567 unknown" not in text
+        [event] = orjson.loads(text)["events"]
+        assert ("e-pii", [["order_id", "5820982911946154508"], ["sku", "MUG-555-123-4567"]],
+                "2026-11-29T10:00:00Z") == (event["event_id"], event["keys"],
+                                            event["received_at"])
+        assert "Permanent: no address for [redacted]" == event["attempts"][0]["reason"]
+        [note] = event["notifications"]
+        assert "refused: customer phone [redacted] unknown" == note["deliveries"][0]["error"]

@@ -4,16 +4,19 @@ Overview (sources, rejections from a live ingress, queue depths, subscriptions) 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
-import socket
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
 import pytest
-from aiohttp.test_utils import TestClient
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from ports import free_port
 from test_amqp import connection_pid, rabbitmqctl
 from test_ingress import SHOPIFY_ORDER
 from test_rejected_requests import forged
@@ -22,6 +25,8 @@ from test_trace import ORDER, consumers, outcomes, publish
 
 from consumers.cli import consumer_spec
 from consumers.store import PostgresStore, SqliteStore, StoreError
+from router.console import auth
+from router.console.app import create_console_app
 from router.console.auth import hash_password
 from router.console.settings import ConsoleSettings, ConsoleUser
 from router.console.state import SHARED_STORE
@@ -35,15 +40,9 @@ USERS = (ConsoleUser("ana", "operator", password_hash=hash_password(PASSWORD)),
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def console_settings(settings: Settings, store_url: str, **console: Any) -> Settings:
     options = {"users": USERS, "session_secret": b"k" * 32, "development": True,
-               "ingress_metrics": f"http://127.0.0.1:{_closed_port()}", **console}
+               "ingress_metrics": f"http://127.0.0.1:{free_port()}", **console}
     return dataclasses.replace(
         settings, console=ConsoleSettings(**options),
         consumers=dataclasses.replace(settings.consumers, store=store_url))
@@ -64,6 +63,23 @@ async def login(client: TestClient, name: str = "ana", password: str = PASSWORD,
     token = await csrf_of(client)
     return await client.post("/login", allow_redirects=False,
                              data={"csrf": token, "name": name, "password": password, **form})
+
+
+async def cookie_of(client: TestClient, user: str) -> dict[str, str]:
+    """A Cookie header with a fresh session of `user` (ana by password, bo by token)."""
+    response = await (login(client) if user == "ana" else
+                      login(client, name="", password="", token="bo-token-0123"))
+    assert 303 == response.status
+    cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["console_session"]
+    return {"Cookie": f"console_session={cookie.value}"}
+
+
+async def assert_logged_out(client: TestClient, cookie: dict[str, str]) -> None:
+    """`cookie` is no session on `client`: a page goes to /login, JSON is 401."""
+    response = await client.get("/search", headers=cookie, allow_redirects=False)
+    assert (303, "/login?next=/search") == (response.status, response.headers["Location"])
+    response = await client.get("/api/trace?id=1", headers=cookie)
+    assert (401, "login_required") == (response.status, (await response.json())["error"])
 
 
 class TestLogin:
@@ -91,6 +107,30 @@ class TestLogin:
         assert 303 == response.status
         assert 303 == (await console.get("/", allow_redirects=False)).status
 
+    @pytest.mark.parametrize("next_", [
+        "/\t/evil.example", "/\n/evil.example", "/\r/evil.example", "//evil.example",
+        "/\\evil.example", "https://evil.example", "/%2F/evil.example", "/\u3000/evil.example"])
+    async def test_next_never_leads_off_the_console(self, console, next_):
+        """After logging in, a `next` that the Location header would carry to another host
+        (or that holds a control, whitespace or backslash character) goes to "/" instead."""
+        response = await login(console, next=next_)
+        assert (303, "/") == (response.status, response.headers["Location"])
+
+    async def test_next_of_the_login_page_never_leads_off_the_console(self, console):
+        """Logged in, /login?next=... redirects at once: only to a path here. Logged out,
+        the form carries only such a path."""
+        hostile = ("/%09/evil.example", "/%0A/evil.example", "/%0D/evil.example",
+                   "//evil.example", "/%5Cevil.example", "%09//evil.example")
+        for query in hostile:
+            page = await (await console.get(f"/login?next={query}")).text()
+            assert 'name="next" value="/"' in page
+        assert 303 == (await login(console)).status
+        for query in hostile:
+            response = await console.get(f"/login?next={query}", allow_redirects=False)
+            assert (303, "/") == (response.status, response.headers["Location"])
+        response = await console.get("/login?next=/search%3Fid%3D1042", allow_redirects=False)
+        assert (303, "/search?id=1042") == (response.status, response.headers["Location"])
+
     async def test_a_copy_of_a_logged_out_cookie_is_no_session(self, console, make_console,
                                                                settings, store_url, store):
         """After logging out, the same cookie sent again (copied before) is no session, in
@@ -109,6 +149,36 @@ class TestLogin:
             assert (401, "login_required") == (response.status, (await response.json())["error"])
         async with store.transaction() as tx:
             assert 1 == await tx.fetchval("SELECT COUNT(*) FROM console_logouts")
+
+    async def test_a_changed_password_ends_the_users_sessions(self, console, make_console,
+                                                              settings, store_url):
+        """Ana's password changed in the config (as a restart with the new file makes it):
+        her cookie from before is no session there (pages go to /login, JSON is 401), bo's
+        goes on, and her new password logs her in."""
+        ana, bo = await cookie_of(console, "ana"), await cookie_of(console, "bo")
+        users = (dataclasses.replace(USERS[0], password_hash=hash_password("a new one")),
+                 USERS[1])
+        changed = await make_console(console_settings(settings, store_url, users=users))
+        await assert_logged_out(changed, ana)
+        response = await changed.get("/search", headers=bo, allow_redirects=False)
+        assert (200, True) == (response.status, "bo (viewer)" in await response.text())
+        assert 303 == (await login(changed, "ana", "a new one")).status
+        assert "ana (operator)" in await (await changed.get("/search")).text()
+
+    async def test_a_changed_token_ends_the_users_sessions(self, console, make_console,
+                                                           settings, store_url):
+        """So does a new token for a user who logged in with one."""
+        bo = await cookie_of(console, "bo")
+        users = (USERS[0], dataclasses.replace(USERS[1], token=b"bo-token-4567"))
+        changed = await make_console(console_settings(settings, store_url, users=users))
+        await assert_logged_out(changed, bo)
+
+    async def test_a_user_removed_from_the_config_is_logged_out(self, console, make_console,
+                                                                settings, store_url):
+        """A user no longer in the config has no session, whatever their cookie says."""
+        ana = await cookie_of(console, "ana")
+        removed = await make_console(console_settings(settings, store_url, users=USERS[1:]))
+        await assert_logged_out(removed, ana)
 
     async def test_logging_out_without_the_store_still_ends_the_session_here(
             self, make_console, settings, tmp_path):
@@ -159,6 +229,90 @@ class TestLogin:
             assert secure == ("Secure" in cookie)
 
 
+class CountingHasher:
+    """argon2's hasher, counting the passwords it checks (on the console's threads)."""
+
+    def __init__(self, hasher: Any) -> None:
+        self.hasher = hasher
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def verify(self, stored: str, password: str) -> bool:
+        with self.lock:
+            self.calls += 1
+        return bool(self.hasher.verify(stored, password))
+
+
+async def attempt(client: TestClient, name: str, forwarded: str | None = None,
+                  password: str = "wrong") -> Any:
+    """A login attempt, from the address `forwarded` says if it is given."""
+    headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+    return await client.post("/login", allow_redirects=False, headers=headers, data={
+        "csrf": await csrf_of(client), "name": name, "password": password})
+
+
+class TestLoginThrottle:
+    @pytest.fixture
+    async def no_store(self, make_console, settings, tmp_path) -> Any:
+        """A console for `settings`' [console] options, without a store (logging in needs
+        none)."""
+        async def make(**console: Any) -> TestClient:
+            return await make_console(console_settings(
+                settings, f"sqlite:///{tmp_path}/none.sqlite3", **console))
+
+        return make
+
+    async def test_logins_sent_together_are_counted_before_they_are_checked(
+            self, no_store, monkeypatch):
+        """Fifteen wrong passwords sent at once: five are checked (argon2 runs five times),
+        the other ten are 429 with Retry-After; then even the right one waits."""
+        hasher = CountingHasher(auth._HASHER)
+        monkeypatch.setattr(auth, "_HASHER", hasher)
+        client = await no_store()
+        token = await csrf_of(client)
+        responses = await asyncio.gather(*(client.post("/login", data={
+            "csrf": token, "name": "ana", "password": f"wrong {i}"}) for i in range(15)))
+        assert [401] * 5 + [429] * 10 == sorted(r.status for r in responses)
+        assert 5 == hasher.calls
+        for response in responses:
+            if response.status == 429:
+                assert 1 <= int(response.headers["Retry-After"]) <= 300
+        assert 429 == (await attempt(client, "ana", password=PASSWORD)).status
+        assert 5 == hasher.calls
+
+    async def test_a_right_password_is_not_counted_against_the_address(self, no_store):
+        """Four failures and a success from one address leave it one more attempt (the
+        success's own attempt is taken back), not none."""
+        client = await no_store()
+        for i in range(4):
+            assert 401 == (await attempt(client, f"user{i}")).status
+        assert 303 == (await attempt(client, "ana", password=PASSWORD)).status
+        assert 401 == (await attempt(client, "user4")).status
+        assert 429 == (await attempt(client, "user5")).status
+
+    async def test_behind_a_trusted_proxy_each_client_is_counted(self, no_store):
+        """Behind [console] trusted_proxies the client X-Forwarded-For names is counted, not
+        the proxy everyone comes through; an IPv6 client by its /64."""
+        client = await no_store(trusted_proxies=("127.0.0.1/32",))
+        for i in range(5):
+            assert 401 == (await attempt(client, f"user{i}", "203.0.113.7")).status
+        assert 429 == (await attempt(client, "user5", "203.0.113.7")).status
+        assert 401 == (await attempt(client, "user6", "198.51.100.9")).status
+        for i in range(5):
+            assert 401 == (await attempt(client, f"six{i}", "2001:db8:1:2::1")).status
+        assert 429 == (await attempt(client, "six5", "2001:db8:1:2:ffff::beef")).status
+        assert 401 == (await attempt(client, "six6", "2001:db8:1:3::1")).status
+
+    @pytest.mark.parametrize("trusted", [(), ("10.0.0.0/8",)])
+    async def test_an_untrusted_x_forwarded_for_is_ignored(self, no_store, trusted):
+        """From a peer that is no trusted proxy, X-Forwarded-For changes nothing: a client
+        cannot name a new address for each attempt to get past the limit."""
+        client = await no_store(trusted_proxies=trusted)
+        for i in range(5):
+            assert 401 == (await attempt(client, f"user{i}", f"203.0.113.{i}")).status
+        assert 429 == (await attempt(client, "user5", "203.0.113.99")).status
+
+
 class TestCsrf:
     async def test_post_without_the_token_is_403(self, console):
         """A POST without this session's CSRF token is refused with a reason, as JSON when
@@ -176,6 +330,72 @@ class TestCsrf:
         """Even the login form is refused without the token its page gave."""
         response = await console.post("/login", data={"name": "ana", "password": PASSWORD})
         assert 403 == response.status
+
+
+SECURITY_HEADERS = {
+    "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin"}
+
+
+def assert_security_headers(what: str, response: Any) -> None:
+    """`response` is never cached, framed, sniffed or referred from elsewhere."""
+    headers = {name: response.headers.get(name) for name in SECURITY_HEADERS}
+    assert SECURITY_HEADERS == headers, what
+    policy = response.headers.get("Content-Security-Policy", "")
+    assert {"default-src 'self'", "frame-ancestors 'none'"} <= set(policy.split("; ")), what
+
+
+class TestSecurityHeaders:
+    async def test_on_every_kind_of_answer(self, make_console, settings, tmp_path):
+        """Pages, JSON, redirects, static files, refusals, and aiohttp's own 404, 405 and
+        500 all carry the headers: each (method, path, expected status) below, logged out
+        and then logged in."""
+        app = create_console_app(console_settings(settings, f"sqlite:///{tmp_path}/no.db"))
+
+        async def broken(request: web.Request) -> web.StreamResponse:
+            raise RuntimeError("a bug")
+
+        app.router.add_get("/api/broken", broken)
+        client = TestClient(TestServer(app))
+        await client.start_server()
+        try:
+            csrf = {"X-CSRF-Token": await csrf_of(client)}
+            logged_out = [
+                ("GET", "/login", {}, 200),                  # a page
+                ("GET", "/static/console.css", {}, 200),     # static files
+                ("GET", "/static/live.js", {}, 200),
+                ("GET", "/static/nothing.css", {}, 404),     # aiohttp's 404
+                ("GET", "/", {}, 303),                       # a redirect raised
+                ("GET", "/api/overview", {}, 401),           # JSON refusal
+                ("POST", "/logout", {}, 401),                # a refusal page
+                ("POST", "/login", csrf, 401),               # a page with a status
+            ]
+            for method, path, headers, status in logged_out:
+                response = await client.request(method, path, headers=headers,
+                                                allow_redirects=False)
+                assert status == response.status, (method, path)
+                assert_security_headers(f"{method} {path}", response)
+            response = await login(client)
+            assert 303 == response.status
+            assert_security_headers("POST /login (right)", response)
+            csrf = {"X-CSRF-Token": CSRF.search(await (await client.get("/search")).text())[1]}
+            logged_in = [
+                ("GET", "/search", {}, 200),
+                ("GET", "/api/trace", {}, 400),              # JSON
+                ("GET", "/login", {}, 303),
+                ("GET", "/no-such-page", {}, 404),           # aiohttp's 404
+                ("POST", "/search", csrf, 405),              # aiohttp's 405
+                ("GET", "/api/broken", {}, 500),             # aiohttp's 500
+                ("POST", "/logout", {}, 403),                # no CSRF token
+                ("POST", "/logout", csrf, 303),
+            ]
+            for method, path, headers, status in logged_in:
+                response = await client.request(method, path, headers=headers,
+                                                allow_redirects=False)
+                assert status == response.status, (method, path)
+                assert_security_headers(f"{method} {path}", response)
+        finally:
+            await client.close()
 
 
 _NOW = datetime.now(UTC)

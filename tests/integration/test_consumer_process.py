@@ -14,7 +14,7 @@ import aio_pika
 import aiohttp
 import orjson
 import pytest
-from test_server import free_port
+from ports import free_port
 
 from consumers.store import open_store
 from router.providers import signed_headers

@@ -50,8 +50,16 @@ def to_events(settings: Settings, steps: list[dict[str, str]]) -> list[dict[str,
 
 def to_event(settings: Settings, sources: dict[str, Any], registry: SchemaRegistry,
              step: dict[str, str]) -> dict[str, Any]:
-    source = sources[step["source"]]
-    body, headers = as_sent(settings, step)
+    body = (CORPUS / step["file"]).read_bytes()
+    return event_of(settings, sources, registry, step["source"], body, step["topic"])
+
+
+def event_of(settings: Settings, sources: dict[str, Any], registry: SchemaRegistry,
+             name: str, body: bytes, topic: str) -> dict[str, Any]:
+    """`body` signed as source `name` signs it, verified, parsed and mapped as the ingress
+    does; the envelope."""
+    source = sources[name]
+    headers = CIMultiDict(signed_headers(settings, name, body, topic))
     now = time.time()
     source.verifier.verify(body, headers, now)
     delivery = parse_delivery(source, body, headers, "application/json", now,
@@ -125,15 +133,19 @@ async def test_each_payload_ends_in_its_state(settings, store, scenario):
 
 async def test_the_ingress_accepts_every_payload(settings, make_client, queue_depths, topology):
     """Posted to the real ingress, signed as its provider signs, every payload of the corpus
-    is accepted (202, not held) and lands on its queue."""
+    is accepted (202, not held) and lands on its queue; one that several scenarios share is
+    the same signed content again, a duplicate (the providers sign the body alone)."""
     client = await make_client(settings)
-    answers = []
+    answers, expected, sent = [], [], set()
     steps = [step for scenario in SCENARIOS for step in scenario["step"]]
     for step in steps:
         body, headers = as_sent(settings, step)
         response = await client.post(f"/webhooks/{step['source']}", data=body, headers=headers)
         answers.append((step["file"], response.status, (await response.json())["status"]))
-    assert [(file, 202, "accepted") for file, _, _ in answers] == answers
+        again = (step["source"], step["topic"], body) in sent
+        sent.add((step["source"], step["topic"], body))
+        expected.append((step["file"], *((200, "duplicate") if again else (202, "accepted"))))
+    assert expected == answers
     depths = await queue_depths()
     queued = depths[topology.queue("orders")] + depths[topology.queue("shipping")]
-    assert len(steps) == queued
+    assert len(sent) == queued

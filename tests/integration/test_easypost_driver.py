@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,7 +23,8 @@ from consumers.carriers.base import (
 )
 from consumers.carriers.easypost import EasyPost
 from consumers.carriers.rates import RateRule, Service, choose_rate
-from emulators.easypost import Emulator, Fault, build_app
+from emulators.control import CONTROL, Fault
+from emulators.easypost import Emulator, build_app
 
 KEY = "EZTK_driver_test_key"
 WAREHOUSE = Address(name="Example Warehouse", line1="500 Dock St", city="Reno", region="NV",
@@ -47,6 +49,10 @@ class Setup:
     def driver(self, key: str = KEY, timeout: float = 30.0) -> EasyPost:
         return EasyPost(key, self.session, base_url=str(self.server.make_url("/v2")),
                         timeout=timeout)
+
+    def fail(self, **fault: Any) -> None:
+        """What POST /_emulator/faults asks for."""
+        self.server.app[CONTROL].faults.append(Fault(**fault))
 
 
 @pytest.fixture
@@ -110,7 +116,7 @@ class TestFailures:
 
     async def test_500_is_transient(self, setup):
         """A carrier error is retried later."""
-        setup.emulator.fail(Fault(status=500))
+        setup.fail(status=500)
         with pytest.raises(CarrierUnavailable) as caught:
             await setup.driver().create_shipment(request("order-6"))
         assert (500, None) == (caught.value.status, caught.value.retry_after)
@@ -119,7 +125,7 @@ class TestFailures:
         """Rate limited: retry, not before the seconds EasyPost asked for."""
         driver = setup.driver()
         shipment = await driver.create_shipment(request("order-7"))
-        setup.emulator.fail(Fault(status=429, retry_after=3, path_suffix="/buy"))
+        setup.fail(status=429, retry_after=3, operation="buy_shipment")
         with pytest.raises(CarrierUnavailable) as caught:
             await driver.buy(shipment.id, shipment.rates[0].id)
         assert (429, 3.0) == (caught.value.status, caught.value.retry_after)
@@ -130,7 +136,7 @@ class TestFailures:
         shipment up finds the one label sold."""
         driver = setup.driver()
         shipment = await driver.create_shipment(request("order-8"))
-        setup.emulator.fail(Fault(reset=True, path_suffix="/buy"))
+        setup.fail(reset=True, operation="buy_shipment")
         with pytest.raises(Uncertain):
             await driver.buy(shipment.id, shipment.rates[0].id)
         found = await driver.retrieve_shipment(shipment.id)
@@ -140,7 +146,7 @@ class TestFailures:
     async def test_a_create_whose_answer_is_lost_is_found_by_its_reference(self, setup):
         """Uncertain create: the shipment is there under our reference, nothing is bought."""
         driver = setup.driver()
-        setup.emulator.fail(Fault(reset=True, method="POST"))
+        setup.fail(reset=True, operation="create_shipment")
         with pytest.raises(Uncertain):
             await driver.create_shipment(request("order-12"))
         found = await driver.retrieve_shipment("order-12")
@@ -152,7 +158,7 @@ class TestFailures:
         driver = setup.driver()
         shipment = await driver.create_shipment(request("order-9"))
         # aiohttp itself retries an idempotent request once on a dropped keep-alive connection
-        setup.emulator.fail(Fault(reset=True, method="GET", count=5))
+        setup.fail(reset=True, operation="retrieve_shipment", count=5)
         with pytest.raises(CarrierUnavailable):
             await driver.retrieve_shipment(shipment.id)
 
@@ -160,7 +166,7 @@ class TestFailures:
         """The carrier may still be selling while we gave up waiting."""
         driver = setup.driver()
         shipment = await driver.create_shipment(request("order-10"))
-        setup.emulator.fail(Fault(delay=3.0, path_suffix="/buy"))
+        setup.fail(delay=3.0, operation="buy_shipment")
         with pytest.raises(Uncertain):
             await setup.driver(timeout=0.3).buy(shipment.id, shipment.rates[0].id)
 

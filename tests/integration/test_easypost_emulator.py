@@ -15,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
+from emulators.control import CONTROL
 from emulators.easypost import EMULATOR, Emulator, build_app
 
 KEY = "EZTK_emulator_test_key"
@@ -198,11 +199,37 @@ class TestControl:
         assert 201 == (await create(client)).status
         counters = await (await client.get("/_emulator/counters")).json()
         assert (2, 0) == (counters["shipments_created"], counters["labels_sold"])
+        assert {"create_shipment": 3} == counters["requests"]
 
-    async def test_a_bad_fault_is_refused(self, client):
-        """An unknown field is a 400, not a silent no-op."""
-        answer = await client.post("/_emulator/faults", json={"stauts": 500})
+    async def test_a_fault_names_the_operation_it_hits(self, client):
+        """A fault for buy_shipment leaves creates alone; a dropped buy sold nothing."""
+        fault = {"drop": True, "operation": "buy_shipment"}
+        assert 200 == (await client.post("/_emulator/faults", json=fault)).status
+        shipment = await (await create(client)).json()
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await client.post(f"/v2/shipments/{shipment['id']}/buy", headers=AUTH,
+                              json={"rate": {"id": shipment["rates"][0]["id"]}})
+        counters = await (await client.get("/_emulator/counters")).json()
+        assert (1, 0) == (counters["shipments_created"], counters["labels_sold"])
+        assert {"create_shipment": 1, "buy_shipment": 1} == counters["requests"]
+
+    async def test_a_delay_alone_answers_late_not_wrong(self, client):
+        """A fault with only a delay lets the request through, and is used up."""
+        fault = {"delay": 0.05, "operation": "create_shipment"}
+        assert 200 == (await client.post("/_emulator/faults", json=fault)).status
+        assert 201 == (await create(client)).status
+        assert [] == client.app[CONTROL].faults
+
+    @pytest.mark.parametrize("fault", [
+        {"stauts": 500}, {"status": 999}, {"reset": True, "status": 500}, {"count": 2},
+        {"delay": -1}, {"status": 429, "retry_after": -5}, [503],
+    ])
+    async def test_a_bad_fault_is_refused(self, client, fault):
+        """An unknown field, a status that is no HTTP status, a fault that does nothing: a
+        400, not a silent no-op, and nothing is set."""
+        answer = await client.post("/_emulator/faults", json=fault)
         assert 400 == answer.status
+        assert 201 == (await create(client)).status
 
 
 async def test_starts_by_hand_and_stops_on_sigterm():

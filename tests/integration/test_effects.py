@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 from conftest import TIMEOUT
+from test_store import wait_until_blocked
 
 from consumers import inventory, orders, shipping
 from consumers.errors import Permanent
@@ -533,11 +534,7 @@ async def test_order_and_its_shipment_applied_at_once_meet(store_url: str) -> No
                 assert await orders.handle(tx, created, prepared, policy=Policy()) == "allocated"
                 # The delivery starts while the order is not committed: it must wait for it.
                 shipping_task = asyncio.create_task(_prepared(other, shipping, delivered))
-                while not await tx.fetchval(
-                    "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                ):
-                    assert not shipping_task.done(), shipping_task
-                    await asyncio.sleep(0.01)
+                await wait_until_blocked(tx, shipping_task)
             assert await shipping_task == "advanced"
     async with open_store(store_url) as store:
         assert await _status(store, "o-race") == "delivered"

@@ -56,7 +56,9 @@ class TestHeld:
         status, answer, headers = await post(client, settings, body, topic)
         delivery_id = headers["X-Shopify-Event-Id"]
         assert (202, {"status": "held", "id": delivery_id, "reason": reason}) == (status, answer)
-        assert 0 == sum((await queue_depths()).values())
+        depths = await queue_depths()
+        assert 1 == depths.pop(topology.hold_queue("shopify"))
+        assert 0 == sum(depths.values())
         [message] = await held_messages(amqp, topology)
         held = message.headers
         assert (body, delivery_id, "shopify", reason) == (
@@ -72,6 +74,21 @@ class TestHeld:
         again, answer, _ = await post(client, settings, body, topic, delivery_id=delivery_id)
         assert (200, "duplicate") == (again, answer["status"])
         assert 1 == len(await held_messages(amqp, topology))
+
+    async def test_a_captured_body_under_made_up_topics_is_held_once(
+        self, settings, make_client, amqp, topology, queue_depths
+    ):
+        """The signed body re-sent with new delivery ids and made-up topics (each unknown,
+        4,000 bytes) is held once: the copies are duplicates of what is signed."""
+        client = await make_client(settings)
+        answers = []
+        for n in range(5):
+            status, answer, _ = await post(client, settings, SHOPIFY_ORDER, f"{n}" * 4000)
+            answers.append((status, answer["status"]))
+        assert [(202, "held")] + [(200, "duplicate")] * 4 == answers
+        depths = await queue_depths()
+        assert 1 == depths.pop(topology.hold_queue("shopify"))
+        assert 0 == sum(depths.values())
 
     async def test_held_deliveries_are_counted_by_source_and_reason(
         self, settings, make_client, topology
@@ -106,7 +123,9 @@ class TestHeld:
         writer.close()
         assert answer.startswith(b"HTTP/1.1 202"), answer[:200]
         assert b'"status":"held"' in answer
-        assert 0 == sum((await queue_depths()).values())
+        depths = await queue_depths()
+        assert 1 == depths.pop(topology.hold_queue("shopify"))
+        assert 0 == sum(depths.values())
         [message] = await held_messages(amqp, topology)
         kept = orjson.loads(message.headers["x-held-headers"])
         assert "orders/\ufffd\ufffd" == kept["X-Shopify-Topic"]
@@ -157,8 +176,8 @@ class TestRelease:
     ):
         """`release --id` takes only that delivery off the hold queue."""
         client = await make_client(settings)
-        _, first, _ = await post(client, settings, SHOPIFY_ORDER, "products/update")
-        _, second, _ = await post(client, settings, SHOPIFY_ORDER, "products/update")
+        _, first, _ = await post(client, settings, order_numbered(1), "products/update")
+        _, second, _ = await post(client, settings, order_numbered(2), "products/update")
         wired = with_source(settings, "shopify", events={
             **settings.sources["shopify"].events, "products/update": "order.updated"})
         assert 0 == await release_command(wired, "shopify", message_id=second["id"],
@@ -187,3 +206,88 @@ class TestRelease:
         status, answer, _ = await post(client, rejecting, NO_LINES, "orders/create")
         assert (422, "unmappable") == (status, answer["error"])
         assert dataclasses.replace(settings.sources["portal"]).on_invalid == "reject"
+
+
+def order_numbered(n: int) -> bytes:
+    """The Shopify sample as another order (its own body, so no copy of another)."""
+    return orjson.dumps({**orjson.loads(SHOPIFY_ORDER), "id": 820982911946154500 + n})
+
+
+def bounded(settings, **limits):
+    return dataclasses.replace(settings, broker=dataclasses.replace(settings.broker, **limits))
+
+
+class TestBounded:
+    async def test_a_full_hold_queue_answers_503_and_keeps_what_it_holds(
+        self, settings, make_client, amqp, topology, queue_depths
+    ):
+        """held.* has x-max-length with reject-publish: once full, the next delivery to hold
+        is answered 503 hold_queue_full with Retry-After (the provider retries later), the
+        deliveries held before stay, and nothing else is queued."""
+        small = bounded(settings, held_max_length=2)
+        client = await make_client(small)
+        held, refused = [], None
+        for n in range(8):  # a quorum queue may take one past its limit before it refuses
+            status, answer, _ = await post(client, small, order_numbered(n), "products/update")
+            if status != 202:
+                refused = (status, answer)
+                break
+            held.append(answer["id"])
+        assert refused is not None, f"{len(held)} held and none refused"
+        status, answer = refused
+        assert (503, "hold_queue_full") == (status, answer["error"])
+        assert "retry later" in answer["message"]
+        response = await client.post("/webhooks/shopify", data=order_numbered(99), headers=(
+            signed_headers(small, "shopify", order_numbered(99), "products/update")))
+        assert (503, "5") == (response.status, response.headers["Retry-After"])
+        assert 2 <= len(held)
+        assert held == [m.message_id for m in await held_messages(amqp, topology)]
+        depths = await queue_depths()
+        assert len(held) == depths.pop(topology.hold_queue("shopify"))
+        assert 0 == sum(depths.values())
+
+    async def test_the_limits_are_exported_as_gauges(self, settings, make_client, topology):
+        """/metrics shows each bounded queue's limits and that the broker enforces them."""
+        from test_ingress import metric
+
+        client = await make_client(bounded(settings, held_max_length=7, held_max_bytes=4096))
+        text = await (await client.get("/metrics")).text()
+        held, audit = topology.hold_queue("shopify"), topology.queue("audit")
+        assert (7, 4096, 1) == tuple(metric(text, f"webhook_queue_{name}", queue=held) for name in (
+            "max_length", "max_bytes", "limit_applied"))
+        assert (1_000_000, 1) == (metric(text, "webhook_queue_max_length", queue=audit),
+                                  metric(text, "webhook_queue_limit_applied", queue=audit))
+
+    async def test_a_hold_queue_from_before_the_limits_still_works_and_says_so(
+        self, settings, make_client, amqp, topology, capsys
+    ):
+        """A held.* queue declared by an older release (no limits; RabbitMQ refuses to
+        redeclare it with them) does not stop the ingress: it is used as it is, the log says
+        what to do, and /metrics shows it unbounded."""
+        from test_ingress import metric
+
+        channel = await amqp.channel()
+        await channel.declare_queue(topology.hold_queue("shopify"), durable=True,
+                                    arguments={"x-queue-type": "quorum"})
+        client = await make_client(settings)
+        status, answer, _ = await post(client, settings, SHOPIFY_ORDER, "products/update")
+        assert (202, "held") == (status, answer["status"])
+        text = await (await client.get("/metrics")).text()
+        assert 0 == metric(text, "webhook_queue_limit_applied",
+                           queue=topology.hold_queue("shopify"))
+        logged = capsys.readouterr()
+        assert "queue_limits_not_applied" in logged.out + logged.err
+        assert "rabbitmqctl set_policy" in logged.out + logged.err
+
+
+class TestKeptHeaders:
+    async def test_a_4000_byte_topic_is_kept_cut(self, settings, make_client, amqp, topology):
+        """A made-up 4,000-byte topic is held with its first 256 bytes and a marker of what
+        was cut; all the held message's headers stay small."""
+        client = await make_client(settings)
+        status, answer, _ = await post(client, settings, SHOPIFY_ORDER, "t" * 4000)
+        assert (202, "held") == (status, answer["status"])
+        [message] = await held_messages(amqp, topology)
+        kept = orjson.loads(message.headers["x-held-headers"])
+        assert "t" * 256 + "...[3744 bytes cut]" == kept["X-Shopify-Topic"]
+        assert 2048 > sum(len(str(value)) for value in message.headers.values())

@@ -13,6 +13,7 @@ import aio_pika
 import orjson
 import pytest
 
+from router.broker.topology import Topology
 from router.providers import signed_headers
 from router.settings import RateLimit, Settings
 
@@ -126,6 +127,39 @@ class TestAccepted:
         assert 200 == second.status
         assert {"status": "duplicate", "id": headers["X-Shopify-Event-Id"]} == await second.json()
         assert 1 == (await queue_depths())[topology.queue("orders")]
+
+    @pytest.mark.parametrize(("source", "sample", "topic"), [
+        ("shopify", "shopify-orders-create.json", "orders/create"),
+        ("woocommerce", "woocommerce-order-created.json", "order.created"),
+    ])
+    async def test_a_captured_body_under_new_delivery_ids_is_a_duplicate(
+        self, client, settings, queue_depths, topology, source, sample, topic
+    ):
+        """Shopify and WooCommerce sign the body alone: the same signed body sent again with
+        a new delivery id is answered 200 duplicate and published once (orders and audit
+        each get one copy)."""
+        body = (SAMPLES / sample).read_bytes()
+        answers = []
+        for _ in range(5):
+            headers = signed_headers(settings, source, body, topic)  # a fresh delivery id
+            response = await client.post(f"/webhooks/{source}", data=body, headers=headers)
+            answers.append((response.status, (await response.json())["status"]))
+        assert [(202, "accepted")] + [(200, "duplicate")] * 4 == answers
+        depths = await queue_depths()
+        assert (1, 1) == (depths.pop(topology.queue("orders")), depths.pop(topology.queue("audit")))
+        assert 0 == sum(depths.values())
+
+    async def test_the_same_body_under_two_mapped_topics_is_two_events(
+        self, client, settings, queue_depths, topology
+    ):
+        """Shopify may send one body as orders/create and orders/updated: under topics the
+        source maps, each is an event of its own."""
+        for topic in ("orders/create", "orders/updated"):
+            headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, topic)
+            response = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER,
+                                         headers=headers)
+            assert (202, "accepted") == (response.status, (await response.json())["status"])
+        assert 2 == (await queue_depths())[topology.queue("orders")]
 
     async def test_woocommerce_creation_ping_gets_200(self, client, queue_depths):
         """WooCommerce's unsigned creation ping is answered 200 and publishes nothing."""
@@ -379,13 +413,42 @@ class TestOddBodies:
         provider's source that holds what it cannot use, 202 held), never a 500, and nothing
         reaches a work queue."""
         holds = settings.sources[source].on_invalid == "hold"
+        held = 0
         for body in ODD_BODIES:
             headers = signed_headers(settings, source, body, None)
             response = await client.post(f"/webhooks/{source}", data=body, headers=headers)
             payload = await response.json()
             if holds and response.status == 202:
                 assert "held" == payload["status"], (body, payload)
+                held += 1
             else:
                 assert 400 <= response.status < 500, (body, response.status, payload)
                 assert isinstance(payload["error"], str)
-        assert 0 == sum((await queue_depths()).values())
+        depths = await queue_depths()
+        assert held == depths.pop(Topology.of(settings.broker).hold_queue(source))
+        assert 0 == sum(depths.values())
+
+
+class TestAuditBound:
+    @pytest.fixture
+    def settings(self, settings: Settings) -> Settings:
+        return dataclasses.replace(
+            settings, broker=dataclasses.replace(settings.broker, audit_max_length=2))
+
+    async def test_a_full_audit_queue_answers_503(self, client, settings, queue_depths,
+                                                  topology):
+        """The audit queue is bounded too (reject-publish): with nobody consuming it, once
+        full the broker nacks the next event and the ingress answers 503 with Retry-After,
+        not a disk alarm later; what it holds stays."""
+        accepted, refused = 0, None
+        for n in range(8):  # a quorum queue may take one past its limit before it refuses
+            body = SHOPIFY_ORDER.replace(b'"#1042"', b'"#1042-%d"' % n)
+            response = await client.post("/webhooks/shopify", data=body, headers=signed_headers(
+                settings, "shopify", body, "orders/create"))
+            if response.status != 202:
+                refused = (response.status, (await response.json())["error"],
+                           response.headers.get("Retry-After"))
+                break
+            accepted += 1
+        assert (503, "broker_unavailable", "5") == refused
+        assert 2 <= accepted == (await queue_depths())[topology.queue("audit")]

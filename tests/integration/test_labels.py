@@ -26,7 +26,8 @@ from test_consumer_process import Ingress, free_port, wait_until, write_test_con
 from consumers import orders
 from consumers.cli import _runner
 from consumers.store import Store, open_store
-from emulators.easypost import Emulator, Fault, build_app
+from emulators.control import CONTROL, Fault
+from emulators.easypost import Emulator, build_app
 from router.broker.topology import Topology
 from router.label_settings import ServiceChoice
 from router.providers import signed_headers
@@ -44,10 +45,14 @@ SHOPIFY_ORDER = (ROOT / "tests" / "fixtures" / "providers" / "shopify"
 @dataclasses.dataclass
 class Carrier:
     emulator: Emulator
+    server: TestServer
     base_url: str
 
     def sold(self) -> dict[str, Any]:
         return self.emulator.counters()
+
+    def fail(self, fault: Fault) -> None:
+        self.server.app[CONTROL].faults.append(fault)
 
 
 @pytest.fixture
@@ -55,7 +60,7 @@ async def carrier() -> AsyncIterator[Carrier]:
     emulator = Emulator(key=KEY, rejected_streets=frozenset({NOWHERE}))
     server = TestServer(build_app(emulator), host="127.0.0.1")
     await server.start_server()
-    yield Carrier(emulator, str(server.make_url("/v2")))
+    yield Carrier(emulator, server, str(server.make_url("/v2")))
     await server.close()
 
 
@@ -283,8 +288,7 @@ class TestOneLabelPerOrder:
         """Twenty notifications for one order taken by two labels consumers at once (the
         creates answering late, so both are under way together): whatever each creates, only
         the shipment recorded first is bought, once."""
-        carrier.emulator.fail(Fault(count=2, delay=0.5, path_suffix="/shipments",
-                                    method="POST"))
+        carrier.fail(Fault(count=2, delay=0.5, operation="create_shipment"))
         async with open_store(store_url) as store:
             body = orjson.loads(await ready(store, amqp, on, "RACE-1"))
             for n in range(19):
@@ -361,19 +365,19 @@ class TestFailures:
 
     @pytest.mark.parametrize("fault", [
         # a 500 to the create: the retry creates it
-        Fault(status=500, path_suffix="/shipments", method="POST"),
+        Fault(status=500, operation="create_shipment"),
         # the buy done, its answer lost (Uncertain): the retry looks the recorded shipment up
         # and takes its label
-        Fault(reset=True, path_suffix="/buy", method="POST"),
+        Fault(reset=True, operation="buy_shipment"),
         # rate limited at the buy
-        Fault(status=429, retry_after=1, path_suffix="/buy", method="POST"),
+        Fault(status=429, retry_after=1, operation="buy_shipment"),
     ], ids=["500", "answer-lost", "429"])
     async def test_a_failed_call_is_retried_and_one_label_bought(
         self, store_url, on, carrier, amqp, fault
     ):
         """The carrier fails once: the message goes round the retry ladder and the next
         attempt ends with the one label."""
-        carrier.emulator.fail(fault)
+        carrier.fail(fault)
         async with open_store(store_url) as store, running(on, store, "labels"):
             await ready(store, amqp, on, "FLAKY-1")
             await wait_until(becomes(store, "FLAKY-1", "label_purchased"))
@@ -385,7 +389,7 @@ class TestFailures:
     ):
         """The shipment is created but the answer lost (Uncertain): it is looked up by our
         reference (the order id) and bought, with no second shipment and no retry."""
-        carrier.emulator.fail(Fault(reset=True, path_suffix="/shipments", method="POST"))
+        carrier.fail(Fault(reset=True, operation="create_shipment"))
         async with open_store(store_url) as store, running(on, store, "labels"):
             await ready(store, amqp, on, "LOST-CREATE")
             await wait_until(becomes(store, "LOST-CREATE", "label_purchased"))
@@ -464,7 +468,7 @@ class TestKilled:
         one, and the order is label_purchased with its tracking code."""
         config = labels_config(on, carrier)
         # the buy answers late: time to block the commit once the shipment id is recorded
-        carrier.emulator.fail(Fault(delay=3.0, path_suffix="/buy", method="POST"))
+        carrier.fail(Fault(delay=3.0, operation="buy_shipment"))
         async with open_store(store_url) as store:
             await ready(store, amqp, on, "CRASH-1")
             proc = await start_labels(store_url, config, test_env)

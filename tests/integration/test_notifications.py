@@ -47,6 +47,7 @@ class Receivers:
         self.calls: dict[str, list[str]] = defaultdict(list)
         self.mode: dict[str, str] = {}
         self.arrived = asyncio.Event()
+        self.release = asyncio.Event()  # lets the "held" receivers answer
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -74,6 +75,8 @@ class Receivers:
         mode = self.mode.get(name, "ok")
         if mode == "hang":
             await asyncio.sleep(30)
+        if mode == "held":  # until the test lets it go, then answered as "ok"
+            await self.release.wait()
         if mode == "gone":
             return web.Response(status=410)
         if mode == "redirect":
@@ -291,16 +294,25 @@ class TestDelivery:
         self, amqp, topology, receivers, notifying
     ):
         """A receiver that never answers costs only its own queue: it is retried on the ladder
-        and dead-lettered with the reason, while the healthy one gets every event at once."""
+        and dead-lettered with the reason, while the healthy one gets every event at once:
+        all of them while another receiver holds every delivery it may have in flight,
+        unanswered until the test lets it go (an order of events, not a stopwatch)."""
         receivers.mode["silent"] = "hang"
+        receivers.mode["stuck"] = "held"
         _, _, topo = await notifying([
-            subscription("silent", receivers.url("silent"), timeout=0.5),
+            subscription("silent", receivers.url("silent"), events=("order.*",), timeout=0.5),
+            # longer than any wait below: were deliveries queued behind it, nothing would come
+            subscription("stuck", receivers.url("stuck"), events=("shipment.*",), timeout=120),
             subscription("healthy", receivers.url("healthy")),
         ], concurrency=2)
-        sent = time.monotonic()
+        await notify(amqp, topology, "shipment.updated", 2, tag="s")
+        await until(lambda: len(receivers.calls["stuck"]) == 2)  # its concurrency, both held
         await notify(amqp, topology, "order.allocated", 4)
-        await until(lambda: len(receivers.got["healthy"]) == 4)
-        assert max(g["at"] for g in receivers.got["healthy"]) - sent < 2.0
+        await until(lambda: len(receivers.got["healthy"]) == 6)
+        assert (2, [], False) == (len(receivers.calls["stuck"]), receivers.got["stuck"],
+                                  receivers.release.is_set())
+        receivers.release.set()
+        await until(lambda: len(receivers.got["stuck"]) == 2)
         dead = topo.dead_queue(delivery_queue("silent"))
 
         async def all_dead() -> bool:

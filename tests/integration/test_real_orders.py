@@ -18,7 +18,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 import pytest
-from test_consumer_process import Ingress, free_port, wait_until, write_test_config
+from ports import free_port
+from test_consumer_process import Ingress, wait_until, write_test_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PROVIDERS = ROOT / "tests" / "fixtures" / "providers"

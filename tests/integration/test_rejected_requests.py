@@ -11,10 +11,10 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from ports import free_port
 from test_ingress import BAD_INPUT, SHOPIFY_ORDER, with_source
 from test_runner import wait_for
 from test_server import (  # noqa: F401 (make_server, server_config: fixtures)
-    free_port,
     is_dir,
     make_server,
     paused,
@@ -162,6 +162,19 @@ class TestAccess:
             assert status == response.status, path
             if status == 403:
                 assert "address_not_allowed" == (await response.json())["error"]
+
+    async def test_loopback_only_by_default(self, settings, make_client):
+        """Without metrics_allow, /metrics and /rejections answer this machine only: a client
+        elsewhere (here behind a trusted proxy) gets 403 address_not_allowed, and could
+        neither read them nor learn what was refused."""
+        assert settings.server.metrics_allow == ("127.0.0.0/8", "::1")
+        server = dataclasses.replace(settings.server, trusted_proxies=("127.0.0.1",))
+        client = await make_client(dataclasses.replace(settings, server=server))
+        for path in ("/metrics", "/rejections"):
+            assert 200 == (await client.get(path)).status, path
+            response = await client.get(path, headers={"X-Forwarded-For": "192.0.2.1"})
+            assert (403, "address_not_allowed") == (
+                response.status, (await response.json())["error"]), path
 
     async def test_only_on_the_metrics_port_when_it_is_set(self, settings, topology):
         """With metrics_port, /rejections is served there, as /metrics is, and the webhook

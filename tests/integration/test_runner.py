@@ -4,7 +4,10 @@ commit, retries on the ladder, dead letters with their reason, drain on stop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import io
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -13,9 +16,11 @@ import aio_pika
 import orjson
 import pytest
 import structlog
+from conftest import TIMEOUT, _admin
 
 from consumers.errors import Permanent
 from consumers.runner import ConsumerSpec, Runner
+from consumers.store import StoreError
 from router.broker.dlq import dlq_command
 
 pytestmark = pytest.mark.integration
@@ -86,13 +91,49 @@ async def publish(amqp, topology, bodies: list[bytes]) -> None:
     await channel.close()
 
 
+class Gate:
+    """Holds a handler inside its transaction until the test opens it. On PostgreSQL the
+    handler awaits an asyncio.Event; on SQLite it runs on the store's thread, where it may
+    await nothing but its transaction, so it waits on a threading.Event there."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.entered = asyncio.Event()  # a handler is held
+        self._opened = asyncio.Event()
+        self._opened_thread = threading.Event()
+
+    def open(self) -> None:
+        self._opened.set()
+        self._opened_thread.set()
+
+    async def hold(self, tx: Any) -> None:
+        if self._opened_thread.is_set():
+            return
+        self._loop.call_soon_threadsafe(self.entered.set)
+        if tx.dialect == "sqlite":
+            if not self._opened_thread.wait(TIMEOUT):
+                raise TimeoutError("the test never opened the gate")
+        else:
+            await asyncio.wait_for(self._opened.wait(), TIMEOUT)
+
+    def handler(self) -> Callable[..., Awaitable[None]]:
+        """count_effect, held at the gate (while it is closed) for events with `hold`."""
+        async def held_effect(tx: Any, event: dict[str, Any], batch: None = None) -> None:
+            if event["data"].get("hold"):
+                await self.hold(tx)
+            await count_effect(tx, event, batch)
+        return held_effect
+
+
 @pytest.fixture
 async def start_runner(stocked, settings):
     tasks: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
-    def start(prefetch: int = 10, concurrency: int = 1) -> tuple[asyncio.Event, asyncio.Task[None]]:
+    def start(prefetch: int = 10, concurrency: int = 1, *,
+              handler: Callable[..., Awaitable[None]] = count_effect,
+              broker: Any = None) -> tuple[asyncio.Event, asyncio.Task[None]]:
         stop = asyncio.Event()
-        runner = Runner(ConsumerSpec("orders", count_effect), stocked, settings.broker,
+        runner = Runner(ConsumerSpec("orders", handler), stocked, broker or settings.broker,
                         prefetch=prefetch, concurrency=concurrency)
         task = asyncio.create_task(runner.run(stop))
         tasks.append((stop, task))
@@ -209,24 +250,30 @@ class TestRunner:
 
 class TestBrokerRestart:
     async def test_broker_restart_while_consuming_loses_and_doubles_nothing(
-        self, amqp, topology, stocked, start_runner, queue_depths
+        self, amqp, topology, stocked, store_url, start_runner, queue_depths
     ):
-        """RabbitMQ stopped and started while a batch is in hand: the runner reconnects by
-        itself, what it had not acked comes back and is recognised, every event is applied
-        exactly once and the queue ends empty."""
+        """RabbitMQ stopped and started while a batch is in hand (its handler held inside
+        the transaction, so the stop always comes mid-stream): the batch commits while the
+        broker is away, the runner reconnects by itself, what it had not acked comes back and
+        is recognised, every event is applied exactly once and the queue ends empty."""
         from test_ingress import broker_started, rabbitmqctl
 
-        count = 1500
-        await publish(amqp, topology, [envelope(f"r{i}", quantity=1, slow=0.001)
+        count, held = 500, 100
+        await publish(amqp, topology, [envelope(f"r{i}", quantity=1, hold=i == held)
                                        for i in range(count)])
-        stop, task = start_runner(prefetch=20)
-        await wait_for(lambda: _gt(on_hand(stocked), 100))
-        await rabbitmqctl("stop_app")
+        gate = Gate()
         try:
-            applied_while_down = await on_hand(stocked)
+            stop, task = start_runner(prefetch=20, handler=gate.handler())
+            await asyncio.wait_for(gate.entered.wait(), TIMEOUT)
+            await rabbitmqctl("stop_app")
+            try:
+                applied_while_down = await committed_on_hand(stocked, store_url)
+                gate.open()  # the held batch commits now; its ack cannot reach the broker
+            finally:
+                await broker_started()
         finally:
-            await broker_started()
-        assert applied_while_down < count  # the restart happened mid-stream
+            gate.open()
+        assert applied_while_down <= held  # the held event and those after it were not
 
         async def drained() -> bool:
             try:
@@ -239,10 +286,224 @@ class TestBrokerRestart:
         stop.set()
         await asyncio.wait_for(task, 10)
         assert count == await on_hand(stocked)
-        async with stocked.transaction() as tx:
-            assert count == await tx.fetchval("SELECT COUNT(*) FROM inbox")
+        assert count == await inbox_count(stocked)
+        # The held batch committed while the broker was away: it came back, recognised.
+        assert "duplicate" in {row[3] for row in await attempts(stocked)}
         depths = await queue_depths()
         assert 0 == depths[topology.queue("orders")] + depths[topology.dead_queue("orders")]
+
+
+async def inbox_count(store) -> int:
+    async with store.transaction() as tx:
+        return await tx.fetchval("SELECT COUNT(*) FROM inbox")
+
+
+async def nothing_queued(queue_depths, topology) -> bool:
+    """No message ready on the orders queue, its retry queues or its dead-letter queue."""
+    names = {topology.queue("orders"), topology.dead_queue("orders")} | {
+        topology.retry_queue("orders", delay) for delay in topology.retry_ladder}
+    try:
+        depths = await queue_depths()
+    except (aio_pika.exceptions.AMQPException, ConnectionError):
+        return False
+    return 0 == sum(depths[name] for name in names)
+
+
+def logged(logs: list[dict[str, Any]], event: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return any(entry["event"] == event for entry in logs)
+    return check
+
+
+async def unacked(queue: str) -> int:
+    """The broker's own count of messages delivered on `queue` and not yet acked."""
+    from test_amqp import rabbitmqctl
+
+    listing = await rabbitmqctl("list_queues", "name", "messages_unacknowledged")
+    for line in listing.splitlines():
+        name, _, count = line.partition("\t")
+        if name == queue:
+            return int(count)
+    raise AssertionError(f"no queue {queue}")
+
+
+async def committed_on_hand(store, store_url: str) -> int:
+    """on_hand as committed, read beside a transaction the runner holds open (on SQLite
+    that one holds the store's only connection: read through another)."""
+    if not store_url.startswith("sqlite"):
+        return await on_hand(store)
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(store_url[len("sqlite:///"):])) as reader:
+        (value,) = reader.execute(
+            "SELECT on_hand FROM stock WHERE sku = 'SKU-1' AND location = 'main'").fetchone()
+    return int(value)
+
+
+async def fail_next_commit(store, store_url: str) -> None:
+    """Make the next COMMIT of a transaction that claimed an event fail, once. PostgreSQL: a
+    deferred constraint trigger on the inbox raises at COMMIT (a sequence, which no rollback
+    undoes, lets it fire once). SQLite: the store's own commit step rolls back and raises."""
+    if store_url.startswith("postgresql"):
+        async with store.transaction() as tx:
+            await tx.execute("CREATE SEQUENCE commit_fault")
+            await tx.execute(
+                "CREATE FUNCTION commit_fault() RETURNS trigger LANGUAGE plpgsql AS $$"
+                " BEGIN IF nextval('commit_fault') = 1 THEN"
+                " RAISE EXCEPTION 'injected: COMMIT failed'; END IF; RETURN NULL; END $$")
+            await tx.execute(
+                "CREATE CONSTRAINT TRIGGER commit_fault AFTER INSERT ON inbox"
+                " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION commit_fault()")
+        return
+    armed, real_end = [True], store._end
+
+    def end(commit: bool) -> None:  # on the store's thread
+        conn = store._require_conn()
+        if (commit and armed and conn.in_transaction
+                and conn.execute("SELECT COUNT(*) AS n FROM inbox").fetchone()["n"]):
+            armed.clear()
+            real_end(False)
+            raise StoreError("sqlite: injected: COMMIT failed")
+        real_end(commit)
+
+    store._end = end
+
+
+class TestStoreFaults:
+    """The store fails under the runner: nothing is acked that is not committed, so every
+    message comes back (from a retry queue, or redelivered) and is applied exactly once."""
+
+    async def test_a_failed_commit_is_retried_and_applied_once(
+        self, amqp, topology, stocked, store_url, start_runner, queue_depths
+    ):
+        """The COMMIT of the first batch raises: its messages go to the retry queue, not
+        acked as processed, and every event ends applied once."""
+        await fail_next_commit(stocked, store_url)
+        count = 20
+        await publish(amqp, topology, [envelope(f"f{i}", quantity=1) for i in range(count)])
+        with structlog.testing.capture_logs() as logs:
+            stop, task = start_runner()
+            await wait_for(logged(logs, "batch_commit_failed"), timeout=TIMEOUT)
+            await wait_for(lambda: _eq(on_hand(stocked), count), timeout=TIMEOUT)
+            await wait_for(lambda: nothing_queued(queue_depths, topology))
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        assert count == await on_hand(stocked)
+        assert count == await inbox_count(stocked)
+        retried = [row for row in await attempts(stocked) if row[3] == "retry"]
+        assert retried and all(row[5].startswith("commit failed") for row in retried)
+        assert await nothing_queued(queue_depths, topology)
+
+    async def test_postgresql_backend_terminated_mid_batch(
+        self, amqp, topology, stocked, store_url, start_runner, queue_depths
+    ):
+        """A batch is inside its transaction when PostgreSQL ends the runner's connections
+        (pg_terminate_backend) and refuses new ones for a while: nothing is acked as
+        processed, and once the database is back every event is applied once."""
+        if not store_url.startswith("postgresql"):
+            pytest.skip("PostgreSQL's backends; SQLite's fault is a lock (the next test)")
+        database = store_url.rpartition("/")[2]
+        count = 10
+        await publish(amqp, topology, [envelope("t0", quantity=1, hold=True)]
+                      + [envelope(f"t{i}", quantity=1) for i in range(1, count)])
+        gate = Gate()
+        admin, _ = await _admin()
+        try:
+            with structlog.testing.capture_logs() as logs:
+                stop, task = start_runner(handler=gate.handler())
+                await asyncio.wait_for(gate.entered.wait(), TIMEOUT)
+                await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+                await admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = $1", database)
+
+                async def gone() -> bool:
+                    return 0 == await admin.fetchval(
+                        "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = $1", database)
+
+                await wait_for(gone, timeout=TIMEOUT)
+                gate.open()
+                await wait_for(logged(logs, "batch_commit_failed"), timeout=TIMEOUT)
+                await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+                await wait_for(lambda: _eq(on_hand(stocked), count), timeout=TIMEOUT)
+                await wait_for(lambda: nothing_queued(queue_depths, topology))
+                stop.set()
+                await asyncio.wait_for(task, 10)
+        finally:
+            gate.open()
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+            await admin.close()
+        assert count == await on_hand(stocked)
+        assert count == await inbox_count(stocked)
+        assert await nothing_queued(queue_depths, topology)
+
+    async def test_sqlite_locked_by_another_connection_for_seconds(
+        self, amqp, topology, stocked, store_url, start_runner, queue_depths
+    ):
+        """Another connection holds SQLite's write lock past the store's busy timeout while
+        messages arrive: the batch fails, nothing is acked as processed, and once the lock
+        is gone every event is applied once."""
+        if not store_url.startswith("sqlite"):
+            pytest.skip("SQLite's write lock; PostgreSQL's fault is the test before")
+        import sqlite3
+
+        count = 10
+        with structlog.testing.capture_logs() as logs:
+            stop, task = start_runner()
+            await wait_for(logged(logs, "consumer_started"), timeout=TIMEOUT)
+            locker = sqlite3.connect(store_url[len("sqlite:///"):], isolation_level=None,
+                                     timeout=TIMEOUT, check_same_thread=False)
+            try:
+                await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
+                await publish(amqp, topology,
+                              [envelope(f"l{i}", quantity=1) for i in range(count)])
+                await wait_for(logged(logs, "batch_commit_failed"), timeout=TIMEOUT)
+                assert (0,) == locker.execute("SELECT COUNT(*) FROM inbox").fetchone()
+            finally:
+                locker.rollback()
+                locker.close()
+            await wait_for(lambda: _eq(on_hand(stocked), count), timeout=TIMEOUT)
+            await wait_for(lambda: nothing_queued(queue_depths, topology))
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        assert count == await inbox_count(stocked)
+
+    async def test_a_held_transaction_keeps_its_message_unacked_until_the_commit(
+        self, amqp, topology, stocked, store_url, settings, start_runner, queue_depths
+    ):
+        """While the handler is held inside its transaction the broker counts the message
+        unacked; the runner's connection is then cut: the message is redelivered, and the
+        two deliveries make one effect (the held one commits, the redelivery is a
+        duplicate)."""
+        from broker_proxy import Proxy
+
+        proxy = await Proxy().start()
+        gate = Gate()
+        try:
+            await publish(amqp, topology, [envelope("h1", quantity=3, hold=True)])
+            broker = dataclasses.replace(settings.broker, url=proxy.url())
+            stop, task = start_runner(handler=gate.handler(), broker=broker)
+            await asyncio.wait_for(gate.entered.wait(), TIMEOUT)
+            queue = topology.queue("orders")
+            await wait_for(lambda: _eq(unacked(queue), 1), timeout=TIMEOUT)
+            assert 0 == await committed_on_hand(stocked, store_url)
+            proxy.cut()
+            gate.open()
+
+            async def twice() -> bool:
+                return ["duplicate", "processed"] == sorted(row[3]
+                                                           for row in await attempts(stocked))
+
+            await wait_for(twice, timeout=TIMEOUT)
+            await wait_for(lambda: _eq(unacked(queue), 0), timeout=TIMEOUT)
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        finally:
+            gate.open()
+            await proxy.close()
+        assert 3 == await on_hand(stocked)
+        assert 1 == await inbox_count(stocked)
+        assert await nothing_queued(queue_depths, topology)
 
 
 class TestReplay:

@@ -10,11 +10,11 @@ import os
 import re
 import shutil
 import signal
-import socket
 import ssl
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -22,9 +22,11 @@ import aiohttp
 import pytest
 import yarl
 from broker_proxy import Proxy
+from ports import free_port
 from test_ingress import SHOPIFY_ORDER, broker_started, rabbitmqctl
 from test_runner import wait_for
 
+from router.logs import REDACTED
 from router.providers import signed_headers
 from router.serve import METRICS_DIR_PREFIX
 from router.serve import ssl_context as _ssl_context
@@ -32,12 +34,6 @@ from router.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def child_pids(pid: int) -> list[int]:
@@ -160,9 +156,11 @@ async def make_server(test_env) -> AsyncIterator[Callable[..., Server]]:
 
 
 async def post_order(session, server: Server, settings: Settings, **kw):
-    headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+    # An order of its own each time: one signed body sent again is a duplicate (router.dedup).
+    body = SHOPIFY_ORDER.replace(b'"#1042"', f'"#1042-{uuid.uuid4().hex}"'.encode())
+    headers = signed_headers(settings, "shopify", body, "orders/create")
     async with session.post(
-        f"{server.base}/webhooks/shopify", data=SHOPIFY_ORDER, headers=headers, **kw
+        f"{server.base}/webhooks/shopify", data=body, headers=headers, **kw
     ) as response:
         return response.status, await response.json(), headers
 
@@ -256,6 +254,37 @@ class TestLogs:
             if secret.startswith("amqp://"):
                 continue
             assert secret.encode() not in server.output
+
+
+    async def test_personal_data_a_refused_request_sends_is_masked(
+        self, server_config, make_server, settings
+    ):
+        """A forged delivery whose id header is an e-mail (kept as the line's event_id before
+        it is verified) and a request to a path holding a phone: both lines are written,
+        with the e-mail and the phone as [redacted]."""
+        import orjson
+
+        server = make_server(server_config())
+        await server.start()
+        headers = signed_headers(settings, "shopify", SHOPIFY_ORDER, "orders/create")
+        headers["X-Shopify-Hmac-Sha256"] = "Zm9yZ2Vk"
+        headers["X-Shopify-Event-Id"] = "jane.doe@example.com"
+        async with aiohttp.ClientSession() as session:
+            await wait_status(session, f"{server.base}/readyz", 200)
+            async with session.post(f"{server.base}/webhooks/shopify", data=SHOPIFY_ORDER,
+                                    headers=headers) as response:
+                assert 401 == response.status
+            async with session.post(f"{server.base}/webhooks/555-123-4567",
+                                    data=b"{}") as response:
+                assert 404 == response.status
+        await server.stop()
+        lines = [orjson.loads(line) for line in server.output.splitlines() if line.startswith(b"{")]
+        requests = [(r["status"], r["path"], r["event_id"], r["reason"]) for r in lines
+                    if r["event"] == "request" and r["path"].startswith("/webhooks/")]
+        assert [(401, "/webhooks/shopify", REDACTED, "invalid_signature"),
+                (404, f"/webhooks/{REDACTED}", None, "unknown_source")] == requests
+        assert b"jane.doe@example.com" not in server.output
+        assert b"555-123-4567" not in server.output
 
 
 def self_signed(tmp_path: Path) -> tuple[Path, Path]:
@@ -608,3 +637,45 @@ class TestMetricsAccess:
             assert "address_not_allowed" == (await response.json())["error"]
         else:
             assert "webhook_requests_total" in await response.text()
+
+
+async def trickle(writer: asyncio.StreamWriter, data: bytes, every: float) -> None:
+    """Send `data` one byte at a time, `every` seconds apart, until done or closed."""
+    for byte in data:
+        writer.write(bytes([byte]))
+        try:
+            await writer.drain()
+        except ConnectionError:
+            return
+        await asyncio.sleep(every)
+
+
+class TestHeaderTimeout:
+    @pytest.mark.parametrize("workers", [1, 2])
+    async def test_headers_sent_byte_by_byte_past_the_deadline_are_cut_off(
+        self, server_config, make_server, workers
+    ):
+        """A client that sends its request line and headers slower than header_timeout is
+        answered 408 header_timeout and its connection closed (one process, and gunicorn's
+        workers); a client that sends them at once is served."""
+        config = server_config()
+        config.write_text(config.read_text().replace("header_timeout = 10 ",
+                                                      "header_timeout = 0.5 "))
+        server = make_server(config)
+        await server.start("--workers", str(workers))
+        async with aiohttp.ClientSession() as session:
+            await wait_status(session, f"{server.base}/readyz", 200)
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        slow = asyncio.create_task(trickle(
+            writer, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200 + b"\r\n\r\n",
+            every=0.1))
+        try:
+            answer = await asyncio.wait_for(reader.read(), 30)  # until the server closes
+        finally:
+            slow.cancel()
+            writer.close()
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:100]
+        assert b'"error":"header_timeout"' in answer
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{server.base}/healthz") as response:
+            assert 200 == response.status

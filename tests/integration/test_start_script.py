@@ -11,7 +11,6 @@ import queue
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -19,15 +18,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL_TIMEOUT = 300.0  # a first install of every pinned package, from pip's cache or PyPI
-
-
-def _unused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(env: dict[str, str], *args: str) -> str:
@@ -72,7 +66,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("start")
     config = tmp / "config"
     shutil.copytree(ROOT / "config", config)
-    port = _unused_port()
+    port = free_port()
     toml = config / "router.toml"
     text = toml.read_text()
     assert 'host = "0.0.0.0"\nport = 8080\n' in text
@@ -83,7 +77,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "HOME": os.environ.get("HOME", str(tmp)),
         "VENV": str(tmp / "venv"),
         "ENV_FILE": str(tmp / "env.local"),
-        "AMQP_URL": f"amqp://guest:guest@127.0.0.1:{_unused_port()}/",
+        "AMQP_URL": f"amqp://guest:guest@127.0.0.1:{free_port()}/",
     }
     args = ("--config", str(toml), "--store", f"sqlite:///{tmp / 'data' / 'router.sqlite3'}")
     first = _start(env, *args)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import PG_HOST, PG_PORT, TIMEOUT, _admin  # noqa: F401
 
+from consumers.stock import Policy, new_lines, reserve_lines
 from consumers.store import (
     MIGRATIONS,
     IntegrityViolation,
@@ -15,6 +17,7 @@ from consumers.store import (
     Store,
     StoreBusy,
     StoreError,
+    Tx,
     open_store,
 )
 
@@ -182,41 +185,80 @@ async def test_outbox_pending_then_sent(store: Store) -> None:
         assert await tx.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL") == 2
 
 
-async def test_concurrent_reservations_never_oversell(store: Store) -> None:
-    await _put_stock(store, "SKU-HOT", on_hand=5)
+async def _reserve_one(target: Store, sku: str) -> str:
+    """consumers.stock's reservation of one unit of `sku`, in a transaction of its own."""
+    async with target.transaction() as tx:
+        return await reserve_lines(tx, new_lines([(sku, 1, True)]))
 
-    async def reserve() -> int:
-        async with store.transaction() as tx:
-            return await tx.execute(
-                "UPDATE stock SET reserved = reserved + 1"
-                " WHERE sku = $1 AND location = $2 AND on_hand - reserved >= 1",
-                "SKU-HOT",
-                "main",
-            )
 
-    async with asyncio.timeout(TIMEOUT):
-        results = await asyncio.gather(*(reserve() for _ in range(20)))
-    assert sorted(results) == [0] * 15 + [1] * 5
+async def _reserved(store: Store, sku: str) -> int:
     async with store.transaction() as tx:
-        assert await tx.fetchval("SELECT reserved FROM stock WHERE sku = $1", "SKU-HOT") == 5
+        return await tx.fetchval("SELECT reserved FROM stock WHERE sku = $1", sku)
+
+
+async def test_concurrent_reservations_never_oversell(store: Store) -> None:
+    """Twenty reservations of one unit at once, through consumers.stock, with five on hand:
+    five are allocated, the rest backordered."""
+    await _put_stock(store, "SKU-HOT", on_hand=5)
+    async with asyncio.timeout(TIMEOUT):
+        results = await asyncio.gather(*(_reserve_one(store, "SKU-HOT") for _ in range(20)))
+    assert sorted(results) == ["allocated"] * 5 + ["backordered"] * 15
+    assert await _reserved(store, "SKU-HOT") == 5
 
 
 async def test_concurrent_reservations_across_two_stores(store: Store, store_url: str) -> None:
     """Two stores on one database (as two processes would be): still exactly on_hand succeed."""
     await _put_stock(store, "SKU-SHARED", on_hand=5)
-
-    async def reserve(target: Store) -> int:
-        async with target.transaction() as tx:
-            return await tx.execute(
-                "UPDATE stock SET reserved = reserved + 1"
-                " WHERE sku = $1 AND location = $2 AND on_hand - reserved >= 1",
-                "SKU-SHARED",
-                "main",
-            )
-
     async with open_store(store_url) as other, asyncio.timeout(TIMEOUT):
-        results = await asyncio.gather(*(reserve(store if i % 2 else other) for i in range(20)))
-    assert sum(results) == 5
+        results = await asyncio.gather(
+            *(_reserve_one(store if i % 2 else other, "SKU-SHARED") for i in range(20)))
+    assert results.count("allocated") == 5
+    assert await _reserved(store, "SKU-SHARED") == 5
+
+
+async def wait_until_blocked(tx: Tx, task: asyncio.Task[Any]) -> None:
+    """Poll pg_locks from `tx` (the transaction holding the lock) until a session on this
+    database waits for a lock: the overlap a race test needs. Fails if `task` (the one that
+    should wait) ends first. Callers bound it with a timeout."""
+    while not await tx.fetchval(
+        "SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND pid IN"
+        " (SELECT pid FROM pg_stat_activity WHERE datname = current_database())"
+    ):
+        assert not task.done(), task
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("partial", [False, True], ids=["all_or_nothing", "partial"])
+async def test_overlapping_reservations_wait_and_never_oversell(
+    store_url: str, partial: bool
+) -> None:
+    """On PostgreSQL, consumers.stock.reserve_lines in two transactions at once: B asks for
+    the units A holds while A has not committed, waits on A's row lock, and once A commits
+    sees A's reservation: B is backordered (or, with partial allocation, gets only its other
+    line), and the SKU never has more reserved than on hand."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: the two cannot overlap")
+    policy = Policy(partial_allocation=partial)
+    async with open_store(store_url) as store, open_store(store_url) as other:
+        await _put_stock(store, "SKU-RACE", on_hand=3)
+        await _put_stock(store, "SKU-SPARE", on_hand=5)
+        a_lines = new_lines([("SKU-RACE", 2, True)])
+        b_lines = new_lines([("SKU-RACE", 2, True), ("SKU-SPARE", 1, True)])
+
+        async def reserve_b() -> str:
+            async with other.transaction() as tx:
+                return await reserve_lines(tx, b_lines, policy)
+
+        async with asyncio.timeout(TIMEOUT):
+            async with store.transaction() as tx:
+                assert await reserve_lines(tx, a_lines, policy) == "allocated"
+                b = asyncio.create_task(reserve_b())
+                await wait_until_blocked(tx, b)
+            b_status = await b
+        assert await _reserved(store, "SKU-RACE") == 2  # A's two; 2 + 2 would oversell 3
+        assert [line["reserved"] for line in b_lines] == [0, 1 if partial else 0]
+        assert b_status == ("partially_allocated" if partial else "backordered")
+        assert await _reserved(store, "SKU-SPARE") == (1 if partial else 0)
 
 
 async def test_sqlite_settings_and_durability(tmp_path: Path) -> None:

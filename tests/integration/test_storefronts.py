@@ -169,6 +169,19 @@ class TestEveryStore:
             await store.driver().fulfil("1005", TRACKING, True)
         assert caught.value.retry_after in (2.0, 3.0)  # what each emulator sends
 
+    async def test_rate_limited_for_the_seconds_asked(self, store):
+        """A fault's retry_after is the Retry-After the store sends."""
+        await store.fail(status=429, retry_after=7)
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.driver().fulfil("1011", TRACKING, True)
+        assert 7.0 == caught.value.retry_after
+
+    async def test_a_write_slower_than_the_timeout_is_uncertain(self, store):
+        """A delayed answer: the store may still write after the driver gave up."""
+        await store.fail(delay=2.0, operation=store.write)
+        with pytest.raises(Uncertain):
+            await store.driver(timeout=0.3).fulfil("1012", TRACKING, True)
+
     async def test_revoked_credentials(self, store):
         """401 (the token or key revoked): StoreAuthRevoked, nothing written."""
         await store.fail(status=401)

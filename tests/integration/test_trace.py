@@ -13,12 +13,12 @@ from pathlib import Path
 import aio_pika
 import orjson
 import pytest
+from ports import free_port
 from test_cli import run_cli
 from test_ingress import SHOPIFY_ORDER
 from test_notifications import notifying, receivers, subscription  # noqa: F401 (fixtures)
 from test_rejected_requests import forged
 from test_runner import DOWNSTREAM, count_effect, wait_for
-from test_server import free_port
 
 from consumers.cli import consumer_spec
 from consumers.runner import ConsumerSpec, Runner
@@ -149,6 +149,52 @@ class TestTraceOfStoredRows:
         assert ("shopify", 401, "invalid_signature", delivery) == (
             refusal["source"], refusal["status"], refusal["reason"], refusal["delivery_id"])
         assert 0 == sum((await queue_depths()).values())
+
+    async def test_stored_control_characters_are_printed_escaped(self, store, store_url,
+                                                                 test_env):
+        """An order whose SKU, note and every other stored text carry ESC, CR, BEL, a C1 CSI
+        and a bidi override: the text and the --json output hold none of them raw, only
+        their escapes, one line per moment (nothing forged); --json still reads back."""
+        forged = "\x1b[2J\r\x07\x9b31m\u202eevil"
+        escaped = "\\x1b[2J\\r\\x07\\x9b31m\\u202eevil"
+        sku, event_id = f"MUG-{forged}", f"e-{forged}"
+        async with store.transaction() as tx:
+            await tx.execute(
+                "INSERT INTO audit_events VALUES ($1, $2, $3, $4, $5, $6, $7)", event_id,
+                f"shop{forged}", f"order.created{forged}", f"schema{forged}",
+                "2026-11-29T10:00:00Z", None, "2026-11-29T10:00:01Z")
+            await tx.executemany("INSERT INTO event_keys VALUES ($1, $2, $3)",
+                                 [(event_id, "order_id", f"1042{forged}"),
+                                  (event_id, "sku", sku)])
+            await tx.execute(
+                "INSERT INTO consumer_attempts (consumer, event_id, attempt, outcome,"
+                " delay_seconds, reason, replayed_at, at) VALUES ($1, $2, $3, $4, $5, $6, $7,"
+                " $8)", "orders", event_id, 1, "dead", None,
+                f"Permanent: note {forged}\nforged line", None, "2026-11-29T10:00:02Z")
+            await tx.add_outbox(f"order.held{forged}", "notify.order.held", b"{}",
+                                f"n-{forged}", cause=event_id)
+            await tx.execute(
+                "INSERT INTO deliveries (subscription, message_id, event_id, type, attempt,"
+                " status_code, error, latency_ms, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8,"
+                " $9)", f"portal{forged}", f"n-{forged}", event_id, "order.held", 1, None,
+                f"https://portal.example/{forged}: refused", 3.5, "2026-11-29T10:00:03Z")
+        code, text, err = await trace_cli(store_url, sku, test_env)
+        assert 0 == code, err
+        code, as_json, err = await trace_cli(store_url, sku, test_env, "--json")
+        assert 0 == code, err
+        for out in (text, as_json):
+            assert all(c.isprintable() or c == "\n" for c in out), repr(out)
+        # event, received, recorded, dead-lettered, notification, its delivery
+        assert 6 == len(text.splitlines())
+        for said in (f"event e-{escaped}", f"from shop{escaped}", f"sku MUG-{escaped}",
+                     f"note {escaped}\\nforged line", f"order.held{escaped} n-{escaped}",
+                     f"-> portal{escaped}", f"portal.example/{escaped}: refused"):
+            assert said in text, said
+        [event] = orjson.loads(as_json)["events"]
+        [delivery] = event["notifications"][0]["deliveries"]
+        assert (event_id, ["order_id", f"1042{forged}"], f"portal{forged}") == (
+            event["event_id"], event["keys"][0], delivery["subscription"])
+        assert "\\u001b[2J\\r\\u0007\\u009b31m\\u202eevil" in as_json
 
     async def test_no_store_there_exits_2_and_creates_none(self, tmp_path: Path, test_env):
         """Pointed where no store is, it names the store, says so, and creates nothing."""

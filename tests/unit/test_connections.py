@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 
-from router.connections import REFUSAL, ConnectionLimit
+from aiohttp import web
+
+from router.connections import HEAD_TIMEOUT, REFUSAL, ConnectionLimit
 
 
 class Recorder(asyncio.Protocol):
@@ -83,3 +86,64 @@ class TestConnectionLimit:
         del protocol
         gc.collect()
         assert 0 == limit.open
+
+
+@contextlib.asynccontextmanager
+async def serving(header_timeout: float):
+    """aiohttp's server for a one-route app, on loopback behind a ConnectionLimit with
+    `header_timeout`; yields its port."""
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    assert runner.server is not None
+    listener = await asyncio.get_running_loop().create_server(
+        ConnectionLimit(runner.server, 10, header_timeout=header_timeout), "127.0.0.1", 0)
+    try:
+        yield listener.sockets[0].getsockname()[1]
+    finally:
+        listener.close()
+        await runner.cleanup()
+
+
+async def trickle(writer: asyncio.StreamWriter, data: bytes, every: float) -> None:
+    for byte in data:
+        writer.write(bytes([byte]))
+        await writer.drain()
+        await asyncio.sleep(every)
+
+
+class TestHeaderTimeout:
+    async def test_a_head_sent_byte_by_byte_is_cut_off_at_the_deadline(self):
+        """Request line and headers trickled slower than header_timeout: 408 with a JSON
+        reason, then the server closes the connection (read until EOF, with a timeout)."""
+        async with serving(header_timeout=0.3) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            slow = asyncio.create_task(trickle(
+                writer, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000, 0.05))
+            try:
+                answer = await asyncio.wait_for(reader.read(), 10)
+            finally:
+                slow.cancel()
+                writer.close()
+            assert HEAD_TIMEOUT == answer
+            assert b'"error":"header_timeout"' in answer
+
+    async def test_a_head_sent_at_once_is_served_and_the_body_may_take_longer(self):
+        """A complete head stops the clock: the request is served on a connection that
+        stays open past the deadline (keep-alive), and a second request is served too."""
+        async with serving(header_timeout=0.3) as port:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            writer.write(request[:10])
+            await writer.drain()
+            writer.write(request[10:])  # the blank line in a second packet
+            first = await asyncio.wait_for(reader.readuntil(b"ok"), 10)
+            await asyncio.sleep(0.5)  # past the deadline: the connection is still ours
+            writer.write(request)
+            second = await asyncio.wait_for(reader.readuntil(b"ok"), 10)
+            writer.close()
+            assert first.startswith(b"HTTP/1.1 200") and second.startswith(b"HTTP/1.1 200")

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from router.dedup import InFlight
+from router.dedup import InFlight, signed_content_key
 from router.errors import BrokerUnavailable
 
 
@@ -21,7 +21,7 @@ class TestInFlight:
         release = asyncio.Event()
 
         async def first() -> None:
-            with in_flight.lead("k"):
+            with in_flight.lead(("k",)):
                 await release.wait()
 
         leader = asyncio.create_task(first())
@@ -40,7 +40,7 @@ class TestInFlight:
         release = asyncio.Event()
 
         async def first() -> None:
-            with in_flight.lead("k"):
+            with in_flight.lead(("k",)):
                 await release.wait()
                 raise BrokerUnavailable("no confirm", retry_after=5)
 
@@ -61,7 +61,7 @@ class TestInFlight:
         release = asyncio.Event()
 
         async def first() -> None:
-            with in_flight.lead("k"):
+            with in_flight.lead(("k",)):
                 await release.wait()
 
         leader = asyncio.create_task(first())
@@ -72,3 +72,36 @@ class TestInFlight:
         release.set()
         assert (True, None) == await asyncio.wait_for(staying, 5)
         await leader
+
+    async def test_a_delivery_known_by_two_keys_is_waited_for_on_either(self):
+        """Leading (id, signed content): a copy under a new id that has the same signed
+        content waits on the second key and gets the same outcome; both keys are freed."""
+        in_flight = InFlight()
+        release = asyncio.Event()
+
+        async def first() -> None:
+            with in_flight.lead(("id-1", "body")):
+                await release.wait()
+                raise BrokerUnavailable("refused", retry_after=5)
+
+        leader = asyncio.create_task(first())
+        await asyncio.sleep(0)
+        assert "id-1" in in_flight and "body" in in_flight
+        waiter = asyncio.create_task(in_flight.wait("body"))
+        await asyncio.sleep(0)
+        release.set()
+        with pytest.raises(BrokerUnavailable):
+            await leader
+        waited, failure = await asyncio.wait_for(waiter, 5)
+        assert waited and isinstance(failure, BrokerUnavailable)
+        assert 0 == len(in_flight)
+
+
+class TestSignedContentKey:
+    def test_the_same_body_under_another_topic_is_another_key(self):
+        """One key per (source, topic, body); a change of any of them is another key."""
+        keys = {signed_content_key(source, topic, body)
+                for source in ("shopify", "woocommerce") for topic in ("orders/create", "")
+                for body in (b"{}", b"{ }")}
+        assert 8 == len(keys)
+        assert signed_content_key("shopify", "", b"{}") == signed_content_key("shopify", "", b"{}")

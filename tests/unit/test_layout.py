@@ -18,7 +18,7 @@ HANDLERS = ("consumers.orders", "consumers.inventory", "consumers.shipping", "co
 MAY_IMPORT = {
     "router.verify": ("router.verify", "router.errors"),
     "router.mapping": ("router.mapping", "router.errors"),
-    "router.broker": ("router.broker", "router.settings", "router.times"),
+    "router.broker": ("router.broker", "router.settings", "router.times", "router.terminal"),
     "consumers.store": ("consumers.store", "router.times"),
     # The console reads what the operators' commands read (the store, the trace, the broker)
     # and acts on subscriptions through the same code as the `subscriptions` commands.

@@ -60,6 +60,15 @@ class TestConsoleSettings:
         assert ("127.0.0.1", 8091, False) == (console.host, console.port, console.development)
         assert "http://127.0.0.1:8080" == console.ingress_metrics
 
+    def test_trusted_proxies_and_password_checks(self, tmp_path):
+        """No proxy is trusted and two passwords are checked at once, unless they say."""
+        console = load(tmp_path, CONSOLE).console
+        assert ((), 2) == (console.trusted_proxies, console.password_checks)
+        text = CONSOLE.replace("port = 8091", 'port = 8091\npassword_checks = 1\n'
+                                              'trusted_proxies = ["10.0.0.0/8", "::1"]')
+        console = load(tmp_path, text).console
+        assert (("10.0.0.0/8", "::1"), 1) == (console.trusted_proxies, console.password_checks)
+
     def test_ingress_metrics_default_follows_server(self, tmp_path):
         """The ingress's rejections are read on [server] metrics_port by default."""
         text = "[server]\nmetrics_port = 9100\n" + CONSOLE
@@ -97,6 +106,12 @@ class TestConsoleSettings:
          "must be an http:// or https:// URL"),
         ("port = 8091", "port = 8091\nsesion_lifetime = 60", "console.sesion_lifetime",
          "unknown setting"),
+        ("port = 8091", 'port = 8091\ntrusted_proxies = ["10.0.0.0/33"]',
+         "console.trusted_proxies", "'10.0.0.0/33' is not an IP address or CIDR"),
+        ("port = 8091", 'port = 8091\ntrusted_proxies = "10.0.0.0/8"',
+         "console.trusted_proxies", "must be list"),
+        ("port = 8091", "port = 8091\npassword_checks = 0", "console.password_checks",
+         "greater than 0"),
     ])
     def test_mistakes_name_the_key(self, tmp_path, old, new, key, problem):
         """A wrong value fails at load time as `file: key: problem`."""

@@ -102,6 +102,30 @@ class TestEverySchemeRoundTrip:
         assert False is build(scheme, first, **options).is_ping(b"webhook_id=7", CIMultiDict())
 
 
+class TestSignsOnlyBody:
+    """Which schemes leave a captured request replayable under other headers: the
+    ingress also deduplicates their deliveries on the signed body (router.dedup)."""
+
+    BODY_ONLY = {"shopify", "woocommerce", "github", "easypost", "aftership", "hmac"}
+
+    @pytest.mark.parametrize("scheme", sorted(SCHEMES))
+    def test_every_scheme_says(self, scheme):
+        """The body-HMAC presets sign the body alone; schemes with a signed timestamp or
+        id (Stripe, Standard Webhooks) and those that sign no body do not."""
+        first, _, options = SCHEME_CASES[scheme]
+        assert (scheme in self.BODY_ONLY) is build(scheme, first, **options).signs_only_body
+
+    @pytest.mark.parametrize(("options", "expected"), [
+        ({"timestamp_header": "X-Timestamp"}, False),
+        ({"timestamp_header": "X-Timestamp", "signed_content": "{body}"}, True),
+        ({"signed_content": "v1:{body}"}, True),
+    ])
+    def test_generic_hmac_only_a_signed_timestamp_counts(self, options, expected):
+        """A timestamp header bounds replays only when it is inside the signed content."""
+        verifier = build("hmac", b"k", header="X-Signature", **options)
+        assert expected is verifier.signs_only_body
+
+
 class TestBuildVerifierConfig:
     """Bad settings fail when the verifier is built, naming the file and the key."""
 
