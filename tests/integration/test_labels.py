@@ -398,10 +398,10 @@ class TestFailures:
                                            carrier.sold()["shipments_created"])
 
     async def test_a_refusal_is_dead_lettered_with_the_carriers_reason(
-        self, store_url, on, carrier, amqp
+        self, store_url, on, carrier, amqp, test_env
     ):
-        """A key the carrier refuses (401): Permanent, on labels.dead with the reason; the
-        order stays ready_to_ship for an operator."""
+        """A key the carrier refuses (401): Permanent, on labels.dead with the reason (which
+        `dlq show labels` prints); the order stays ready_to_ship for an operator."""
         wrong = dataclasses.replace(on, labels=dataclasses.replace(on.labels,
                                                                    api_key=b"not-the-key"))
         async with open_store(store_url) as store, running(wrong, store, "labels"):
@@ -412,6 +412,10 @@ class TestFailures:
             assert row is not None and "UNAUTHORIZED" in row["reason"], row
             assert ("ready_to_ship", None) == await status(store, "REFUSED-1")
         assert 1 == await depth(amqp, Topology.of(on.broker).dead_queue("labels"))
+        code, out = await cli(labels_config(on, carrier), {**os.environ, **test_env},
+                              "dlq", "show", "labels")
+        assert 0 == code and "evt-REFUSED-1:order.ready_to_ship:REFUSED-1" in out, out
+        assert "UNAUTHORIZED" in out, out
 
 
 # -- a real process, killed ---------------------------------------------------------------
