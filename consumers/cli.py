@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import aiohttp
+
 from consumers.runner import ConsumerSpec, Runner
 from consumers.stock import Policy
 from consumers.store import DEFAULT_POOL_MAX, Store, open_store, redact_url
@@ -28,6 +30,7 @@ CONSUMERS = {
     "inventory": "consumers.inventory",
     "shipping": "consumers.shipping",
     "audit": "consumers.audit",
+    "labels": "consumers.labels",  # off unless [labels] enabled; calls the carrier (_runner)
 }
 
 
@@ -40,6 +43,29 @@ def consumer_spec(name: str, settings: Settings) -> ConsumerSpec[Any]:
     return ConsumerSpec(name, functools.partial(module.handle, policy=policy),
                         getattr(module, "prepare", None),
                         functools.partial(tick, policy=policy) if tick else None)
+
+
+def _runner(name: str, settings: Settings, store: Store, session: aiohttp.ClientSession,
+            prefetch: int, concurrency: int) -> Runner:
+    """The named consumer's runner; the labels consumer calls its carrier on `session`."""
+    if name != "labels":
+        return Runner(consumer_spec(name, settings), store, settings.broker,
+                      prefetch=prefetch, concurrency=concurrency)
+    from consumers.calling import CallingRunner
+    from consumers.carriers import build_carrier
+    from consumers.labels import Labels
+
+    s = settings.labels
+    carrier = build_carrier(s.carrier, s.api_key.decode(), session, base_url=s.base_url,
+                            timeout=s.timeout)
+    labels = Labels(s, store, carrier)
+    return CallingRunner(ConsumerSpec("labels", labels.handle, labels.prepare), store,
+                         settings.broker, caller=labels, prefetch=prefetch,
+                         concurrency=concurrency)
+
+
+def _enabled(name: str, settings: Settings) -> bool:
+    return name != "labels" or settings.labels.enabled
 
 
 def _open(store_url: str, concurrency: int) -> Store:
@@ -83,15 +109,13 @@ async def run(name: str, settings: Settings, store_url: str, prefetch: int,
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with _open(store_url, concurrency) as store:
+    async with _open(store_url, concurrency) as store, aiohttp.ClientSession() as session:
         if name == "notifications":
             from consumers.outbound.fanout import Notifications
 
             await Notifications(settings, store).run(stop)
             return
-        runner = Runner(consumer_spec(name, settings), store, settings.broker,
-                        prefetch=prefetch, concurrency=concurrency)
-        await runner.run(stop)
+        await _runner(name, settings, store, session, prefetch, concurrency).run(stop)
 
 
 async def run_all(settings: Settings, store_url: str, prefetch: int, concurrency: int,
@@ -117,13 +141,12 @@ async def run_all(settings: Settings, store_url: str, prefetch: int, concurrency
     await web.TCPSite(app_runner, settings.server.host, port or settings.server.port,
                       ssl_context=ssl_context(settings)).start()
     stop = asyncio.Event()
-    async with _open(store_url, concurrency * len(CONSUMERS)) as store:
+    async with _open(store_url, concurrency * len(CONSUMERS)) as store, \
+            aiohttp.ClientSession() as session:
         consumers = [
-            asyncio.create_task(Runner(
-                consumer_spec(name, settings), store, settings.broker,
-                prefetch=prefetch, concurrency=concurrency,
-            ).run(stop))
-            for name in CONSUMERS
+            asyncio.create_task(
+                _runner(name, settings, store, session, prefetch, concurrency).run(stop))
+            for name in CONSUMERS if _enabled(name, settings)
         ]
         from consumers.outbound.fanout import Notifications
 
@@ -152,10 +175,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, resolve_secrets=args.name == "all",
                                  resolve_subscription_secrets=args.name in ("all",
-                                                                            "notifications"))
+                                                                            "notifications"),
+                                 resolve_carrier_secrets=args.name in ("all", "labels"))
         check_sources(settings, verifiers=args.name == "all")
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if not _enabled(args.name, settings):
+        print(f"configuration error: {settings.file}: labels.enabled: the labels consumer is "
+              "off; set [labels] enabled = true (and its carrier settings) to run it",
+              file=sys.stderr)
         return 2
     configure_logging(settings.logging.level, settings.logging.pii_fields)
     if args.metrics_port:

@@ -7,6 +7,10 @@ status from what it is made of (pure).
         on_hold         it has lines to ship but no usable shipping address (hold_reason
                         no_address); its stock stays reserved until the address comes
         ready_to_ship   allocated, paid and addressed: the warehouse may pick it
+        label_purchased ready_to_ship, and the labels consumer bought its shipping label
+                        (consumers.labels); its stock stays reserved until it ships. A label
+                        the carrier cannot buy holds it instead: on_hold with hold_reason
+                        address_invalid or no_rate
     closed:
         completed       nothing on it ships (downloads, gift cards, tips)
         expired         unpaid for longer than [consumers] unpaid_expiry: its stock went back
@@ -31,7 +35,8 @@ import orjson
 PAID = frozenset({"paid", "partially_refunded"})
 UNPAID = frozenset({"pending", "authorized", "partially_paid"})  # these expire
 WAITING = ("backordered", "partially_allocated")  # allocations that wait for stock
-OPEN = frozenset({"allocated", "partially_allocated", "backordered", "on_hold", "ready_to_ship"})
+OPEN = frozenset({"allocated", "partially_allocated", "backordered", "on_hold", "ready_to_ship",
+                  "label_purchased"})
 ADDRESS_NEEDS = ("line1", "city", "country")
 
 

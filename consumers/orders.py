@@ -85,8 +85,8 @@ from router.times import now_iso
 
 # What handle() returns, for the runner to count.
 OUTCOMES = ("allocated", "partially_allocated", "backordered", "on_hold", "ready_to_ship",
-            "completed", "expired", "cancelled", "refunded", "shipped", "exists", "ignored",
-            "stale")
+            "label_purchased", "completed", "expired", "cancelled", "refunded", "shipped",
+            "exists", "ignored", "stale")
 
 CANCELLED_STATUSES = frozenset({"cancelled", "refunded"})  # canonical order statuses
 FULFILLED_STATUSES = frozenset({"completed"})  # the storefront says it was sent
@@ -302,6 +302,7 @@ async def _updated(
     reserve = not (row["status"] == "expired" and order["payment_status"] in UNPAID)
     lines, (status, allocation, hold_reason, expires) = await _replace_lines(
         tx, order_id, order["lines"], order, row["created_at"], policy, reserve=reserve)
+    status, hold_reason = _kept_for_labels(row, order, status, hold_reason)
     await tx.execute(
         "UPDATE orders SET shipping_address = $2, note = $3, updated_at = $4, status = $5,"
         " allocation = $6, hold_reason = $7, payment_status = $8, expires_at = $9,"
@@ -313,6 +314,22 @@ async def _updated(
     await _notify_state(tx, event, order_id, status, lines, hold_reason, order["payment_status"])
     await allocate_waiting(tx, event, released, policy)
     return await _sent_already(tx, order, allocation, status)
+
+
+def _kept_for_labels(row: dict[str, Any], order: dict[str, Any], status: str,
+                     hold_reason: str | None) -> tuple[str, str | None]:
+    """What the labels consumer made of a ready order outlives an update that changes nothing
+    it depends on: a label bought (label_purchased), a hold for an address the carrier
+    refused (until the address changes), a hold for no rate (until `labels buy`)."""
+    if status != "ready_to_ship":
+        return status, hold_reason
+    if row["status"] == "label_purchased":
+        return "label_purchased", None
+    if row["status"] == "on_hold" and (row["hold_reason"] == "no_rate" or (
+            row["hold_reason"] == "address_invalid"
+            and row["shipping_address"] == order["shipping_address"])):
+        return "on_hold", row["hold_reason"]
+    return status, hold_reason
 
 
 async def _restored(

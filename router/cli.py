@@ -8,6 +8,7 @@
     dlq             inspect, replay or purge a dead-letter queue
     subscriptions   outbound webhook subscriptions: list, enable, disable, test
     orders          where orders stand: show one, or list them by status
+    labels          an order's shipping label: show it, void it, or buy one for a held order
     deliveries      delivery attempts for an event, or `replay` past notifications
     trace           one id's story: received, recorded, each consumer's attempts, notifications
     console         the operator console; `console hash-password` makes a password hash
@@ -159,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_orders.add_argument("--status", help="list: only orders with this status, e.g. on_hold")
     p_orders.add_argument("--limit", type=int, default=50, help="list: how many, newest first")
 
+    p_labels = command("labels", "an order's shipping label ([labels]): show it, void it "
+                                 "(the carrier refunds it), or buy one for an order held for "
+                                 "its label (address_invalid, no_rate) or whose label was "
+                                 "voided")
+    p_labels.add_argument("action", choices=["show", "void", "buy"])
+    p_labels.add_argument("order_id", help="the order")
+
     p_del = command("deliveries",
                     "delivery attempts for an event, or `replay` past notifications")
     p_del.add_argument("target", metavar="EVENT_ID|replay",
@@ -207,11 +215,13 @@ def _hash_password() -> int:
 
 
 def _store_command(settings: Settings, args: argparse.Namespace) -> int:
-    """orders, subscriptions, deliveries, trace: the consumers' commands, reading their store.
+    """orders, labels, subscriptions, deliveries, trace: the consumers' commands, reading
+    their store.
 
     They say first (on stderr) which store they read, and never create one: pointed where
     there is none, they say so and exit 2."""
     # The only place router/ reaches into consumers/: these commands are theirs.
+    from consumers.label_admin import labels_command
     from consumers.order_admin import Usage as OrdersUsage
     from consumers.order_admin import orders_command
     from consumers.outbound.admin import Usage, deliveries_command, subscriptions_command
@@ -230,6 +240,8 @@ def _store_command(settings: Settings, args: argparse.Namespace) -> int:
         if args.command == "orders":
             return asyncio.run(orders_command(settings, args.action, order_id=args.order_id,
                                               status=args.status, limit=args.limit))
+        if args.command == "labels":
+            return asyncio.run(labels_command(settings, args.action, args.order_id))
         if args.command == "subscriptions":
             return asyncio.run(subscriptions_command(settings, args.action, args.name))
         return asyncio.run(deliveries_command(settings, args.target,
@@ -267,7 +279,8 @@ def _run(args: argparse.Namespace) -> int:
         releasing = args.command == "dlq" and args.action == "release"
         # The console signs test payloads as the providers would: it needs their secrets.
         secrets = releasing or args.command not in ("topology", "dlq", "orders", "trace",
-                                                    "subscriptions", "deliveries", "openapi")
+                                                    "subscriptions", "deliveries", "openapi",
+                                                    "labels")
         settings = load_settings(
             args.config,
             resolve_secrets=secrets,
@@ -275,6 +288,8 @@ def _run(args: argparse.Namespace) -> int:
             resolve_subscription_secrets=args.command == "console"
             or (args.command == "subscriptions" and args.action == "test"),
             resolve_console_secrets=args.command == "console",
+            # `labels void` asks the carrier for a refund: it needs the carrier's key.
+            resolve_carrier_secrets=args.command == "labels" and args.action == "void",
         )
         if args.command == "serve" and (args.workers or settings.server.workers) > 1:
             from router.serve import share_metrics
@@ -338,7 +353,7 @@ def _run(args: argparse.Namespace) -> int:
 
         return asyncio.run(dlq_command(settings.broker, args.action, args.name,
                                        limit=args.limit, message_id=args.id, yes=args.yes))
-    if args.command in ("orders", "subscriptions", "deliveries", "trace"):
+    if args.command in ("orders", "labels", "subscriptions", "deliveries", "trace"):
         return _store_command(settings, args)
     from router.providers import signed_headers
 

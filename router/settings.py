@@ -6,6 +6,7 @@ when the settings are loaded, never when they are first used.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 import re
@@ -25,6 +26,7 @@ from router.config_table import path_in as _path
 from router.config_table import relative as _relative
 from router.console.settings import ConsoleSettings, read_console
 from router.errors import ConfigError
+from router.label_settings import LabelSettings, read_labels
 from router.providers import PROVIDERS, Provider
 from router.secrets import resolve_secret
 
@@ -94,6 +96,9 @@ class BrokerSettings:
     certfile: Path | None = None
     keyfile: Path | None = None
     verify: bool = True
+    # Queues of consumers that are off unless configured (router.broker.topology
+    # OPTIONAL_QUEUES): set from their tables, e.g. ("labels",) when [labels] is enabled.
+    optional_queues: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -147,12 +152,14 @@ NOTIFICATION_TYPES = (
     "order.backordered",
     "order.on_hold",
     "order.ready_to_ship",
+    "order.label_purchased",
     "order.completed",
     "order.expired",
     "order.refunded",
     "order.cancelled",
     "stock.changed",
     "shipment.updated",
+    "shipment.label_created",
 )
 # Headers a subscription may not set: the signature's, and what HTTP itself decides.
 RESERVED_HEADERS = frozenset({
@@ -199,6 +206,7 @@ class Settings:
     subscriptions: Mapping[str, SubscriptionSettings] = field(default_factory=dict)
     sources: Mapping[str, SourceSettings] = field(default_factory=dict)
     console: ConsoleSettings | None = None  # None: the console is off
+    labels: LabelSettings = field(default_factory=LabelSettings)
 
 
 def local_url(server: ServerSettings, *, metrics: bool = False) -> str:
@@ -217,13 +225,15 @@ def load_settings(
     resolve_secrets: bool = True,
     resolve_subscription_secrets: bool | None = None,
     resolve_console_secrets: bool = False,
+    resolve_carrier_secrets: bool = False,
 ) -> Settings:
     """Read and check the whole configuration, resolving secret references.
 
     `resolve_secrets=False` leaves sources without secrets, for commands that only talk to
     the broker (topology) and should not need the webhook secrets;
     `resolve_subscription_secrets` (default: the same) does so for the outbound subscriptions;
-    the [console] secrets are resolved only for the console (`resolve_console_secrets`).
+    the [console] secrets are resolved only for the console (`resolve_console_secrets`);
+    the [labels] carrier key only for those that call the carrier (`resolve_carrier_secrets`).
     """
     if resolve_subscription_secrets is None:
         resolve_subscription_secrets = resolve_secrets
@@ -269,10 +279,14 @@ def load_settings(
     sources_table.done()
     console = read_console(top.table("console"), base, env, local_url(server, metrics=True),
                            resolve_console_secrets, local_url(server))
+    labels = read_labels(top.table("labels"), base, env, resolve_carrier_secrets)
+    if labels.enabled:  # its queue exists only while the labels consumer is on
+        broker = dataclasses.replace(broker, optional_queues=("labels",))
     top.done()
     return Settings(file=path, server=server, broker=broker, logging=logging,
                     consumers=consumers, notifications=notifications,
-                    subscriptions=subscriptions, sources=sources, console=console)
+                    subscriptions=subscriptions, sources=sources, console=console,
+                    labels=labels)
 
 
 def _server(t: _Table, base: Path) -> ServerSettings:
@@ -372,7 +386,9 @@ def _broker(t: _Table, base: Path, env: Mapping[str, str]) -> BrokerSettings:
         held_max_bytes=t.positive("held_max_bytes", int, d.held_max_bytes),
         audit_max_length=t.positive("audit_max_length", int, d.audit_max_length),
         audit_max_bytes=t.positive("audit_max_bytes", int, d.audit_max_bytes),
-        **{name: _existing_file(t, base, name) for name in ("cafile", "certfile", "keyfile")},
+        cafile=_existing_file(t, base, "cafile"),
+        certfile=_existing_file(t, base, "certfile"),
+        keyfile=_existing_file(t, base, "keyfile"),
         verify=t.get("verify", bool, d.verify),
     )
     if not 0 <= s.heartbeat <= 65535:

@@ -248,6 +248,36 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         15,
         ["ALTER TABLE orders ADD COLUMN source_digests TEXT"],
     ),
+    (
+        # The labels consumer's purchase per order (consumers.labels): the carrier's shipment
+        # id is recorded (committed) before the label is bought, so a retry looks it up
+        # instead of buying again. `reference` is ours, given to the carrier (the order id,
+        # then ORDER.N for the N-th purchase after a void or a hold). The label's tracking
+        # code also goes into shipments, where the carrier's tracking webhooks find it.
+        16,
+        [
+            """CREATE TABLE labels (
+                order_id TEXT PRIMARY KEY,
+                purchase INTEGER NOT NULL,
+                reference TEXT NOT NULL,
+                carrier_api TEXT NOT NULL,
+                state TEXT NOT NULL,
+                shipment_id TEXT,
+                tracking_code TEXT,
+                carrier TEXT,
+                service TEXT,
+                rate_amount TEXT,
+                rate_currency TEXT,
+                label_url TEXT,
+                tracking_url TEXT,
+                hold_reason TEXT,
+                message TEXT,
+                refund_status TEXT,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL)""",
+            "CREATE INDEX labels_by_tracking_code ON labels (tracking_code)",
+        ],
+    ),
 ]
 
 _DIALECT = {

@@ -312,8 +312,9 @@ async def dlq_command(broker: BrokerSettings, action: str, name: str, *, limit: 
         print(f"unknown action {action!r} (one of: {', '.join(ACTIONS)})", file=sys.stderr)
         return 2
     held = name.startswith(HELD)
-    if name not in QUEUES and not name.startswith("deliver.") and not held:
-        print(f"unknown queue {name!r} (known: {', '.join(QUEUES)}, "
+    known = [*QUEUES, *broker.optional_queues]  # labels, when [labels] is on
+    if name not in known and not name.startswith("deliver.") and not held:
+        print(f"unknown queue {name!r} (known: {', '.join(known)}, "
               "deliver.SUBSCRIPTION or held.SOURCE)", file=sys.stderr)
         return 2
     if held and action == "replay":

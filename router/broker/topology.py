@@ -7,6 +7,8 @@
     queue     shipping          shipment.*       (quorum)
     queue     notifications     notify.#         (quorum)
     queue     audit             order.*, inventory.*, shipment.*  (quorum; every event)
+    queue     labels            notify.order.ready_to_ship, label.requested  (quorum; only
+                                while [labels] is enabled: OPTIONAL_QUEUES)
     per queue NAME.retry.<s>    quorum, x-message-ttl, dead-letters back to NAME
               NAME.dead         quorum; also where a message redelivered more than
                                 delivery_limit times (a crash loop) ends up
@@ -48,6 +50,13 @@ QUEUES: dict[str, tuple[str, ...]] = {
 # The audit consumer records every canonical event the consumers above get.
 QUEUES["audit"] = tuple(key for name in ("orders", "inventory", "shipping")
                         for key in QUEUES[name])
+# Queues of consumers that are off unless their table switches them on (BrokerSettings
+# optional_queues): the labels consumer takes the orders consumer's ready_to_ship
+# notification (the notifications queue gets its own copy) and an operator's `labels buy`.
+# Neither key matches order.* (one word after "order."), so the orders queue never sees them.
+OPTIONAL_QUEUES: dict[str, tuple[str, ...]] = {
+    "labels": ("notify.order.ready_to_ship", "label.requested"),
+}
 
 
 def delivery_queue(subscription: str) -> str:
@@ -97,13 +106,15 @@ class Topology:
                                         BrokerSettings.held_max_bytes)
     audit_limit: QueueLimit = QueueLimit(BrokerSettings.audit_max_length,
                                          BrokerSettings.audit_max_bytes)
+    optional: tuple[str, ...] = ()  # the OPTIONAL_QUEUES switched on
 
     @classmethod
     def of(cls, broker: BrokerSettings) -> Topology:
         """The topology the `[broker]` settings describe."""
         return cls(broker.prefix, broker.retry_ladder, broker.delivery_limit,
                    QueueLimit(broker.held_max_length, broker.held_max_bytes),
-                   QueueLimit(broker.audit_max_length, broker.audit_max_bytes))
+                   QueueLimit(broker.audit_max_length, broker.audit_max_bytes),
+                   broker.optional_queues)
 
     @property
     def exchange(self) -> str:
@@ -153,6 +164,8 @@ class Topology:
             # Nobody may be consuming the audit trail for a while: bound it.
             limit = self.audit_limit if name == "audit" else None
             specs += self.work_queues(name, self.retry_ladder, keys, limit)
+        for name in self.optional:
+            specs += self.work_queues(name, self.retry_ladder, OPTIONAL_QUEUES[name])
         return specs
 
     def work_queues(

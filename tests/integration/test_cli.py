@@ -275,7 +275,7 @@ class TestCommandLine:
         assert 0 == code
         assert [] == [name for name in commands if f"    {name} " not in out]
         assert {"serve", "topology", "sign", "send-test", "dlq", "subscriptions", "orders",
-                "deliveries", "openapi", "trace", "console"} == set(commands)
+                "labels", "deliveries", "openapi", "trace", "console"} == set(commands)
 
     @pytest.mark.parametrize(("args", "expected"), [
         (("sign", "shopify", "-f", str(ROOT / "config" / "samples" / "shopify-orders-create.json")),

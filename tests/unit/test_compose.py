@@ -45,6 +45,12 @@ def subscription_env_names(config) -> set[str]:
     return _env_refs(config.get("subscriptions", {}))
 
 
+@pytest.fixture(scope="module")
+def carrier_env_names(config) -> set[str]:
+    """The environment variable the labels consumer's carrier key is read from."""
+    return _env_refs({"labels": {"secrets": [config["labels"]["api_key"]]}})
+
+
 def _published(service: dict) -> list[tuple[str, int, int]]:
     """(host address, host port, container port) of each port a service publishes."""
     found = []
@@ -117,24 +123,25 @@ class TestCompose:
         assert "/app/config/router.toml" == ingress["environment"]["ROUTER_CONFIG"]
 
     def test_secrets_come_from_env_local_only(self, compose, secret_env_names,
-                                              subscription_env_names):
+                                              subscription_env_names, carrier_env_names):
         """No secret the config reads is set or interpolated in compose.yaml: the services
-        that need them (the ingress the sources', notifications the subscriptions') get them
-        from .env.local; the others get none."""
+        that need them (the ingress the sources', notifications the subscriptions', labels
+        the carrier's key) get them from .env.local; the others get none."""
         text = (ROOT / "compose.yaml").read_text()
-        assert secret_env_names and subscription_env_names
-        for name in secret_env_names | subscription_env_names:
+        assert secret_env_names and subscription_env_names and carrier_env_names
+        for name in secret_env_names | subscription_env_names | carrier_env_names:
             assert not re.search(rf"\b{name}\s*:", text), name
             assert "${" + name not in text, name
-        needing = {"ingress", "notifications"}
+        needing = {"ingress", "notifications", "labels"}
         for name, service in compose["services"].items():
             assert (".env.local" == service.get("env_file")) == (name in needing), name
 
     def test_env_example_names_every_secret_and_holds_none(self, secret_env_names,
-                                                           subscription_env_names):
+                                                           subscription_env_names,
+                                                           carrier_env_names):
         """.env.example (committed) lists every env: secret of router.toml, all empty."""
         example = _env_example()
-        assert secret_env_names | subscription_env_names == set(example)
+        assert secret_env_names | subscription_env_names | carrier_env_names == set(example)
         assert {""} == set(example.values())
 
     def test_env_local_is_never_committed_or_sent_to_docker(self):
@@ -181,3 +188,11 @@ class TestConsumerServices:
             assert service["environment"]["DATABASE_URL"].startswith("postgresql://")
             assert "@postgres:5432/" in service["environment"]["DATABASE_URL"]
             assert "container_name" not in service  # --scale needs generated names
+
+    def test_the_labels_service_starts_only_when_asked(self, compose):
+        """[labels] is off by default: its service is in a profile of its own (`docker
+        compose --profile labels up` once [labels] enabled = true and EASYPOST_API_KEY is in
+        .env.local), so a plain `up` does not start a consumer that refuses to run."""
+        assert ["labels"] == compose["services"]["labels"]["profiles"]
+        others = [name for name, service in compose["services"].items() if name != "labels"]
+        assert all("profiles" not in compose["services"][name] for name in others)

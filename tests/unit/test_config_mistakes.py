@@ -92,6 +92,8 @@ MISTAKES = [
      replace("router.toml", "rejections_kept = 100", "rejections_kept = -1")),
     ("a sample file missing", "router.toml", "sources.shopify.sample",
      remove("samples/shopify-orders-create.json")),
+    ("a label rate rule that is no CARRIER:SERVICE", "router.toml", "labels.allowed",
+     replace("router.toml", 'allowed = ["USPS", "UPS:Ground"]', 'allowed = ["UPS:"]')),
     ("a config file that is a folder", "router.toml", "-", folder_for_file),
     ("a config file that is not UTF-8", "router.toml", "-", write("router.toml", b"\xff[x]\n")),
 ]
@@ -101,6 +103,8 @@ COMMANDS = [
     ("webhook-router send-test", router_cli.main, ["send-test", "shopify"]),
     ("python -m consumers all", consumers_cli.main, ["all", "--port", "0"]),
     ("python -m consumers orders", consumers_cli.main, ["orders"]),
+    ("python -m consumers labels", consumers_cli.main, ["labels"]),
+    ("webhook-router labels", router_cli.main, ["labels", "show", "1"]),
 ]
 
 
