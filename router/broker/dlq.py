@@ -41,7 +41,7 @@ from router.broker.messages import (
     REPLAYED_AT,
     copy_message,
 )
-from router.broker.topology import QUEUES, Topology
+from router.broker.topology import Topology
 from router.settings import BrokerSettings
 from router.terminal import printable
 from router.times import now_iso
@@ -312,7 +312,8 @@ async def dlq_command(broker: BrokerSettings, action: str, name: str, *, limit: 
         print(f"unknown action {action!r} (one of: {', '.join(ACTIONS)})", file=sys.stderr)
         return 2
     held = name.startswith(HELD)
-    known = [*QUEUES, *broker.optional_queues]  # labels, when [labels] is on
+    topology = Topology.of(broker)
+    known = topology.work_queue_bases()  # labels, when [labels] is on
     if name not in known and not name.startswith("deliver.") and not held:
         print(f"unknown queue {name!r} (known: {', '.join(known)}, "
               "deliver.SUBSCRIPTION or held.SOURCE)", file=sys.stderr)
@@ -324,7 +325,6 @@ async def dlq_command(broker: BrokerSettings, action: str, name: str, *, limit: 
     if limit < 1:
         print("limit must be at least 1", file=sys.stderr)
         return 2
-    topology = Topology.of(broker)
     try:
         async with asyncio.timeout(CONNECT_TIMEOUT):
             connection = await open_connection(broker, f"{broker.connection_name}-dlq")

@@ -207,6 +207,12 @@ class Topology:
         specs.append(QueueSpec(self.dead_queue(name), {"x-queue-type": "quorum"}))
         return specs
 
+    def work_queue_bases(self) -> list[str]:
+        """The consumers' work queues this topology declares, by base name (no prefix): the
+        fixed QUEUES and the optional ones switched on. Each has NAME.retry.* and NAME.dead
+        (work_queues); operators' tools list these, never a list of their own."""
+        return [*QUEUES, *self.optional]
+
     def names(self) -> list[str]:
         """Every queue name, for operators and for clean-up in tests."""
         return [spec.name for spec in self.queues()]

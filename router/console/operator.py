@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from router.broker.dlq import peek_dead, purge_dead, replay_dead
-from router.broker.topology import QUEUES, delivery_queue
+from router.broker.topology import Topology, delivery_queue
 from router.console import actions
 from router.console.errors import (
     BrokerFailed,
@@ -27,8 +27,11 @@ LISTED = 50  # dead letters listed per page
 
 
 def _queue(request: web.Request, name: str) -> str:
-    """`name` if it is a queue with dead letters here: a consumer's or a subscription's."""
-    known = [*QUEUES, *(delivery_queue(s) for s in request.app[SETTINGS].subscriptions)]
+    """`name` if it is a queue with dead letters here: a consumer's the topology declares
+    (labels only while [labels] is on) or a subscription's."""
+    settings = request.app[SETTINGS]
+    known = [*Topology.of(settings.broker).work_queue_bases(),
+             *(delivery_queue(s) for s in settings.subscriptions)]
     if name not in known:
         raise UnknownQueue(f"no dead letters are kept for {name!r}; one of {', '.join(known)}")
     return name
