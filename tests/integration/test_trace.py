@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import re
 from collections.abc import AsyncIterator
@@ -31,6 +32,7 @@ from test_rejected_requests import forged
 from test_runner import DOWNSTREAM, count_effect, wait_for
 
 from consumers.cli import consumer_spec
+from consumers.order_admin import orders_command
 from consumers.runner import ConsumerSpec, Runner
 from consumers.store import open_store
 from consumers.trace import trace
@@ -310,6 +312,36 @@ TRACKER_FIXTURE = (Path(__file__).parents[1] / "fixtures" / "providers" / "easyp
                    / "tracker-updated.json").read_bytes()
 
 
+async def ship_the_fixture_order(store_url, settings, make_client) -> tuple[dict, str]:
+    """Shopify's documented order 450789469, stocked and signed through the ingress, gets its
+    label (audit, orders, labels and shipping consumers running), and EasyPost's documented
+    tracker.updated for the label's tracking code (it names no order) ships it. (the label
+    row, its tracking code)"""
+    client = await make_client(settings)
+    async with open_store(store_url) as store, \
+            running(settings, store, "audit", "orders", "labels", "shipping"):
+        await stock_shopify_order(store)
+        response = await client.post("/webhooks/shopify", data=SHOPIFY_FIXTURE_ORDER,
+                                     headers=signed_headers(settings, "shopify",
+                                                            SHOPIFY_FIXTURE_ORDER,
+                                                            "orders/create"))
+        assert 202 == response.status, await response.text()
+        await wait_until(becomes(store, "450789469", "label_purchased"))
+        label = await one(store, "SELECT * FROM labels WHERE order_id = $1", "450789469")
+        assert label is not None
+        code = label["tracking_code"]
+        tracker = orjson.loads(TRACKER_FIXTURE)
+        tracker["id"] = f"evt_{code}"
+        tracker["result"]["tracking_code"] = code
+        body = orjson.dumps(tracker)
+        response = await client.post("/webhooks/easypost", data=body, headers=signed_headers(
+            settings, "easypost", body, None))
+        assert 202 == response.status, await response.text()
+        await wait_until(becomes(store, "450789469", "shipped"))
+        await wait_until(lambda: _has(store, f"evt_{code}", [("audit", "recorded")]))
+    return label, code
+
+
 class TestTraceOfAnOrderToTheDoor:
     async def test_the_carriers_tracker_update_is_in_the_orders_trace(
             self, store_url, on, carrier, make_client, make_console,  # noqa: F811 (fixtures)
@@ -318,28 +350,7 @@ class TestTraceOfAnOrderToTheDoor:
         for the label's tracking code (it names no order) ships it: traced by the order id,
         the order's event, its label and the tracker event come in time order, and the
         trace ends with the order's status; --json and the console's Search say the same."""
-        client = await make_client(on)
-        async with open_store(store_url) as store, \
-                running(on, store, "audit", "orders", "labels", "shipping"):
-            await stock_shopify_order(store)
-            response = await client.post("/webhooks/shopify", data=SHOPIFY_FIXTURE_ORDER,
-                                         headers=signed_headers(on, "shopify",
-                                                                SHOPIFY_FIXTURE_ORDER,
-                                                                "orders/create"))
-            assert 202 == response.status, await response.text()
-            await wait_until(becomes(store, "450789469", "label_purchased"))
-            label = await one(store, "SELECT * FROM labels WHERE order_id = $1", "450789469")
-            assert label is not None
-            code = label["tracking_code"]
-            tracker = orjson.loads(TRACKER_FIXTURE)
-            tracker["id"] = f"evt_{code}"
-            tracker["result"]["tracking_code"] = code
-            body = orjson.dumps(tracker)
-            response = await client.post("/webhooks/easypost", data=body, headers=signed_headers(
-                on, "easypost", body, None))
-            assert 202 == response.status, await response.text()
-            await wait_until(becomes(store, "450789469", "shipped"))
-            await wait_until(lambda: _has(store, f"evt_{code}", [("audit", "recorded")]))
+        label, code = await ship_the_fixture_order(store_url, on, make_client)
         status, out, err = await trace_cli(store_url, "450789469", test_env)
         assert 0 == status, err
         lines = moments(out)
@@ -371,3 +382,23 @@ class TestTraceOfAnOrderToTheDoor:
             "Order <code>450789469</code> is now <strong>shipped</strong>"))
         assert order_event < label_block < tracker_event < final
         assert "received <strong>shipment.updated</strong> from easypost" in page
+
+    async def test_orders_show_of_the_shipped_order_says_what_became_of_it(
+            self, store_url, on, carrier, make_client):  # noqa: F811 (fixtures)
+        """`orders show` of that shipped order: each line shipped from where it was reserved
+        (not waiting for stock), no allocation, its label and tracking code, its shipments,
+        and the tracker event as the last change."""
+        label, code = await ship_the_fixture_order(store_url, on, make_client)
+        settings = dataclasses.replace(
+            on, consumers=dataclasses.replace(on.consumers, store=store_url))
+        out = io.StringIO()
+        assert 0 == await orders_command(settings, "show", order_id="450789469", out=out)
+        text = out.getvalue()
+        lines = [line for line in text.splitlines() if line.startswith("  line ")]
+        assert lines and all(line.endswith("shipped from default") for line in lines), text
+        assert "waiting for stock" not in text and "allocation" not in text
+        assert f"  label bought: USPS GroundAdvantage, tracking {code}, label " \
+               f"{label['label_url']}" in text
+        assert f"  shipment {code} (fedex): in_transit at " in text
+        assert re.search(rf"\n  last change \S+: event evt_{code} \(shipment\.updated\),"
+                         r" shipping: advanced\n", text), text
