@@ -402,3 +402,35 @@ class TestTraceOfAnOrderToTheDoor:
         assert f"  shipment {code} (fedex): in_transit at " in text
         assert re.search(rf"\n  last change \S+: event evt_{code} \(shipment\.updated\),"
                          r" shipping: advanced\n", text), text
+
+    async def test_orders_show_prints_stored_text_escaped(self, store, store_url, settings):
+        """An order whose SKU, source, label and shipment carry ESC, CR and a bidi override:
+        `orders show` prints only their escapes, one line per thing (nothing forged)."""
+        forged = "\x1b[2J\r\u202eevil"
+        async with store.transaction() as tx:
+            await tx.execute("INSERT INTO orders (order_id, source, status, created_at)"
+                             " VALUES ('o-esc', $1, 'shipped', '2026-12-07T10:00:00Z')",
+                             f"shop{forged}")
+            await tx.execute("INSERT INTO order_lines (order_id, line_no, sku, quantity,"
+                             " reserved, location) VALUES ('o-esc', 1, $1, 1, 0, $2)",
+                             f"MUG-{forged}", f"wh{forged}")
+            await tx.execute(
+                "INSERT INTO labels (order_id, purchase, reference, carrier_api, state,"
+                " tracking_code, carrier, label_url, created_at, updated_at) VALUES ('o-esc',"
+                " 1, 'o-esc', 'easypost', 'bought', $1, 'USPS', $2, '2026-12-07T10:01:00Z',"
+                " '2026-12-07T10:01:00Z')", f"T{forged}", f"https://l.example/{forged}")
+            await tx.execute("INSERT INTO shipments (tracking_code, carrier, order_id, status,"
+                             " rank, occurred_at) VALUES ($1, 'usps', 'o-esc', 'in_transit', 2,"
+                             " '2026-12-07T11:00:00Z')", f"T{forged}")
+        out = io.StringIO()
+        shown = dataclasses.replace(
+            settings, consumers=dataclasses.replace(settings.consumers, store=store_url))
+        assert 0 == await orders_command(shown, "show", order_id="o-esc", out=out)
+        text = out.getvalue()
+        assert all(c.isprintable() or c == "\n" for c in text), repr(text)
+        escaped = "\\x1b[2J\\r\\u202eevil"
+        for said in (f"from shop{escaped}", f"MUG-{escaped}", f"shipped from wh{escaped}",
+                     f"tracking T{escaped}", f"shipment T{escaped} (usps): in_transit"):
+            assert said in text, said
+        # order, payment, created, the line, label, shipment, last change (the label's)
+        assert 7 == len(text.splitlines()), text
