@@ -1,7 +1,8 @@
 """`webhook-router trace ID`: one answer for one id, from the store.
 
 ID is an event id (the provider's delivery id), an order id, a tracking code, a SKU, or a
-notification id. For each event it names, oldest first:
+notification id. An order's events include those of its shipments' and its label's tracking
+codes (a carrier's tracker update names no order). For each event it names, oldest first:
 
     received     by the ingress (source, type, received_at, occurred_at)  audit_events
     recorded     by the audit consumer (recorded_at)                      audit_events
@@ -9,6 +10,9 @@ notification id. For each event it names, oldest first:
                  whether it was a replay                                  consumer_attempts
     notifications the event caused (the outbox row's `cause`) and each delivery attempt
                  (subscription, HTTP status or error, latency)            outbox, deliveries
+
+For an order id, its label (the labels row: state, carrier, service, tracking code, label URL)
+takes its place in time, and the trace ends with the order's current status.
 
 Events are found by id in audit_events, event_keys, consumer_attempts and deliveries, so
 an event the audit consumer never saw still shows what the other consumers did with it.
@@ -34,11 +38,20 @@ from router.terminal import printable
 
 DEFAULT_LIMIT = 50
 
+# The tracking codes of the order `ident` names, if it is one: its shipments' and its label's.
+_ORDER_CODES = (
+    "SELECT tracking_code FROM shipments WHERE order_id = $1"
+    " UNION SELECT tracking_code FROM labels WHERE order_id = $1 AND tracking_code IS NOT NULL"
+)
 _MATCHES = (
     "SELECT m.event_id FROM ("
     " SELECT event_id FROM audit_events WHERE event_id = $1"
     f" UNION SELECT event_id FROM event_keys WHERE kind IN ({placeholders(3, first=3)})"
     " AND value = $1"
+    f" UNION SELECT event_id FROM event_keys WHERE kind = 'tracking_code'"
+    f" AND value IN ({_ORDER_CODES})"
+    " UNION SELECT event_id FROM shipment_events WHERE event_id IS NOT NULL"
+    f" AND tracking_code IN ({_ORDER_CODES})"
     " UNION SELECT event_id FROM consumer_attempts WHERE event_id = $1"
     " UNION SELECT cause FROM outbox WHERE message_id = $1 AND cause IS NOT NULL"
     " UNION SELECT event_id FROM deliveries WHERE message_id = $1 AND event_id IS NOT NULL"
@@ -88,16 +101,31 @@ async def event_trace(tx: Tx, event_id: str) -> dict[str, Any]:
             "notifications": list(notifications.values())}
 
 
+_LABEL = ("SELECT state, carrier, service, tracking_code, label_url, tracking_url, hold_reason,"
+          " message, refund_status, created_at, updated_at FROM labels WHERE order_id = $1")
+
+
+async def order_label(tx: Tx, order_id: str) -> dict[str, Any] | None:
+    """The order's label as the labels consumer keeps it (None: it has none)."""
+    return await tx.fetchrow(_LABEL, order_id)
+
+
 async def trace(store_url: str, ident: str, limit: int = DEFAULT_LIMIT, *,
                 http: aiohttp.ClientSession | None = None, ingress: str | None = None
                 ) -> dict[str, Any]:
     """The trace of `ident`: {"id", "events": [event_trace, ...] oldest first, "more",
-    "refused": the ingress's refusals of a delivery by that id (None where not asked or
-    not answered, and then "refused_error" says why)}. `http` is needed with `ingress`."""
+    "order": where the order `ident` names stands now ({"status", "hold_reason",
+    "updated_at"}; None: no such order), "label": its order_label, "refused": the ingress's
+    refusals of a delivery by that id (None where not asked or not answered, and then
+    "refused_error" says why)}. `http` is needed with `ingress`."""
     async with open_store(store_url, create=False) as store, store.transaction() as tx:
         ids, more = await find_events(tx, ident, limit)
+        order = await tx.fetchrow(
+            "SELECT status, hold_reason, updated_at FROM orders WHERE order_id = $1", ident)
         result = {"id": ident, "events": [await event_trace(tx, i) for i in ids],
-                  "more": more, "refused": None, "refused_error": None}
+                  "more": more, "order": order,
+                  "label": await order_label(tx, ident) if order else None,
+                  "refused": None, "refused_error": None}
     if ingress is not None and http is not None:
         try:
             result["refused"] = of_delivery(await fetch(http, ingress), ident)
@@ -125,6 +153,22 @@ def _delivery(row: dict[str, Any]) -> str:
             f" in {latency}")
 
 
+def label_said(label: dict[str, Any]) -> str:
+    """What a labels row says, in a few words: its state and what it holds."""
+    said = f"{label['state']}: {label['carrier'] or '-'} {label['service'] or '-'}, tracking " \
+           f"{label['tracking_code'] or '-'}, label {label['label_url'] or '-'}"
+    if label["hold_reason"]:
+        said += f" (held: {label['hold_reason']}: {label['message'] or '-'})"
+    if label["refund_status"]:
+        said += f" (refund {label['refund_status']})"
+    return said
+
+
+def _began(event: dict[str, Any]) -> str:
+    """When an event first shows: received, else its first attempt ('' if neither)."""
+    return event["received_at"] or min((row["at"] for row in event["attempts"]), default="")
+
+
 def render(result: dict[str, Any], out: TextIO) -> None:
     """The trace as text: one block per event, each line a moment, oldest first. Each line
     is escaped whole (router.terminal): ids, SKUs, reasons and URLs are stored or sent by
@@ -138,7 +182,16 @@ def render(result: dict[str, Any], out: TextIO) -> None:
         for row in result["refused"]:
             say(f"  {row['at']}  refused       {row['status']} {row['reason']} "
                 f"(source {row['source']}, client {row['client'] or '-'})")
+    label = result["label"]
+
+    def say_label() -> None:
+        say(f"label of order {result['id']}")
+        say(f"  {label['updated_at']}  label         {label_said(label)}")
+
     for event in result["events"]:
+        if label is not None and _began(event) > label["updated_at"]:
+            say_label()
+            label = None
         say(f"event {event['event_id']}")
         if event["audit"]:
             occurred = f", occurred {event['occurred_at']}" if event["occurred_at"] else ""
@@ -161,8 +214,14 @@ def render(result: dict[str, Any], out: TextIO) -> None:
                 f"{note['message_id']} ({sent})")
             for row in note["deliveries"]:
                 say(f"  {_delivery(row)}")
+    if label is not None:
+        say_label()
     if result["more"]:
         say(f"(only the newest {len(result['events'])} events; --limit shows more)")
+    if result["order"]:
+        order = result["order"]
+        why = f" ({order['hold_reason']})" if order["hold_reason"] else ""
+        say(f"order {result['id']} is now {order['status']}{why}")
 
 
 async def trace_command(store_url: str, ident: str, *, as_json: bool = False,

@@ -156,6 +156,14 @@ async def updated(store: Store, amqp, settings: Settings, order_id: str, street:
     return str(outcome)
 
 
+async def stock_shopify_order(store: Store) -> None:
+    """Stock for every line of SHOPIFY_ORDER."""
+    async with store.transaction() as tx:
+        for sku in ("IPOD2008GREEN", "IPOD2008RED", "IPOD2008BLACK"):
+            await tx.execute("INSERT INTO stock (sku, location, on_hand, reserved, as_of) VALUES"
+                             " ($1, 'default', 5, 0, '2026-12-07T00:00:00+00:00')", sku)
+
+
 async def publish(amqp, settings: Settings, body: bytes, routing_key: str) -> None:
     channel = await amqp.channel(publisher_confirms=True)
     exchange = await channel.get_exchange(Topology.of(settings.broker).exchange)
@@ -215,11 +223,7 @@ class TestOneLabelPerOrder:
         client = await make_client(on)
         async with open_store(store_url) as store, \
                 running(on, store, "orders", "labels", "shipping"):
-            async with store.transaction() as tx:
-                for sku in ("IPOD2008GREEN", "IPOD2008RED", "IPOD2008BLACK"):
-                    await tx.execute(
-                        "INSERT INTO stock (sku, location, on_hand, reserved, as_of) VALUES"
-                        " ($1, 'default', 5, 0, '2026-12-07T00:00:00+00:00')", sku)
+            await stock_shopify_order(store)
             response = await client.post("/webhooks/shopify", data=SHOPIFY_ORDER,
                                          headers=signed_headers(on, "shopify", SHOPIFY_ORDER,
                                                                 "orders/create"))
@@ -531,11 +535,7 @@ class TestKilled:
         env = {**os.environ, **test_env, "DATABASE_URL": store_url, "EASYPOST_API_KEY": KEY}
         port = free_port()
         async with open_store(store_url) as store:
-            async with store.transaction() as tx:
-                for sku in ("IPOD2008GREEN", "IPOD2008RED", "IPOD2008BLACK"):
-                    await tx.execute(
-                        "INSERT INTO stock (sku, location, on_hand, reserved, as_of) VALUES"
-                        " ($1, 'default', 5, 0, '2026-12-07T00:00:00+00:00')", sku)
+            await stock_shopify_order(store)
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "consumers", "all", "--config", str(config), "--port",
                 str(port), cwd=ROOT, env=env, stdout=asyncio.subprocess.DEVNULL,

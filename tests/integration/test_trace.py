@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import re
 from collections.abc import AsyncIterator
@@ -15,15 +16,28 @@ import orjson
 import pytest
 from ports import free_port
 from test_cli import run_cli
+from test_consumer_process import wait_until
 from test_ingress import SHOPIFY_ORDER
+from test_labels import SHOPIFY_ORDER as SHOPIFY_FIXTURE_ORDER
+from test_labels import (  # noqa: F401 (fixtures)
+    becomes,
+    carrier,
+    on,
+    one,
+    running,
+    stock_shopify_order,
+)
 from test_notifications import notifying, receivers, subscription  # noqa: F401 (fixtures)
 from test_rejected_requests import forged
 from test_runner import DOWNSTREAM, count_effect, wait_for
 
 from consumers.cli import consumer_spec
+from consumers.order_admin import orders_command
 from consumers.runner import ConsumerSpec, Runner
+from consumers.store import open_store
 from consumers.trace import trace
 from router.broker.dlq import dlq_command
+from router.providers import signed_headers
 
 pytestmark = pytest.mark.integration
 
@@ -123,8 +137,9 @@ class TestTraceOfStoredRows:
         assert f"the ingress's refusals were not read: {ingress}/rejections: " in err
         code, out, err = await trace_cli(store_url, "no-such-id", test_env, "--json",
                                          "--ingress", "-")
-        assert (1, {"id": "no-such-id", "events": [], "more": False, "refused": None,
-                    "refused_error": None}) == (code, orjson.loads(out))
+        assert (1, {"id": "no-such-id", "events": [], "more": False, "order": None,
+                    "label": None, "refused": None, "refused_error": None}) == (
+                        code, orjson.loads(out))
         assert "no refused delivery" not in err
 
     async def test_a_delivery_refused_at_the_ingress(self, store, store_url, test_env,
@@ -291,3 +306,131 @@ class TestTraceOfConsumedEvents:
 async def _has(store, event_id: str, expected: list[tuple[str, str]]) -> bool:
     found = await outcomes(store, event_id)
     return all(item in found for item in expected)
+
+
+TRACKER_FIXTURE = (Path(__file__).parents[1] / "fixtures" / "providers" / "easypost"
+                   / "tracker-updated.json").read_bytes()
+
+
+async def ship_the_fixture_order(store_url, settings, make_client) -> tuple[dict, str]:
+    """Shopify's documented order 450789469, stocked and signed through the ingress, gets its
+    label (audit, orders, labels and shipping consumers running), and EasyPost's documented
+    tracker.updated for the label's tracking code (it names no order) ships it. (the label
+    row, its tracking code)"""
+    client = await make_client(settings)
+    async with open_store(store_url) as store, \
+            running(settings, store, "audit", "orders", "labels", "shipping"):
+        await stock_shopify_order(store)
+        response = await client.post("/webhooks/shopify", data=SHOPIFY_FIXTURE_ORDER,
+                                     headers=signed_headers(settings, "shopify",
+                                                            SHOPIFY_FIXTURE_ORDER,
+                                                            "orders/create"))
+        assert 202 == response.status, await response.text()
+        await wait_until(becomes(store, "450789469", "label_purchased"))
+        label = await one(store, "SELECT * FROM labels WHERE order_id = $1", "450789469")
+        assert label is not None
+        code = label["tracking_code"]
+        tracker = orjson.loads(TRACKER_FIXTURE)
+        tracker["id"] = f"evt_{code}"
+        tracker["result"]["tracking_code"] = code
+        body = orjson.dumps(tracker)
+        response = await client.post("/webhooks/easypost", data=body, headers=signed_headers(
+            settings, "easypost", body, None))
+        assert 202 == response.status, await response.text()
+        await wait_until(becomes(store, "450789469", "shipped"))
+        await wait_until(lambda: _has(store, f"evt_{code}", [("audit", "recorded")]))
+    return label, code
+
+
+class TestTraceOfAnOrderToTheDoor:
+    async def test_the_carriers_tracker_update_is_in_the_orders_trace(
+            self, store_url, on, carrier, make_client, make_console,  # noqa: F811 (fixtures)
+            test_env):
+        """A stocked Shopify order gets its label, and EasyPost's documented tracker.updated
+        for the label's tracking code (it names no order) ships it: traced by the order id,
+        the order's event, its label and the tracker event come in time order, and the
+        trace ends with the order's status; --json and the console's Search say the same."""
+        label, code = await ship_the_fixture_order(store_url, on, make_client)
+        status, out, err = await trace_cli(store_url, "450789469", test_env)
+        assert 0 == status, err
+        lines = moments(out)
+        blocks = [line for line in lines if line.startswith(("event ", "label of "))]
+        assert ["label of order 450789469", f"event evt_{code}"] == blocks[-2:]
+        assert blocks[0].startswith("event ") and len(blocks) == 3
+        assert f"bought: USPS GroundAdvantage, tracking {code}, label {label['label_url']}" \
+            in out
+        assert any(line.startswith("received      shipment.updated from easypost")
+                   for line in lines)
+        assert "shipping      attempt 1: advanced" in lines
+        assert "order 450789469 is now shipped" == lines[-1]
+        status, out, err = await trace_cli(store_url, "450789469", test_env, "--json")
+        assert 0 == status, err
+        result = orjson.loads(out)
+        assert ["order.created", "shipment.updated"] == [e["type"] for e in result["events"]]
+        assert f"evt_{code}" == result["events"][-1]["event_id"]
+        assert ("shipped", "bought", code) == (result["order"]["status"],
+                                               result["label"]["state"],
+                                               result["label"]["tracking_code"])
+        from test_console_server import console_settings, login  # it imports this module
+
+        console = await make_console(console_settings(on, store_url))
+        assert 303 == (await login(console)).status
+        page = await (await console.get("/search", params={"id": "450789469"})).text()
+        order_event, label_block, tracker_event, final = (page.index(said) for said in (
+            f"Event <code>{result['events'][0]['event_id']}</code>",
+            '<section class="event" id="label">', f"Event <code>evt_{code}</code>",
+            "Order <code>450789469</code> is now <strong>shipped</strong>"))
+        assert order_event < label_block < tracker_event < final
+        assert "received <strong>shipment.updated</strong> from easypost" in page
+
+    async def test_orders_show_of_the_shipped_order_says_what_became_of_it(
+            self, store_url, on, carrier, make_client):  # noqa: F811 (fixtures)
+        """`orders show` of that shipped order: each line shipped from where it was reserved
+        (not waiting for stock), no allocation, its label and tracking code, its shipments,
+        and the tracker event as the last change."""
+        label, code = await ship_the_fixture_order(store_url, on, make_client)
+        settings = dataclasses.replace(
+            on, consumers=dataclasses.replace(on.consumers, store=store_url))
+        out = io.StringIO()
+        assert 0 == await orders_command(settings, "show", order_id="450789469", out=out)
+        text = out.getvalue()
+        lines = [line for line in text.splitlines() if line.startswith("  line ")]
+        assert lines and all(line.endswith("shipped from default") for line in lines), text
+        assert "waiting for stock" not in text and "allocation" not in text
+        assert f"  label bought: USPS GroundAdvantage, tracking {code}, label " \
+               f"{label['label_url']}" in text
+        assert f"  shipment {code} (fedex): in_transit at " in text
+        assert re.search(rf"\n  last change \S+: event evt_{code} \(shipment\.updated\),"
+                         r" shipping: advanced\n", text), text
+
+    async def test_orders_show_prints_stored_text_escaped(self, store, store_url, settings):
+        """An order whose SKU, source, label and shipment carry ESC, CR and a bidi override:
+        `orders show` prints only their escapes, one line per thing (nothing forged)."""
+        forged = "\x1b[2J\r\u202eevil"
+        async with store.transaction() as tx:
+            await tx.execute("INSERT INTO orders (order_id, source, status, created_at)"
+                             " VALUES ('o-esc', $1, 'shipped', '2026-12-07T10:00:00Z')",
+                             f"shop{forged}")
+            await tx.execute("INSERT INTO order_lines (order_id, line_no, sku, quantity,"
+                             " reserved, location) VALUES ('o-esc', 1, $1, 1, 0, $2)",
+                             f"MUG-{forged}", f"wh{forged}")
+            await tx.execute(
+                "INSERT INTO labels (order_id, purchase, reference, carrier_api, state,"
+                " tracking_code, carrier, label_url, created_at, updated_at) VALUES ('o-esc',"
+                " 1, 'o-esc', 'easypost', 'bought', $1, 'USPS', $2, '2026-12-07T10:01:00Z',"
+                " '2026-12-07T10:01:00Z')", f"T{forged}", f"https://l.example/{forged}")
+            await tx.execute("INSERT INTO shipments (tracking_code, carrier, order_id, status,"
+                             " rank, occurred_at) VALUES ($1, 'usps', 'o-esc', 'in_transit', 2,"
+                             " '2026-12-07T11:00:00Z')", f"T{forged}")
+        out = io.StringIO()
+        shown = dataclasses.replace(
+            settings, consumers=dataclasses.replace(settings.consumers, store=store_url))
+        assert 0 == await orders_command(shown, "show", order_id="o-esc", out=out)
+        text = out.getvalue()
+        assert all(c.isprintable() or c == "\n" for c in text), repr(text)
+        escaped = "\\x1b[2J\\r\\u202eevil"
+        for said in (f"from shop{escaped}", f"MUG-{escaped}", f"shipped from wh{escaped}",
+                     f"tracking T{escaped}", f"shipment T{escaped} (usps): in_transit"):
+            assert said in text, said
+        # order, payment, created, the line, label, shipment, last change (the label's)
+        assert 7 == len(text.splitlines()), text
