@@ -28,6 +28,7 @@ from test_labels import (
 
 from consumers.store import Store, open_store
 from emulators import shopify, woocommerce
+from emulators.control import CONTROL, Fault
 from router.broker.topology import Topology
 from router.providers import signed_headers
 from router.settings import Settings
@@ -185,6 +186,23 @@ class TestWriteBack:
         assert 0 == counters(stores, "shopify")["fulfillments_created"]
         from consumers.storefront import PAUSED
         assert 1 == PAUSED.labels(source="shopify")._value.get()
+
+    async def test_a_refusal_goes_to_the_dead_letter_queue_with_the_stores_message(
+        self, store_url, settings, carrier, stores, declared, amqp
+    ):
+        stores["shopify"].app[CONTROL].faults.append(Fault(
+            status="user_error", operation="fulfillmentCreate", message="Invalid tracking url"))
+        on = with_storefront(settings, stores, carrier)
+        topology = Topology.of(on.broker)
+        async with open_store(store_url) as store, running(on, store, "storefront"):
+            await label_created(store, amqp, on, "1002", "9400TRACK1002", "shopify",
+                                "refused-1")
+            await wait_until(lambda: _queued(amqp, topology.dead_queue("storefront")))
+        channel = await amqp.channel()
+        queue = await channel.get_queue(topology.dead_queue("storefront"))
+        message = await queue.get(no_ack=True)
+        assert "Invalid tracking url" in str(message.headers)
+        assert 0 == counters(stores, "shopify")["fulfillments_created"]
 
 
 async def _already(store: Store, order_id: str) -> bool:
