@@ -31,6 +31,8 @@ CONSUMERS = {
     "shipping": "consumers.shipping",
     "audit": "consumers.audit",
     "labels": "consumers.labels",  # off unless [labels] enabled; calls the carrier (_runner)
+    # off unless [storefront] enabled; calls the order's store (_runner)
+    "storefront": "consumers.storefront",
 }
 
 
@@ -47,7 +49,10 @@ def consumer_spec(name: str, settings: Settings) -> ConsumerSpec[Any]:
 
 def _runner(name: str, settings: Settings, store: Store, session: aiohttp.ClientSession,
             prefetch: int, concurrency: int) -> Runner:
-    """The named consumer's runner; the labels consumer calls its carrier on `session`."""
+    """The named consumer's runner; the labels consumer calls its carrier on `session`, the
+    storefront consumer the stores."""
+    if name == "storefront":
+        return _storefront_runner(settings, store, session, prefetch, concurrency)
     if name != "labels":
         return Runner(consumer_spec(name, settings), store, settings.broker,
                       prefetch=prefetch, concurrency=concurrency)
@@ -64,7 +69,24 @@ def _runner(name: str, settings: Settings, store: Store, session: aiohttp.Client
                          concurrency=concurrency)
 
 
+def _storefront_runner(settings: Settings, store: Store, session: aiohttp.ClientSession,
+                       prefetch: int, concurrency: int) -> Runner:
+    from consumers.calling import CallingRunner
+    from consumers.storefront import StorefrontWriter
+    from consumers.storefronts import open_storefront
+
+    s = settings.storefront
+    drivers = {source: open_storefront(target.kind, session,
+                                       **target.driver_config(s.timeout))
+               for source, target in s.stores.items()}
+    writer = StorefrontWriter(s, store, drivers)
+    return CallingRunner(ConsumerSpec("storefront", writer.handle), store, settings.broker,
+                         caller=writer, prefetch=prefetch, concurrency=concurrency)
+
+
 def _enabled(name: str, settings: Settings) -> bool:
+    if name == "storefront":
+        return settings.storefront.enabled
     return name != "labels" or settings.labels.enabled
 
 
@@ -176,14 +198,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config, resolve_secrets=args.name == "all",
                                  resolve_subscription_secrets=args.name in ("all",
                                                                             "notifications"),
-                                 resolve_carrier_secrets=args.name in ("all", "labels"))
+                                 resolve_carrier_secrets=args.name in ("all", "labels"),
+                                 resolve_store_secrets=args.name in ("all", "storefront"))
         check_sources(settings, verifiers=args.name == "all")
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     if not _enabled(args.name, settings):
-        print(f"configuration error: {settings.file}: labels.enabled: the labels consumer is "
-              "off; set [labels] enabled = true (and its carrier settings) to run it",
+        print(f"configuration error: {settings.file}: {args.name}.enabled: the {args.name} "
+              f"consumer is off; set [{args.name}] enabled = true (and its settings) to run it",
               file=sys.stderr)
         return 2
     configure_logging(settings.logging.level, settings.logging.pii_fields)

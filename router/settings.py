@@ -29,6 +29,7 @@ from router.errors import ConfigError
 from router.label_settings import LabelSettings, read_labels
 from router.providers import PROVIDERS, Provider
 from router.secrets import resolve_secret
+from router.storefront_settings import StorefrontSettings, read_storefront
 
 # RabbitMQ's x-message-ttl is at most 2**32 - 1 ms: the longest retry rung, in seconds.
 MAX_RUNG = (2**32 - 1) // 1000
@@ -207,6 +208,7 @@ class Settings:
     sources: Mapping[str, SourceSettings] = field(default_factory=dict)
     console: ConsoleSettings | None = None  # None: the console is off
     labels: LabelSettings = field(default_factory=LabelSettings)
+    storefront: StorefrontSettings = field(default_factory=StorefrontSettings)
 
 
 def local_url(server: ServerSettings, *, metrics: bool = False) -> str:
@@ -226,6 +228,7 @@ def load_settings(
     resolve_subscription_secrets: bool | None = None,
     resolve_console_secrets: bool = False,
     resolve_carrier_secrets: bool = False,
+    resolve_store_secrets: bool = False,
 ) -> Settings:
     """Read and check the whole configuration, resolving secret references.
 
@@ -280,13 +283,16 @@ def load_settings(
     console = read_console(top.table("console"), base, env, local_url(server, metrics=True),
                            resolve_console_secrets, local_url(server))
     labels = read_labels(top.table("labels"), base, env, resolve_carrier_secrets)
-    if labels.enabled:  # its queue exists only while the labels consumer is on
-        broker = dataclasses.replace(broker, optional_queues=("labels",))
+    storefront = read_storefront(top.table("storefront"), base, env, resolve_store_secrets)
+    # Their queues exist only while their consumers are on.
+    optional = tuple(name for name, on in (("labels", labels.enabled),
+                                           ("storefront", storefront.enabled)) if on)
+    broker = dataclasses.replace(broker, optional_queues=optional)
     top.done()
     return Settings(file=path, server=server, broker=broker, logging=logging,
                     consumers=consumers, notifications=notifications,
                     subscriptions=subscriptions, sources=sources, console=console,
-                    labels=labels)
+                    labels=labels, storefront=storefront)
 
 
 def _server(t: _Table, base: Path) -> ServerSettings:

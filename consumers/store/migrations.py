@@ -278,6 +278,31 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX labels_by_tracking_code ON labels (tracking_code)",
         ],
     ),
+    (
+        # The storefront consumer's write-backs: one row per order and tracking number,
+        # `pending` (committed before the store is called: a retry calls it again and the
+        # driver finds its own earlier write), then `done` with the store's id for it. A
+        # source whose credentials the store refused is paused until they work again.
+        17,
+        [
+            """CREATE TABLE writebacks (
+                order_id TEXT NOT NULL,
+                tracking_code TEXT NOT NULL,
+                source TEXT NOT NULL,
+                state TEXT NOT NULL,
+                external_id TEXT,
+                already_done INTEGER,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                message TEXT,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                PRIMARY KEY (order_id, tracking_code))""",
+            """CREATE TABLE storefront_pauses (
+                source TEXT PRIMARY KEY,
+                message TEXT NOT NULL,
+                paused_at TEXT NOT NULL)""",
+        ],
+    ),
 ]
 
 _DIALECT = {

@@ -9,6 +9,8 @@
     queue     audit             order.*, inventory.*, shipment.*  (quorum; every event)
     queue     labels            notify.order.ready_to_ship, label.requested  (quorum; only
                                 while [labels] is enabled: OPTIONAL_QUEUES)
+    queue     storefront        notify.shipment.label_created  (quorum; only while
+                                [storefront] is enabled)
     per queue NAME.retry.<s>    quorum, x-message-ttl, dead-letters back to NAME
               NAME.dead         quorum; also where a message redelivered more than
                                 delivery_limit times (a crash loop) ends up
@@ -56,6 +58,8 @@ QUEUES["audit"] = tuple(key for name in ("orders", "inventory", "shipping")
 # Neither key matches order.* (one word after "order."), so the orders queue never sees them.
 OPTIONAL_QUEUES: dict[str, tuple[str, ...]] = {
     "labels": ("notify.order.ready_to_ship", "label.requested"),
+    # the storefront consumer: the labels consumer's notification that a label was bought
+    "storefront": ("notify.shipment.label_created",),
 }
 
 

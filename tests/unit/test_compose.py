@@ -132,7 +132,7 @@ class TestCompose:
         for name in secret_env_names | subscription_env_names | carrier_env_names:
             assert not re.search(rf"\b{name}\s*:", text), name
             assert "${" + name not in text, name
-        needing = {"ingress", "notifications", "labels"}
+        needing = {"ingress", "notifications", "labels", "storefront"}
         for name, service in compose["services"].items():
             assert (".env.local" == service.get("env_file")) == (name in needing), name
 
@@ -194,5 +194,7 @@ class TestConsumerServices:
         compose --profile labels up` once [labels] enabled = true and EASYPOST_API_KEY is in
         .env.local), so a plain `up` does not start a consumer that refuses to run."""
         assert ["labels"] == compose["services"]["labels"]["profiles"]
-        others = [name for name, service in compose["services"].items() if name != "labels"]
+        assert ["storefront"] == compose["services"]["storefront"]["profiles"]
+        others = [name for name, service in compose["services"].items()
+                  if name not in ("labels", "storefront")]
         assert all("profiles" not in compose["services"][name] for name in others)
