@@ -10,15 +10,36 @@ handler does (inbox claim, effect, outbox, then ack; Transient and Permanent ste
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
+from consumers.errors import Transient
 from consumers.events import Event
 from consumers.runner import ConsumerSpec, Runner
 from consumers.store import Store
 from router.settings import BrokerSettings
+
+V = TypeVar("V")
+
+
+class CallResults(dict[str, "V | Exception"], Generic[V]):
+    """What a caller's `call` learned, by event id, for its handler: a value, or the exception
+    the handler raises in the transaction (Transient: retry; Permanent: dead letter)."""
+
+    def taken(self, event: Event, what: str) -> V:
+        """`event`'s result; raises the exception kept for it, or Transient if none was kept."""
+        result = self.get(str(event["id"]))
+        if result is None:  # not called for (cannot happen under CallingRunner): again later
+            raise Transient(f"{what}: no call was made for this message")
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def forget(self, events: list[Event]) -> None:
+        for event in events:
+            self.pop(str(event["id"]), None)
 
 
 class Caller(Protocol):

@@ -39,6 +39,7 @@ from typing import Any
 
 import orjson
 
+from consumers.calling import CallResults
 from consumers.carriers.base import (
     Address,
     AddressRejected,
@@ -220,7 +221,7 @@ class Labels:
         self.carrier = carrier
         self.rule = rate_rule(settings)
         self.origin = Address(**settings.from_address)
-        self.results: dict[str, Result] = {}
+        self.results: CallResults[Bought | Held | Skipped] = CallResults()
 
     # -- outside the transaction (consumers.calling) --
 
@@ -241,8 +242,7 @@ class Labels:
                                for order_id, ids in wanting.items()))
 
     def forget(self, events: list[Event]) -> None:
-        for event in events:
-            self.results.pop(str(event["id"]), None)
+        self.results.forget(events)
 
     async def _settle(self, order_id: str, forced: bool, ids: list[str]) -> None:
         result: Result
@@ -336,11 +336,7 @@ class Labels:
 
     async def handle(self, tx: Tx, event: Event, batch: None = None) -> str:
         """Apply what `call` found for this event; returns one of OUTCOMES."""
-        result = self.results.get(str(event["id"]))
-        if result is None:  # not called for (cannot happen under CallingRunner): again later
-            raise Transient("labels: no purchase was made for this message")
-        if isinstance(result, Exception):
-            raise result
+        result = self.results.taken(event, "labels")
         if isinstance(result, Skipped):
             return "ignored"
         if isinstance(result, Held):

@@ -33,6 +33,7 @@ from typing import Any
 
 from prometheus_client import Gauge
 
+from consumers.calling import CallResults
 from consumers.errors import Permanent, Transient
 from consumers.events import Event, data_of, text
 from consumers.store import Store, Tx
@@ -131,7 +132,7 @@ class StorefrontWriter:
         self.settings = settings
         self.store = store
         self.drivers = drivers  # source -> its store's driver
-        self.results: dict[str, Result] = {}
+        self.results: CallResults[Written | Skipped] = CallResults()
         self.lifted = False
 
     async def call(self, events: list[Event]) -> None:
@@ -155,8 +156,7 @@ class StorefrontWriter:
             PAUSED.labels(source=source).set(0)
 
     def forget(self, events: list[Event]) -> None:
-        for event in events:
-            self.results.pop(str(event["id"]), None)
+        self.results.forget(events)
 
     async def _settle(self, want: Wanted, ids: list[str]) -> None:
         result: Result
@@ -197,11 +197,7 @@ class StorefrontWriter:
 
     async def handle(self, tx: Tx, event: Event, batch: None = None) -> str:
         """Apply what `call` found for this event; returns one of OUTCOMES."""
-        result = self.results.get(str(event["id"]))
-        if result is None:  # not called for (cannot happen under CallingRunner): again later
-            raise Transient("storefront: no write-back was made for this message")
-        if isinstance(result, Exception):
-            raise result
+        result = self.results.taken(event, "storefront")
         if isinstance(result, Skipped):
             return "ignored"
         done = await tx.execute(
