@@ -465,7 +465,7 @@ class TestOutages:
 
     @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
     async def test_a_carrier_down_for_a_real_minute_gets_one_label_after(
-        self, store_url, settings, carrier, amqp
+        self, store_url, settings, carrier, amqp, topology
     ):
         """503 for 60 real seconds; a ladder whose first three rungs sum to 35 s (the old
         [broker] one, 5 15 45, dead-lettered after 65 s): the order waits ready_to_ship and
@@ -474,7 +474,7 @@ class TestOutages:
                              (5, 10, 20, 30, 60))
 
     async def test_an_outage_longer_than_the_broker_ladder_gets_one_label_after(
-        self, store_url, settings, carrier, amqp
+        self, store_url, settings, carrier, amqp, topology
     ):
         """The same compressed: down 6 s, [broker]'s test ladder (1, 2) is used up after
         3 s; the labels ladder (1, 2, 4, 8) waits it out."""
@@ -489,7 +489,7 @@ class TestRetryAfter:
         (503, 60, 8),  # longer than any: the longest
     ])
     async def test_the_carriers_retry_after_picks_the_rung(
-        self, store_url, settings, carrier, amqp, status, retry_after, rung
+        self, store_url, settings, carrier, amqp, topology, status, retry_after, rung
     ):
         """EasyPost's Retry-After on a 429 or 503: the message waits on the smallest rung at
         least that long (the ladder's first would be 1 s), and the label is bought after."""
