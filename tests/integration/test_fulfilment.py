@@ -281,13 +281,16 @@ async def labelled_once(loop: Loop, skus: tuple[str, ...], source: str, order: b
     return label
 
 
-async def to_the_door(loop: Loop, order_id: str, label: dict[str, Any]) -> None:
+async def to_the_door(loop: Loop, source: str, order_id: str, label: dict[str, Any]) -> None:
     """The carrier's tracker updates for the label end the order delivered; its trace shows
-    the label and those updates and ends delivered; nothing is left on a queue."""
+    the label, the write-back to its store and those updates, and ends delivered; nothing is
+    left on a queue."""
     events = await delivered(loop, order_id, label["tracking_code"], label["carrier"])
     lines = await traced(loop, order_id)
     said = "\n".join(lines)
-    assert f"tracking {label['tracking_code']}" in said, said
+    assert f"bought: {label['carrier']} {label['service']}, tracking {label['tracking_code']}" \
+        in said, said
+    assert f"write-back    {source} done: tracking {label['tracking_code']}" in said, said
     assert all(event in said for event in events), said
     assert f"order {order_id} is now delivered" == lines[-1].strip(), said
     await settled(loop)
@@ -313,7 +316,7 @@ class TestToTheDoor:
         assert ["CLOSED"] == [fo["status"] for fo
                               in shop["orders"]["450789469"]["fulfillment_orders"]]
 
-        await to_the_door(loop, "450789469", label)
+        await to_the_door(loop, "shopify", "450789469", label)
 
     async def test_a_woocommerce_order_gets_one_label_one_note_completed_and_is_delivered(
         self, loop: Loop
@@ -330,4 +333,4 @@ class TestToTheDoor:
         assert note["customer_note"] is True and label["tracking_url"] in note["note"]
         assert ("completed", 1) == (order["status"], woo["requests"]["create_note"])
 
-        await to_the_door(loop, "727", label)
+        await to_the_door(loop, "woocommerce", "727", label)
