@@ -134,32 +134,46 @@ async def loop(store_url: str, settings: Settings, test_env: dict[str, str], dec
     on = dataclasses.replace(settings, broker=dataclasses.replace(
         settings.broker, optional_queues=("labels", "storefront")))
     env = {**os.environ, **test_env, **SECRETS, "DATABASE_URL": store_url}
-    emulators = [
-        await start_emulator(tmp_path, env, "easypost", "--key", SECRETS["EASYPOST_API_KEY"]),
-        await start_emulator(tmp_path, env, "shopify", "--token", SECRETS["SHOPIFY_ADMIN_TOKEN"]),
-        await start_emulator(tmp_path, env, "woocommerce", "--key", SECRETS["WOO_CONSUMER_KEY"],
-                             "--secret", SECRETS["WOO_CONSUMER_SECRET"]),
-    ]
-    config = loop_config(on, *(e.base for e in emulators))
-    port = free_port()
-    procs = [await start(tmp_path, "serve", "-m", "router", "serve", "--config", str(config),
-                         "--port", str(port), env=env)]
-    procs += [await start(tmp_path, name, "-m", "consumers", name, "--config", str(config),
-                          "--store", store_url, env=env) for name in CONSUMERS]
-    try:
+    emulators: list[Emulator] = []
+    procs: list[asyncio.subprocess.Process] = []
+    try:  # whatever fails or is cancelled on the way, every process started is stopped
+        for name, *credentials in (
+                ("easypost", "--key", SECRETS["EASYPOST_API_KEY"]),
+                ("shopify", "--token", SECRETS["SHOPIFY_ADMIN_TOKEN"]),
+                ("woocommerce", "--key", SECRETS["WOO_CONSUMER_KEY"],
+                 "--secret", SECRETS["WOO_CONSUMER_SECRET"])):
+            emulators.append(await start_emulator(tmp_path, env, name, *credentials))
+        config = loop_config(on, *(e.base for e in emulators))
+        port = free_port()
+        procs.append(await start(tmp_path, "serve", "-m", "router", "serve", "--config",
+                                 str(config), "--port", str(port), env=env))
+        for name in CONSUMERS:
+            procs.append(await start(tmp_path, name, "-m", "consumers", name, "--config",
+                                     str(config), "--store", store_url, env=env))
         async with aiohttp.ClientSession() as session, open_store(store_url) as store:
             ingress = Ingress(session, f"http://127.0.0.1:{port}", on)
             await wait_until(ingress.ready)
             yield Loop(on, config, env, ingress, store, session, amqp, *emulators)
     finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-        codes = [await asyncio.wait_for(proc.wait(), 30) for proc in procs]
-        for emulator in emulators:
-            emulator.proc.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(emulator.proc.wait(), 30)
+        codes = await stopped(procs)
+        await stopped([emulator.proc for emulator in emulators])
     assert [0] * len(procs) == codes, [(p.pid, c) for p, c in zip(procs, codes, strict=True)]
+
+
+async def stopped(procs: list[asyncio.subprocess.Process]) -> list[int]:
+    """SIGTERM to each process still running, then their exit codes; one still running 30 s
+    later is killed (its code then says so: -9)."""
+    for proc in procs:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    codes = []
+    for proc in procs:
+        try:
+            codes.append(await asyncio.wait_for(proc.wait(), 30))
+        except TimeoutError:
+            proc.kill()
+            codes.append(await proc.wait())
+    return codes
 
 
 async def stock(loop: Loop, skus: tuple[str, ...]) -> None:
