@@ -12,7 +12,9 @@ codes (a carrier's tracker update names no order). For each event it names, olde
                  (subscription, HTTP status or error, latency)            outbox, deliveries
 
 For an order id, its label (the labels row: state, carrier, service, tracking code, label URL)
-takes its place in time, and the trace ends with the order's current status.
+and each write-back of a tracking number to its store (the writebacks row: state, store, the
+store's id for what it wrote) take their places in time, and the trace ends with the order's
+current status.
 
 Events are found by id in audit_events, event_keys, consumer_attempts and deliveries, so
 an event the audit consumer never saw still shows what the other consumers did with it.
@@ -110,12 +112,21 @@ async def order_label(tx: Tx, order_id: str) -> dict[str, Any] | None:
     return await tx.fetchrow(_LABEL, order_id)
 
 
+async def order_writebacks(tx: Tx, order_id: str) -> list[dict[str, Any]]:
+    """What the storefront consumer told (or is telling) the order's store, oldest first."""
+    return await tx.fetch(
+        "SELECT source, tracking_code, state, external_id, already_done, attempts, created_at,"
+        " updated_at FROM writebacks WHERE order_id = $1 ORDER BY updated_at",
+        order_id)
+
+
 async def trace(store_url: str, ident: str, limit: int = DEFAULT_LIMIT, *,
                 http: aiohttp.ClientSession | None = None, ingress: str | None = None
                 ) -> dict[str, Any]:
     """The trace of `ident`: {"id", "events": [event_trace, ...] oldest first, "more",
     "order": where the order `ident` names stands now ({"status", "hold_reason",
-    "updated_at"}; None: no such order), "label": its order_label, "refused": the ingress's
+    "updated_at"}; None: no such order), "label": its order_label, "writebacks": its
+    order_writebacks ([] when none or no such order), "refused": the ingress's
     refusals of a delivery by that id (None where not asked or not answered, and then
     "refused_error" says why)}. `http` is needed with `ingress`."""
     async with open_store(store_url, create=False) as store, store.transaction() as tx:
@@ -125,6 +136,7 @@ async def trace(store_url: str, ident: str, limit: int = DEFAULT_LIMIT, *,
         result = {"id": ident, "events": [await event_trace(tx, i) for i in ids],
                   "more": more, "order": order,
                   "label": await order_label(tx, ident) if order else None,
+                  "writebacks": await order_writebacks(tx, ident) if order else [],
                   "refused": None, "refused_error": None}
     if ingress is not None and http is not None:
         try:
@@ -164,6 +176,18 @@ def label_said(label: dict[str, Any]) -> str:
     return said
 
 
+def writeback_said(row: dict[str, Any]) -> str:
+    """What a writebacks row says: the store, the tracking number and what became of it."""
+    said = f"{row['source']} {row['state']}: tracking {row['tracking_code']}"
+    if row["external_id"]:
+        said += f", {row['external_id']}"
+    if row["already_done"]:
+        said += " (found at the store: written by an earlier attempt)"
+    if row["state"] != "done":
+        said += f" (attempt {row['attempts']})"
+    return said
+
+
 def _began(event: dict[str, Any]) -> str:
     """When an event first shows: received, else its first attempt ('' if neither)."""
     return event["received_at"] or min((row["at"] for row in event["attempts"]), default="")
@@ -182,16 +206,22 @@ def render(result: dict[str, Any], out: TextIO) -> None:
         for row in result["refused"]:
             say(f"  {row['at']}  refused       {row['status']} {row['reason']} "
                 f"(source {row['source']}, client {row['client'] or '-'})")
-    label = result["label"]
+    # The order's label and write-backs, each shown before the first event after it.
+    asides = [(row["updated_at"], f"label of order {result['id']}",
+               f"label         {label_said(row)}")
+              for row in ([result["label"]] if result["label"] else [])]
+    asides += [(row["updated_at"], f"write-back of order {result['id']}",
+                f"write-back    {writeback_said(row)}") for row in result.get("writebacks", [])]
+    asides.sort(key=lambda aside: aside[0])
 
-    def say_label() -> None:
-        say(f"label of order {result['id']}")
-        say(f"  {label['updated_at']}  label         {label_said(label)}")
+    def say_asides(before: str | None) -> None:
+        while asides and (before is None or asides[0][0] < before):
+            at, header, line = asides.pop(0)
+            say(header)
+            say(f"  {at}  {line}")
 
     for event in result["events"]:
-        if label is not None and _began(event) > label["updated_at"]:
-            say_label()
-            label = None
+        say_asides(_began(event))
         say(f"event {event['event_id']}")
         if event["audit"]:
             occurred = f", occurred {event['occurred_at']}" if event["occurred_at"] else ""
@@ -214,8 +244,7 @@ def render(result: dict[str, Any], out: TextIO) -> None:
                 f"{note['message_id']} ({sent})")
             for row in note["deliveries"]:
                 say(f"  {_delivery(row)}")
-    if label is not None:
-        say_label()
+    say_asides(None)
     if result["more"]:
         say(f"(only the newest {len(result['events'])} events; --limit shows more)")
     if result["order"]:

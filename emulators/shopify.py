@@ -4,7 +4,7 @@ POST /admin/api/<version>/graphql.json with the X-Shopify-Access-Token header. V
 checked against the documented input types; answers carry `extensions.cost` from a leaky
 bucket, and a request the bucket cannot pay for is THROTTLED as Shopify does.
 
-    python -m emulators shopify --port 8801 --token shpat_test
+    python -m emulators shopify --port 12012 --token shpat_test
 
 Control (no credentials; loopback): POST /_emulator/seed {"orders": [{"id": 1001,
 "fulfillment_orders": ["OPEN"], "fulfillments": [{"number": "1Z..", "company": "UPS"}]}],

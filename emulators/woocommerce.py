@@ -3,7 +3,7 @@
 REST API consumer key and secret as HTTP Basic or as the `consumer_key`/`consumer_secret`
 query parameters. Errors are WordPress's `{"code", "message", "data": {"status"}}`.
 
-    python -m emulators woocommerce --port 8802 --key ck_test --secret cs_test
+    python -m emulators woocommerce --port 12013 --key ck_test --secret cs_test
 
 Control (no credentials; loopback): POST /_emulator/seed {"orders": [{"id": 727,
 "status": "processing", "notes": ["..."]}]}; POST /_emulator/faults {"status": 503 | 429 |

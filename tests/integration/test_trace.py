@@ -127,6 +127,43 @@ class TestTraceOfStoredRows:
         assert ("order.allocated", [("portal", 200)]) == (
             note["kind"], [(d["subscription"], d["status_code"]) for d in note["deliveries"]])
 
+    async def test_the_orders_write_backs_take_their_places_in_time(
+            self, store, store_url, test_env):
+        """An order's write-backs to its store (the storefront consumer's writebacks rows)
+        show where they happened among the order's events: one done, with the store's id for
+        it, between the order and the carrier's update; one still pending after them."""
+        async with store.transaction() as tx:
+            await tx.execute("INSERT INTO orders (order_id, source, status) VALUES ($1, $2, $3)",
+                             "1042", "shopify", "shipped")
+            for event_id, kind, at in (("e-1", "order.created", "2026-11-29T10:00:00Z"),
+                                       ("e-2", "shipment.updated", "2026-11-29T10:00:20Z")):
+                await tx.execute(
+                    "INSERT INTO audit_events VALUES ($1, $2, $3, $4, $5, $6, $7)", event_id,
+                    "shopify", kind, f"{kind}/v1", at, None, at)
+                await tx.execute("INSERT INTO event_keys VALUES ($1, $2, $3)", event_id,
+                                 "order_id", "1042")
+            await tx.executemany(
+                "INSERT INTO writebacks (order_id, tracking_code, source, state, external_id,"
+                " already_done, attempts, created_at, updated_at) VALUES ($1, $2, $3, $4, $5,"
+                " $6, $7, $8, $8)",
+                [("1042", "9400TRACK1", "shopify", "done", "gid://shopify/Fulfillment/7", 0, 1,
+                  "2026-11-29T10:00:10Z"),
+                 ("1042", "9400TRACK2", "shopify", "pending", None, None, 3,
+                  "2026-11-29T10:00:30Z")])
+        status, out, err = await trace_cli(store_url, "1042", test_env)
+        assert 0 == status, err
+        lines = [line for line in moments(out) if not line.startswith(("recorded", "no "))]
+        assert ["event e-1", "received      order.created from shopify (order.created/v1)",
+                "write-back of order 1042",
+                "write-back    shopify done: tracking 9400TRACK1, gid://shopify/Fulfillment/7",
+                "event e-2", "received      shipment.updated from shopify (shipment.updated/v1)",
+                "write-back of order 1042",
+                "write-back    shopify pending: tracking 9400TRACK2 (attempt 3)",
+                "order 1042 is now shipped"] == lines
+        result = (await trace(store_url, "1042"))["writebacks"]
+        assert [("9400TRACK1", "done"), ("9400TRACK2", "pending")] == [
+            (row["tracking_code"], row["state"]) for row in result]
+
     async def test_an_unknown_id_exits_1_saying_so(self, store, store_url, test_env):
         """Nothing matches: exit 1 with a clear message, which says too when the ingress's
         refusals could not be read; --json gives an empty list."""
@@ -138,7 +175,7 @@ class TestTraceOfStoredRows:
         code, out, err = await trace_cli(store_url, "no-such-id", test_env, "--json",
                                          "--ingress", "-")
         assert (1, {"id": "no-such-id", "events": [], "more": False, "order": None,
-                    "label": None, "refused": None, "refused_error": None}) == (
+                    "label": None, "writebacks": [], "refused": None, "refused_error": None}) == (
                         code, orjson.loads(out))
         assert "no refused delivery" not in err
 
