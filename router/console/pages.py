@@ -193,10 +193,28 @@ async def _trace(request: web.Request, ident: str) -> Any:
     return request.app[MASK].mask(result)
 
 
+def placed_asides(result: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The order's label and write-backs, each placed before the first event received after
+    its last change: one list per event, and a last one for those after every event. Each
+    aside is {"kind": "label" | "writeback", "row": the stored row}."""
+    asides = [{"kind": "label", "row": result["label"]}] if result.get("label") else []
+    asides += [{"kind": "writeback", "row": row} for row in result.get("writebacks") or []]
+    asides.sort(key=lambda aside: aside["row"].get("updated_at") or "")
+    events = result.get("events") or []
+    places: list[list[dict[str, Any]]] = [[] for _ in range(len(events) + 1)]
+    for aside in asides:
+        at = aside["row"].get("updated_at") or ""
+        index = next((i for i, event in enumerate(events)
+                      if (event.get("received_at") or "") > at), len(events))
+        places[index].append(aside)
+    return places
+
+
 async def search_page(request: web.Request) -> web.StreamResponse:
     ident = request.query.get("id", "").strip()
     result = await _trace(request, ident) if ident else None
-    return render(request, "search.html", {"id": ident, "result": result})
+    asides = placed_asides(result) if result else []
+    return render(request, "search.html", {"id": ident, "result": result, "asides": asides})
 
 
 async def trace_json(request: web.Request) -> web.StreamResponse:

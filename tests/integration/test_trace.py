@@ -128,10 +128,11 @@ class TestTraceOfStoredRows:
             note["kind"], [(d["subscription"], d["status_code"]) for d in note["deliveries"]])
 
     async def test_the_orders_write_backs_take_their_places_in_time(
-            self, store, store_url, test_env):
+            self, store, store_url, test_env, settings, make_console):
         """An order's write-backs to its store (the storefront consumer's writebacks rows)
-        show where they happened among the order's events: one done, with the store's id for
-        it, between the order and the carrier's update; one still pending after them."""
+        show where they happened among the order's events, in `trace` and in the console's
+        Search: one done, with the store's id for it, between the order and the carrier's
+        update; one still pending after them."""
         async with store.transaction() as tx:
             await tx.execute("INSERT INTO orders (order_id, source, status) VALUES ($1, $2, $3)",
                              "1042", "shopify", "shipped")
@@ -163,6 +164,20 @@ class TestTraceOfStoredRows:
         result = (await trace(store_url, "1042"))["writebacks"]
         assert [("9400TRACK1", "done"), ("9400TRACK2", "pending")] == [
             (row["tracking_code"], row["state"]) for row in result]
+        from test_console_server import console_settings, login  # it imports this module
+
+        console = await make_console(console_settings(settings, store_url))
+        assert 303 == (await login(console)).status
+        page = await (await console.get("/search", params={"id": "1042"})).text()
+        places = [page.index(said) for said in (
+            "Event <code>e-1</code>",
+            "Write-back to shopify <small>tracking <code>9400TRACK1</code>",
+            "<strong>done</strong>: <code>gid://shopify/Fulfillment/7</code>",
+            "Event <code>e-2</code>",
+            "Write-back to shopify <small>tracking <code>9400TRACK2</code>",
+            "<strong>pending</strong> (attempt 3)",
+            "Order <code>1042</code> is now <strong>shipped</strong>")]
+        assert places == sorted(places), page
 
     async def test_an_unknown_id_exits_1_saying_so(self, store, store_url, test_env):
         """Nothing matches: exit 1 with a clear message, which says too when the ingress's

@@ -10,6 +10,7 @@ import jinja2
 import pytest
 
 import router.console
+from router.console.pages import placed_asides
 
 TEMPLATES = Path(router.console.__file__).parent / "templates"
 BOUGHT = {"state": "bought", "carrier": "USPS", "service": "Priority",
@@ -27,7 +28,8 @@ def search_page(**result: Any) -> str:
     trace = {"id": "1042", "events": [], "more": False, "refused": None,
              "refused_error": None, **result}
     return environment.get_template("search.html").render(
-        id="1042", result=trace, user=None, may_act=False, csrf="")
+        id="1042", result=trace, asides=placed_asides(trace), user=None, may_act=False,
+        csrf="")
 
 
 class TestLabelOnTheTimeline:
@@ -62,3 +64,24 @@ class TestLabelOnTheTimeline:
         carry labels) there is no Label section."""
         page = search_page(**result)
         assert 'id="label"' not in page and "Label" not in page
+
+
+def event(event_id: str, received_at: str) -> dict[str, Any]:
+    return {"event_id": event_id, "received_at": received_at}
+
+
+class TestAsidesInTime:
+    def test_each_goes_before_the_first_event_received_after_it(self):
+        """The label and each write-back are placed by their last change: before the first
+        event received later, or after every event."""
+        events = [event("e-1", "2026-12-07T10:00:00Z"), event("e-2", "2026-12-07T10:00:20Z")]
+        label = {**BOUGHT, "updated_at": "2026-12-07T10:00:05Z"}
+        early = {"tracking_code": "T1", "updated_at": "2026-12-07T10:00:10Z"}
+        late = {"tracking_code": "T2", "updated_at": "2026-12-07T10:00:30Z"}
+        places = placed_asides({"events": events, "label": label, "writebacks": [late, early]})
+        assert [[], [("label", label), ("writeback", early)], [("writeback", late)]] == [
+            [(aside["kind"], aside["row"]) for aside in place] for place in places]
+
+    def test_no_events_all_after(self):
+        places = placed_asides({"events": [], "label": None, "writebacks": []})
+        assert [[]] == places
