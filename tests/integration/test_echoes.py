@@ -15,6 +15,7 @@ orders/fulfilled carry the order); WooCommerce's order 727 and its documented up
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -162,8 +163,12 @@ class Shop:
 
 @contextlib.asynccontextmanager
 async def shop_of(provider: str, store_url: str, settings: Settings, carrier: Carrier,
-                  stores, make_client) -> AsyncIterator[Shop]:
+                  stores, make_client, complete_order: bool = True) -> AsyncIterator[Shop]:
     on = with_storefront(settings, stores, carrier)
+    woo = dataclasses.replace(on.storefront.stores["woocommerce"],
+                              complete_order=complete_order)
+    on = dataclasses.replace(on, storefront=dataclasses.replace(
+        on.storefront, stores={**on.storefront.stores, "woocommerce": woo}))
     client = await make_client(on)
     async with open_store(store_url) as store, running(on, store, *CONSUMERS):
         shop = Shop(client, on, store, provider)
@@ -274,4 +279,18 @@ class TestNotOurs:
             assert row is not None and "label_purchased" == row["status"]
             assert street == orjson.loads(row["shipping_address"])["line1"]
         assert 1 == carrier.sold()["labels_sold"]
+        await nothing_dead(amqp, shop.on)
+
+    async def test_a_completion_our_write_back_does_not_make_ships_the_order(
+        self, store_url, settings, carrier, stores, declared, make_client, amqp
+    ):
+        """With complete_order = false our write-back only adds the note: a WooCommerce
+        `completed` is then the merchant's own, and ships the order, as before."""
+        async with shop_of("woocommerce", store_url, settings, carrier, stores, make_client,
+                           complete_order=False) as shop:
+            state = counters(stores, "woocommerce")["orders"][shop.order_id]
+            assert "processing" == state["status"]  # we did not complete it
+            (event,) = await shop.echoes()
+            assert ["shipped"] == await shop.outcomes([event])
+            assert ("shipped", None) == await status(shop.store, shop.order_id)
         await nothing_dead(amqp, shop.on)
