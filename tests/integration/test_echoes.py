@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from test_labels import (
 )
 from test_storefront import counters, with_storefront, written
 
+from consumers.order_admin import orders_command
 from consumers.store import Store, open_store
 from consumers.trace import trace
 from router.broker.topology import Topology
@@ -54,7 +56,7 @@ FULFILLMENT = (PROVIDERS / "shopify" / "webhook-fulfillments-create.json").read_
 WOO_ORDER = (PROVIDERS / "woocommerce" / "order-727.json").read_bytes()
 WOO_COMPLETED = (PROVIDERS / "woocommerce" / "order-727-completed.json").read_bytes()
 ORDER_ID = {"shopify": "450789469", "woocommerce": "727"}
-CONSUMERS = ("orders", "labels", "storefront", "shipping")
+CONSUMERS = ("orders", "labels", "storefront", "shipping", "audit")
 ECHO_AT = "2026-12-07T10:00:00-05:00"  # after the order's own times, as a new webhook is
 HAND_TRACKING = "1Z999AA10123456784"  # a number typed into Shopify's admin, not ours
 
@@ -152,7 +154,7 @@ class Shop:
         """Each event's outcome, once every one has one."""
         async def row(event_id: str) -> dict[str, Any] | None:
             return await one(self.store, "SELECT outcome FROM consumer_attempts WHERE"
-                                         " event_id = $1", event_id)
+                                         " event_id = $1 AND consumer <> 'audit'", event_id)
 
         async def all_done() -> bool:
             return all([await row(event_id) is not None for event_id in event_ids])
@@ -229,9 +231,16 @@ class TestEchoes:
             assert ["echo"] * len(events) == await shop.outcomes(events)
             assert where == await status(shop.store, shop.order_id)
             assert before == await counts(shop)
-            traced = await trace(store_url, events[-1])
-            (event,) = traced["events"]
-            assert ["echo"] == [a["outcome"] for a in event["attempts"]]
+            traced = await trace(store_url, shop.order_id)  # every event of the order
+            assert ["echo"] * len(events) == [
+                a["outcome"] for e in traced["events"] if e["event_id"] in events
+                for a in e["attempts"] if a["consumer"] != "audit"]
+            shown = io.StringIO()
+            stored = dataclasses.replace(shop.on, consumers=dataclasses.replace(
+                shop.on.consumers, store=store_url))
+            assert 0 == await orders_command(stored, "show", order_id=shop.order_id,
+                                             out=shown)
+            assert "echo" not in shown.getvalue()  # no change, so not the last one
         assert 1 == carrier.sold()["labels_sold"]
         assert 1 == await at_the_store(shop, stores)
         await nothing_dead(amqp, shop.on)
