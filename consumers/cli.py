@@ -83,8 +83,9 @@ def _storefront_runner(settings: Settings, store: Store, session: aiohttp.Client
                                        **target.driver_config(s.timeout))
                for source, target in s.stores.items()}
     writer = StorefrontWriter(s, store, drivers)
-    return CallingRunner(ConsumerSpec("storefront", writer.handle), store, settings.broker,
-                         caller=writer, prefetch=prefetch, concurrency=concurrency)
+    return CallingRunner(ConsumerSpec("storefront", writer.handle, tick=writer.tick),
+                         store, settings.broker, caller=writer, prefetch=prefetch,
+                         concurrency=concurrency)
 
 
 def _enabled(name: str, settings: Settings) -> bool:

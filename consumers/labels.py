@@ -25,8 +25,10 @@ void (`webhook-router labels void`).
 Failures: an address the carrier refuses holds the order (on_hold, address_invalid, the
 carrier's message kept on the row and in the `order.on_hold` notification); no rate
 matching the rule holds it (no_rate); the carrier unavailable (5xx, 429, timeout) or an
-answer lost is Transient (the retry ladder); anything else the carrier refuses is Permanent
-(the dead-letter queue, with its message).
+answer lost is Transient: the labels queue's own retry ladder ([labels] retry_ladder, about a
+day long by default, so a carrier outage of a minute or an hour never dead-letters), waiting
+at least as long as the carrier's Retry-After says; anything else the carrier refuses is
+Permanent (the dead-letter queue, with its message).
 """
 
 from __future__ import annotations
@@ -285,7 +287,9 @@ class Labels:
         except NoRate as exc:
             return Held(order_id, purchase, "no_rate", str(exc))
         except (CarrierUnavailable, Uncertain) as exc:
-            raise Transient(f"{self.carrier.name}: {exc}") from exc
+            # The carrier's Retry-After picks the retry rung (consumers.runner.rung).
+            after = exc.retry_after if isinstance(exc, CarrierUnavailable) else None
+            raise Transient(f"{self.carrier.name}: {exc}", retry_after=after) from exc
         except (CarrierRefused, NotSupported) as exc:
             raise Permanent(f"{self.carrier.name} refused: {exc}") from exc
 

@@ -39,12 +39,19 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiormq.exceptions import ChannelInvalidStateError
 from prometheus_client import Counter, Histogram
 
-from consumers.errors import Permanent
+from consumers.errors import Deferred, Permanent, Transient
 from consumers.events import Event
 from consumers.store import Store, Tx, mark_sent
 from router.broker.connect import open_connection
 from router.broker.errors import BROKER_ERRORS, PublishFailed
-from router.broker.messages import REPLAYED_AT, attempt_of, dead_copy, reroute, retry_copy
+from router.broker.messages import (
+    REPLAYED_AT,
+    attempt_of,
+    copy_message,
+    dead_copy,
+    reroute,
+    retry_copy,
+)
 from router.broker.publisher import Publisher
 from router.broker.reconnect import keep_trying
 from router.broker.topology import Topology
@@ -82,6 +89,19 @@ def _replayed_at(message: AbstractIncomingMessage) -> str | None:
     """When an operator replayed this message from a dead-letter queue, if one did."""
     value = (message.headers or {}).get(REPLAYED_AT)
     return value if isinstance(value, str) else None
+
+
+def rung(ladder: tuple[int, ...], attempt: int, retry_after: float | None = None,
+         deferred: bool = False) -> int:
+    """The retry rung (seconds) for a message failing its `attempt`-th time (0-based): the
+    ladder's own, or the smallest rung at least `retry_after` long (the longest if none is)
+    when that is longer: a wait the other side asked for is never shortened. A Deferred
+    message without `retry_after` waits on the longest rung."""
+    own = ladder[min(attempt, len(ladder) - 1)]
+    if retry_after is None:
+        return max(ladder) if deferred else own
+    fitting = [delay for delay in ladder if delay >= retry_after]
+    return max(own, min(fitting) if fitting else max(ladder))
 
 
 class _Failed(Exception):
@@ -123,6 +143,8 @@ class Outcome:
     result: str = "processed"  # processed | duplicate | retry | dead | a handler's word
     reason: str = ""
     delay: int | None = None  # seconds, when it went to a retry queue
+    retry_after: float | None = None  # seconds the failure asked to wait (Transient)
+    deferred: bool = False  # waiting for an operator (Deferred): no attempt used up
     started: float = field(default_factory=time.perf_counter)
     event: Event | None = None  # the parsed envelope; None if it is not one
 
@@ -193,6 +215,7 @@ class Runner:
         self.batch_size = max(1, prefetch // (concurrency + 1))
         self.topology = Topology.of(broker)
         self.queue_name = self.topology.queue(spec.name)
+        self.ladder = self.topology.ladder(spec.name)
         self.publisher = Publisher(broker, connection_name=f"consumer-{spec.name}-outbox")
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._acker = _Acker()
@@ -502,8 +525,11 @@ class Runner:
         except Exception as exc:
             await tx.execute("ROLLBACK TO SAVEPOINT message")
             del tx.outbox[added:]
+            if isinstance(exc, Transient):
+                outcome.retry_after = exc.retry_after
+            outcome.deferred = isinstance(exc, Deferred)
             attempts = attempt_of(outcome.message) + 1
-            exhausted = attempts > len(self.topology.retry_ladder)
+            exhausted = attempts > len(self.ladder) and not outcome.deferred
             outcome.result = "dead" if exhausted else "retry"
             outcome.reason = f"{type(exc).__name__}: {exc}"[:200]
         await tx.execute("RELEASE SAVEPOINT message")
@@ -519,9 +545,12 @@ class Runner:
         message = outcome.message
         attempt = attempt_of(message)
         if outcome.result == "retry":
-            delay = outcome.delay = self.topology.retry_ladder[attempt]
+            delay = outcome.delay = rung(self.ladder, attempt, outcome.retry_after,
+                                         outcome.deferred)
             routing_key = self.topology.retry_queue(self.spec.name, delay)
-            copy = retry_copy(message)
+            # A deferred message keeps its attempt count: waiting for an operator is no try.
+            copy = copy_message(message, attempt=attempt) if outcome.deferred \
+                else retry_copy(message)
         else:
             routing_key = self.topology.dead_queue(self.spec.name)
             copy = dead_copy(message, attempt=attempt, reason=outcome.reason,

@@ -16,12 +16,21 @@ then in the runner's:
 So whatever is delivered twice or dies half-way, the store holds one fulfillment (Shopify) or
 one customer note (WooCommerce) per tracking number.
 
-Failures: the store unavailable (5xx, 429, THROTTLED, timeout) or its answer lost is Transient
-(the retry ladder); anything else the store refuses is Permanent (the dead-letter queue, with
-the store's message). Credentials the store refuses (401/403) pause write-back to that
-store: a `storefront_pauses` row and `webhook_storefront_paused{source}` = 1; its messages go
-to the retry ladder without calling the store again, until the consumer restarts (with
-renewed credentials) and the next write-back there succeeds.
+Failures: the store unavailable (5xx, 429, THROTTLED, timeout) or its answer lost is Transient:
+the storefront queue's own retry ladder ([storefront] retry_ladder, about a day long by
+default), waiting at least as long as the store's Retry-After or Shopify's cost bucket says;
+anything else the store refuses is Permanent (the dead-letter queue, with the store's
+message).
+
+Credentials the store refuses (401/403, ACCESS_DENIED) pause write-back to that store: a
+`storefront_pauses` row and `webhook_storefront_paused{source}` = 1. While it is paused, its
+messages are Deferred: they wait on the rung for `probe_every` and come back, as often as it
+takes, never using up their attempts and never dead-lettered, while other stores' messages
+flow. At most one write-back per `probe_every` seconds (across every process: the claim is a
+row update) is tried against the paused store, the probe: its success lifts the pause, a
+401/403 keeps it. `webhook-router storefront resume SOURCE` lifts it at once (an operator
+renewed the credentials). A restart lifts nothing: with N processes, one restarting says
+nothing about the credentials, and the probe finds renewed ones within `probe_every` anyway.
 """
 
 from __future__ import annotations
@@ -29,12 +38,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
+import structlog
 from prometheus_client import Gauge
 
 from consumers.calling import CallResults
-from consumers.errors import Permanent, Transient
+from consumers.errors import Deferred, Permanent, Transient
 from consumers.events import Event, data_of, text
 from consumers.store import Store, Tx
 from consumers.storefronts import (
@@ -49,13 +60,16 @@ from consumers.storefronts import (
 from router.storefront_settings import StorefrontSettings
 from router.times import now_iso
 
+log = structlog.get_logger("consumers.storefront")
+
 # What handle() returns, for the runner to count.
 OUTCOMES = ("written", "exists", "ignored")
 LABEL_CREATED = "shipment.label_created"
 
 PAUSED = Gauge("webhook_storefront_paused", "1 while write-back to the source's store is "
-               "paused: the store refused our credentials (401/403); renew them and restart "
-               "the storefront consumer", ["source"], multiprocess_mode="max")
+               "paused: the store refused our credentials (401/403); renew them, then "
+               "`webhook-router storefront resume SOURCE` (or wait for the probe)", ["source"],
+               multiprocess_mode="max")
 
 
 @dataclass(frozen=True)
@@ -117,10 +131,27 @@ async def _intend(tx: Tx, want: Wanted, source: str) -> None:
 
 
 async def _pause(tx: Tx, source: str, message: str) -> None:
+    """Pause `source` (a probe refused again keeps its paused_at, with the new message)."""
     await tx.execute(
         "INSERT INTO storefront_pauses (source, message, paused_at) VALUES ($1, $2, $3)"
-        " ON CONFLICT (source) DO UPDATE SET message = $2, paused_at = $3",
+        " ON CONFLICT (source) DO UPDATE SET message = $2",
         source, message, now_iso())
+
+
+async def _claim_probe(tx: Tx, source: str, every: float) -> bool:
+    """Whether this caller may try the paused `source` now: its last probe (or the pause)
+    is at least `every` seconds old. One row update decides, so of any number of processes
+    one gets each probe."""
+    now = datetime.fromisoformat(now_iso())
+    due = (now - timedelta(seconds=every)).isoformat(timespec="microseconds")
+    return bool(await tx.execute(
+        "UPDATE storefront_pauses SET probed_at = $2 WHERE source = $1"
+        " AND COALESCE(probed_at, paused_at) <= $3",
+        source, now.isoformat(timespec="microseconds"), due))
+
+
+async def _lift(tx: Tx, source: str) -> bool:
+    return bool(await tx.execute("DELETE FROM storefront_pauses WHERE source = $1", source))
 
 
 class StorefrontWriter:
@@ -133,13 +164,9 @@ class StorefrontWriter:
         self.store = store
         self.drivers = drivers  # source -> its store's driver
         self.results: CallResults[Written | Skipped] = CallResults()
-        self.lifted = False
 
     async def call(self, events: list[Event]) -> None:
         """Write back each (order, tracking number) the batch names, once each."""
-        if not self.lifted:  # a (re)start, with the credentials as configured now
-            await self.store.run(self._lift)
-            self.lifted = True
         wanting: dict[Wanted, list[str]] = {}
         for event in events:
             try:
@@ -150,10 +177,14 @@ class StorefrontWriter:
             wanting.setdefault(want, []).append(str(event["id"]))
         await asyncio.gather(*(self._settle(want, ids) for want, ids in wanting.items()))
 
-    async def _lift(self, tx: Tx) -> None:
+    async def tick(self, tx: Tx, now: str) -> int:
+        """The gauge as the table says (a pause lifted by `storefront resume`, or set by
+        another process, shows here too); changes nothing."""
+        rows = await tx.fetch("SELECT source FROM storefront_pauses")
+        paused = {row["source"] for row in rows}
         for source in self.drivers:
-            await tx.execute("DELETE FROM storefront_pauses WHERE source = $1", source)
-            PAUSED.labels(source=source).set(0)
+            PAUSED.labels(source=source).set(int(source in paused))
+        return 0
 
     def forget(self, events: list[Event]) -> None:
         self.results.forget(events)
@@ -178,8 +209,11 @@ class StorefrontWriter:
         if row is not None and row["state"] == "done":
             return Written(want.order_id, want.tracking.number, source,
                            WriteBack(row["external_id"] or "", True))
-        if pause is not None:
-            raise Transient(f"write-back to {source} is paused: {pause['message']}")
+        every = self.settings.probe_every
+        PAUSED.labels(source=source).set(int(pause is not None))
+        if pause is not None and not await self.store.run(
+                lambda tx: _claim_probe(tx, source, every)):
+            raise Deferred(f"write-back to {source} is paused: {pause['message']}", every)
         await self.store.run(lambda tx: _intend(tx, want, source))
         notify = self.settings.stores[source].notify_customer
         try:
@@ -188,11 +222,16 @@ class StorefrontWriter:
             message = str(exc)
             await self.store.run(lambda tx: _pause(tx, source, message))
             PAUSED.labels(source=source).set(1)
-            raise Transient(f"{source}: credentials refused, write-back paused: {exc}") from exc
+            raise Deferred(f"{source}: credentials refused, write-back paused: {exc}",
+                           every) from exc
         except (StoreUnavailable, Uncertain) as exc:
-            raise Transient(f"{source}: {exc}") from exc
+            after = exc.retry_after if isinstance(exc, StoreUnavailable) else None
+            raise Transient(f"{source}: {exc}", after) from exc
         except StoreRefused as exc:
             raise Permanent(f"{source} refused: {exc.message}") from exc
+        if pause is not None and await self.store.run(lambda tx: _lift(tx, source)):
+            PAUSED.labels(source=source).set(0)
+            log.info("storefront_resumed", source=source, by="probe")
         return Written(want.order_id, want.tracking.number, source, result)
 
     async def handle(self, tx: Tx, event: Event, batch: None = None) -> str:

@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import hmac
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,8 +24,11 @@ class Fault:
     of an answer (a 429 says `retry_after` seconds when given, else what the provider would);
     `drop`: the connection dropped before anything is done; `reset`: the work done, then the
     connection dropped (the answer lost, not the request); `delay` seconds of waiting before
-    any of these (alone: a late answer). An emulator may know statuses of its own (Shopify:
-    "user_error", a mutation refused with `message`)."""
+    any of these (alone: a late answer). With `seconds`, it answers every request for that
+    many seconds from when it was asked for (an outage), whatever `count` says. A status
+    answered with `retry_after` carries that Retry-After header (429 has one by default, as
+    each provider sends). An emulator may know statuses of its own (Shopify: "user_error", a
+    mutation refused with `message`)."""
 
     status: int | str | None = None
     count: int = 1
@@ -34,6 +38,8 @@ class Fault:
     delay: float = 0.0
     retry_after: int | None = None
     message: str = "refused by the emulator"
+    seconds: float | None = None
+    until: float = field(init=False, default=0.0)  # monotonic end of a `seconds` outage
 
     def __post_init__(self) -> None:
         if self.status is None and not (self.drop or self.reset or self.delay):
@@ -46,6 +52,10 @@ class Fault:
             raise ValueError(f"delay {self.delay} is not 0 to 600 seconds")
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError(f"retry_after {self.retry_after} is negative")
+        if self.seconds is not None:
+            if not 0 < self.seconds <= 86400:
+                raise ValueError(f"seconds {self.seconds} is not 0 to 86400")
+            self.until = time.monotonic() + self.seconds
 
     @property
     def answers(self) -> bool:
@@ -64,10 +74,12 @@ class Control:
         """The fault due for this request before its work (or after it: `reset`), if any,
         once its delay has passed; it counts down. A fault that only delays is not returned:
         the request goes on."""
+        now = time.monotonic()
+        self.faults = [f for f in self.faults if f.seconds is None or f.until > now]
         for fault in self.faults:
             if fault.reset == after_work and fault.operation in (None, operation):
                 fault.count -= 1
-                if fault.count <= 0:
+                if fault.count <= 0 and fault.seconds is None:
                     self.faults.remove(fault)
                 if fault.delay:
                     await asyncio.sleep(fault.delay)

@@ -8,7 +8,9 @@ bucket, and a request the bucket cannot pay for is THROTTLED as Shopify does.
 
 Control (no credentials; loopback): POST /_emulator/seed {"orders": [{"id": 1001,
 "fulfillment_orders": ["OPEN"], "fulfillments": [{"number": "1Z..", "company": "UPS"}]}],
-"bucket": {"available": 0, "restore_rate": 1}}; POST /_emulator/faults {"status": 503 | 429 |
+"bucket": {"available": 0, "restore_rate": 1}, "token": "shpat_new"} (the token accepted
+from now on: the old one is revoked, as when the app is uninstalled or its token rotated);
+POST /_emulator/faults {"status": 503 | 429 |
 401 | "user_error", "message": "...", "retry_after": 2, "drop": false, "reset": false,
 "delay": 0, "count": 1, "operation": "fulfillmentCreate" | "order"}; GET /_emulator/counters
 (orders, their fulfillments, fulfillments created, the bucket, requests per operation).
@@ -226,7 +228,7 @@ class Shop:
 
 SHOP = web.AppKey("shop", Shop)
 BUCKET = web.AppKey("bucket", Bucket)
-TOKEN = web.AppKey("token", str)
+TOKEN = web.AppKey("token", list[str])  # [the accepted token]; seed {"token"} replaces it
 
 
 def check_arguments(operation: Operation, variables: dict[str, Any]) -> None:
@@ -274,8 +276,11 @@ def fault_response(request: web.Request, fault: Fault) -> web.StreamResponse:
         return cut(request)
     status = fault.status if isinstance(fault.status, int) else 500  # a name it lacks
     body = FAULT_BODIES.get(status, {"errors": "Internal Server Error"})
+    # 429 always says when (Shopify 2.0 s, WooCommerce's rate limiters their window); a 503
+    # when the test asks, as a store behind a maintenance page or a proxy does.
     after = 2.0 if fault.retry_after is None else fault.retry_after
-    headers = {"Retry-After": str(after)} if status == 429 else {}
+    headers = ({"Retry-After": str(after)}
+               if status == 429 or fault.retry_after is not None else {})
     return web.json_response(body, status=status, headers=headers)
 
 
@@ -286,7 +291,7 @@ async def graphql(request: web.Request) -> web.StreamResponse:
     if not re.fullmatch(r"\d{4}-(01|04|07|10)|unstable", request.match_info["version"]):
         return web.json_response({"errors": "Not Found"}, status=404)
     token = request.headers.get("X-Shopify-Access-Token", "")
-    if not same_secret(token, app[TOKEN]):
+    if not same_secret(token, app[TOKEN][0]):
         return web.json_response(UNAUTHORIZED, status=401)
     try:
         body = orjson.loads(await request.read())
@@ -343,12 +348,14 @@ def create_app(token: str, auto_orders: bool = True, bucket_size: float = 1000.0
     if not token:
         raise ValueError("the emulator needs an access token to enforce")
     app = web.Application()
-    app[TOKEN] = token
+    app[TOKEN] = accepted = [token]
     app[SHOP] = shop = Shop(auto_orders=auto_orders)
     app[BUCKET] = bucket = Bucket(bucket_size, restore_rate, bucket_size)
 
     def seed(body: dict[str, Any]) -> None:
         shop.seed(body)
+        if body.get("token"):
+            accepted[0] = str(body["token"])
         if "bucket" in body:
             bucket.refill()
             bucket.available = float(body["bucket"].get("available", bucket.available))

@@ -9,6 +9,7 @@
     subscriptions   outbound webhook subscriptions: list, enable, disable, test
     orders          where orders stand: show one, or list them by status
     labels          an order's shipping label: show it, void it, or buy one for a held order
+    storefront      write-back to the stores: show the paused ones, resume one
     deliveries      delivery attempts for an event, or `replay` past notifications
     trace           one id's story: received, recorded, each consumer's attempts, notifications
     console         the operator console; `console hash-password` makes a password hash
@@ -167,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_labels.add_argument("action", choices=["show", "void", "buy"])
     p_labels.add_argument("order_id", help="the order")
 
+    p_store = command("storefront", "write-back to the stores ([storefront]): show the stores "
+                                    "paused because they refused our credentials, or resume "
+                                    "one once they were renewed")
+    p_store.add_argument("action", choices=["show", "resume"])
+    p_store.add_argument("source", nargs="?", help="the store's source (resume; show: only it)")
+
     p_del = command("deliveries",
                     "delivery attempts for an event, or `replay` past notifications")
     p_del.add_argument("target", metavar="EVENT_ID|replay",
@@ -215,8 +222,8 @@ def _hash_password() -> int:
 
 
 def _store_command(settings: Settings, args: argparse.Namespace) -> int:
-    """orders, labels, subscriptions, deliveries, trace: the consumers' commands, reading
-    their store.
+    """orders, labels, storefront, subscriptions, deliveries, trace: the consumers' commands,
+    reading their store.
 
     They say first (on stderr) which store they read, and never create one: pointed where
     there is none, they say so and exit 2."""
@@ -226,6 +233,7 @@ def _store_command(settings: Settings, args: argparse.Namespace) -> int:
     from consumers.order_admin import orders_command
     from consumers.outbound.admin import Usage, deliveries_command, subscriptions_command
     from consumers.store import StoreError, StoreMissing, redact_url
+    from consumers.storefront_admin import storefront_command
     from consumers.trace import trace_command
 
     url = getattr(args, "store", None) or settings.consumers.store
@@ -242,6 +250,8 @@ def _store_command(settings: Settings, args: argparse.Namespace) -> int:
                                               status=args.status, limit=args.limit))
         if args.command == "labels":
             return asyncio.run(labels_command(settings, args.action, args.order_id))
+        if args.command == "storefront":
+            return asyncio.run(storefront_command(settings, args.action, args.source))
         if args.command == "subscriptions":
             return asyncio.run(subscriptions_command(settings, args.action, args.name))
         return asyncio.run(deliveries_command(settings, args.target,
@@ -280,7 +290,7 @@ def _run(args: argparse.Namespace) -> int:
         # The console signs test payloads as the providers would: it needs their secrets.
         secrets = releasing or args.command not in ("topology", "dlq", "orders", "trace",
                                                     "subscriptions", "deliveries", "openapi",
-                                                    "labels")
+                                                    "labels", "storefront")
         settings = load_settings(
             args.config,
             resolve_secrets=secrets,
@@ -353,7 +363,8 @@ def _run(args: argparse.Namespace) -> int:
 
         return asyncio.run(dlq_command(settings.broker, args.action, args.name,
                                        limit=args.limit, message_id=args.id, yes=args.yes))
-    if args.command in ("orders", "labels", "subscriptions", "deliveries", "trace"):
+    if args.command in ("orders", "labels", "storefront", "subscriptions", "deliveries",
+                        "trace"):
         return _store_command(settings, args)
     from router.providers import signed_headers
 

@@ -100,3 +100,17 @@ def check_cidrs(t: Table, name: str, cidrs: tuple[str, ...]) -> None:
             ipaddress.ip_network(cidr, strict=False)
         except ValueError as exc:
             raise t.error(name, f"{cidr!r} is not an IP address or CIDR") from exc
+
+
+# RabbitMQ's x-message-ttl is at most 2**32 - 1 ms: the longest retry rung, in seconds.
+MAX_RUNG = (2**32 - 1) // 1000
+
+
+def retry_ladder(t: Table, default: tuple[int, ...]) -> tuple[int, ...]:
+    """`retry_ladder`: a non-empty list of whole seconds, each a TTL RabbitMQ can hold."""
+    ladder = t.get("retry_ladder", list, list(default))
+    if not ladder or not all(isinstance(v, int) and not isinstance(v, bool)
+                             and 0 < v <= MAX_RUNG for v in ladder):
+        raise t.error("retry_ladder", "must be a non-empty list of whole seconds from 1 to "
+                                      f"{MAX_RUNG} (RabbitMQ's longest message TTL)")
+    return tuple(ladder)

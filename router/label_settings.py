@@ -9,6 +9,7 @@ start-up like every table (ConfigError naming the file and the key).
     base_url = "https://api.easypost.com/v2"  # tests and the walkthrough: the emulator
     currency = "USD"
     allowed = ["USPS", "UPS:Ground"]          # cheapest among these (CARRIER or CARRIER:SERVICE)
+    retry_ladder = [5, 30, 120, 600, 1800, 3600]  # seconds; default: OUTAGE_LADDER
     [labels.by_country]                       # or a fixed service per destination country
     CA = "UPS:Standard"
     [labels.from_address]                     # the warehouse
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from router.config_table import Table
+from router.config_table import Table, retry_ladder
 from router.secrets import resolve_secret
 
 # The drivers of consumers/carriers/ (CARRIERS there; a unit test keeps the two alike).
@@ -35,6 +36,12 @@ KNOWN_CARRIERS = ("easypost",)
 EASYPOST_URL = "https://api.easypost.com/v2"
 ADDRESS_REQUIRED = ("name", "line1", "city", "postal_code", "country")
 ADDRESS_OPTIONAL = ("line2", "region", "company", "phone", "email")
+# The labels and storefront consumers' default retry ladder (seconds): quick at first (a
+# blip, a deploy), then every 10 and 30 minutes, then hourly until a day has passed (~24.7 h
+# in all, as Svix's own schedule spans ~27 h): a carrier or store down for a minute or an
+# hour never dead-letters the label or the write-back, and once it is back the message waits
+# at most an hour. Retry-After and a rate limit's refill time pick a rung from these.
+OUTAGE_LADDER = (5, 30, 120, 600, 1800, *(3600,) * 24)
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,7 @@ class LabelSettings:
     default_parcel: ParcelSize = ParcelSize(16.0)
     parcels: Mapping[str, ParcelSize] = field(default_factory=dict)  # SKU -> its parcel
     verify_address: bool = True  # ask the carrier to refuse an undeliverable address
+    retry_ladder: tuple[int, ...] = OUTAGE_LADDER  # the labels queue's own (topology)
 
 
 def read_labels(t: Table, base: Path, env: Mapping[str, str], resolve: bool) -> LabelSettings:
@@ -116,6 +124,7 @@ def read_labels(t: Table, base: Path, env: Mapping[str, str], resolve: bool) -> 
         currency=currency.upper(), allowed=allowed, by_country=by_country,
         default_parcel=default_parcel, parcels=parcels,
         verify_address=t.get("verify_address", bool, d.verify_address),
+        retry_ladder=retry_ladder(t, d.retry_ladder),
     )
     t.done()
     return s

@@ -24,15 +24,13 @@ from router.config_table import existing_file as _existing_file
 from router.config_table import non_negative as _non_negative
 from router.config_table import path_in as _path
 from router.config_table import relative as _relative
+from router.config_table import retry_ladder as _ladder
 from router.console.settings import ConsoleSettings, read_console
 from router.errors import ConfigError
 from router.label_settings import LabelSettings, read_labels
 from router.providers import PROVIDERS, Provider
 from router.secrets import resolve_secret
 from router.storefront_settings import StorefrontSettings, read_storefront
-
-# RabbitMQ's x-message-ttl is at most 2**32 - 1 ms: the longest retry rung, in seconds.
-MAX_RUNG = (2**32 - 1) // 1000
 
 DEFAULT_CONFIG = Path("config/router.toml")
 ON_INVALID = ("hold", "reject")
@@ -100,6 +98,9 @@ class BrokerSettings:
     # Queues of consumers that are off unless configured (router.broker.topology
     # OPTIONAL_QUEUES): set from their tables, e.g. ("labels",) when [labels] is enabled.
     optional_queues: tuple[str, ...] = ()
+    # Work queues with a retry ladder of their own, from their tables ([labels] and
+    # [storefront] retry_ladder): (queue, ladder) pairs; the others use retry_ladder.
+    ladders: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -287,7 +288,8 @@ def load_settings(
     # Their queues exist only while their consumers are on.
     optional = tuple(name for name, on in (("labels", labels.enabled),
                                            ("storefront", storefront.enabled)) if on)
-    broker = dataclasses.replace(broker, optional_queues=optional)
+    ladders = (("labels", labels.retry_ladder), ("storefront", storefront.retry_ladder))
+    broker = dataclasses.replace(broker, optional_queues=optional, ladders=ladders)
     top.done()
     return Settings(file=path, server=server, broker=broker, logging=logging,
                     consumers=consumers, notifications=notifications,
@@ -430,15 +432,6 @@ def _consumers(t: _Table, env: Mapping[str, str]) -> ConsumerSettings:
     )
     t.done()
     return s
-
-
-def _ladder(t: _Table, default: tuple[int, ...]) -> tuple[int, ...]:
-    ladder = t.get("retry_ladder", list, list(default))
-    if not ladder or not all(isinstance(v, int) and not isinstance(v, bool)
-                             and 0 < v <= MAX_RUNG for v in ladder):
-        raise t.error("retry_ladder", "must be a non-empty list of whole seconds from 1 to "
-                                      f"{MAX_RUNG} (RabbitMQ's longest message TTL)")
-    return tuple(ladder)
 
 
 def _rate_limit(t: _Table) -> RateLimit | None:

@@ -7,6 +7,8 @@ source in [sources] (the kind defaults to that name):
     [storefront]
     enabled = true
     timeout = 10.0                                 # seconds per store request
+    retry_ladder = [5, 30, 120, 600, 1800, 3600]   # seconds; default: OUTAGE_LADDER
+    probe_every = 300.0                            # a paused store: one try per this often
     [storefront.shopify]
     base_url = "https://example.myshopify.com"     # tests and the walkthrough: the emulator
     access_token = "env:SHOPIFY_ADMIN_TOKEN"       # a secret reference, never the token
@@ -26,7 +28,8 @@ from pathlib import Path
 from types import MappingProxyType
 from urllib.parse import urlsplit
 
-from router.config_table import Table
+from router.config_table import Table, retry_ladder
+from router.label_settings import OUTAGE_LADDER
 from router.secrets import resolve_secret
 
 # The drivers of consumers/storefronts/ (DRIVERS there) and the secrets each one needs.
@@ -60,6 +63,10 @@ class StoreTarget:
 class StorefrontSettings:
     enabled: bool = False
     timeout: float = 10.0  # seconds per store request
+    retry_ladder: tuple[int, ...] = OUTAGE_LADDER  # the storefront queue's own (topology)
+    # While a store is paused (credentials refused), at most one write-back per this many
+    # seconds is tried against it: its success lifts the pause (consumers.storefront).
+    probe_every: float = 300.0
     stores: Mapping[str, StoreTarget] = field(default_factory=dict)  # source -> its store
 
 
@@ -74,7 +81,10 @@ def read_storefront(t: Table, base: Path, env: Mapping[str, str],
         stores[source] = _target(t.table(source), base, env, enabled, resolve, source)
     if enabled and not stores:
         raise t.error("enabled", "name at least one store: a [storefront.SOURCE] table")
-    s = StorefrontSettings(enabled=enabled, timeout=timeout, stores=stores)
+    s = StorefrontSettings(enabled=enabled, timeout=timeout,
+                           retry_ladder=retry_ladder(t, d.retry_ladder),
+                           probe_every=t.positive("probe_every", float, d.probe_every),
+                           stores=stores)
     t.done()
     return s
 

@@ -303,6 +303,12 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                 paused_at TEXT NOT NULL)""",
         ],
     ),
+    (
+        # When a paused store was last tried (the storefront consumer's probe: at most one
+        # write-back per [storefront] probe_every while paused); none yet: paused_at counts.
+        18,
+        ["ALTER TABLE storefront_pauses ADD COLUMN probed_at TEXT"],
+    ),
 ]
 
 _DIALECT = {

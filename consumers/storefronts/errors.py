@@ -2,7 +2,8 @@
 
     StoreError            the store did not confirm the write-back
     ├── StoreUnavailable  5xx, timeout, refused connection, 429 or GraphQL THROTTLED: nothing
-    │                     was done; try again after `retry_after` (consumers.errors.Transient)
+    │   │                 was done; try again after `retry_after` (consumers.errors.Transient)
+    │   └── Throttled     GraphQL THROTTLED: the cost bucket refills in `retry_after` seconds
     ├── Uncertain         the spending request went out and its answer was lost: it may have
     │                     been done; a retry looks it up first (consumers.errors.Transient)
     ├── StoreAuthRevoked  401/403 or ACCESS_DENIED: the token or key no longer works; pause
@@ -28,8 +29,12 @@ class StoreUnavailable(StoreError, Transient):
     said (Retry-After, or the GraphQL cost bucket's refill time)."""
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+        super().__init__(message, retry_after)
+
+
+class Throttled(StoreUnavailable):
+    """Shopify's GraphQL THROTTLED: the query was not run (a mutation neither), and the cost
+    bucket holds its cost again in `retry_after` seconds (None when the answer does not say)."""
 
 
 class Uncertain(StoreError, Transient):

@@ -1,14 +1,20 @@
 """Shopify: the Admin GraphQL API. The order's fulfillment orders and fulfillments in one
 query; when no fulfillment carries the tracking number yet, `fulfillmentCreate` for the open
 fulfillment orders with the tracking and `notifyCustomer`. Rate limits are Shopify's
-calculated query cost: a THROTTLED answer says how long the bucket needs to refill."""
+calculated query cost (https://shopify.dev/docs/api/usage/rate-limits): a THROTTLED answer's
+`extensions.cost` says how long the bucket needs to refill. A short wait (up to
+`max_throttle_wait` seconds) is waited out here and the request sent again, as Shopify's own
+API clients retry a throttled request; a longer one is raised (Throttled, with the wait as
+`retry_after`) for the retry ladder, so a consumer never sleeps for minutes holding a batch."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -18,9 +24,11 @@ from consumers.storefronts.errors import (
     StoreAuthRevoked,
     StoreRefused,
     StoreUnavailable,
+    Throttled,
 )
 from consumers.storefronts.transport import Request, Response, check_base_url, retry_after, send
 
+T = TypeVar("T")
 API_VERSION = "2024-10"
 # Fulfillment orders that can take a fulfillment now; CLOSED, CANCELLED and INCOMPLETE are
 # finished, ON_HOLD and SCHEDULED wait for the merchant (FulfillmentOrderStatus).
@@ -28,6 +36,10 @@ FULFILLABLE = frozenset({"OPEN", "IN_PROGRESS"})
 # Fulfillments that do not stand: one of these with our number is no write-back done.
 GONE = frozenset({"CANCELLED", "ERROR", "FAILURE"})
 PAGE = 50  # fulfillment orders and fulfillments read per order; Shopify allows up to 250
+# THROTTLED with a refill this short (seconds) is waited out in the driver, at most
+# THROTTLE_TRIES times per request; longer waits go to the retry ladder.
+MAX_THROTTLE_WAIT = 5.0
+THROTTLE_TRIES = 3
 
 ORDER_QUERY = f"""query StorefrontOrder($id: ID!) {{
   order(id: $id) {{
@@ -154,7 +166,7 @@ def _raise_errors(status: int, errors: Any, extensions: Any) -> None:
     if "THROTTLED" in codes:
         cost = extensions.get("cost") if isinstance(extensions, dict) else None
         wait = throttle_wait(cost) if isinstance(cost, dict) else None
-        raise StoreUnavailable(f"Shopify throttled the request: {message}", wait)
+        raise Throttled(f"Shopify throttled the request: {message}", wait)
     if "ACCESS_DENIED" in codes:
         raise StoreAuthRevoked(f"Shopify denied access: {message}", status)
     if "INTERNAL_SERVER_ERROR" in codes:
@@ -220,7 +232,8 @@ class Shopify:
     kind = "shopify"
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, access_token: str,
-                 api_version: str = API_VERSION, timeout: float = 10.0) -> None:
+                 api_version: str = API_VERSION, timeout: float = 10.0,
+                 max_throttle_wait: float = MAX_THROTTLE_WAIT) -> None:
         if not access_token:
             raise ValueError("Shopify access token is empty")
         if not re.fullmatch(r"\d{4}-\d{2}|unstable", api_version):
@@ -230,6 +243,7 @@ class Shopify:
         self.access_token = access_token
         self.api_version = api_version
         self.timeout = timeout
+        self.max_throttle_wait = max_throttle_wait
 
     def __repr__(self) -> str:  # never the token
         return f"Shopify({self.base_url!r}, api_version={self.api_version!r})"
@@ -237,10 +251,24 @@ class Shopify:
     async def fulfil(self, order_ref: str, tracking: Tracking,
                      notify_customer: bool) -> WriteBack:
         query = build_order_query(order_ref, self.api_version, self.access_token)
-        state = parse_order(await send(self.session, self.base_url, query, self.timeout))
+        state = await self._ask(query, parse_order)
         if (found := existing_fulfillment(state, tracking.number)) is not None:
             return WriteBack(found, already_done=True)
         create = build_fulfillment_create(fulfillable(state), tracking, notify_customer,
                                           self.api_version, self.access_token)
-        answer = await send(self.session, self.base_url, create, self.timeout)
-        return WriteBack(parse_fulfillment_create(answer), already_done=False)
+        created = await self._ask(create, parse_fulfillment_create)
+        return WriteBack(created, already_done=False)
+
+    async def _ask(self, request: Request, parse: Callable[[Response], T]) -> T:
+        """Send `request` and parse its answer; a THROTTLED answer whose refill is short is
+        waited out and sent again (THROTTLED ran nothing, so a mutation is safe to repeat)."""
+        tries = 1
+        while True:
+            try:
+                return parse(await send(self.session, self.base_url, request, self.timeout))
+            except Throttled as exc:
+                wait = exc.retry_after
+                if tries >= THROTTLE_TRIES or wait is None or wait > self.max_throttle_wait:
+                    raise
+            tries += 1
+            await asyncio.sleep(wait)

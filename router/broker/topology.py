@@ -11,7 +11,10 @@
                                 while [labels] is enabled: OPTIONAL_QUEUES)
     queue     storefront        notify.shipment.label_created  (quorum; only while
                                 [storefront] is enabled)
-    per queue NAME.retry.<s>    quorum, x-message-ttl, dead-letters back to NAME
+    per queue NAME.retry.<s>    quorum, x-message-ttl, dead-letters back to NAME; one per
+                                rung of the queue's ladder: [broker] retry_ladder, or the
+                                consumer's own (labels, storefront: hours long, so an outage
+                                of the carrier or the store never dead-letters; `ladder`)
               NAME.dead         quorum; also where a message redelivered more than
                                 delivery_limit times (a crash loop) ends up
     per source held.SOURCE      quorum; authentic deliveries that could not be mapped, kept
@@ -111,6 +114,7 @@ class Topology:
     audit_limit: QueueLimit = QueueLimit(BrokerSettings.audit_max_length,
                                          BrokerSettings.audit_max_bytes)
     optional: tuple[str, ...] = ()  # the OPTIONAL_QUEUES switched on
+    ladders: tuple[tuple[str, tuple[int, ...]], ...] = ()  # queue -> its own ladder
 
     @classmethod
     def of(cls, broker: BrokerSettings) -> Topology:
@@ -118,7 +122,12 @@ class Topology:
         return cls(broker.prefix, broker.retry_ladder, broker.delivery_limit,
                    QueueLimit(broker.held_max_length, broker.held_max_bytes),
                    QueueLimit(broker.audit_max_length, broker.audit_max_bytes),
-                   broker.optional_queues)
+                   broker.optional_queues, broker.ladders)
+
+    def ladder(self, name: str) -> tuple[int, ...]:
+        """The retry ladder of work queue `name` (no prefix): its own if it has one
+        ([labels] and [storefront] retry_ladder), else [broker] retry_ladder."""
+        return dict(self.ladders).get(name, self.retry_ladder)
 
     @property
     def exchange(self) -> str:
@@ -169,7 +178,7 @@ class Topology:
             limit = self.audit_limit if name == "audit" else None
             specs += self.work_queues(name, self.retry_ladder, keys, limit)
         for name in self.optional:
-            specs += self.work_queues(name, self.retry_ladder, OPTIONAL_QUEUES[name])
+            specs += self.work_queues(name, self.ladder(name), OPTIONAL_QUEUES[name])
         return specs
 
     def work_queues(
@@ -192,7 +201,7 @@ class Topology:
                 bindings,
             )
         ]
-        for delay in ladder:
+        for delay in dict.fromkeys(ladder):  # one queue per distinct rung
             specs.append(
                 QueueSpec(
                     self.retry_queue(name, delay),

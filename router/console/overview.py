@@ -72,7 +72,7 @@ def _since(kept: list[Any], totals: dict[str, list[list[Any]]], since: str
 def _queue_names(settings: Settings) -> dict[str, list[str]]:
     """Each consumer queue and subscription's delivery queue -> [main, retries..., dead]."""
     topology = Topology.of(settings.broker)
-    bases = {name: topology.retry_ladder for name in topology.work_queue_bases()}
+    bases = {name: topology.ladder(name) for name in topology.work_queue_bases()}
     bases |= {delivery_queue(name): settings.notifications.retry_ladder
               for name in settings.subscriptions}
     return {base: [spec.name for spec in topology.work_queues(base, ladder)]

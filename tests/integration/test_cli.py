@@ -275,7 +275,8 @@ class TestCommandLine:
         assert 0 == code
         assert [] == [name for name in commands if f"    {name} " not in out]
         assert {"serve", "topology", "sign", "send-test", "dlq", "subscriptions", "orders",
-                "labels", "deliveries", "openapi", "trace", "console"} == set(commands)
+                "labels", "storefront", "deliveries", "openapi", "trace",
+                "console"} == set(commands)
 
     @pytest.mark.parametrize(("args", "expected"), [
         (("sign", "shopify", "-f", str(ROOT / "config" / "samples" / "shopify-orders-create.json")),

@@ -11,6 +11,7 @@ import os
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[2]
 KEY = "EZTK_labels_test_key"
 NOWHERE = "1 Nowhere Lane"  # the emulator cannot verify it
 TRACKER_UPDATED = (ROOT / "config" / "samples" / "easypost-tracker-updated.json").read_bytes()
+# Every rung a test's ladder here may have: their retry queues are deleted after each test.
+ALL_TEST_RUNGS = (1, 2, 4, 5, 8, 10, 20, 30, 60)
 SHOPIFY_ORDER = (ROOT / "tests" / "fixtures" / "providers" / "shopify"
                  / "2024-04-order-450789469.json").read_bytes()
 
@@ -64,11 +67,15 @@ async def carrier() -> AsyncIterator[Carrier]:
     await server.close()
 
 
-def labelled(settings: Settings, carrier: Carrier, **changes: Any) -> Settings:
-    """The test's settings with [labels] on, pointed at the emulator."""
+def labelled(settings: Settings, carrier: Carrier, ladder: tuple[int, ...] | None = None,
+             **changes: Any) -> Settings:
+    """The test's settings with [labels] on, pointed at the emulator; the labels queue's
+    ladder is `ladder` (default: the test's short [broker] one, so retries take seconds)."""
+    ladder = ladder or settings.broker.retry_ladder
     labels = dataclasses.replace(settings.labels, enabled=True, api_key=KEY.encode(),
-                                 base_url=carrier.base_url, **changes)
-    broker = dataclasses.replace(settings.broker, optional_queues=("labels",))
+                                 base_url=carrier.base_url, retry_ladder=ladder, **changes)
+    broker = dataclasses.replace(settings.broker, optional_queues=("labels",),
+                                 ladders=(("labels", ladder),))
     return dataclasses.replace(settings, labels=labels, broker=broker)
 
 
@@ -78,14 +85,22 @@ async def on(settings: Settings, carrier: Carrier, topology: Topology,
     """Labels on; the labels queues declared, and deleted after the test (the conftest
     topology deletes the rest)."""
     switched = labelled(settings, carrier)
-    labels_topology = Topology.of(switched.broker)
-    await labels_topology.declare(await amqp.channel())
+    await Topology.of(switched.broker).declare(await amqp.channel())
     yield switched
+    await delete_queues(settings, "labels")
+
+
+async def delete_queues(settings: Settings, *names: str) -> None:
+    """Delete the work queues `names` with the retry queues of any ladder a test gave them
+    (the conftest topology deletes the rest)."""
+    topology = Topology.of(settings.broker)
     async with await aio_pika.connect(settings.broker.url) as connection:
         channel = await connection.channel()
-        for spec in labels_topology.work_queues("labels", labels_topology.retry_ladder):
-            queue = await channel.get_queue(spec.name, ensure=False)
-            await queue.delete(if_unused=False, if_empty=False)
+        for name in names:
+            retries = [topology.retry_queue(name, delay) for delay in ALL_TEST_RUNGS]
+            for queue_name in [spec.name for spec in topology.work_queues(name, ())] + retries:
+                queue = await channel.get_queue(queue_name, ensure=False)
+                await queue.delete(if_unused=False, if_empty=False)
 
 
 @contextlib.asynccontextmanager
@@ -420,6 +435,79 @@ class TestFailures:
                               "dlq", "show", "labels")
         assert 0 == code and "evt-REFUSED-1:order.ready_to_ship:REFUSED-1" in out, out
         assert "UNAUTHORIZED" in out, out
+
+
+class TestOutages:
+    """The labels queue has a ladder of its own ([labels] retry_ladder, hours long by
+    default): an outage of the carrier outlasting [broker]'s ladder never dead-letters."""
+
+    async def waits_out(self, store_url: str, settings: Settings, carrier: Carrier, amqp,
+                        order_id: str, seconds: float, ladder: tuple[int, ...]) -> None:
+        on = labelled(settings, carrier, ladder=ladder)
+        await Topology.of(on.broker).declare(await amqp.channel())
+        try:
+            carrier.fail(Fault(status=503, seconds=seconds, message="carrier down"))
+            started = time.monotonic()
+            async with open_store(store_url) as store, running(on, store, "labels"):
+                await ready(store, amqp, on, order_id)
+                # past the rungs that [broker]'s ladder would have ended with a dead letter
+                await wait_until(lambda: _at_least(attempts(store, "retry"), 3),
+                                 timeout=seconds + 10)
+                assert ("ready_to_ship", None) == await status(store, order_id)
+                await wait_until(becomes(store, order_id, "label_purchased"),
+                                 timeout=seconds + 2 * max(ladder))
+                assert time.monotonic() - started >= seconds  # bought after the outage only
+                assert 0 == await attempts(store, "dead")
+            assert 0 == await depth(amqp, Topology.of(on.broker).dead_queue("labels"))
+            assert {order_id: 1} == carrier.sold()["labels_by_reference"]
+        finally:
+            await delete_queues(on, "labels")
+
+    @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+    async def test_a_carrier_down_for_a_real_minute_gets_one_label_after(
+        self, store_url, settings, carrier, amqp, topology
+    ):
+        """503 for 60 real seconds; a ladder whose first three rungs sum to 35 s (the old
+        [broker] one, 5 15 45, dead-lettered after 65 s): the order waits ready_to_ship and
+        gets exactly one label once the carrier is back. One store: it takes a minute."""
+        await self.waits_out(store_url, settings, carrier, amqp, "MINUTE-1", 60.0,
+                             (5, 10, 20, 30, 60))
+
+    async def test_an_outage_longer_than_the_broker_ladder_gets_one_label_after(
+        self, store_url, settings, carrier, amqp, topology
+    ):
+        """The same compressed: down 6 s, [broker]'s test ladder (1, 2) is used up after
+        3 s; the labels ladder (1, 2, 4, 8) waits it out."""
+        await self.waits_out(store_url, settings, carrier, amqp, "OUTAGE-1", 6.0,
+                             (1, 2, 4, 8))
+
+
+class TestRetryAfter:
+    @pytest.mark.parametrize(("status", "retry_after", "rung"), [
+        (429, 3, 4),   # the smallest rung at least as long as asked
+        (503, 7, 8),
+        (503, 60, 8),  # longer than any: the longest
+    ])
+    async def test_the_carriers_retry_after_picks_the_rung(
+        self, store_url, settings, carrier, amqp, topology, status, retry_after, rung
+    ):
+        """EasyPost's Retry-After on a 429 or 503: the message waits on the smallest rung at
+        least that long (the ladder's first would be 1 s), and the label is bought after."""
+        on = labelled(settings, carrier, ladder=(1, 2, 4, 8))
+        await Topology.of(on.broker).declare(await amqp.channel())
+        try:
+            carrier.fail(Fault(status=status, retry_after=retry_after,
+                               operation="create_shipment"))
+            async with open_store(store_url) as store, running(on, store, "labels"):
+                await ready(store, amqp, on, f"AFTER-{status}-{retry_after}")
+                await wait_until(lambda: _at_least(attempts(store, "retry"), 1))
+                row = await one(store, "SELECT delay_seconds FROM consumer_attempts WHERE"
+                                       " consumer = 'labels' AND outcome = 'retry'")
+                assert {"delay_seconds": rung} == row
+                await wait_until(becomes(store, f"AFTER-{status}-{retry_after}",
+                                         "label_purchased"), timeout=rung + 20)
+        finally:
+            await delete_queues(on, "labels")
 
 
 # -- a real process, killed ---------------------------------------------------------------

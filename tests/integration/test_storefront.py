@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from test_labels import (
     SHOPIFY_ORDER,
     Carrier,
     commits_blocked,
+    delete_queues,
     depth,
     labelled,
     notifications,
@@ -35,6 +38,7 @@ from test_labels import (
 )
 
 from consumers.store import Store, open_store
+from consumers.storefront_admin import storefront_command
 from emulators import shopify, woocommerce
 from emulators.control import CONTROL, Fault
 from router.broker.topology import Topology
@@ -61,9 +65,12 @@ async def stores() -> AsyncIterator[dict[str, TestServer]]:
 
 
 def with_storefront(settings: Settings, stores: dict[str, TestServer], carrier: Carrier,
-                    token: str = TOKEN) -> Settings:
-    """[labels] on against the carrier emulator, [storefront] on against the stores'."""
+                    token: str = TOKEN, **options: Any) -> Settings:
+    """[labels] on against the carrier emulator, [storefront] on against the stores' (with
+    `options` of StorefrontSettings); both queues on the test's short [broker] ladder unless
+    `options` gives the storefront's."""
     labels = labelled(settings, carrier)
+    ladder = options.setdefault("retry_ladder", settings.broker.retry_ladder)
     targets = {
         "shopify": StoreTarget("shopify", str(stores["shopify"].make_url("")).rstrip("/"),
                                {"access_token": token}),
@@ -71,25 +78,23 @@ def with_storefront(settings: Settings, stores: dict[str, TestServer], carrier: 
                                    str(stores["woocommerce"].make_url("")).rstrip("/"),
                                    {"consumer_key": WOO_KEY, "consumer_secret": WOO_SECRET}),
     }
-    broker = dataclasses.replace(labels.broker, optional_queues=("labels", "storefront"))
+    broker = dataclasses.replace(labels.broker, optional_queues=("labels", "storefront"),
+                                 ladders=(*labels.broker.ladders, ("storefront", ladder)))
     return dataclasses.replace(labels, broker=broker, storefront=StorefrontSettings(
-        enabled=True, stores=targets))
+        enabled=True, stores=targets, **options))
 
 
 @pytest.fixture
 async def declared(settings: Settings, topology: Topology,
                    amqp: aio_pika.abc.AbstractConnection) -> AsyncIterator[None]:
     """The labels and storefront queues declared, and deleted after the test."""
-    ours = Topology.of(dataclasses.replace(settings.broker,
-                                           optional_queues=("labels", "storefront")))
+    ladder = settings.broker.retry_ladder
+    ours = Topology.of(dataclasses.replace(
+        settings.broker, optional_queues=("labels", "storefront"),
+        ladders=(("labels", ladder), ("storefront", ladder))))
     await ours.declare(await amqp.channel())
     yield
-    async with await aio_pika.connect(settings.broker.url) as connection:
-        channel = await connection.channel()
-        for name in ("labels", "storefront"):
-            for spec in ours.work_queues(name, ours.retry_ladder):
-                queue = await channel.get_queue(spec.name, ensure=False)
-                await queue.delete(if_unused=False, if_empty=False)
+    await delete_queues(settings, "labels", "storefront")
 
 
 async def written(store: Store, order_id: str) -> dict[str, Any] | None:
@@ -176,24 +181,112 @@ class TestWriteBack:
         assert 1 == len(notes) and notes[0]["customer_note"]
         assert "completed" == order["status"]
 
-    async def test_a_revoked_token_pauses_the_store_without_dead_letters(
+    @pytest.mark.parametrize(("kind", "order_id", "rung"), [
+        ("shopify", "1003", 8),    # THROTTLED: 117 points at 20 a second, 6 s: too long to
+                                   # wait in the driver; the smallest rung of at least 6 s
+        ("woocommerce", "731", 4),  # 503 with Retry-After: 3
+    ])
+    async def test_the_stores_wait_picks_the_rung(
+        self, store_url, settings, carrier, stores, declared, amqp, kind, order_id, rung
+    ):
+        """The store says how long to wait (Shopify's cost bucket, WooCommerce's
+        Retry-After): the message waits on the smallest rung at least that long (the
+        ladder's first is 1 s), then the write-back is done, once."""
+        if kind == "shopify":
+            bucket = stores[kind].app[shopify.BUCKET]
+            bucket.refill()  # from now on
+            bucket.available, bucket.restore_rate = 0, 20
+        else:
+            stores[kind].app[CONTROL].faults.append(Fault(status=503, retry_after=3))
+        on = with_storefront(settings, stores, carrier, retry_ladder=(1, 2, 4, 8))
+        await Topology.of(on.broker).declare(await amqp.channel())
+        try:
+            async with open_store(store_url) as store, running(on, store, "storefront"):
+                await label_created(store, amqp, on, order_id, f"9400WAIT{order_id}", kind,
+                                    f"wait-{order_id}")
+                await wait_until(lambda: written(store, order_id), timeout=rung + 20)
+                delays = await one(store, "SELECT delay_seconds FROM consumer_attempts WHERE"
+                                          " consumer = 'storefront' AND outcome = 'retry'")
+                assert {"delay_seconds": rung} == delays
+        finally:
+            await delete_queues(on, "storefront")
+
+
+class TestPaused:
+    """A store that refuses our credentials is paused: its write-backs wait (never sent,
+    never dead-lettered) while other stores' flow, until `storefront resume` or a probe."""
+
+    async def test_a_revoked_token_holds_write_backs_until_resumed(
         self, store_url, settings, carrier, stores, declared, amqp
     ):
-        on = with_storefront(settings, stores, carrier, token="shpat_revoked")
+        """Token revoked at the shop: paused, its two labels wait round the ladder well past
+        its length (the old way: storefront.dead) while a WooCommerce one is written; the
+        token fixed and `storefront resume shopify`: one fulfillment per label."""
+        shop = stores["shopify"].app
+        shop[shopify.TOKEN][0] = "shpat_someone_else"  # ours revoked
+        on = with_storefront(settings, stores, carrier, probe_every=3600.0)
+        topology = Topology.of(on.broker)
         async with open_store(store_url) as store, running(on, store, "storefront"):
-            await label_created(store, amqp, on, "1001", "9400TRACK1001", "shopify",
-                                "revoked-1")
-            await wait_until(lambda: one(store, "SELECT * FROM storefront_pauses"
-                                                " WHERE source = 'shopify'"))
-            topology = Topology.of(on.broker)
-            await wait_until(lambda: _queued(amqp, topology.retry_queue(
-                "storefront", topology.retry_ladder[0])))
-            pending = await one(store, "SELECT state FROM writebacks WHERE order_id = '1001'")
-            assert {"state": "pending"} == pending
+            for order_id in ("1101", "1102"):
+                await label_created(store, amqp, on, order_id, f"9400HOLD{order_id}",
+                                    "shopify", f"hold-{order_id}")
+            await label_created(store, amqp, on, "741", "9400HOLD741", "woocommerce",
+                                "hold-741")
+            await wait_until(lambda: written(store, "741"))
+            await wait_until(lambda: paused(store, "shopify"))
+            # each shopify message back more often than the ladder has rungs: still waiting
+            ladder = len(topology.ladder("storefront"))
+            await wait_until(lambda: _at_least_retries(store, 2 * (ladder + 1)), timeout=30)
+            assert 0 == await depth(amqp, topology.dead_queue("storefront"))
+            # the first tries (both in one batch at most) refused; none while paused
+            assert await requests(stores) <= 2
+            shop[shopify.TOKEN][0] = TOKEN  # the token works again
+            here = dataclasses.replace(on, consumers=dataclasses.replace(on.consumers,
+                                                                         store=store_url))
+            said = io.StringIO()
+            assert 0 == await storefront_command(here, "resume", "shopify", out=said)
+            assert said.getvalue().startswith("shopify: write-back resumed"), said.getvalue()
+            for order_id in ("1101", "1102"):
+                await wait_until(lambda order_id=order_id: written(store, order_id))
+            action = await one(store, "SELECT action, target, outcome FROM operator_actions")
+            assert {"action": "storefront resume", "target": "shopify",
+                    "outcome": "resumed"} == action
         assert 0 == await depth(amqp, topology.dead_queue("storefront"))
-        assert 0 == counters(stores, "shopify")["fulfillments_created"]
+        orders = counters(stores, "shopify")["orders"]
+        for order_id in ("1101", "1102"):
+            numbers = [t["number"] for f in orders[order_id]["fulfillments"]
+                       for t in f["trackingInfo"]]
+            assert [f"9400HOLD{order_id}"] == numbers
+
+    async def test_a_probe_lifts_the_pause_once_the_token_works(
+        self, store_url, settings, carrier, stores, declared, amqp
+    ):
+        """Paused with probe_every = 4 s, the message back every 2 s (the longest rung): at
+        most one try per 4 s reaches the shop, the other returns wait without asking it; a
+        refused probe keeps the pause; the token fixed, the next probe writes and lifts it,
+        and the gauge goes back to 0."""
         from consumers.storefront import PAUSED
-        assert 1 == PAUSED.labels(source="shopify")._value.get()
+
+        shop = stores["shopify"].app
+        shop[shopify.TOKEN][0] = "shpat_someone_else"
+        on = with_storefront(settings, stores, carrier, probe_every=4.0)
+        async with open_store(store_url) as store, running(on, store, "storefront"):
+            await label_created(store, amqp, on, "1201", "9400PROBE1201", "shopify",
+                                "probe-1201")
+            await wait_until(lambda: paused(store, "shopify"))
+            started = time.monotonic()
+            assert 1 == PAUSED.labels(source="shopify")._value.get()
+            await wait_until(lambda: _at_least_retries(store, 6), timeout=30)
+            assert await paused(store, "shopify")
+            asked, returns = await requests(stores), await retries(store)
+            # the first try, then one probe per 4 s at most: fewer than the returns
+            assert asked < returns, (asked, returns)
+            assert asked <= 2 + (time.monotonic() - started) / 4.0
+            shop[shopify.TOKEN][0] = TOKEN
+            await wait_until(lambda: written(store, "1201"), timeout=20)
+            assert not await paused(store, "shopify")
+            assert 0 == PAUSED.labels(source="shopify")._value.get()
+        assert 1 == counters(stores, "shopify")["fulfillments_created"]
 
     async def test_a_refusal_goes_to_the_dead_letter_queue_with_the_stores_message(
         self, store_url, settings, carrier, stores, declared, amqp
@@ -213,6 +306,26 @@ class TestWriteBack:
         assert 0 == counters(stores, "shopify")["fulfillments_created"]
 
 
+async def paused(store: Store, source: str) -> bool:
+    return await one(store, "SELECT source FROM storefront_pauses WHERE source = $1",
+                     source) is not None
+
+
+async def requests(stores: dict[str, TestServer]) -> int:
+    """The GraphQL requests that reached the shop, with any token."""
+    return int(stores["shopify"].app[CONTROL].requests["graphql"])
+
+
+async def retries(store: Store) -> int:
+    row = await one(store, "SELECT COUNT(*) AS n FROM consumer_attempts WHERE consumer ="
+                           " 'storefront' AND outcome = 'retry'")
+    return 0 if row is None else int(row["n"])
+
+
+async def _at_least_retries(store: Store, n: int) -> bool:
+    return await retries(store) >= n
+
+
 async def _already(store: Store, order_id: str) -> bool:
     row = await written(store, order_id)
     return row is not None and bool(row["already_done"])
@@ -229,15 +342,15 @@ STORE_ENV = {"SHOPIFY_ADMIN_TOKEN": TOKEN, "WOO_CONSUMER_KEY": WOO_KEY,
 
 
 def storefront_config(settings: Settings, stores: dict[str, TestServer]) -> Path:
-    """The shipped router.toml with [storefront] on, its two stores the emulators, their
-    credentials secret references (STORE_ENV)."""
+    """The shipped router.toml with [storefront] on, the test's short retry ladder, its two
+    stores the emulators, their credentials secret references (STORE_ENV)."""
     path = write_test_config(settings)
     text = path.read_text()
-    old = ("enabled = false              # on: its queue and the consumer are declared and may"
-           " run\ntimeout = 10                 # seconds per store request\n")
-    assert old in text
-    text = text.replace(old, f"""enabled = true
-timeout = 10
+    ladder = ", ".join(map(str, settings.broker.retry_ladder))
+    for old, new in (
+        ("enabled = false              # on: its queue",
+         f"retry_ladder = [{ladder}]\nenabled = true  # on: its queue"),
+        ("\n[notifications]\n", f"""
 [storefront.shopify]
 base_url = "{str(stores['shopify'].make_url('')).rstrip('/')}"
 access_token = "env:SHOPIFY_ADMIN_TOKEN"
@@ -245,7 +358,12 @@ access_token = "env:SHOPIFY_ADMIN_TOKEN"
 base_url = "{str(stores['woocommerce'].make_url('')).rstrip('/')}"
 consumer_key = "env:WOO_CONSUMER_KEY"
 consumer_secret = "env:WOO_CONSUMER_SECRET"
-""")
+
+[notifications]
+"""),
+    ):
+        assert 1 == text.count(old), old
+        text = text.replace(old, new)
     path.write_text(text)
     return path
 

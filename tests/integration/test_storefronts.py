@@ -29,6 +29,8 @@ from consumers.storefronts import (
     Uncertain,
     open_storefront,
 )
+from consumers.storefronts.errors import Throttled
+from consumers.storefronts.shopify import MAX_THROTTLE_WAIT
 from emulators import shopify as shopify_emulator
 from emulators import woocommerce as woocommerce_emulator
 
@@ -176,6 +178,13 @@ class TestEveryStore:
             await store.driver().fulfil("1011", TRACKING, True)
         assert 7.0 == caught.value.retry_after
 
+    async def test_unavailable_for_the_seconds_asked(self, store):
+        """A 503 with Retry-After (a maintenance page): unavailable for that long."""
+        await store.fail(status=503, retry_after=30)
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.driver().fulfil("1012", TRACKING, True)
+        assert 30.0 == caught.value.retry_after
+
     async def test_a_write_slower_than_the_timeout_is_uncertain(self, store):
         """A delayed answer: the store may still write after the driver gave up."""
         await store.fail(delay=2.0, operation=store.write)
@@ -262,6 +271,25 @@ class TestShopify:
             await shop.driver().fulfil("2005", TRACKING, True)
         assert caught.value.retry_after is not None and caught.value.retry_after >= 1
         assert [] == await shop.written("2005")
+
+    async def test_a_short_throttle_is_waited_out(self, shop):
+        """The bucket empty but refilling within a second (restoreRate 1000): the driver
+        waits the computed second itself and asks again; the fulfillment is written."""
+        await shop.control("seed", {"bucket": {"available": 0, "restore_rate": 1000}})
+        result = await shop.driver().fulfil("2006", TRACKING, True)
+        assert not result.already_done
+        assert [TRACKING.number] == await shop.written("2006")
+        assert 2 == (await shop.requests())["order"]  # throttled once, then answered
+
+    async def test_a_long_throttle_goes_to_the_retry_ladder(self, shop):
+        """Refilling at 1 point a second, the wait is the query's cost in seconds (more
+        than MAX_THROTTLE_WAIT): Throttled at once with that wait, asked only once."""
+        await shop.control("seed", {"bucket": {"available": 0, "restore_rate": 1}})
+        with pytest.raises(Throttled) as caught:
+            await shop.driver().fulfil("2007", TRACKING, True)
+        assert caught.value.retry_after is not None
+        assert caught.value.retry_after > MAX_THROTTLE_WAIT
+        assert 1 == (await shop.requests())["order"]
 
     async def test_user_errors(self, shop):
         """userErrors on fulfillmentCreate: refused with the store's message."""

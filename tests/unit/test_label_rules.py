@@ -49,7 +49,7 @@ class TestLabelSettings:
         """Enabled: the labels queue with its retry ladder and dead-letter queue; the key is
         read for the processes that call the carrier, and only for them."""
         settings = load(tmp_path, ON)
-        assert {"labels", "labels.retry.5", "labels.retry.15", "labels.retry.45",
+        assert {"labels", "labels.retry.5", "labels.retry.30", "labels.retry.3600",
                 "labels.dead"} <= set(Topology.of(settings.broker).names())
         assert b"" == settings.labels.api_key
         assert b"EZTK_x" == load(tmp_path, ON, resolve_carrier_secrets=True).labels.api_key
