@@ -39,8 +39,11 @@ CONSUMERS = {
 def consumer_spec(name: str, settings: Settings) -> ConsumerSpec[Any]:
     """The named consumer, its handler bound to the configured allocation policy."""
     module = importlib.import_module(CONSUMERS[name])
+    completing = frozenset(source for source, store in settings.storefront.stores.items()
+                           if store.kind == "woocommerce" and store.complete_order)
     policy = Policy(partial_allocation=settings.consumers.partial_allocation,
-                    unpaid_expiry=settings.consumers.unpaid_expiry)
+                    unpaid_expiry=settings.consumers.unpaid_expiry,
+                    completed_by_writeback=completing)
     tick = getattr(module, "tick", None)
     return ConsumerSpec(name, functools.partial(module.handle, policy=policy),
                         getattr(module, "prepare", None),

@@ -19,7 +19,7 @@ from router.terminal import printable
 
 # Outcomes that leave an order as it was: not the change `orders show` names as the last.
 _NO_CHANGE = ("recorded", "retry", "dead", "duplicate", "exists", "ignored", "stale", "kept",
-              "unchanged")
+              "unchanged", "echo")
 # Statuses whose lines held stock that left the warehouse (consumers.shipments consumes it).
 _SHIPPED = ("shipped", "delivered")
 

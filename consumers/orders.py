@@ -16,6 +16,12 @@ updated   for an open order (and an expired or completed one): release its reser
           changes nothing. An update for an unknown order creates it (the created event may
           still be on its way; it is then ignored as "exists"). An expired order still unpaid
           stays expired.
+          Our own write-back comes back as an update (consumers.storefront): Shopify's
+          orders/updated with our fulfillment, WooCommerce's `completed`. A `completed` whose
+          fulfillments all carry our tracking codes (consumers.shipments.written_back), or,
+          from a store our write-back completes ([storefront.<source>] complete_order), of an
+          order we write back to, is ours: it does not ship the order (the carrier's tracking
+          does); with nothing else new it changes nothing ("echo"), else the rest applies.
 restored  an order the storefront deleted and restored: a cancelled one is made anew (unless
           stale), any other is updated.
 cancelled release its reservations, status `cancelled`. It may name only the order (a
@@ -24,7 +30,7 @@ cancelled release its reservations, status `cancelled`. It may name only the ord
           nothing. A created/updated whose canonical status is cancelled or refunded cancels
           too.
 fulfilled the storefront shipped it all: `shipped`, its reservations consumed (stored first
-          if unknown).
+          if unknown); our own write-back come back (as for updated) is an "echo".
 refunded  refunded lines leave the order before it ships: their stock goes back; with none
           left the order is `refunded`. A refund without lines (money only), or once
           shipped, changes nothing ("ignored"); one already applied (its refund_id) is
@@ -65,7 +71,12 @@ from consumers.order_status import (
     stored_address_complete,
 )
 from consumers.outbox import notify
-from consumers.shipments import follow_shipments, move_order, orders_with_shipments
+from consumers.shipments import (
+    follow_shipments,
+    move_order,
+    orders_with_shipments,
+    written_back,
+)
 from consumers.stock import (
     DEFAULT_POLICY,
     Policy,
@@ -74,6 +85,7 @@ from consumers.stock import (
     lock_order,
     lock_orders_and_stock,
     new_lines,
+    order_lines,
     order_summary,
     release_lines,
     release_order,
@@ -86,12 +98,15 @@ from router.times import now_iso
 # What handle() returns, for the runner to count.
 OUTCOMES = ("allocated", "partially_allocated", "backordered", "on_hold", "ready_to_ship",
             "label_purchased", "completed", "expired", "cancelled", "refunded", "shipped",
-            "exists", "ignored", "stale")
+            "exists", "ignored", "stale", "echo")
 
 CANCELLED_STATUSES = frozenset({"cancelled", "refunded"})  # canonical order statuses
 FULFILLED_STATUSES = frozenset({"completed"})  # the storefront says it was sent
 NOT_UPDATABLE = frozenset({"shipped", "delivered", "exception", "cancelled", "refunded"})
 NOT_CANCELLABLE = frozenset({"shipped", "delivered"})
+# A storefront fulfillment in one of these does not stand (as consumers.storefronts.shopify
+# reads them): it says nothing of who sent the order.
+GONE_FULFILLMENTS = frozenset({"cancelled", "error", "failure"})
 MAX_QUANTITY = 1_000_000  # per line, as config/schemas/order.v1.json says
 
 
@@ -124,6 +139,7 @@ def _order(event: Event) -> dict[str, Any]:
     address = data.get("shipping_address")
     note = data.get("note")
     payment = data.get("payment_status")
+    fulfillments = data.get("fulfillments")
     return {
         "order_id": text(data, "order_id"),
         "source": data.get("source") or event.get("source"),
@@ -133,6 +149,7 @@ def _order(event: Event) -> dict[str, Any]:
         "shipping_address": None if address is None else orjson.dumps(address).decode(),
         "addressed": address_complete(address if isinstance(address, dict) else None),
         "note": note if isinstance(note, str) else None,
+        "fulfillments": fulfillments if isinstance(fulfillments, list) else None,
         "created_at": iso(data.get("created_at"), "created_at"),
         "at": event_time(event),
         "version": _version(data),
@@ -291,6 +308,9 @@ async def _updated(
     row = await lock_order(tx, order_id)
     if row is None:
         return await _created(tx, event, order, policy, batch)
+    ours = await _sent_by_us(tx, order, policy)
+    if ours and await _unchanged(tx, row, order):
+        return "echo"
     if row["status"] in NOT_UPDATABLE:
         return "ignored"
     if _stale(row, order):
@@ -313,7 +333,38 @@ async def _updated(
     )
     await _notify_state(tx, event, order_id, status, lines, hold_reason, order["payment_status"])
     await allocate_waiting(tx, event, released, policy)
+    if ours:  # the store says it was sent because we told it: the carrier's tracking decides
+        return status
     return await _sent_already(tx, order, allocation, status)
+
+
+async def _sent_by_us(tx: Tx, order: dict[str, Any], policy: Policy) -> bool:
+    """Whether the storefront says the order was sent (canonical `completed`) only because
+    our write-back told it: every fulfillment that stands carries a tracking code of ours
+    (consumers.shipments.written_back); for a store whose orders list no fulfillments
+    (WooCommerce), our write-back to it completes orders and has begun for this one."""
+    if order["status"] not in FULFILLED_STATUSES:
+        return False
+    order_id = order["order_id"]
+    if order["fulfillments"] is not None:
+        standing = [f for f in order["fulfillments"]
+                    if isinstance(f, dict) and f.get("status") not in GONE_FULFILLMENTS]
+        ours = await written_back(tx, order_id)
+        return bool(standing) and all(f.get("tracking_code") in ours for f in standing)
+    if order["source"] not in policy.completed_by_writeback:
+        return False
+    return await tx.fetchval("SELECT 1 FROM writebacks WHERE order_id = $1 AND source = $2"
+                             " LIMIT 1", order_id, order["source"]) is not None
+
+
+async def _unchanged(tx: Tx, row: dict[str, Any], order: dict[str, Any]) -> bool:
+    """Whether the event brings nothing the stored order lacks: the same address, note,
+    payment and lines."""
+    note = await tx.fetchval("SELECT note FROM orders WHERE order_id = $1", order["order_id"])
+    lines = [(line["sku"], line["quantity"], line["ships"])
+             for line in await order_lines(tx, order["order_id"])]
+    return (row["shipping_address"], note, row["payment_status"], lines) == (
+        order["shipping_address"], order["note"], order["payment_status"], order["lines"])
 
 
 def _kept_for_labels(row: dict[str, Any], order: dict[str, Any], status: str,
@@ -355,7 +406,7 @@ async def _cancel(tx: Tx, event: Event, policy: Policy, batch: OrdersBatch | Non
         order = {"order_id": text(data, "order_id"), "source": event.get("source"),
                  "status": "cancelled", "payment_status": None, "lines": [],
                  "shipping_address": None, "addressed": False, "note": None,
-                 "created_at": at, "at": at, "version": None, "digest": None}
+                 "fulfillments": None, "created_at": at, "at": at, "version": None, "digest": None}
     order_id = order["order_id"]
     row = await lock_order(tx, order_id)
     if row is None:
@@ -374,6 +425,8 @@ async def _fulfilled(
 ) -> str:
     if await lock_order(tx, order["order_id"]) is None:
         await _created(tx, event, order, policy, batch)
+    elif await _sent_by_us(tx, order, policy):
+        return "echo"
     moved = await move_order(tx, order["order_id"], "shipped")
     return "shipped" if moved == "shipped" else "ignored"
 

@@ -41,6 +41,16 @@ async def move_order(tx: Tx, order_id: str, target: str) -> str | None:
     return target
 
 
+async def written_back(tx: Tx, order_id: str) -> set[str]:
+    """The tracking codes our own write-back gives the order's store: its label's (the labels
+    consumer) and those the storefront consumer wrote back or is writing back. A storefront
+    webhook carrying one of them is our write-back come back (its echo), not news."""
+    rows = await tx.fetch(
+        "SELECT tracking_code FROM labels WHERE order_id = $1 AND tracking_code IS NOT NULL"
+        " UNION SELECT tracking_code FROM writebacks WHERE order_id = $1", order_id)
+    return {row["tracking_code"] for row in rows}
+
+
 async def orders_with_shipments(tx: Tx, order_ids: set[str]) -> set[str]:
     """Which of `order_ids` some stored shipment names, in one query for a batch. On
     PostgreSQL, run it after lock_orders: no shipment naming them can then commit before

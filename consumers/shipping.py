@@ -15,20 +15,27 @@ On `shipped` or `delivered` the order's reservations are consumed: the units lef
 warehouse, so on_hand and reserved both drop (later absolute counts no longer include them).
 An order not stored yet is moved when the orders consumer stores it (consumers.shipments).
 
+Echoes: the order's store tells us of the fulfillment our write-back made (Shopify's
+fulfillments/create with our tracking code, consumers.shipments.written_back). Such an update
+from the order's own source that does not move its shipment further is recorded as "echo"
+and changes nothing, not even the history; one that does move it is applied as any other.
+
 Outbox kind: shipment.updated (each status move).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from consumers.errors import Permanent
 from consumers.events import Event, data_of, iso, text
 from consumers.outbox import notify
-from consumers.shipments import follow_shipments
+from consumers.shipments import follow_shipments, written_back
 from consumers.stock import DEFAULT_POLICY, Policy, lock_orders_and_stock
 from consumers.store import Tx
 
 # What handle() returns, for the runner to count.
-OUTCOMES = ("advanced", "kept")
+OUTCOMES = ("advanced", "kept", "echo")
 
 RANK = {
     "unknown": 0,
@@ -58,6 +65,8 @@ async def handle(
     occurred_at = iso(data.get("occurred_at"), "occurred_at")
     named = data.get("order_id") if isinstance(data.get("order_id"), str) else None
     detail = data.get("detail") if isinstance(data.get("detail"), str) else None
+    if named is not None and await _echo(tx, code, named, rank, data.get("source")):
+        return "echo"
 
     await tx.execute(
         "INSERT INTO shipment_events (tracking_code, carrier, status, occurred_at, detail,"
@@ -127,6 +136,18 @@ async def handle(
         },
     )
     return "advanced"
+
+
+async def _echo(tx: Tx, code: str, order_id: str, rank: int, source: Any) -> bool:
+    """Whether the update is our own write-back come back: from the order's own store, with
+    a tracking code we gave it for that order, saying nothing the shipment has not passed."""
+    if code not in await written_back(tx, order_id):
+        return False
+    stored = await tx.fetchrow(
+        "SELECT o.source, MAX(s.rank) AS rank FROM orders o JOIN shipments s"
+        " ON s.order_id = o.order_id AND s.tracking_code = $2 WHERE o.order_id = $1"
+        " GROUP BY o.source", order_id, code)
+    return stored is not None and stored["source"] == source and rank <= stored["rank"]
 
 
 async def prepare(tx: Tx, events: list[Event]) -> None:

@@ -40,6 +40,9 @@ class Policy:
 
     partial_allocation: bool = False
     unpaid_expiry: float = 3 * 24 * 3600.0  # seconds an unpaid order keeps its stock; 0: ever
+    # Sources whose write-back sets the order completed ([storefront.<source>] complete_order,
+    # WooCommerce): the `completed` its order webhook then brings is our own, come back.
+    completed_by_writeback: frozenset[str] = frozenset()
 
 
 DEFAULT_POLICY = Policy()

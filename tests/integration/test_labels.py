@@ -532,9 +532,10 @@ async def start_labels(store_url: str, config: Path, test_env) -> asyncio.subpro
 
 
 @contextlib.asynccontextmanager
-async def commits_blocked(store_url: str, order_id: str) -> AsyncIterator[None]:
-    """No transaction can write the order's label row until the block ends: its row locked
-    (PostgreSQL), the database's write lock held (SQLite)."""
+async def commits_blocked(store_url: str, order_id: str,
+                          table: str = "labels") -> AsyncIterator[None]:
+    """No transaction can write the order's row of `table` (labels, writebacks) until the
+    block ends: its row locked (PostgreSQL), the database's write lock held (SQLite)."""
     if store_url.startswith("sqlite"):
         conn = sqlite3.connect(store_url.removeprefix("sqlite:///"), isolation_level=None)
         conn.execute("BEGIN IMMEDIATE")
@@ -547,7 +548,7 @@ async def commits_blocked(store_url: str, order_id: str) -> AsyncIterator[None]:
     pg = await asyncpg.connect(store_url)
     transaction = pg.transaction()
     await transaction.start()
-    await pg.execute("SELECT 1 FROM labels WHERE order_id = $1 FOR UPDATE", order_id)
+    await pg.execute(f"SELECT 1 FROM {table} WHERE order_id = $1 FOR UPDATE", order_id)
     try:
         yield
     finally:

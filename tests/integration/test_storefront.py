@@ -4,21 +4,29 @@ twice or dies between the store's answer and our commit; a revoked token pauses 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import io
+import os
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aio_pika
+import asyncpg
 import orjson
 import pytest
 import test_labels
 from aiohttp.test_utils import TestServer
-from test_consumer_process import wait_until
+from test_consumer_process import wait_until, write_test_config
 from test_labels import (
+    ROOT,
     SHOPIFY_ORDER,
     Carrier,
+    commits_blocked,
     delete_queues,
     depth,
     labelled,
@@ -325,3 +333,139 @@ async def _already(store: Store, order_id: str) -> bool:
 
 async def _queued(amqp, name: str) -> bool:
     return await depth(amqp, name) > 0
+
+
+# -- a real process, killed ---------------------------------------------------------------
+
+STORE_ENV = {"SHOPIFY_ADMIN_TOKEN": TOKEN, "WOO_CONSUMER_KEY": WOO_KEY,
+             "WOO_CONSUMER_SECRET": WOO_SECRET}
+
+
+def storefront_config(settings: Settings, stores: dict[str, TestServer]) -> Path:
+    """The shipped router.toml with [storefront] on, the test's short retry ladder, its two
+    stores the emulators, their credentials secret references (STORE_ENV)."""
+    path = write_test_config(settings)
+    text = path.read_text()
+    ladder = ", ".join(map(str, settings.broker.retry_ladder))
+    for old, new in (
+        ("enabled = false              # on: its queue",
+         f"retry_ladder = [{ladder}]\nenabled = true  # on: its queue"),
+        ("\n[notifications]\n", f"""
+[storefront.shopify]
+base_url = "{str(stores['shopify'].make_url('')).rstrip('/')}"
+access_token = "env:SHOPIFY_ADMIN_TOKEN"
+[storefront.woocommerce]
+base_url = "{str(stores['woocommerce'].make_url('')).rstrip('/')}"
+consumer_key = "env:WOO_CONSUMER_KEY"
+consumer_secret = "env:WOO_CONSUMER_SECRET"
+
+[notifications]
+"""),
+    ):
+        assert 1 == text.count(old), old
+        text = text.replace(old, new)
+    path.write_text(text)
+    return path
+
+
+async def start_storefront(store_url: str, config: Path,
+                           test_env: dict[str, str]) -> asyncio.subprocess.Process:
+    env = {**os.environ, **test_env, **STORE_ENV, "DATABASE_URL": store_url}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "consumers", "storefront", "--config", str(config), cwd=ROOT,
+        env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
+
+async def committing(store_url: str) -> bool:
+    """A transaction waits to mark a write-back done (PostgreSQL shows it; SQLite cannot, and
+    answers True)."""
+    if store_url.startswith("sqlite"):
+        return True
+    pg = await asyncpg.connect(store_url)
+    try:
+        return bool(await pg.fetchval(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE 'UPDATE writebacks SET state = ''done''%'"))
+    finally:
+        await pg.close()
+
+
+def answered(stores: dict[str, TestServer], kind: str, order_id: str, tracking: str):
+    """The store did all the write-back asks (Shopify: the fulfillment; WooCommerce: the note
+    and, last, the status completed)."""
+    async def check() -> bool:
+        state = counters(stores, kind)["orders"].get(order_id)
+        if state is None:
+            return False
+        if kind == "shopify":
+            return bool(state["fulfillments"])
+        return state["status"] == "completed" and any(tracking in n["note"]
+                                                      for n in state["notes"])
+    return check
+
+
+def held_at_store(stores: dict[str, TestServer], kind: str, order_id: str,
+                  tracking: str) -> int:
+    """Write-backs for `tracking` the store holds: fulfillments, or customer notes."""
+    state = counters(stores, kind)["orders"][order_id]
+    if kind == "shopify":
+        return sum(tracking in [t["number"] for t in f["trackingInfo"]]
+                   for f in state["fulfillments"])
+    return sum(tracking in n["note"] for n in state["notes"])
+
+
+class TestKilled:
+    @pytest.mark.parametrize("kind", ["shopify", "woocommerce"])
+    async def test_killed_between_the_stores_answer_and_the_commit(
+        self, store_url, settings, carrier, stores, declared, amqp, test_env, kind
+    ):
+        """`python -m consumers storefront` SIGKILLed after the store answered the write-back
+        (Shopify's fulfillmentCreate; WooCommerce's note and completion) and before the
+        write-back row was committed done; restarted, it finds its own earlier write at the
+        store and takes it: the store holds exactly one fulfillment, or one note, for that
+        tracking number."""
+        on = with_storefront(settings, stores, carrier)
+        config = storefront_config(on, stores)
+        order_id, tracking = ("1003", "9400CRASH1003") if kind == "shopify" else (
+            "728", "9400CRASH728")
+        # the store's write answers late: time to block the commit once the intent is in
+        write = "fulfillmentCreate" if kind == "shopify" else "create_note"
+        stores[kind].app[CONTROL].faults.append(Fault(delay=3.0, operation=write))
+        async with open_store(store_url) as store:
+            await label_created(store, amqp, on, order_id, tracking, kind, f"crash-{kind}")
+            proc = await start_storefront(store_url, config, test_env)
+            try:
+                async def intended() -> bool:
+                    return await one(store, "SELECT state FROM writebacks WHERE order_id = $1",
+                                     order_id) is not None
+
+                await wait_until(intended)
+                async with commits_blocked(store_url, order_id, "writebacks"):
+                    await wait_until(answered(stores, kind, order_id, tracking))
+                    await wait_until(lambda: committing(store_url))
+                    proc.kill()
+                    await proc.wait()
+                # it died after the store's answer, before its commit
+                row = await one(store, "SELECT state FROM writebacks WHERE order_id = $1",
+                                order_id)
+                assert {"state": "pending"} == row
+                assert 1 == held_at_store(stores, kind, order_id, tracking)
+
+                proc = await start_storefront(store_url, config, test_env)
+                dead = Topology.of(on.broker).dead_queue("storefront")
+
+                async def settled() -> bool:  # done, or refused by the store (a second write)
+                    return await written(store, order_id) is not None or await _queued(amqp,
+                                                                                       dead)
+
+                await wait_until(settled)
+                row = await written(store, order_id)
+            finally:
+                if proc.returncode is None:
+                    proc.send_signal(signal.SIGTERM)
+                    await asyncio.wait_for(proc.wait(), 30)
+        assert 0 == await depth(amqp, dead)
+        assert 1 == held_at_store(stores, kind, order_id, tracking)
+        assert row is not None and row["already_done"]  # the earlier write, found
+        if kind == "shopify":
+            assert 1 == counters(stores, kind)["fulfillments_created"]
