@@ -139,6 +139,8 @@ INITIAL = 100_000
 CONSUMERS = ("orders", "inventory", "shipping", "notifications", "audit", "labels",
              "storefront")
 PORTAL_WANTS = ("order.allocated", "shipment.updated", "shipment.label_created")
+CARRIER_AUTH = {"Authorization": "Basic " + base64.b64encode(
+    f"{ENV['EASYPOST_API_KEY']}:".encode()).decode()}  # EasyPost: the key as Basic user
 # The emulators the labels and storefront consumers call, and what each is started with.
 EMULATORS = {
     "easypost": ["--key", ENV["EASYPOST_API_KEY"]],
@@ -382,8 +384,7 @@ class Emulators:
         if it has none; with the soak's API key, as the labels consumer asks."""
         assert self.session is not None
         async with self.session.get(f"{self.urls['easypost']}/v2/shipments/{reference}",
-                                    auth=aiohttp.BasicAuth(ENV["EASYPOST_API_KEY"], "")
-                                    ) as response:
+                                    headers=CARRIER_AUTH) as response:
             if response.status == 404:
                 return None
             response.raise_for_status()
