@@ -5,15 +5,24 @@
 
 For each store in turn it starts the real thing as separate processes, with a config of its
 own (a unique broker prefix, short retry ladders): the ingress (`python -m router serve`) and
-the orders, inventory, shipping, notifications and audit consumers (`python -m consumers
-NAME`), plus a customer-portal receiver in this process that verifies every webhook with the
-official `standardwebhooks` package.
+the orders, inventory, shipping, notifications, audit, labels and storefront consumers
+(`python -m consumers NAME`), the EasyPost, Shopify and WooCommerce emulators (`python -m
+emulators NAME`, processes of their own as the providers are: what they sold and hold
+outlives every consumer killed; [labels] and [storefront] point at them), plus a
+customer-portal receiver in this process that verifies every webhook with the official
+`standardwebhooks` package.
 
 A sender then behaves like the providers: it signs every webhook (Shopify orders and
 fulfillments, WooCommerce orders, the inventory system's stock counts and received batches,
 EasyPost tracker updates), keeps each delivery's id across its retries, retries anything but
 2xx with back-off (up to 8 retries, as Shopify does, on a compressed clock), and sends a
-share of deliberate duplicates of deliveries already accepted. A few poison events are mixed
+share of deliberate duplicates of deliveries already accepted. Half the orders are ready to
+ship (paid Shopify orders, WooCommerce `processing` ones): the labels consumer buys each a
+label, the storefront consumer writes its tracking number back to the order's store. As
+EasyPost does for a label it sold, the carrier's tracker updates for a third of those follow
+as soon as the emulator has sold the label (they may overtake the label's commit); the other
+shipped orders get a Shopify fulfillment with a tracking code the sender invents, and its
+tracker updates. A few poison events are mixed
 in (a received batch that would take an unknown SKU below zero): the inventory consumer must
 dead-letter exactly those.
 
@@ -24,7 +33,13 @@ then inventory, shipping and notifications in turn), the ingress SIGKILLed and r
 the portal receiver failing (503) for a while, and the store failing under the consumers:
 on PostgreSQL every connection they hold ended (`pg_terminate_backend`, a few times over
 `--outage` seconds; the server keeps running), on SQLite the write lock held by another
-connection past the consumers' busy timeout.
+connection past the consumers' busy timeout. The new consumers in each round: the labels
+consumer SIGKILLed while the carrier has sold a label the store has not recorded (watched
+for, up to 20 s), the storefront consumer while a store holds a write-back the store has not
+recorded as done; the carrier answering 503 to creates and buys for half `--outage`, then
+losing the answer of 5 buys it did; the stores the same for fulfillmentCreate / the note. A
+consumer's kill and restart and the store's failure take turns (a consumer starting on a
+failing store exits: a fault not injected here).
 
 Then, once every queue has drained, it reconciles the store, the queues and the receiver
 against what the sender was told, working out what the store must hold from the accepted
@@ -34,13 +49,21 @@ deliveries alone:
                 an event its consumer took that the audit consumer did not record)
                 that are not poison
     doubled     effects applied twice: an order line stored twice or lines other than those
-                sent, a tracking event in the history twice
+                sent, a tracking event in the history twice, a second label sold for an
+                order (the carrier's count by reference), a second fulfillment (Shopify) or
+                customer note (WooCommerce) with the label's tracking number
+    labels      for each order accepted ready to ship: exactly 1 label sold by the carrier,
+                its `labels` row bought with that tracking code, its shipment row linked to
+                the order; exactly 1 fulfillment or customer note with that number at its
+                store (nothing else written there), the write-back done, a WooCommerce order
+                completed. An order never ready (unpaid, payment unknown) has no label and
+                nothing written at its store (phantom otherwise)
     phantom     effects of deliveries never answered 2xx, order rows nobody sent
     wrong       any other state that is not what was sent: stock on_hand != initial +
                 accepted deltas - units of the orders shipped, reserved != what the order
                 lines hold or outside 0..on_hand, a shipment not at the furthest status
-                accepted for it, an order not allocated / shipped / delivered as its
-                shipments say
+                accepted for it, an order not allocated / label_purchased / shipped /
+                delivered as its payment, label and shipments say
     dead        dead letters found vs poison events sent, each read off the dead-letter queue
                 and matched by event id (a duplicate delivery of a poison event is
                 dead-lettered again: shown as a second copy, accounted for by the same
@@ -105,12 +128,35 @@ ENV = {
     "AFTERSHIP_WEBHOOK_SECRET": "soak-aftership",
     "PORTAL_NOTIFY_SECRET": PORTAL_SECRET,
     "AMQP_URL": AMQP_URL,
+    # the emulators' credentials ([labels] and [storefront] name them as env: references)
+    "EASYPOST_API_KEY": "soak-easypost-key",
+    "SHOPIFY_ADMIN_TOKEN": "shpat_soak",
+    "WOO_CONSUMER_KEY": "ck_soak",
+    "WOO_CONSUMER_SECRET": "cs_soak",
 }
 SKUS = [f"SOAK-{n:02d}" for n in range(20)]
 INITIAL = 100_000
-CONSUMERS = ("orders", "inventory", "shipping", "notifications", "audit")
-PORTAL_WANTS = ("order.allocated", "shipment.updated")
+CONSUMERS = ("orders", "inventory", "shipping", "notifications", "audit", "labels",
+             "storefront")
+PORTAL_WANTS = ("order.allocated", "shipment.updated", "shipment.label_created")
+CARRIER_AUTH = {"Authorization": "Basic " + base64.b64encode(
+    f"{ENV['EASYPOST_API_KEY']}:".encode()).decode()}  # EasyPost: the key as Basic user
+# The emulators the labels and storefront consumers call, and what each is started with.
+EMULATORS = {
+    "easypost": ["--key", ENV["EASYPOST_API_KEY"]],
+    # A Shopify Plus shop's GraphQL Admin API restores 1,000 cost points a second
+    # (shopify.dev/docs/apps/build/apis/graphql-admin/rate-limits), but its bucket here is
+    # deep enough that the soak never sees THROTTLED: the storefront consumer sends a batch's
+    # write-backs (each ~127 requested points) at once and puts a THROTTLED one on the retry
+    # ladder, so a backlog (after a broker restart) dead-letters write-backs on any real
+    # bucket. That is the storefront consumer's to fix; until then the soak leaves it out.
+    "shopify": ["--token", ENV["SHOPIFY_ADMIN_TOKEN"], "--restore-rate", "1000",
+                "--bucket", "1000000"],
+    "woocommerce": ["--key", ENV["WOO_CONSUMER_KEY"], "--secret", ENV["WOO_CONSUMER_SECRET"]],
+}
 MAX_RETRIES = 8  # Shopify retries a failed delivery 8 times
+PROVIDER_LOST = 5  # a provider fault: after its 503s, this many answers lost after the work
+LABEL_WAIT = 120.0  # seconds the carrier's tracker updates wait for a label to be sold
 SAMPLES = ROOT / "config" / "samples"
 
 
@@ -148,7 +194,6 @@ def build_workload(orders: int, seed: int) -> list[Delivery]:
     shopify = orjson.loads((SAMPLES / "shopify-orders-create.json").read_bytes())
     woo = orjson.loads((SAMPLES / "woocommerce-order-created.json").read_bytes())
     fulfillment = orjson.loads((SAMPLES / "shopify-fulfillments-create.json").read_bytes())
-    tracker = orjson.loads((SAMPLES / "easypost-tracker-updated.json").read_bytes())
 
     def stock(sku: str, *, on_hand: int | None = None, delta: int | None = None,
               poison: bool = False) -> None:
@@ -165,6 +210,7 @@ def build_workload(orders: int, seed: int) -> list[Delivery]:
     for sku in SKUS:
         stock(sku, on_hand=INITIAL)
     shipments: list[tuple[str, str]] = []
+    placed = now_iso()
     for n in range(orders):
         lines = [(sku, rng.randint(1, 3)) for sku in rng.sample(SKUS, rng.randint(1, 3))]
         if n % 4 == 3:  # WooCommerce
@@ -183,14 +229,27 @@ def build_workload(orders: int, seed: int) -> list[Delivery]:
             body = {**shopify, "id": int(order_id),
                     "line_items": [{"id": i, "sku": s, "quantity": q, "name": s, "price": "1.00"}
                                    for i, (s, q) in enumerate(lines)]}
-            # The sample says nothing of payment: allocated, not gated.
+            # The sample says nothing of payment: allocated, not gated. A quarter of the
+            # orders are paid (ready to ship: a label, a fulfillment), a quarter pending (unpaid:
+            # allocated, never ready, no label).
+            paid = {1: "paid", 2: "pending"}.get(n % 4)
+            if paid:
+                body["financial_status"] = paid
+            if paid == "pending":  # placed now: unpaid for less than unpaid_expiry
+                body["created_at"] = body["updated_at"] = placed
             out.append(Delivery("shopify", "orders/create", orjson.dumps(body),
                                 f"shop-{run}-{n}", "orders",
                                 meta={"order_id": order_id, "lines": lines,
-                                      "open": "allocated"}))
+                                      "open": "ready_to_ship" if paid == "paid"
+                                      else "allocated"}))
+        order = out[-1]
         if n % 10 == 5:
             stock(lines[0][0], delta=rng.randint(5, 50))
-        if n % 3 == 0:
+        if n % 3 == 0 and order.meta["open"] == "ready_to_ship":
+            # Shipped on the label the labels consumer buys: the carrier's tracker updates
+            # for its tracking number follow once the carrier sold it (Sender.follow_label).
+            order.meta["track"] = True
+        elif n % 3 == 0:
             shipments.append((order_id, f"T{run}{n}"))
         if n % 250 == 125:
             sku = f"POISON-{run}-{n}"
@@ -203,16 +262,28 @@ def build_workload(orders: int, seed: int) -> list[Delivery]:
             out.append(Delivery("shopify", "fulfillments/create", orjson.dumps(body),
                                 f"ful-{run}-{code}", "shipping",
                                 meta={"order_id": order_id, "code": code}))
-            for step, status in enumerate(("in_transit", "delivered")):
-                at = f"2026-11-2{8 + step}T10:00:00Z"
-                detail = {**tracker["result"]["tracking_details"][-1], "status": status,
-                          "datetime": at}
-                event = {**tracker, "id": f"ep-{run}-{code}-{step}",
-                         "result": {**tracker["result"], "tracking_code": code,
-                                    "carrier": "FedEx", "status": status, "updated_at": at,
-                                    "tracking_details": [detail]}}
-                out.append(Delivery("easypost", None, orjson.dumps(event), event["id"],
-                                    "shipping", meta={"code": code, "status": status}))
+            out += tracker_updates(f"ep-{run}-{code}", code, "FedEx")
+    return out
+
+
+def tracker_updates(prefix: str, code: str, carrier: str,
+                    order_id: str | None = None) -> list[Delivery]:
+    """EasyPost's tracker.updated for `code`, in transit then delivered (delivery ids
+    PREFIX-0, PREFIX-1). `order_id`: the order the sender knows it ships (a label the labels
+    consumer bought: the carrier knows its reference), for the reconcile only."""
+    tracker = orjson.loads((SAMPLES / "easypost-tracker-updated.json").read_bytes())
+    out = []
+    for step, status in enumerate(("in_transit", "delivered")):
+        at = f"2026-11-2{8 + step}T10:00:00Z"
+        detail = {**tracker["result"]["tracking_details"][-1], "status": status,
+                  "datetime": at}
+        event = {**tracker, "id": f"{prefix}-{step}",
+                 "result": {**tracker["result"], "tracking_code": code,
+                            "carrier": carrier, "status": status, "updated_at": at,
+                            "tracking_details": [detail]}}
+        meta = {"code": code, "status": status} | ({"order_id": order_id} if order_id else {})
+        out.append(Delivery("easypost", None, orjson.dumps(event), event["id"], "shipping",
+                            meta=meta))
     return out
 
 
@@ -254,6 +325,84 @@ class System:
                 proc.kill()
                 codes[name] = await proc.wait()
         return codes
+
+
+class Emulators:
+    """EasyPost's, Shopify's and WooCommerce's APIs (`python -m emulators NAME`), each a
+    process of its own as the providers are: what they sold and hold outlives every consumer
+    the soak kills, and serving them takes nothing from the sender's event loop."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+        self.urls: dict[str, str] = {}
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+        for name, options in EMULATORS.items():
+            port = free_port()
+            log = open(self.tmp / f"emulator-{name}.log", "ab")  # noqa: SIM115, ASYNC230
+            self.procs[name] = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "emulators", name, "--port", str(port), *options,
+                cwd=ROOT, stdout=log, stderr=log)
+            self.urls[name] = f"http://127.0.0.1:{port}"
+        for name in EMULATORS:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    await self.counters(name)
+                    break
+                except (aiohttp.ClientError, TimeoutError):
+                    if time.monotonic() > deadline or self.procs[name].returncode is not None:
+                        raise RuntimeError(f"the {name} emulator did not start") from None
+                    await asyncio.sleep(0.1)
+
+    async def counters(self, name: str) -> dict[str, Any]:
+        """What the emulator sold, holds and was asked (GET /_emulator/counters)."""
+        assert self.session is not None
+        async with self.session.get(f"{self.urls[name]}/_emulator/counters") as response:
+            response.raise_for_status()
+            counters: dict[str, Any] = await response.json()
+            return counters
+
+    async def fault(self, name: str, **fault: Any) -> None:
+        """POST /_emulator/faults (emulators/control.py Fault)."""
+        assert self.session is not None
+        async with self.session.post(f"{self.urls[name]}/_emulator/faults",
+                                     json=fault) as response:
+            response.raise_for_status()
+
+    async def clear_faults(self, name: str) -> None:
+        """DELETE /_emulator/faults: those not used up end."""
+        assert self.session is not None
+        async with self.session.delete(f"{self.urls[name]}/_emulator/faults") as response:
+            response.raise_for_status()
+
+    async def shipment(self, reference: str) -> dict[str, Any] | None:
+        """The carrier's shipment for `reference` (EasyPost finds one by its reference), None
+        if it has none; with the soak's API key, as the labels consumer asks."""
+        assert self.session is not None
+        async with self.session.get(f"{self.urls['easypost']}/v2/shipments/{reference}",
+                                    headers=CARRIER_AUTH) as response:
+            if response.status == 404:
+                return None
+            response.raise_for_status()
+            shipment: dict[str, Any] = await response.json()
+            return shipment
+
+    async def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if self.session is not None:
+            await self.session.close()
 
 
 async def wait_ready(port: int, timeout: float = 60) -> None:
@@ -320,6 +469,80 @@ async def store_fault(store_url: str, database: str | None, seconds: float) -> N
     await asyncio.to_thread(hold)
 
 
+async def count(store_url: str, query: str) -> int:
+    """One COUNT(*) read on a connection of its own, outside the store's transactions (on
+    SQLite those take the write lock: a watcher must not hold up the consumers)."""
+    if store_url.startswith("sqlite:///"):
+        def read() -> int:
+            conn = sqlite3.connect(store_url[len("sqlite:///"):], timeout=30)
+            try:
+                return int(conn.execute(query).fetchone()[0])
+            finally:
+                conn.close()
+
+        return await asyncio.to_thread(read)
+    conn = await asyncpg.connect(store_url)
+    try:
+        return int(await conn.fetchval(query))
+    finally:
+        await conn.close()
+
+
+async def made_and_recorded(emulators: Emulators, store_url: str, consumer: str
+                            ) -> tuple[int, int]:
+    """(labels the carrier sold, labels the store holds as bought) for the labels consumer;
+    (fulfillments and tracking notes the stores hold, write-backs the store holds as done)
+    for the storefront consumer. The provider is read first: a purchase committed between
+    the two reads cannot look uncommitted."""
+    if consumer == "labels":
+        made = (await emulators.counters("easypost"))["labels_sold"]
+        query = "SELECT COUNT(*) FROM labels WHERE state = 'bought'"
+    else:
+        made = (await emulators.counters("shopify"))["fulfillments_created"]
+        woo = await emulators.counters("woocommerce")
+        made += sum(1 for order in woo["orders"].values() for note in order["notes"]
+                    if note["customer_note"])
+        query = "SELECT COUNT(*) FROM writebacks WHERE state = 'done'"
+    return made, await count(store_url, query)
+
+
+async def kill_in_window(system: System, emulators: Emulators, store_url: str,
+                         consumer: str, timeout: float = 20.0) -> int:
+    """SIGKILL the labels (storefront) consumer while the provider has answered a purchase
+    (a write-back) that its store has not committed yet: watched for up to `timeout`
+    seconds, then killed regardless. Returns how many it caught so (counted once it is dead,
+    when nothing can commit them): each must still end as one label (one fulfillment)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            made, recorded = await made_and_recorded(emulators, store_url, consumer)
+        except Exception:  # noqa: BLE001 - the store may be failing on purpose
+            made = recorded = 0
+        if made > recorded:
+            break
+        await asyncio.sleep(0.005)
+    await system.kill(consumer)
+    for _ in range(50):  # the store may be failing on purpose: ask until it answers
+        try:
+            made, recorded = await made_and_recorded(emulators, store_url, consumer)
+            return made - recorded
+        except Exception:  # noqa: BLE001
+            await asyncio.sleep(0.2)
+    return 0
+
+
+async def provider_fault(emulators: Emulators, name: str, seconds: float,
+                         *operations: str) -> None:
+    """The provider answers 503 to every request of `operations` for `seconds`, and then does
+    the last one's work (a label sold, a fulfillment written) but loses the answer (the
+    connection dropped) PROVIDER_LOST times."""
+    for operation in operations:
+        await emulators.fault(name, status=503, count=1_000_000, operation=operation)
+    await asyncio.sleep(seconds)
+    await emulators.clear_faults(name)
+    await emulators.fault(name, reset=True, count=PROVIDER_LOST, operation=operations[-1])
+
+
 # --- the portal ------------------------------------------------------------------------------
 
 
@@ -382,11 +605,36 @@ class Sender:
                 except (aiohttp.ClientError, TimeoutError) as exc:
                     d.statuses.append(type(exc).__name__)
 
+    async def follow_label(self, session: aiohttp.ClientSession, d: Delivery,
+                           emulators: Emulators, out: list[Delivery]) -> None:
+        """As EasyPost does for a label it sold: once the carrier has sold the label of order
+        `d` (its reference is the order id), tracker updates for that tracking number, sent
+        as soon as it is sold (they may overtake the labels consumer's commit). Each is added
+        to `out`, the deliveries the reconcile reads. Given up after LABEL_WAIT seconds:
+        then no updates are sent, and the order must end label_purchased."""
+        deadline = time.monotonic() + LABEL_WAIT
+        while True:
+            await asyncio.sleep(1.0)
+            if time.monotonic() > deadline:
+                return
+            try:
+                shipment = await emulators.shipment(d.meta["order_id"])
+            except (aiohttp.ClientError, TimeoutError):
+                continue
+            if shipment is not None and shipment.get("tracking_code"):
+                break
+        updates = tracker_updates(f"ep-{d.delivery_id}", shipment["tracking_code"],
+                                  shipment["tracker"]["carrier"], d.meta["order_id"])
+        for update in updates:
+            out.append(update)
+            await self.send(session, update)
+
 
 # --- one run ---------------------------------------------------------------------------------
 
 
-def write_config(tmp: Path, prefix: str, port: int, portal_url: str) -> Path:
+def write_config(tmp: Path, prefix: str, port: int, portal_url: str,
+                 urls: dict[str, str]) -> Path:
     text = (ROOT / "config" / "router.toml").read_text()
     for old, new in [
         ('prefix = ""', f'prefix = "{prefix}"'),
@@ -403,10 +651,21 @@ def write_config(tmp: Path, prefix: str, port: int, portal_url: str) -> Path:
         ('= "samples/', f'= "{ROOT}/config/samples/'),
         ('schemas = "schemas"', f'schemas = "{ROOT}/config/schemas"'),
         ("port = 8080", f"port = {port}"),
+        # [labels] and [storefront] on, pointed at the emulators
+        ("enabled = false              # its queue and consumer exist only once switched on",
+         "enabled = true"),
+        ('base_url = "https://api.easypost.com/v2"', f'base_url = "{urls["easypost"]}/v2"'),
+        ("enabled = false              # on: its queue and the consumer are declared and may"
+         " run", "enabled = true"),
     ]:
         if old not in text:
             raise RuntimeError(f"config/router.toml changed: {old!r} not found")
         text = text.replace(old, new)
+    text += (f'\n[storefront.shopify]\nbase_url = "{urls["shopify"]}"\n'
+             'access_token = "env:SHOPIFY_ADMIN_TOKEN"\n'
+             f'\n[storefront.woocommerce]\nbase_url = "{urls["woocommerce"]}"\n'
+             'consumer_key = "env:WOO_CONSUMER_KEY"\n'
+             'consumer_secret = "env:WOO_CONSUMER_SECRET"\n')
     path = tmp / "router.toml"
     path.write_text(text)
     return path
@@ -448,9 +707,17 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     portal_port = free_port()
     await web.TCPSite(receiver, "127.0.0.1", portal_port).start()
     port = free_port()
-    config = write_config(tmp, prefix, port, f"http://127.0.0.1:{portal_port}/portal")
-    settings = load_settings(config, environ=ENV)
-    topology = Topology(prefix, settings.broker.retry_ladder, settings.broker.delivery_limit)
+    emulators = Emulators(tmp)
+    try:
+        await emulators.start()
+        config = write_config(tmp, prefix, port, f"http://127.0.0.1:{portal_port}/portal",
+                              emulators.urls)
+        settings = load_settings(config, environ=ENV)
+    except BaseException:
+        await emulators.stop()
+        await receiver.cleanup()
+        raise
+    topology = Topology.of(settings.broker)  # with the labels and storefront queues
     # Every subscription's queues (the notifications consumer declares them all), and the
     # sources' hold queues (the ingress declares them): nothing the soak sends may be held.
     extra_queues = [spec.name for spec in delivery_queues(topology, settings)]
@@ -459,6 +726,9 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
     deliveries = build_workload(args.orders, args.seed)
     duplicates: list[Delivery] = []
     faults: list[tuple[str, float]] = []
+    # What a kill of the labels or storefront consumer caught between the provider's answer
+    # and the commit: labels sold (fulfillments written) the store had not recorded.
+    caught: Counter[str] = Counter()
     result: dict[str, Any] = {"store": kind}
     try:
         await system.start("ingress")
@@ -486,13 +756,35 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         for r in range(rounds):
             share = total / rounds
             for at, what in ((0.2, "broker"), (0.4, CONSUMERS[r % len(CONSUMERS)]),
-                             (0.6, "ingress"), (0.75, "portal"), (0.9, "store")):
+                             (0.45, "kill labels"), (0.55, "kill storefront"),
+                             (0.6, "ingress"), (0.7, "carrier"), (0.75, "portal"),
+                             (0.8, "shop"), (0.9, "store")):
                 marks[int(share * (r + at))] = what
 
         # The store fault waits for the broker: while it is away the consumers get no
         # messages, and a store failing under idle consumers tests nothing.
         broker_up = asyncio.Event()
         broker_up.set()
+
+        # A consumer (re)starting while the store fails exits (its start-up relays the outbox
+        # unsent, once): a fault of its own, not one this soak injects. So a consumer's kill
+        # and restart and the store's failure take turns.
+        store_quiet = asyncio.Lock()
+
+        async def restart(name: str) -> None:
+            """Start a killed consumer a second later; back once it consumes again."""
+            await asyncio.sleep(1.0)
+            await system.start(name)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                await broker_up.wait()
+                try:
+                    depth = await queue_depths(topology, [topology.queue(name)])
+                except (aio_pika.exceptions.AMQPError, OSError):
+                    depth = {}  # the broker going away: ask again
+                if depth.get(topology.queue(name), (0, 0))[1] >= 1:
+                    return
+                await asyncio.sleep(0.2)
 
         async def fault(what: str) -> None:
             started = time.monotonic()
@@ -507,14 +799,31 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     broker_up.set()
             elif what == "store":
                 await broker_up.wait()
-                started = time.monotonic()
-                await store_fault(store_url, database, args.outage)
-            elif what in system.procs:
+                async with store_quiet:
+                    started = time.monotonic()
+                    await store_fault(store_url, database, args.outage)
+            elif what.startswith("kill "):
+                what = what.removeprefix("kill ")
+                async with store_quiet:
+                    caught[what] += await kill_in_window(system, emulators, store_url, what)
+                    await restart(what)
+            elif what == "carrier":
+                # half the outage: the soak's short retry ladder (1, 2, 4 s) outlasts it
+                await provider_fault(emulators, "easypost", args.outage / 2, "create_shipment",
+                                     "buy_shipment")
+            elif what == "shop":
+                await asyncio.gather(
+                    provider_fault(emulators, "shopify", args.outage / 2, "fulfillmentCreate"),
+                    provider_fault(emulators, "woocommerce", args.outage / 2, "create_note"))
+            elif what == "ingress":
                 await system.kill(what)
                 await asyncio.sleep(1.0)
                 await system.start(what)
-                if what == "ingress":
-                    await wait_ready(port)
+                await wait_ready(port)
+            elif what in system.procs:
+                async with store_quiet:
+                    await system.kill(what)
+                    await restart(what)
             else:
                 portal.failing = True
                 await asyncio.sleep(args.outage)
@@ -526,8 +835,11 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         fault_tasks: list[asyncio.Task[None]] = []
         timeout = aiohttp.ClientTimeout(total=10)
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            for d in deliveries:
+            for d in list(deliveries):  # follow_label adds the carrier's tracker updates
                 tasks.append(asyncio.create_task(sender.send(session, d)))
+                if d.meta.get("track"):
+                    tasks.append(asyncio.create_task(
+                        sender.follow_label(session, d, emulators, deliveries)))
                 done += 1
                 if done in marks:
                     fault_tasks.append(asyncio.create_task(fault(marks[done])))
@@ -566,7 +878,9 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                     unsent = await tx.fetchval(
                         "SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
                     owed_ids = [r["message_id"] for r in await tx.fetch(
-                        "SELECT message_id FROM outbox WHERE kind IN ($1, $2)", *PORTAL_WANTS)]
+                        "SELECT message_id FROM outbox WHERE kind IN"
+                        f" ({', '.join(f'${n}' for n in range(1, len(PORTAL_WANTS) + 1))})",
+                        *PORTAL_WANTS)]
                 owed = [m for m in owed_ids if m not in portal.received]
                 quiet = not any(n for n, _ in depths.values()) and not unsent and not owed
                 quiet_since = (quiet_since or time.monotonic()) if quiet else None
@@ -578,14 +892,18 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             codes = await system.stop_all()
             final = await queue_depths(topology, all_queues)
             dead = await dead_letters(topology.dead_queue("inventory"))
-            result.update(await reconcile(store, deliveries, portal, owed, final, dead))
+            providers = await provider_state(emulators, deliveries)
+            result.update(await reconcile(store, deliveries, portal, owed, final, dead,
+                                          providers))
         finally:
             await store.close()
         result.update(sent=len(deliveries), duplicates=len(duplicates),
                       retried=sender.retried, faults=faults, send_time=send_time,
-                      drain_time=drain_time, exit_codes=codes, unsent=unsent, drained=drained)
+                      drain_time=drain_time, exit_codes=codes, unsent=unsent, drained=drained,
+                      caught=dict(caught))
     finally:
         await system.stop_all()
+        await emulators.stop()
         await receiver.cleanup()
         try:
             async with await aio_pika.connect(AMQP_URL) as connection:
@@ -618,8 +936,42 @@ async def dead_letters(queue: str) -> list[str]:
     return ids
 
 
+def ready_orders(deliveries: list[Delivery]) -> set[str]:
+    """The orders accepted paid, allocated and addressed: each must get one label."""
+    return {d.meta["order_id"] for d in deliveries
+            if d.accepted_at and d.meta.get("open") == "ready_to_ship"}
+
+
+@dataclass
+class Providers:
+    """What the emulators hold at the end."""
+
+    sold: dict[str, int]  # the carrier's labels sold, by reference (the order id)
+    codes: dict[str, str | None]  # order id -> the tracking code of its carrier shipment
+    written: dict[str, list[str]]  # order id -> its store's fulfillments' tracking numbers
+                                   # (Shopify) or its customer notes (WooCommerce)
+    woo_status: dict[str, str]  # WooCommerce order id -> its status at the store
+
+
+async def provider_state(emulators: Emulators, deliveries: list[Delivery]) -> Providers:
+    sold = (await emulators.counters("easypost"))["labels_by_reference"]
+    codes = {}
+    for order_id in sorted(ready_orders(deliveries) | set(sold)):
+        shipment = await emulators.shipment(order_id)
+        codes[order_id] = shipment.get("tracking_code") if shipment else None
+    shop = (await emulators.counters("shopify"))["orders"]
+    written = {order_id: [info["number"] for f in order["fulfillments"]
+                          for info in f["trackingInfo"]] for order_id, order in shop.items()}
+    woo = (await emulators.counters("woocommerce"))["orders"]
+    written |= {order_id: [note["note"] for note in order["notes"] if note["customer_note"]]
+                for order_id, order in woo.items()}  # not its own status-change notes
+    return Providers(sold, codes, written,
+                     {order_id: order["status"] for order_id, order in woo.items()})
+
+
 async def reconcile(store: Any, deliveries: list[Delivery], portal: Portal, owed: list[str],
-                    final: dict[str, tuple[int, int]], dead: list[str]) -> dict[str, Any]:
+                    final: dict[str, tuple[int, int]], dead: list[str],
+                    providers: Providers) -> dict[str, Any]:
     """What the store, the queues and the portal hold against what the sender was told."""
     accepted = {d.delivery_id: d for d in deliveries if d.accepted_at}
     never = {d.delivery_id for d in deliveries if not d.accepted_at}
@@ -640,6 +992,12 @@ async def reconcile(store: Any, deliveries: list[Delivery], portal: Portal, owed
             "SELECT sku, on_hand, reserved FROM stock WHERE location = 'main'")}
         reserved = {r["sku"]: r["reserved"] for r in await tx.fetch(
             "SELECT sku, SUM(reserved) AS reserved FROM order_lines GROUP BY sku")}
+        labels = {r["order_id"]: r for r in await tx.fetch(
+            "SELECT order_id, state, tracking_code, carrier FROM labels")}
+        shipped_by = {(r["tracking_code"], r["carrier"]): r["order_id"] for r in await tx.fetch(
+            "SELECT tracking_code, carrier, order_id FROM shipments")}
+        writebacks = {(r["order_id"], r["tracking_code"]): r["state"] for r in await tx.fetch(
+            "SELECT order_id, tracking_code, state FROM writebacks")}
 
     # What the accepted deliveries say the store must hold, worked out from the workload
     # alone (never from the store's own bookkeeping).
@@ -658,8 +1016,9 @@ async def reconcile(store: Any, deliveries: list[Delivery], portal: Portal, owed
             if furthest.get(code) != "delivered":
                 furthest[code] = d.meta["status"]
     shipped_units: Counter[str] = Counter()
-    want_status = {d.meta["order_id"]: d.meta["open"] for d in accepted.values()
-                   if "open" in d.meta}
+    # A ready order gets its label: label_purchased (until its carrier's tracking moves it).
+    want_status = {d.meta["order_id"]: {"ready_to_ship": "label_purchased"}.get(
+        d.meta["open"], d.meta["open"]) for d in accepted.values() if "open" in d.meta}
     for code, status in furthest.items():
         order_id = linked.get(code)
         if order_id in want_orders:
@@ -694,6 +1053,13 @@ async def reconcile(store: Any, deliveries: list[Delivery], portal: Portal, owed
     wrong += [f"order {o}: {orders[o]}, want {status}" for o, status in want_status.items()
               if o in orders and orders[o] != status]
 
+    found = labels_and_fulfillments(ready_orders(deliveries), providers, labels, shipped_by,
+                                    writebacks)
+    lost += found["lost"]
+    doubled += found["doubled"]
+    phantom += found["phantom"]
+    wrong += found["wrong"]
+
     dead_unexplained = [i for i in dead if i not in poison]
     # A duplicate delivery (or a redelivery) of a poison event is dead-lettered again: a
     # second copy of the same event id, accounted for by the same poison event.
@@ -711,7 +1077,8 @@ async def reconcile(store: Any, deliveries: list[Delivery], portal: Portal, owed
     return {
         "accepted": len(accepted), "never_accepted": len(never), "applied": len(applied),
         "lost": len(lost), "lost_ids": lost[:5], "doubled": len(doubled),
-        "doubled_what": doubled[:5], "phantom": len(phantom), "wrong": wrong[:5],
+        "doubled_what": doubled[:5], "phantom": len(phantom),
+        "phantom_what": phantom[:5], "wrong": wrong[:5],
         "wrong_count": len(wrong), "orders": len(orders),
         "shipments_delivered": sum(1 for v in shipments.values() if v == "delivered"),
         "dead_expected": len(poison), "dead_found": len(set(dead) & poison),
@@ -720,14 +1087,65 @@ async def reconcile(store: Any, deliveries: list[Delivery], portal: Portal, owed
                                                       sorted(poison - set(dead))[:5]]),
         "left": left, "owed": len(owed), "notified": len(portal.received),
         "portal_receipts": portal.receipts, "bad_signatures": portal.bad,
-        "inconsistent": portal.inconsistent,
+        "inconsistent": portal.inconsistent, **found["figures"],
         "effect_ms": (pct(to_effect, 0.5), pct(to_effect, 0.95), pct(to_effect, 0.99)),
         "notify_ms": (pct(to_notify, 0.5), pct(to_notify, 0.95), pct(to_notify, 0.99)),
     }
 
 
+def labels_and_fulfillments(ready: set[str], providers: Providers,
+                            labels: dict[str, Any], shipped_by: dict[tuple[str, str], str],
+                            writebacks: dict[tuple[str, str], str]) -> dict[str, Any]:
+    """Each ready order: one label sold by the carrier (reference = order id), its `labels`
+    row bought with that tracking code, the shipment row linked to the order, and one
+    fulfillment (Shopify) or customer note (WooCommerce, the order completed) at its store
+    carrying that code, its write-back done. No order that never became ready has a label or
+    a write-back."""
+    lost, doubled, phantom, wrong = [], [], [], []
+    bought = written = 0
+    for order_id in sorted(ready):
+        sold, code = providers.sold.get(order_id, 0), providers.codes.get(order_id)
+        if sold == 0:
+            lost.append(f"label for order {order_id}")
+            continue
+        bought += sold == 1
+        if sold > 1:
+            doubled.append(f"order {order_id}: {sold} labels sold")
+        row = labels.get(order_id)
+        if row is None or row["state"] != "bought" or row["tracking_code"] != code:
+            wrong.append(f"label of order {order_id}: {row and dict(row)}, sold {code}")
+            continue
+        if code is None or shipped_by.get((code, row["carrier"].lower())) != order_id:
+            wrong.append(f"shipment {code} not linked to order {order_id}")
+        at_store = providers.written.get(order_id, [])
+        ours = [w for w in at_store if code and code in w]
+        written += len(ours) == 1
+        if not ours:
+            lost.append(f"fulfillment of order {order_id} ({code})")
+        elif len(ours) > 1:
+            doubled.append(f"order {order_id}: {len(ours)} fulfillments for {code}")
+        if len(at_store) != len(ours):
+            wrong.append(f"order {order_id} at its store: {at_store}, want {code}")
+        if code and writebacks.get((order_id, code)) != "done":
+            wrong.append(f"write-back of order {order_id}: {writebacks.get((order_id, code))}")
+        if order_id in providers.woo_status and providers.woo_status[order_id] != "completed":
+            wrong.append(f"WooCommerce order {order_id}: {providers.woo_status[order_id]}")
+    phantom += [f"label for order {o} (never ready)" for o in providers.sold if o not in ready]
+    phantom += [f"labels row for order {o} (never ready)" for o in labels if o not in ready]
+    phantom += [f"write-back to order {o} (never ready)" for o, at_store in
+                providers.written.items() if at_store and o not in ready]
+    return {"lost": lost, "doubled": doubled, "phantom": phantom, "wrong": wrong, "figures": {
+        "labels_expected": len(ready), "labels_bought": bought,
+        "labels_doubled": sum(n - 1 for n in providers.sold.values() if n > 1),
+        "fulfillments_written": written,
+        "fulfillments_doubled": sum(max(0, sum(1 for w in at_store if code in w) - 1)
+                                    for o, at_store in providers.written.items()
+                                    if (code := providers.codes.get(o)))}}
+
+
 def ok(r: dict[str, Any]) -> bool:
-    return (r["lost"] == 0 and r["doubled"] == 0 and r["phantom"] == 0 and r["left"] == 0
+    return (r["labels_bought"] == r["labels_expected"] == r["fulfillments_written"]
+            and r["lost"] == 0 and r["doubled"] == 0 and r["phantom"] == 0 and r["left"] == 0
             and r["wrong_count"] == 0 and r["owed"] == 0 and r["bad_signatures"] == 0
             and r["inconsistent"] == 0 and r["drained"] and not r["dead_unexplained"]
             and r["dead_found"] == r["dead_expected"] and r["dead_elsewhere"] == 0
@@ -749,9 +1167,15 @@ def report(r: dict[str, Any]) -> None:
             f" (not drained: up to {r['left']} of these may still be on a queue)"
             if r["lost"] and r["left"] else "")),
         ("doubled (must be 0)", f"{r['doubled']} {r['doubled_what'] or ''}"),
-        ("phantom (must be 0)", r["phantom"]),
+        ("phantom (must be 0)", f"{r['phantom']} {r['phantom_what'] or ''}"),
         ("wrong state (must be 0)", f"{r['wrong_count']} {r['wrong'] or ''}"),
         ("orders stored / shipments delivered", f"{r['orders']} / {r['shipments_delivered']}"),
+        ("labels bought / expected (doubled)", f"{r['labels_bought']} / {r['labels_expected']}"
+                                               f" ({r['labels_doubled']})"),
+        ("fulfillments written / expected (doubled)",
+         f"{r['fulfillments_written']} / {r['labels_expected']} ({r['fulfillments_doubled']})"),
+        ("killed between answer and commit", ", ".join(
+            f"{k} with {v} uncommitted" for k, v in r["caught"].items()) or "-"),
         ("dead-lettered (expected/found)", f"{r['dead_expected']} / {r['dead_found']}"
                                            f" {r['dead_unexplained'] or ''}" + (
             f" (+{r['dead_copies']} second copies of poison events, from duplicate"

@@ -60,6 +60,7 @@ from consumers.carriers.rates import RateRule, Service, choose_rate
 from consumers.errors import Permanent, Transient
 from consumers.events import Event, data_of, text
 from consumers.outbox import notify
+from consumers.shipments import follow_shipments
 from consumers.stock import lock_order, lock_orders, order_summary
 from consumers.store import Store, Tx
 from router.label_settings import LabelSettings
@@ -365,12 +366,21 @@ async def _bought(tx: Tx, event: Event, bought: Bought) -> str:
         "INSERT INTO shipments (tracking_code, carrier, order_id, status, rank, occurred_at)"
         " VALUES ($1, $2, $3, 'pre_transit', 1, $4) ON CONFLICT (tracking_code, carrier)"
         " DO NOTHING", label.tracking_code, label.carrier.lower(), order_id, now)
+    # The carrier tracks the label from its sale and may say so before this commit (a kill
+    # between its answer and the commit, a batch still calling): the shipping consumer then
+    # stored the shipment without an order. It is this order's: link it, and the order
+    # follows it below.
+    overtaken = await tx.execute(
+        "UPDATE shipments SET order_id = $2 WHERE tracking_code = $1 AND order_id IS NULL",
+        label.tracking_code, order_id)
     row = await lock_order(tx, order_id)
     status = row["status"] if row else None
     if row is not None and wanted(row, forced=True):
         status = "label_purchased"
         await tx.execute("UPDATE orders SET status = $2, hold_reason = NULL WHERE order_id = $1",
                          order_id, status)
+    if overtaken:
+        status = await follow_shipments(tx, order_id) or status
     await notify(tx, event, "shipment.label_created", order_id, {
         "order_id": order_id, "order_status": status, "tracking_code": label.tracking_code,
         "carrier": label.carrier, "service": label.service,

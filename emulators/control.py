@@ -1,4 +1,5 @@
-"""What every emulator shares: faults a test asks for (`POST /_emulator/faults`), what the
+"""What every emulator shares: faults a test asks for (`POST /_emulator/faults`; `DELETE` ends
+those not used up, for a fault that lasts a while rather than a number of requests), what the
 emulator was told (`GET /_emulator/counters`), data to start from (`POST /_emulator/seed`,
 where an emulator takes any), and serving from the command line. The control routes take no
 credentials: an emulator listens on loopback unless told otherwise."""
@@ -116,10 +117,17 @@ def add_control(app: web.Application, counters: Callable[[], dict[str, Any]],
             raise web.HTTPBadRequest(text=f"not a fault: {exc}") from None
         return web.json_response({"faults": len(app[CONTROL].faults)})
 
+    async def clear(request: web.Request) -> web.Response:
+        """End every fault not used up; says how many requests each still had to hit."""
+        left = [{"operation": f.operation, "count": f.count} for f in app[CONTROL].faults]
+        app[CONTROL].faults.clear()
+        return web.json_response({"cleared": left})
+
     async def read(request: web.Request) -> web.Response:
         return web.json_response({**counters(), "requests": dict(app[CONTROL].requests)})
 
     app.router.add_post("/_emulator/faults", add_fault)
+    app.router.add_delete("/_emulator/faults", clear)
     app.router.add_get("/_emulator/counters", read)
     if seed is not None:  # an emulator with data to start from
         async def add(request: web.Request) -> web.Response:

@@ -213,6 +213,16 @@ class TestControl:
         assert (1, 0) == (counters["shipments_created"], counters["labels_sold"])
         assert {"create_shipment": 1, "buy_shipment": 1} == counters["requests"]
 
+    async def test_deleting_the_faults_ends_those_not_used_up(self, client):
+        """A carrier down for a while (the soak): as many 503s as it takes, until DELETE."""
+        fault = {"status": 503, "count": 1000, "operation": "create_shipment"}
+        assert 200 == (await client.post("/_emulator/faults", json=fault)).status
+        assert 503 == (await create(client)).status
+        cleared = await client.delete("/_emulator/faults")
+        assert {"cleared": [{"operation": "create_shipment", "count": 999}]} == (
+            await cleared.json())
+        assert 201 == (await create(client)).status
+
     async def test_a_delay_alone_answers_late_not_wrong(self, client):
         """A fault with only a delay lets the request through, and is used up."""
         fault = {"delay": 0.05, "operation": "create_shipment"}

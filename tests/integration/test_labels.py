@@ -13,6 +13,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from test_consumer_process import Ingress, free_port, wait_until, write_test_config
 
-from consumers import orders
+from consumers import labels, orders, shipping
+from consumers.carriers.base import Label
 from consumers.cli import _runner
 from consumers.store import Store, open_store
 from emulators.control import CONTROL, Fault
@@ -554,6 +556,53 @@ async def commits_blocked(store_url: str, order_id: str,
     finally:
         await transaction.rollback()
         await pg.close()
+
+
+class TestTrackedFirst:
+    async def test_a_tracker_update_before_the_labels_commit_moves_the_order(self, store_url):
+        """EasyPost tracks a label from its sale, and its tracker.updated can be applied
+        before the labels consumer commits the label (killed between the carrier's answer and
+        the commit, or a batch still calling): the shipping consumer stores that shipment
+        without an order. The label's commit links it, so the order follows it to delivered
+        and its stock is consumed, instead of staying label_purchased for good (found by
+        bench/soak.py, which sends the carrier's updates as soon as a label is sold)."""
+        order_id, code = "tracked-first-1", "9400111206213859837426"
+        sku = f"SKU-{order_id}"
+        delivered = {"id": f"ep-{code}", "type": "shipment.updated", "source": "easypost",
+                     "received_at": "2026-12-07T12:00:01Z",
+                     "occurred_at": "2026-12-07T12:00:00Z", "schema": "shipment.updated/v1",
+                     "data": {"tracking_code": code, "carrier": "usps", "status": "delivered",
+                              "occurred_at": "2026-12-07T12:00:00Z"}}
+        label = Label(shipment_id="shp_tracked_first", tracking_code=code, carrier="USPS",
+                      service="GroundAdvantage", amount=Decimal("6.07"), currency="USD",
+                      label_url="https://easypost.example/label.png", tracking_url="")
+        ready_event = {"id": f"evt-{order_id}:order.ready_to_ship", "type": "order.ready_to_ship",
+                       "data": {"order_id": order_id}}
+
+        async def first(tx) -> None:
+            await tx.execute("INSERT INTO stock (sku, location, on_hand, reserved, as_of)"
+                             " VALUES ($1, 'default', 10, 0, '2026-12-07T00:00:00+00:00')", sku)
+            assert "ready_to_ship" == await orders.handle(tx, order_event(order_id, sku))
+            await tx.execute(
+                "INSERT INTO labels (order_id, purchase, reference, carrier_api, state,"
+                " shipment_id, created_at, updated_at) VALUES ($1, 1, $1, 'easypost',"
+                " 'creating', $2, $3, $3)", order_id, label.shipment_id, "2026-12-07T12:00:00Z")
+            assert "advanced" == await shipping.handle(tx, delivered)
+
+        async with open_store(store_url) as store:
+            await store.run(first)
+            assert (None, "delivered") == tuple((await one(
+                store, "SELECT order_id, status FROM shipments WHERE tracking_code = $1",
+                code) or {}).values())
+            assert "label_purchased" == await store.run(lambda tx: labels._bought(
+                tx, ready_event, labels.Bought(order_id, 1, label)))
+            assert ("delivered", None) == await status(store, order_id)
+            assert {"order_id": order_id, "status": "delivered"} == await one(
+                store, "SELECT order_id, status FROM shipments WHERE tracking_code = $1", code)
+            assert {"on_hand": 8, "reserved": 0} == await one(
+                store, "SELECT on_hand, reserved FROM stock WHERE sku = $1", sku)
+            (created,) = await notifications(store, "shipment.label_created")
+            assert "delivered" == created["data"]["order_status"]
 
 
 class TestKilled:
