@@ -292,14 +292,18 @@ class Runner:
                 await queue.cancel(tag)
             except BROKER_ERRORS as exc:
                 log.warning("cancel_failed", consumer=self.spec.name, error=type(exc).__name__)
-            while not self._inbox.empty():
-                await self._process(self._take_nowait([]))
+            await self._finish_inbox()
             await self._drain_sending()
             await self._flush_marks()
         finally:
             await self._drain_sending()
             await self._disconnect()
         log.info("consumer_stopped", consumer=self.spec.name)
+
+    async def _finish_inbox(self) -> None:
+        """Stopping: apply and ack the messages delivered to us and not yet taken."""
+        while not self._inbox.empty():
+            await self._process(self._take_nowait([]))
 
     def _take_nowait(self, batch: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
         while not self._inbox.empty() and len(batch) < self.batch_size:
@@ -333,8 +337,12 @@ class Runner:
                     if done:
                         break
                     await self._flush_marks()
-                if getting not in done:
+                if stopping in done:
+                    # Stop wins even when a message is there too: while messages keep coming
+                    # (a busy queue, short retries) `getting` is always done as well.
                     getting.cancel()
+                    if getting in done:
+                        self._inbox.put_nowait(getting.result())  # drained after the cancel
                     slots.release()
                     break
                 task = asyncio.create_task(self._process(self._take_nowait([getting.result()])))
