@@ -19,6 +19,7 @@ from consumers.errors import Transient
 from consumers.events import Event
 from consumers.runner import ConsumerSpec, Runner
 from consumers.store import Store
+from router.broker.messages import quietly
 from router.settings import BrokerSettings
 
 V = TypeVar("V")
@@ -72,3 +73,11 @@ class CallingRunner(Runner):
             await super()._process(batch)
         finally:
             self.caller.forget(events)
+
+    async def _finish_inbox(self) -> None:
+        """Stopping: the messages in hand whose calls have not begun go back onto the queue
+        (nacked), uncalled for: each call takes as long as the outside API is slow, and a
+        stop must not wait for all of them. Another process, or this one restarted, takes
+        them; the batch whose calls had begun was finished first."""
+        while not self._inbox.empty():
+            await quietly(self._inbox.get_nowait().nack(requeue=True))

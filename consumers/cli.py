@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from consumers.runner import ConsumerSpec, Runner
+from consumers.runner import ConsumerSpec, Runner, wait_for_store
 from consumers.stock import Policy
 from consumers.store import DEFAULT_POOL_MAX, Store, open_store, redact_url
 from router.egress import UnsafeURL
@@ -95,8 +95,22 @@ def _enabled(name: str, settings: Settings) -> bool:
 
 
 def _open(store_url: str, concurrency: int) -> Store:
-    # One connection per batch in flight, one for the outbox marks.
-    return open_store(store_url, pool_max=max(DEFAULT_POOL_MAX, concurrency + 1))
+    # One connection per batch in flight, one for the outbox marks. A busy SQLite is waited
+    # out by wait_for_store, which logs each try, not silently inside open().
+    return open_store(store_url, pool_max=max(DEFAULT_POOL_MAX, concurrency + 1), lock_wait=0)
+
+
+async def _wait_open(store_url: str, concurrency: int, stop: asyncio.Event,
+                     **log_fields: Any) -> Store | None:
+    """The store, opened (and migrated) once it can be reached and its write lock taken,
+    however long that takes; None if `stop` is set first."""
+    store = _open(store_url, concurrency)
+
+    async def opened() -> Store:
+        await store.open()
+        return store
+
+    return await wait_for_store(opened, stop, store=redact_url(store_url), **log_fields)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,7 +149,10 @@ async def run(name: str, settings: Settings, store_url: str, prefetch: int,
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    async with _open(store_url, concurrency) as store, aiohttp.ClientSession() as session:
+    store = await _wait_open(store_url, concurrency, stop, consumer=name)
+    if store is None:
+        return  # stopped while waiting for the store
+    async with store, aiohttp.ClientSession() as session:
         if name == "notifications":
             from consumers.outbound.fanout import Notifications
 
@@ -167,8 +184,11 @@ async def run_all(settings: Settings, store_url: str, prefetch: int, concurrency
     await web.TCPSite(app_runner, settings.server.host, port or settings.server.port,
                       ssl_context=ssl_context(settings)).start()
     stop = asyncio.Event()
-    async with _open(store_url, concurrency * len(CONSUMERS)) as store, \
-            aiohttp.ClientSession() as session:
+    store = await _wait_open(store_url, concurrency * len(CONSUMERS), signalled, consumer="all")
+    if store is None:
+        await app_runner.cleanup()
+        return
+    async with store, aiohttp.ClientSession() as session:
         consumers = [
             asyncio.create_task(
                 _runner(name, settings, store, session, prefetch, concurrency).run(stop))

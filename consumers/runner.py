@@ -41,7 +41,7 @@ from prometheus_client import Counter, Histogram
 
 from consumers.errors import Deferred, Permanent, Transient
 from consumers.events import Event
-from consumers.store import Store, Tx, mark_sent
+from consumers.store import Store, StoreBusy, StoreUnavailable, Tx, mark_sent
 from router.broker.connect import open_connection
 from router.broker.errors import BROKER_ERRORS, PublishFailed
 from router.broker.messages import (
@@ -77,6 +77,24 @@ OUTBOX_PUBLISHED = Counter(
 # Confirmed outbox ids wait this long for a batch to mark them before a transaction of
 # their own does it.
 MARK_IDLE_SECONDS = 0.2
+
+
+# What a consumer waits out at start, as it waits for the broker: the store busy (another
+# connection holding SQLite's write lock past the busy timeout) or not reachable (yet).
+STORE_AWAY: tuple[type[BaseException], ...] = (StoreBusy, StoreUnavailable)
+
+T = TypeVar("T")
+
+
+async def wait_for_store(work: Callable[[], Awaitable[T]], stop: asyncio.Event,
+                         **log_fields: Any) -> T | None:
+    """`await work()` until the store lets it through, and return what it returned; None once
+    `stop` is set. Each failure logs `store_unavailable` (its error, `retry_in`), then waits
+    with the broker's back-off (0.5 s doubling to 10 s), for as long as it takes: a consumer
+    without its store can do nothing else, and exiting would only make its supervisor
+    restart it into the same wait."""
+    return await keep_trying(work, stop, failures=STORE_AWAY, event="store_unavailable",
+                             explain=str, **log_fields)
 
 
 _RECORD_ATTEMPT = (
@@ -258,7 +276,8 @@ class Runner:
         if queue is None:
             return
         try:
-            await self._relay_unsent()
+            if await wait_for_store(self._relay_unsent, stop, consumer=self.spec.name) is None:
+                return
             tag = await queue.consume(self._delivered)
             log.info("consumer_started", consumer=self.spec.name, queue=self.queue_name,
                      prefetch=self.prefetch, concurrency=self.concurrency)
@@ -273,14 +292,18 @@ class Runner:
                 await queue.cancel(tag)
             except BROKER_ERRORS as exc:
                 log.warning("cancel_failed", consumer=self.spec.name, error=type(exc).__name__)
-            while not self._inbox.empty():
-                await self._process(self._take_nowait([]))
+            await self._finish_inbox()
             await self._drain_sending()
             await self._flush_marks()
         finally:
             await self._drain_sending()
             await self._disconnect()
         log.info("consumer_stopped", consumer=self.spec.name)
+
+    async def _finish_inbox(self) -> None:
+        """Stopping: apply and ack the messages delivered to us and not yet taken."""
+        while not self._inbox.empty():
+            await self._process(self._take_nowait([]))
 
     def _take_nowait(self, batch: list[AbstractIncomingMessage]) -> list[AbstractIncomingMessage]:
         while not self._inbox.empty() and len(batch) < self.batch_size:
@@ -305,7 +328,7 @@ class Runner:
             while True:
                 await slots.acquire()
                 if self._relay_needed and self.publisher.ready:
-                    await self._relay_unsent()
+                    await self._try_relay()
                 getting = asyncio.create_task(self._inbox.get())
                 while True:
                     idle = MARK_IDLE_SECONDS if self._to_mark or self._sending else None
@@ -314,8 +337,12 @@ class Runner:
                     if done:
                         break
                     await self._flush_marks()
-                if getting not in done:
+                if stopping in done:
+                    # Stop wins even when a message is there too: while messages keep coming
+                    # (a busy queue, short retries) `getting` is always done as well.
                     getting.cancel()
+                    if getting in done:
+                        self._inbox.put_nowait(getting.result())  # drained after the cancel
                     slots.release()
                     break
                 task = asyncio.create_task(self._process(self._take_nowait([getting.result()])))
@@ -481,6 +508,15 @@ class Runner:
     async def _drain_sending(self) -> None:
         while self._sending:
             await asyncio.gather(*list(self._sending), return_exceptions=True)
+
+    async def _try_relay(self) -> None:
+        """Relay while consuming: a store busy or away now is logged and tried again before
+        a later batch (the rows wait in the outbox), never the end of the consumer."""
+        try:
+            await self._relay_unsent()
+        except STORE_AWAY as exc:
+            self._relay_needed = True
+            log.warning("outbox_relay_failed", consumer=self.spec.name, error=str(exc))
 
     async def _relay_unsent(self) -> int:
         """Publish every outbox row not yet marked sent (left by a crash or a failed publish,

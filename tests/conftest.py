@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import re
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -148,6 +150,20 @@ async def _admin() -> tuple[asyncpg.Connection, str]:
             continue
         return conn, user
     raise RuntimeError(f"no PostgreSQL at {PG_HOST}:{PG_PORT} as {PG_USERS}: {last!r}")
+
+
+@contextlib.asynccontextmanager
+async def sqlite_write_locked(store_url: str) -> AsyncIterator[None]:
+    """Another connection holds the SQLite store's write lock (BEGIN IMMEDIATE) until the
+    block ends: past any busy timeout, every other writer gets SQLITE_BUSY."""
+    locker = sqlite3.connect(store_url.removeprefix("sqlite:///"), isolation_level=None,
+                             check_same_thread=False)
+    try:
+        await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
+        yield
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

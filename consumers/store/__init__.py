@@ -12,8 +12,8 @@ SQL is written once, PostgreSQL style (`$1, $2`), in the subset both engines sha
 (`ON CONFLICT ... DO NOTHING/DO UPDATE`, `RETURNING`). Times are ISO-8601 strings (TEXT)
 on both engines, so comparisons and round trips behave the same.
 
-    contract.py     the errors (StoreError, IntegrityViolation, StoreBusy), Tx and Store,
-                    the SQL both engines share (inbox claim, outbox)
+    contract.py     the errors (StoreError, IntegrityViolation, StoreBusy, StoreUnavailable),
+                    Tx and Store, the SQL both engines share (inbox claim, outbox)
     migrations.py   the schema
     sqlite.py       SqliteStore
     postgresql.py   PostgresStore
@@ -38,6 +38,7 @@ from consumers.store.contract import (
     StoreBusy,
     StoreError,
     StoreMissing,
+    StoreUnavailable,
     Tx,
     chunks,
     mark_sent,
@@ -46,7 +47,7 @@ from consumers.store.contract import (
 )
 from consumers.store.migrations import MIGRATIONS
 from consumers.store.postgresql import DEFAULT_POOL_MAX, PostgresStore
-from consumers.store.sqlite import SqliteStore, to_sqlite_sql
+from consumers.store.sqlite import SQLITE_OPEN_TIMEOUT, SqliteStore, to_sqlite_sql
 
 __all__ = [
     "DEFAULT_POOL_MAX",
@@ -59,6 +60,7 @@ __all__ = [
     "StoreBusy",
     "StoreError",
     "StoreMissing",
+    "StoreUnavailable",
     "Tx",
     "chunks",
     "mark_sent",
@@ -69,16 +71,19 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, pool_max: int = DEFAULT_POOL_MAX, create: bool = True) -> Store:
+def open_store(url: str, *, pool_max: int = DEFAULT_POOL_MAX, create: bool = True,
+               lock_wait: float = SQLITE_OPEN_TIMEOUT) -> Store:
     """The store for `url` (not yet opened): `sqlite:///path` (`sqlite:////abs/path`,
     `sqlite:///:memory:`) or `postgresql://user@host:port/db`. Anything else is a ValueError.
     With create=False (operators' commands), opening where no store is raises StoreMissing
-    and creates nothing: no file, no tables."""
+    and creates nothing: no file, no tables. SQLite: `open()` tries for the write lock (to
+    migrate) for up to `lock_wait` seconds, then raises StoreBusy (a consumer passes 0 and
+    retries itself, saying so in its log)."""
     scheme, sep, _ = url.partition("://")
     scheme = scheme.lower()
     if sep and scheme == "sqlite":
         path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else ""
-        return SqliteStore(path, create=create)
+        return SqliteStore(path, create=create, open_timeout=lock_wait)
     if sep and scheme in ("postgresql", "postgres"):
         return PostgresStore(url, pool_max=pool_max, create=create)
     shown = scheme if sep else "(none)"

@@ -4,6 +4,7 @@ they share (inbox claims, the outbox) written once on top of execute/fetch.
     StoreError                    anything the database refused or could not do
     ├── IntegrityViolation        a constraint (PRIMARY KEY, UNIQUE, CHECK, FOREIGN KEY, NOT NULL)
     ├── StoreBusy                 another connection held what this one needed: try again
+    ├── StoreUnavailable          the store cannot be reached (yet): try again later
     └── StoreMissing              opened with create=False, and there is no store there
 
 Messages never contain a password.
@@ -31,6 +32,12 @@ class IntegrityViolation(StoreError):
 class StoreMissing(StoreError):
     """Opened with create=False (the operators' commands) where no store is: no SQLite file,
     or a database without our tables. Nothing was created."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached: a connection refused, dropped or ended by the server,
+    a server starting up or shutting down, or (create=True) a database not created yet.
+    Nothing was applied; it may come back."""
 
 
 class StoreBusy(StoreError):

@@ -14,6 +14,7 @@ from consumers.store.contract import (
     StoreBusy,
     StoreError,
     StoreMissing,
+    StoreUnavailable,
     Tx,
     TxBase,
     redact_url,
@@ -26,7 +27,20 @@ DEFAULT_POOL_MAX = 4
 # Any constant that other users of the same PostgreSQL database are unlikely to pick.
 _MIGRATION_LOCK_KEY = 0x5EB400C0
 
+# The server cannot be reached or ended the connection (refused, dropped, terminated by
+# pg_terminate_backend or a shutdown, starting up, out of connection slots).
+_UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError,
+                asyncpg.OperatorInterventionError, asyncpg.TooManyConnectionsError,
+                asyncpg.ConnectionDoesNotExistError)
+
+# Whatever making a connection raised: the server, or this database on it, refuses us now
+# (down, starting, not accepting connections, a password it does not take).
+_CONNECTING = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
 def _pg_error(exc: Exception) -> StoreError:
+    if isinstance(exc, _UNREACHABLE):
+        return StoreUnavailable(f"postgresql: {type(exc).__name__}: {exc}")
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         return IntegrityViolation(f"constraint violated: {exc}")
     if isinstance(exc, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError,
@@ -108,9 +122,13 @@ class PostgresStore(OutboxRelay):
         try:
             self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.pool_max)
         except asyncpg.InvalidCatalogNameError as exc:
-            raise StoreMissing("no store there: the database does not exist") from exc
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise StoreError(
+            if not self.create:
+                raise StoreMissing("no store there: the database does not exist") from exc
+            # Consumers create tables, never the database: it may be created after them.
+            raise StoreUnavailable(f"cannot connect to {redact_url(self.url)}: the database "
+                                   "does not exist (yet)") from exc
+        except _CONNECTING as exc:
+            raise StoreUnavailable(
                 f"cannot connect to {redact_url(self.url)}: {type(exc).__name__}"
             ) from exc
         try:
@@ -131,20 +149,27 @@ class PostgresStore(OutboxRelay):
         """A pooled connection in a READ COMMITTED transaction: commit, or rollback on error."""
         if self._pool is None:
             raise StoreError("store is not open")
+        pool = self._pool
+        try:
+            conn = await pool.acquire()
+        except _CONNECTING as exc:  # a new connection refused: the database is not there now
+            raise StoreUnavailable(f"postgresql: cannot connect: {type(exc).__name__}: {exc}"
+                                   ) from exc
         raised: BaseException | None = None
         try:
-            async with self._pool.acquire() as conn:
-                async with conn.transaction(isolation="read_committed"):
-                    try:
-                        yield _PostgresTx(conn)
-                    except BaseException as exc:
-                        raised = exc
-                        raise
+            async with conn.transaction(isolation="read_committed"):
+                try:
+                    yield _PostgresTx(conn)
+                except BaseException as exc:
+                    raised = exc
+                    raise
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if exc is raised:  # the block's own error: pass it on as it is
                 raise
-            # Raised by acquire, BEGIN, COMMIT or ROLLBACK.
+            # Raised by BEGIN, COMMIT or ROLLBACK.
             raise _pg_error(exc) from exc
+        finally:
+            await pool.release(conn)
 
     async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         """`work(tx)` in one transaction: committed when it returns, rolled back if it raises."""

@@ -150,12 +150,13 @@ class SqliteStore(OutboxRelay):
     dialect = "sqlite"
 
     def __init__(self, path: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
-                 create: bool = True) -> None:
+                 create: bool = True, open_timeout: float = SQLITE_OPEN_TIMEOUT) -> None:
         if not path:
             raise ValueError("sqlite store URL needs a path: sqlite:///path or sqlite:///:memory:")
         self.path = path
         self.create = create  # False: the file and its tables must be there (StoreMissing)
         self.busy_timeout_ms = busy_timeout_ms
+        self.open_timeout = open_timeout  # seconds open() keeps trying for the write lock
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
@@ -251,8 +252,9 @@ class SqliteStore(OutboxRelay):
         try:
             await self._call(self._connect)
             # A process (re)starting beside busy ones may wait longer than busy_timeout for
-            # the write lock (SQLite's busy handler is not fair): keep trying for a minute.
-            deadline = time.monotonic() + SQLITE_OPEN_TIMEOUT
+            # the write lock (SQLite's busy handler is not fair): keep trying (a minute, unless
+            # the caller retries itself).
+            deadline = time.monotonic() + self.open_timeout
             pause = 0.05
             while True:
                 try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import signal
 import sys
@@ -14,6 +15,7 @@ import aio_pika
 import aiohttp
 import orjson
 import pytest
+from conftest import _admin, sqlite_write_locked
 from ports import free_port
 
 from consumers.store import open_store
@@ -62,14 +64,16 @@ def write_test_config(settings) -> Path:
 
 
 async def start_consumer(store_url: str, settings, test_env, name: str = "inventory",
-                         prefetch: int = 20) -> asyncio.subprocess.Process:
+                         prefetch: int = 20, log: Path | None = None
+                         ) -> asyncio.subprocess.Process:
+    """`python -m consumers NAME`; its output to `log` if given."""
     env = {**os.environ, **test_env, "DATABASE_URL": store_url}
     path = write_test_config(settings)
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "consumers", name, "--config", str(path),
-        "--prefetch", str(prefetch), cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
+    with open(log, "ab") if log else open(os.devnull, "wb") as out:  # noqa: ASYNC230
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "consumers", name, "--config", str(path),
+            "--prefetch", str(prefetch), cwd=ROOT, env=env, stdout=out, stderr=out,
+        )
 
 
 async def applied(store) -> int:
@@ -220,6 +224,88 @@ class TestRacingConsumers:
 
 async def _at_least(value, floor: int) -> bool:
     return await value >= floor
+
+
+@contextlib.asynccontextmanager
+async def store_away(store_url: str):
+    """The store unusable until the block ends. SQLite: another connection holds the write
+    lock (BEGIN IMMEDIATE), far past the consumers' busy timeout. PostgreSQL: the database
+    is not there (dropped), and is created when the block ends, as an operator provisioning
+    it after the consumers were deployed would."""
+    if store_url.startswith("sqlite"):
+        async with open_store(store_url):
+            pass  # the file and its schema, so the lock is on a real store
+        async with sqlite_write_locked(store_url):
+            yield
+        return
+    admin, _ = await _admin()
+    name = store_url.rpartition("/")[2]
+    try:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        yield
+    finally:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+
+
+def order_created(event_id: str, order_id: str) -> aio_pika.Message:
+    return aio_pika.Message(orjson.dumps({
+        "id": event_id, "type": "order.created", "source": "portal",
+        "occurred_at": "2026-11-28T00:00:00Z",
+        "data": {"order_id": order_id, "status": "received",
+                 "created_at": "2026-11-28T00:00:00Z",
+                 "lines": [{"sku": "SKU-START", "quantity": 1}],
+                 "shipping_address": {"name": "A", "line1": "1 Main St", "city": "Austin",
+                                      "country": "US"}},
+    }), delivery_mode=aio_pika.DeliveryMode.PERSISTENT, headers={"attempt": 0})
+
+
+class TestStoreAtStart:
+    async def test_a_consumer_waits_for_its_store_and_comes_up(
+        self, store_url, settings, test_env, amqp, topology, tmp_path
+    ):
+        """`python -m consumers orders` started while its store is unusable (SQLite locked by
+        another connection; PostgreSQL's database not there yet) says `store_unavailable` and
+        keeps trying instead of exiting; once the store is back it consumes and applies a
+        published order; SIGTERM exits 0."""
+        log = tmp_path / "orders.log"
+
+        async def said_unavailable() -> bool:
+            return log.exists() and b'"store_unavailable"' in log.read_bytes()
+
+        async def consuming() -> bool:
+            channel = await amqp.channel()
+            queue = await channel.declare_queue(topology.queue("orders"), passive=True)
+            await channel.close()
+            return queue.declaration_result.consumer_count == 1
+
+        async with store_away(store_url):
+            proc = await start_consumer(store_url, settings, test_env, "orders", log=log)
+            try:
+                # A try failed (on SQLite after the busy timeout), and it is still waiting.
+                await wait_until(said_unavailable, timeout=30)
+                assert proc.returncode is None, log.read_text()
+            except BaseException:
+                proc.kill()
+                await proc.wait()
+                raise
+        try:
+            await wait_until(consuming, timeout=30)
+            channel = await amqp.channel(publisher_confirms=True)
+            exchange = await channel.get_exchange(topology.exchange)
+            await exchange.publish(order_created("start-1", "S-1"), routing_key="order.created")
+            await channel.close()
+            async with open_store(store_url) as store:
+                async def stored() -> bool:
+                    async with store.transaction() as tx:
+                        return await tx.fetchval(
+                            "SELECT COUNT(*) FROM orders WHERE order_id = $1", "S-1") == 1
+
+                await wait_until(stored)
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        assert 0 == await asyncio.wait_for(proc.wait(), 30), log.read_text()
 
 
 class TestAllInOne:

@@ -16,7 +16,7 @@ import aio_pika
 import orjson
 import pytest
 import structlog
-from conftest import TIMEOUT, _admin
+from conftest import TIMEOUT, _admin, sqlite_write_locked
 
 from consumers.errors import Permanent
 from consumers.runner import ConsumerSpec, Runner
@@ -468,6 +468,27 @@ class TestStoreFaults:
             await asyncio.wait_for(task, 10)
         assert count == await inbox_count(stocked)
 
+    async def test_a_store_away_when_consuming_starts_is_waited_for(
+        self, amqp, topology, stocked, store_url, start_runner, queue_depths
+    ):
+        """The store goes away between its opening and the runner's start-up outbox relay
+        (SQLite: another connection holds the write lock past the busy timeout; PostgreSQL:
+        its connections ended and new ones refused): the runner logs `store_unavailable`,
+        keeps trying instead of ending, and once the store is back consumes and applies
+        every event once."""
+        count = 5
+        await publish(amqp, topology, [envelope(f"s{i}", quantity=1) for i in range(count)])
+        with structlog.testing.capture_logs() as logs:
+            async with _store_away(store_url):
+                stop, task = start_runner()
+                await wait_for(logged(logs, "store_unavailable"), timeout=TIMEOUT)
+                assert not task.done()
+            await wait_for(lambda: _eq(on_hand(stocked), count), timeout=TIMEOUT)
+            await wait_for(lambda: nothing_queued(queue_depths, topology))
+            stop.set()
+            await asyncio.wait_for(task, 10)
+        assert count == await inbox_count(stocked)
+
     async def test_a_held_transaction_keeps_its_message_unacked_until_the_commit(
         self, amqp, topology, stocked, store_url, settings, start_runner, queue_depths
     ):
@@ -656,6 +677,26 @@ class TestAttemptRecord:
                               depths[topology.queue("orders")])
 
         await wait_for(dead)
+
+
+@contextlib.asynccontextmanager
+async def _store_away(store_url: str) -> Any:
+    """The store unusable until the block ends: SQLite's write lock held by another
+    connection; PostgreSQL's database refusing connections, those it had ended."""
+    if store_url.startswith("sqlite"):
+        async with sqlite_write_locked(store_url):
+            yield
+        return
+    database = store_url.rpartition("/")[2]
+    admin, _ = await _admin()
+    try:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE datname = $1", database)
+        yield
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await admin.close()
 
 
 async def _eq(value: Awaitable[int], expected: int) -> bool:

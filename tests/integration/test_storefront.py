@@ -469,3 +469,47 @@ class TestKilled:
         assert row is not None and row["already_done"]  # the earlier write, found
         if kind == "shopify":
             assert 1 == counters(stores, kind)["fulfillments_created"]
+
+
+class TestStopped:
+    async def test_sigterm_with_a_slow_store_finishes_its_batch_and_gives_back_the_rest(
+        self, store_url, settings, carrier, stores, declared, amqp, test_env
+    ):
+        """`python -m consumers storefront` SIGTERMed while a batch is calling a slow store
+        (Shopify answering each request a second late), with more messages in hand and more
+        on the queue: it finishes that batch, starts no other (no write-back is intended
+        past the first batch), gives the rest back, and exits 0; every message is on a
+        queue or settled, none lost."""
+        count = 150  # prefetch 100: batches of 50; the queue holds more than the prefetch
+        on = with_storefront(settings, stores, carrier)
+        config = storefront_config(on, stores)
+        stores["shopify"].app[CONTROL].faults.append(Fault(delay=1.0, count=100_000))
+        topology = Topology.of(on.broker)
+        queues = [topology.queue("storefront"), topology.dead_queue("storefront"),
+                  *(topology.retry_queue("storefront", d) for d in on.broker.retry_ladder)]
+        async with open_store(store_url) as store:
+            for i in range(count):
+                await label_created(store, amqp, on, "1003", f"9400STOP{i:04d}", "shopify",
+                                    f"stop-{i}")
+            proc = await start_storefront(store_url, config, test_env)
+            try:
+                async def intended() -> bool:
+                    return await one(store, "SELECT order_id FROM writebacks") is not None
+
+                await wait_until(intended)  # the first batch is calling the store
+                proc.send_signal(signal.SIGTERM)
+                assert 0 == await asyncio.wait_for(proc.wait(), 60)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+            intents = await one(store, "SELECT COUNT(*) AS n FROM writebacks")
+            assert intents is not None and 0 < intents["n"] <= 50  # one batch's, no more
+
+            async def all_accounted() -> bool:
+                claimed = await one(store, "SELECT COUNT(*) AS n FROM inbox WHERE consumer ="
+                                    " 'storefront'")
+                queued = sum([await depth(amqp, name) for name in queues])
+                return claimed is not None and count == claimed["n"] + queued
+
+            await wait_until(all_accounted)
