@@ -13,7 +13,8 @@ from now on: the old one is revoked, as when the app is uninstalled or its token
 POST /_emulator/faults {"status": 503 | 429 |
 401 | "user_error", "message": "...", "retry_after": 2, "drop": false, "reset": false,
 "delay": 0, "count": 1, "operation": "fulfillmentCreate" | "order"}; GET /_emulator/counters
-(orders, their fulfillments, fulfillments created, the bucket, requests per operation).
+(orders, their fulfillments, fulfillments created, the bucket, requests per operation, and
+THROTTLED: the answers that were). The bucket is a standard plan's unless told otherwise.
 """
 
 from __future__ import annotations
@@ -117,13 +118,19 @@ def coerce(value: Any, type_ref: str, path: list[str]) -> list[dict[str, Any]]:
     return problems
 
 
+# A standard plan's GraphQL Admin bucket: 100 points restored a second
+# (https://shopify.dev/docs/api/usage/rate-limits; Advanced 200, Plus 1,000), holding 2,000.
+STANDARD_BUCKET = 2000.0
+STANDARD_RESTORE_RATE = 100.0
+
+
 @dataclass
 class Bucket:
     """The calculated-cost leaky bucket of one app on one shop."""
 
-    maximum: float = 1000.0
-    restore_rate: float = 50.0
-    available: float = 1000.0
+    maximum: float = STANDARD_BUCKET
+    restore_rate: float = STANDARD_RESTORE_RATE
+    available: float = STANDARD_BUCKET
     updated: float = field(default_factory=time.monotonic)
 
     def refill(self) -> None:
@@ -317,6 +324,7 @@ async def graphql(request: web.Request) -> web.StreamResponse:
     requested = requested_cost(operation)
     bucket.refill()
     if requested > bucket.available:
+        control.requests["THROTTLED"] += 1
         return web.json_response({
             "errors": [{"message": "Throttled", "extensions": {
                 "code": "THROTTLED", "documentation": "https://shopify.dev/api/usage/rate-limits"}}],
@@ -342,8 +350,8 @@ async def graphql(request: web.Request) -> web.StreamResponse:
                                                                                  requested)}})
 
 
-def create_app(token: str, auto_orders: bool = True, bucket_size: float = 1000.0,
-               restore_rate: float = 50.0) -> web.Application:
+def create_app(token: str, auto_orders: bool = True, bucket_size: float = STANDARD_BUCKET,
+               restore_rate: float = STANDARD_RESTORE_RATE) -> web.Application:
     """The emulator's app: one shop whose Admin API token is `token`."""
     if not token:
         raise ValueError("the emulator needs an access token to enforce")
@@ -370,8 +378,10 @@ def create_app(token: str, auto_orders: bool = True, bucket_size: float = 1000.0
 def main(argv: list[str]) -> int:
     parser = arguments("Shopify Admin GraphQL API emulator (orders, fulfillmentCreate)")
     parser.add_argument("--token", required=True, help="the access token to accept")
-    parser.add_argument("--bucket", type=float, default=1000.0, help="maximumAvailable")
-    parser.add_argument("--restore-rate", type=float, default=50.0)
+    parser.add_argument("--bucket", type=float, default=STANDARD_BUCKET,
+                        help="maximumAvailable (default: a standard plan's)")
+    parser.add_argument("--restore-rate", type=float, default=STANDARD_RESTORE_RATE,
+                        help="points restored a second (default: a standard plan's)")
     parser.add_argument("--no-auto-orders", action="store_true",
                         help="unknown order ids are not found (default: created, one open "
                              "fulfillment order)")

@@ -13,6 +13,7 @@ source in [sources] (the kind defaults to that name):
     base_url = "https://example.myshopify.com"     # tests and the walkthrough: the emulator
     access_token = "env:SHOPIFY_ADMIN_TOKEN"       # a secret reference, never the token
     notify_customer = true                         # Shopify e-mails the tracking number
+    max_in_flight = 4                              # requests to this store at a time
     [storefront.woocommerce]
     base_url = "https://shop.example.com"
     consumer_key = "env:WOO_CONSUMER_KEY"
@@ -49,11 +50,13 @@ class StoreTarget:
     credentials: Mapping[str, str] = field(default_factory=dict)
     notify_customer: bool = True  # Shopify
     complete_order: bool = True  # WooCommerce
+    # Requests to the store at a time, per process (the drivers' own default is the same).
+    max_in_flight: int = 4
 
     def driver_config(self, timeout: float) -> dict[str, object]:
         """The keyword arguments of consumers.storefronts.open_storefront."""
         config: dict[str, object] = {"base_url": self.base_url, "timeout": timeout,
-                                     **self.credentials}
+                                     "max_in_flight": self.max_in_flight, **self.credentials}
         if self.kind == "woocommerce":
             config["complete_order"] = self.complete_order
         return config
@@ -114,6 +117,7 @@ def _target(t: Table, base: Path, env: Mapping[str, str], enabled: bool, resolve
                                 "inline values")
     target = StoreTarget(kind=kind, base_url=base_url, credentials=credentials,
                          notify_customer=t.get("notify_customer", bool, True),
-                         complete_order=t.get("complete_order", bool, True))
+                         complete_order=t.get("complete_order", bool, True),
+                         max_in_flight=t.positive("max_in_flight", int, StoreTarget.max_in_flight))
     t.done()
     return target

@@ -3,7 +3,9 @@
 as done. Then, when configured, the order is set `completed` unless it already is.
 Credentials are the REST API consumer key and secret, as HTTP Basic over HTTPS, or as the
 query-string parameters WooCommerce documents for servers that drop the Authorization
-header."""
+header. At most `max_in_flight` requests at a time go to one store (consumers.storefronts.pacing):
+a WooCommerce site is often one small PHP server that a whole batch at once would swamp into
+5xx answers and the retry ladder."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import orjson
 
 from consumers.storefronts.contract import Tracking, WriteBack
 from consumers.storefronts.errors import StoreAuthRevoked, StoreRefused, StoreUnavailable
+from consumers.storefronts.pacing import MAX_IN_FLIGHT, Slots
 from consumers.storefronts.transport import Request, Response, check_base_url, retry_after, send
 
 API = "/wp-json/wc/v3"
@@ -129,7 +132,8 @@ class WooCommerce:
 
     def __init__(self, session: aiohttp.ClientSession, base_url: str, consumer_key: str,
                  consumer_secret: str, complete_order: bool = True,
-                 query_string_auth: bool = False, timeout: float = 10.0) -> None:
+                 query_string_auth: bool = False, timeout: float = 10.0,
+                 max_in_flight: int = MAX_IN_FLIGHT) -> None:
         if not consumer_key or not consumer_secret:
             raise ValueError("WooCommerce consumer key and secret are both needed")
         self.session = session
@@ -138,12 +142,14 @@ class WooCommerce:
         self.complete_order = complete_order
         self.query_string_auth = query_string_auth
         self.timeout = timeout
+        self.slots = Slots(max_in_flight)
 
     def __repr__(self) -> str:  # never the key or secret
         return f"WooCommerce({self.base_url!r}, complete_order={self.complete_order})"
 
     async def _call(self, request: Request) -> Response:
-        return await send(self.session, self.base_url, request, self.timeout)
+        async with self.slots.turn():
+            return await send(self.session, self.base_url, request, self.timeout)
 
     async def fulfil(self, order_ref: str, tracking: Tracking,
                      notify_customer: bool) -> WriteBack:

@@ -106,12 +106,14 @@ async def delete_queues(settings: Settings, *names: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, store: Store, *names: str) -> AsyncIterator[None]:
+async def running(settings: Settings, store: Store, *names: str,
+                  prefetch: int = 10) -> AsyncIterator[None]:
     """Consumers in this process (as `python -m consumers NAME` runs them) until the block
     ends."""
     stop = asyncio.Event()
     async with aiohttp.ClientSession() as session:
-        tasks = [asyncio.create_task(_runner(name, settings, store, session, 10, 1).run(stop))
+        tasks = [asyncio.create_task(_runner(name, settings, store, session, prefetch,
+                                             1).run(stop))
                  for name in names]
         try:
             yield

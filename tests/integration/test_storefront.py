@@ -306,6 +306,48 @@ class TestPaused:
         assert 0 == counters(stores, "shopify")["fulfillments_created"]
 
 
+
+BACKLOG = 50  # write-backs of 127 points each (117 the order query, 10 fulfillmentCreate):
+# three times what the bucket holds
+
+
+class TestPacing:
+    async def test_a_backlog_is_written_at_the_shops_rate_without_throttling(
+        self, store_url, settings, carrier, stores, declared, amqp
+    ):
+        """BACKLOG label notifications for as many Shopify orders, queued before the consumer
+        starts and taken in one batch (prefetch 100, as `python -m consumers` runs), against
+        the emulator's default bucket, a standard plan's (2,000 points, 100 a second): every
+        order gets exactly one fulfillment, nothing dead-lettered. And Shopify never answered
+        THROTTLED: one process paces on every answer's throttleStatus, taken as of when its
+        request went out (the refill never overestimated) less the points of requests still
+        unanswered, so a request goes only once the bucket holds its cost. Unpaced, the
+        batch's order queries all go at once and most are THROTTLED (the test's short ladder
+        then dead-letters them)."""
+        assert shopify.STANDARD_BUCKET == stores["shopify"].app[shopify.BUCKET].maximum
+        on = with_storefront(settings, stores, carrier)
+        order_ids = [str(5000 + n) for n in range(BACKLOG)]
+        async with open_store(store_url) as store:
+            for order_id in order_ids:
+                await label_created(store, amqp, on, order_id, f"9400PACE{order_id}",
+                                    "shopify", f"pace-{order_id}")
+            # 6,350 points, 2,000 in the bucket, 100 a second: about 45 s
+            async with running(on, store, "storefront", prefetch=100):
+                await wait_until(lambda: _done(store, BACKLOG), timeout=120)
+        state = counters(stores, "shopify")
+        for order_id in order_ids:
+            numbers = [t["number"] for f in state["orders"][order_id]["fulfillments"]
+                       for t in f["trackingInfo"]]
+            assert [f"9400PACE{order_id}"] == numbers, order_id
+        assert BACKLOG == state["fulfillments_created"]
+        assert 0 == stores["shopify"].app[CONTROL].requests["THROTTLED"]
+        assert 0 == await depth(amqp, Topology.of(on.broker).dead_queue("storefront"))
+
+
+async def _done(store: Store, n: int) -> bool:
+    row = await one(store, "SELECT COUNT(*) AS n FROM writebacks WHERE state = 'done'")
+    return row is not None and int(row["n"]) >= n
+
 async def paused(store: Store, source: str) -> bool:
     return await one(store, "SELECT source FROM storefront_pauses WHERE source = $1",
                      source) is not None

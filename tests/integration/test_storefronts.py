@@ -53,11 +53,12 @@ class Store:
     def base(self) -> str:
         return str(self.server.make_url("")).rstrip("/")
 
-    def driver(self, **config: Any) -> Storefront:
+    def driver(self, session: aiohttp.ClientSession | None = None,
+               **config: Any) -> Storefront:
         credentials: dict[str, Any] = (
             {"access_token": TOKEN} if self.kind == "shopify"
             else {"consumer_key": KEY, "consumer_secret": SECRET})
-        return open_storefront(self.kind, self.session,
+        return open_storefront(self.kind, session or self.session,
                                **{"base_url": self.base, **credentials, **config})
 
     async def control(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -190,6 +191,34 @@ class TestEveryStore:
         await store.fail(delay=2.0, operation=store.write)
         with pytest.raises(Uncertain):
             await store.driver(timeout=0.3).fulfil("1012", TRACKING, True)
+
+    async def test_no_more_requests_at_once_than_max_in_flight(self, store):
+        """Six write-backs at once, every answer 0.2 s late, max_in_flight 2: never more than
+        two requests out to the store at a time (yet two: they do overlap), and all six
+        written."""
+        await store.fail(delay=0.2, count=1000)
+        out = peak = 0
+
+        async def started(*_: Any) -> None:
+            nonlocal out, peak
+            out += 1
+            peak = max(peak, out)
+
+        async def ended(*_: Any) -> None:
+            nonlocal out
+            out -= 1
+
+        trace = aiohttp.TraceConfig()
+        trace.on_request_start.append(started)
+        trace.on_request_end.append(ended)
+        trace.on_request_exception.append(ended)
+        async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+            driver = store.driver(session, max_in_flight=2)
+            orders = [str(1300 + n) for n in range(6)]
+            await asyncio.gather(*(driver.fulfil(o, TRACKING, True) for o in orders))
+        assert 2 == peak
+        for order in orders:
+            assert [TRACKING.number] == await store.written(order)
 
     async def test_revoked_credentials(self, store):
         """401 (the token or key revoked): StoreAuthRevoked, nothing written."""

@@ -20,6 +20,7 @@ access_token = "env:SHOPIFY_ADMIN_TOKEN"
 notify_customer = false
 [storefront.woocommerce]
 base_url = "https://shop.example.com"
+max_in_flight = 2
 consumer_key = "env:WOO_KEY"
 consumer_secret = "env:WOO_SECRET"
 """
@@ -50,6 +51,11 @@ class TestStorefrontSettings:
             resolved.stores["woocommerce"].credentials
         assert resolved.stores["woocommerce"].complete_order
 
+    def test_max_in_flight_per_store_reaches_its_driver(self, tmp_path):
+        stores = load(tmp_path, ON).storefront.stores
+        assert 4 == stores["shopify"].driver_config(10.0)["max_in_flight"]  # the default
+        assert 2 == stores["woocommerce"].driver_config(10.0)["max_in_flight"]
+
     @pytest.mark.parametrize(("text", "key"), [
         (ON.replace('"env:SHOPIFY_ADMIN_TOKEN"', '"shpat_inline"'),
          "storefront.shopify.access_token"),
@@ -61,6 +67,8 @@ class TestStorefrontSettings:
         (ON + "[storefront.portal]\nbase_url = \"https://p.example\"\n", "storefront.portal.kind"),
         (ON.replace("notify_customer = false", "notify_customr = false"),
          "storefront.shopify.notify_customr"),
+        (ON.replace("max_in_flight = 2", "max_in_flight = 0"),
+         "storefront.woocommerce.max_in_flight"),
     ])
     def test_mistakes_name_the_key(self, tmp_path, text, key):
         with pytest.raises(ConfigError) as caught:
