@@ -115,7 +115,7 @@ async def _void(settings: Settings, store: Store, order: dict[str, Any],
             label["tracking_code"], order_id)
         await tx.execute("UPDATE orders SET status = 'ready_to_ship' WHERE order_id = $1"
                          " AND status = 'label_purchased'", order_id)
-        await _record(tx, "labels void", order_id, f"voided: refund {refund.status}")
+        await record_cli_action(tx, "labels void", order_id, f"voided: refund {refund.status}")
 
     await store.run(voided)
     print(f"voided the label of order {order_id} (tracking {label['tracking_code']}): refund "
@@ -156,7 +156,7 @@ async def _buy(settings: Settings, store: Store, order: dict[str, Any],
         await publisher.close()
 
     async def requested(tx: Tx) -> None:
-        await _record(tx, "labels buy", order_id, f"requested ({message_id})")
+        await record_cli_action(tx, "labels buy", order_id, f"requested ({message_id})")
 
     await store.run(requested)
     print(f"asked the labels consumer to buy a label for order {order_id}; "
@@ -167,17 +167,18 @@ async def _buy(settings: Settings, store: Store, order: dict[str, Any],
 async def _refused(store: Store, action: str, order_id: str, why: str, out: TextIO,
                    code: int = 2) -> int:
     async def refused(tx: Tx) -> None:
-        await _record(tx, action, order_id, f"failed: {why}")
+        await record_cli_action(tx, action, order_id, f"failed: {why}")
 
     await store.run(refused)
     print(f"error: order {order_id}: {why}", file=out)
     return code
 
 
-async def _record(tx: Tx, action: str, order_id: str, outcome: str) -> None:
-    """One row in operator_actions (the console's Audit page shows it)."""
+async def record_cli_action(tx: Tx, action: str, target: str, outcome: str) -> None:
+    """One row in operator_actions for an operator's command (actor: the user running it,
+    role `cli`; the console's Audit page shows it)."""
     await tx.execute(
         "INSERT INTO operator_actions (at, actor, role, action, target, ids, outcome)"
         " VALUES ($1, $2, 'cli', $3, $4, $5, $6)",
-        now_iso(), getpass.getuser(), action, order_id, orjson.dumps([order_id]).decode(),
+        now_iso(), getpass.getuser(), action, target, orjson.dumps([target]).decode(),
         outcome)

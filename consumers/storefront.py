@@ -150,7 +150,8 @@ async def _claim_probe(tx: Tx, source: str, every: float) -> bool:
         source, now.isoformat(timespec="microseconds"), due))
 
 
-async def _lift(tx: Tx, source: str) -> bool:
+async def lift(tx: Tx, source: str) -> bool:
+    """End `source`'s pause (False: it was not paused)."""
     return bool(await tx.execute("DELETE FROM storefront_pauses WHERE source = $1", source))
 
 
@@ -224,12 +225,11 @@ class StorefrontWriter:
             PAUSED.labels(source=source).set(1)
             raise Deferred(f"{source}: credentials refused, write-back paused: {exc}",
                            every) from exc
-        except (StoreUnavailable, Uncertain) as exc:
-            after = exc.retry_after if isinstance(exc, StoreUnavailable) else None
-            raise Transient(f"{source}: {exc}", after) from exc
+        except (StoreUnavailable, Uncertain) as exc:  # both Transient: the store's wait kept
+            raise Transient(f"{source}: {exc}", exc.retry_after) from exc
         except StoreRefused as exc:
             raise Permanent(f"{source} refused: {exc.message}") from exc
-        if pause is not None and await self.store.run(lambda tx: _lift(tx, source)):
+        if pause is not None and await self.store.run(lambda tx: lift(tx, source)):
             PAUSED.labels(source=source).set(0)
             log.info("storefront_resumed", source=source, by="probe")
         return Written(want.order_id, want.tracking.number, source, result)

@@ -10,17 +10,15 @@ for operators. The store is opened without creating it.
 
 from __future__ import annotations
 
-import getpass
 import sys
 from typing import Any, TextIO
 
-import orjson
-
+from consumers.label_admin import record_cli_action
 from consumers.order_admin import Usage
 from consumers.runner import rung
 from consumers.store import Tx, open_store
+from consumers.storefront import lift
 from router.settings import Settings
-from router.times import now_iso
 
 ACTIONS = ("show", "resume")
 
@@ -51,15 +49,12 @@ async def storefront_command(settings: Settings, action: str, source: str | None
 
 
 async def _resume(tx: Tx, source: str) -> dict[str, Any] | None:
-    """Delete the pause (None if there was none) and record the action either way."""
+    """Lift the pause (None if there was none) and record the action either way."""
     pause = await tx.fetchrow("SELECT * FROM storefront_pauses WHERE source = $1", source)
     if pause is not None:
-        await tx.execute("DELETE FROM storefront_pauses WHERE source = $1", source)
-    await tx.execute(
-        "INSERT INTO operator_actions (at, actor, role, action, target, ids, outcome)"
-        " VALUES ($1, $2, 'cli', 'storefront resume', $3, $4, $5)",
-        now_iso(), getpass.getuser(), source, orjson.dumps([source]).decode(),
-        "resumed" if pause is not None else "not paused")
+        await lift(tx, source)
+    await record_cli_action(tx, "storefront resume", source,
+                            "resumed" if pause is not None else "not paused")
     return pause
 
 

@@ -26,10 +26,7 @@ class StoreError(Exception):
 
 class StoreUnavailable(StoreError, Transient):
     """Nothing was done; the store asks to be tried again, after `retry_after` seconds when it
-    said (Retry-After, or the GraphQL cost bucket's refill time)."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message, retry_after)
+    said (Retry-After, or the GraphQL cost bucket's refill time; Transient keeps it)."""
 
 
 class Throttled(StoreUnavailable):
