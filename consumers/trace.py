@@ -193,6 +193,23 @@ def _began(event: dict[str, Any]) -> str:
     return event["received_at"] or min((row["at"] for row in event["attempts"]), default="")
 
 
+def placed_asides(result: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """The order's label and write-backs, each placed before the first event that began
+    after its last change: one list per event, and a last one for those after every event.
+    Each aside is {"kind": "label" | "writeback", "row": the stored row}. `render` and the
+    console's Search show them so."""
+    asides = [{"kind": "label", "row": result["label"]}] if result.get("label") else []
+    asides += [{"kind": "writeback", "row": row} for row in result.get("writebacks") or []]
+    asides.sort(key=lambda aside: aside["row"].get("updated_at") or "")
+    events = result.get("events") or []
+    places: list[list[dict[str, Any]]] = [[] for _ in range(len(events) + 1)]
+    for aside in asides:
+        at = aside["row"].get("updated_at") or ""
+        index = next((i for i, event in enumerate(events) if _began(event) > at), len(events))
+        places[index].append(aside)
+    return places
+
+
 def render(result: dict[str, Any], out: TextIO) -> None:
     """The trace as text: one block per event, each line a moment, oldest first. Each line
     is escaped whole (router.terminal): ids, SKUs, reasons and URLs are stored or sent by
@@ -206,22 +223,20 @@ def render(result: dict[str, Any], out: TextIO) -> None:
         for row in result["refused"]:
             say(f"  {row['at']}  refused       {row['status']} {row['reason']} "
                 f"(source {row['source']}, client {row['client'] or '-'})")
-    # The order's label and write-backs, each shown before the first event after it.
-    asides = [(row["updated_at"], f"label of order {result['id']}",
-               f"label         {label_said(row)}")
-              for row in ([result["label"]] if result["label"] else [])]
-    asides += [(row["updated_at"], f"write-back of order {result['id']}",
-                f"write-back    {writeback_said(row)}") for row in result.get("writebacks", [])]
-    asides.sort(key=lambda aside: aside[0])
+    places = placed_asides(result)  # the order's label and write-backs, in time
 
-    def say_asides(before: str | None) -> None:
-        while asides and (before is None or asides[0][0] < before):
-            at, header, line = asides.pop(0)
-            say(header)
-            say(f"  {at}  {line}")
+    def say_asides(place: list[dict[str, Any]]) -> None:
+        for aside in place:
+            row = aside["row"]
+            if aside["kind"] == "label":
+                say(f"label of order {result['id']}")
+                say(f"  {row['updated_at']}  label         {label_said(row)}")
+            else:
+                say(f"write-back of order {result['id']}")
+                say(f"  {row['updated_at']}  write-back    {writeback_said(row)}")
 
-    for event in result["events"]:
-        say_asides(_began(event))
+    for event, place in zip(result["events"], places, strict=False):
+        say_asides(place)
         say(f"event {event['event_id']}")
         if event["audit"]:
             occurred = f", occurred {event['occurred_at']}" if event["occurred_at"] else ""
@@ -244,7 +259,7 @@ def render(result: dict[str, Any], out: TextIO) -> None:
                 f"{note['message_id']} ({sent})")
             for row in note["deliveries"]:
                 say(f"  {_delivery(row)}")
-    say_asides(None)
+    say_asides(places[-1])
     if result["more"]:
         say(f"(only the newest {len(result['events'])} events; --limit shows more)")
     if result["order"]:

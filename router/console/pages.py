@@ -13,7 +13,7 @@ from aiohttp import web
 from yarl import URL
 
 from consumers.store import StoreError
-from consumers.trace import trace
+from consumers.trace import placed_asides, trace
 from router.console.auth import check_token, may_act
 from router.console.errors import BadSearch, StoreUnavailable, TooManyAttempts
 from router.console.overview import overview
@@ -191,23 +191,6 @@ async def _trace(request: web.Request, ident: str) -> Any:
     except (StoreError, OSError) as exc:
         raise StoreUnavailable(f"the store cannot be read: {exc}") from exc
     return request.app[MASK].mask(result)
-
-
-def placed_asides(result: dict[str, Any]) -> list[list[dict[str, Any]]]:
-    """The order's label and write-backs, each placed before the first event received after
-    its last change: one list per event, and a last one for those after every event. Each
-    aside is {"kind": "label" | "writeback", "row": the stored row}."""
-    asides = [{"kind": "label", "row": result["label"]}] if result.get("label") else []
-    asides += [{"kind": "writeback", "row": row} for row in result.get("writebacks") or []]
-    asides.sort(key=lambda aside: aside["row"].get("updated_at") or "")
-    events = result.get("events") or []
-    places: list[list[dict[str, Any]]] = [[] for _ in range(len(events) + 1)]
-    for aside in asides:
-        at = aside["row"].get("updated_at") or ""
-        index = next((i for i, event in enumerate(events)
-                      if (event.get("received_at") or "") > at), len(events))
-        places[index].append(aside)
-    return places
 
 
 async def search_page(request: web.Request) -> web.StreamResponse:
