@@ -101,7 +101,7 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.ingress import ORDER, free_port, wait_http, wait_port  # noqa: E402
+from bench.ingress import ORDER, PLAIN_SERVER, free_port, wait_http, wait_port  # noqa: E402
 from bench.ingress import SOURCES as SHIPPED_SOURCES  # noqa: E402
 from bench.ingress import write_config as write_ingress_config  # noqa: E402
 from consumers.store import open_store  # noqa: E402
@@ -120,44 +120,6 @@ BROKER_RETRY_PAUSE = 30.0
 STEP_ATTEMPTS = 3
 SAMPLE_EVERY = 1.0  # seconds between queue depth samples
 TICK = 0.001  # the scheduler's sleep between batches of due requests
-
-# The naive pipeline's server: an HMAC check and one confirmed publish of the raw body (no
-# envelope, no mapping), which its consumer reads as Shopify's order. bench/ingress.py's
-# plain server publishes our envelope instead (so that the audit consumer behind both reads
-# the same thing) and takes its template's path as two more arguments: it is not this one.
-NAIVE_SERVER = r'''
-import asyncio, base64, hashlib, hmac, sys
-import aio_pika, uvloop
-from aiohttp import web
-
-SECRET, URL, EXCHANGE, PORT = sys.argv[1].encode(), sys.argv[2], sys.argv[3], int(sys.argv[4])
-
-async def main():
-    connection = await aio_pika.connect_robust(URL)
-    channel = await connection.channel(publisher_confirms=True)
-    exchange = await channel.get_exchange(EXCHANGE)
-
-    async def webhook(request):
-        body = await request.read()
-        digest = base64.b64encode(hmac.new(SECRET, body, hashlib.sha256).digest()).decode()
-        if not hmac.compare_digest(digest, request.headers.get("X-Shopify-Hmac-Sha256", "")):
-            return web.json_response({"error": "invalid_signature"}, status=401)
-        await exchange.publish(
-            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                             message_id=request.headers.get("X-Shopify-Event-Id")),
-            routing_key="order.created",
-        )
-        return web.json_response({"status": "accepted"}, status=202)
-
-    app = web.Application()
-    app.router.add_post("/webhooks/shopify", webhook)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", PORT).start()
-    await asyncio.Event().wait()
-
-uvloop.run(main())
-'''
 
 NAIVE_CONSUMER = r'''
 import asyncio, json, sqlite3, sys, time
@@ -724,7 +686,8 @@ class Bench:
         ours.consumer_log = self.logs[-1]
 
         naive = self.pipelines["naive"]
-        (self.tmp / "naive_server.py").write_text(NAIVE_SERVER)
+        # bench/ingress.py's plain server without an envelope: it publishes the raw body
+        (self.tmp / "naive_server.py").write_text(PLAIN_SERVER)
         (self.tmp / "naive_consumer.py").write_text(NAIVE_CONSUMER)
         naive.server = self._popen("naive-server", [
             sys.executable, str(self.tmp / "naive_server.py"), SECRET, AMQP_URL,

@@ -75,8 +75,12 @@ import aio_pika, uvloop
 from aiohttp import web
 
 SECRET, URL, EXCHANGE, PORT = sys.argv[1].encode(), sys.argv[2], sys.argv[3], int(sys.argv[4])
-# Our ingress's envelope for the benchmark's order, split around its event id.
-PREFIX, _, SUFFIX = open(sys.argv[5], "rb").read().partition(sys.argv[6].encode())
+# With ENVELOPE MARKER: our ingress's envelope for the benchmark's order, split around its
+# event id, is what it publishes (bench/ingress.py, so the audit consumer behind both reads
+# the same). Without: the raw body, no envelope, no mapping (bench/e2e.py's naive pipeline).
+ENVELOPED = len(sys.argv) > 5
+if ENVELOPED:
+    PREFIX, _, SUFFIX = open(sys.argv[5], "rb").read().partition(sys.argv[6].encode())
 
 async def main():
     connection = await aio_pika.connect_robust(URL)
@@ -89,8 +93,9 @@ async def main():
         if not hmac.compare_digest(digest, request.headers.get("X-Shopify-Hmac-Sha256", "")):
             return web.json_response({"error": "invalid_signature"}, status=401)
         event_id = request.headers.get("X-Shopify-Event-Id", "")
+        published = PREFIX + event_id.encode() + SUFFIX if ENVELOPED else body
         await exchange.publish(
-            aio_pika.Message(PREFIX + event_id.encode() + SUFFIX, message_id=event_id,
+            aio_pika.Message(published, message_id=event_id,
                              delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
             routing_key="order.created",
         )
