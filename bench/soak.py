@@ -916,11 +916,27 @@ async def run_once(kind: str, args: argparse.Namespace) -> dict[str, Any]:
             conn = await asyncpg.connect(PG_ADMIN_URL)
             await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             await conn.close()
+        if not result.get("drained") or any(result.get("exit_codes", {}).values()):
+            show_log_tails(tmp, result.get("exit_codes", {}))
         if args.keep:
             print(f"logs kept in {tmp}", file=sys.stderr)
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     return result
+
+
+def show_log_tails(tmp: Path, codes: dict[str, int], lines: int = 40) -> None:
+    """A run that did not drain or whose processes did not exit 0: the end of each process's
+    log on stderr (the logs themselves go with the temporary directory, and CI keeps only
+    its output), the ones that exited otherwise than 0 first."""
+    logs = sorted(tmp.glob("*.log"), key=lambda log: codes.get(log.stem, 0) == 0)
+    for log in logs:
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        code = codes.get(log.stem)
+        print(f"--- last {len(tail)} lines of {log.name}"
+              f"{'' if code is None else f' (exit {code})'}", file=sys.stderr)
+        for line in tail:
+            print(f"    {line}", file=sys.stderr)
 
 
 async def dead_letters(queue: str) -> list[str]:
