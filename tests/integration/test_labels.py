@@ -32,7 +32,7 @@ from consumers.store import Store, open_store
 from emulators.control import CONTROL, Fault
 from emulators.easypost import Emulator, build_app
 from router.broker.topology import Topology
-from router.label_settings import ServiceChoice
+from router.label_settings import OUTAGE_LADDER, ServiceChoice
 from router.providers import signed_headers
 from router.settings import Settings
 
@@ -99,7 +99,10 @@ async def delete_queues(settings: Settings, *names: str) -> None:
     async with await aio_pika.connect(settings.broker.url) as connection:
         channel = await connection.channel()
         for name in names:
-            retries = [topology.retry_queue(name, delay) for delay in ALL_TEST_RUNGS]
+            # the test ladders', and the shipped one's (a CLI run on the shipped config
+            # declares the labels queue with [labels]' default ladder)
+            rungs = dict.fromkeys((*ALL_TEST_RUNGS, *OUTAGE_LADDER))
+            retries = [topology.retry_queue(name, delay) for delay in rungs]
             for queue_name in [spec.name for spec in topology.work_queues(name, ())] + retries:
                 queue = await channel.get_queue(queue_name, ensure=False)
                 await queue.delete(if_unused=False, if_empty=False)
