@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
+import structlog
 
 from consumers.store.contract import (
     IntegrityViolation,
@@ -22,6 +23,8 @@ from consumers.store.contract import (
 from consumers.store.migrations import migrate
 
 T = TypeVar("T")
+
+log = structlog.get_logger("consumers.store")
 
 DEFAULT_POOL_MAX = 4
 # Any constant that other users of the same PostgreSQL database are unlikely to pick.
@@ -169,7 +172,14 @@ class PostgresStore(OutboxRelay):
             # Raised by BEGIN, COMMIT or ROLLBACK.
             raise _pg_error(exc) from exc
         finally:
-            await pool.release(conn)
+            try:
+                await pool.release(conn)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # The reset after the transaction failed (the server ended the session as it
+                # ran): the pool has terminated the connection and opens a new one when next
+                # needed. What the block did is settled: committed, or rolled back and raised.
+                log.warning("store_connection_dropped", dialect=self.dialect,
+                            error=type(exc).__name__)
 
     async def run(self, work: Callable[[Tx], Awaitable[T]]) -> T:
         """`work(tx)` in one transaction: committed when it returns, rolled back if it raises."""

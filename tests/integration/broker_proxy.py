@@ -3,7 +3,10 @@ has: `cut()` drops every open connection (the broker sees the socket close); `bl
 keeps every socket open but stops forwarding (what arrives is dropped, as a dead path drops
 packets, so those connections never work again); `restore()` forwards new connections
 again. `hold()` keeps what arrives and `release()` forwards it late, as a slow path does
-(nothing is lost).  With `tls`, it terminates TLS in front of the plain broker.
+(nothing is lost).  `cut_when_sent(pattern)` drops a connection the moment its client sends
+bytes holding `pattern` (before they are forwarded): a connection lost at one exact step of
+a protocol.  With `tls`, it terminates TLS in front of the plain broker.  `upstream` puts it
+in front of another server (PostgreSQL) instead.
 A CA and a server certificate for 127.0.0.1 are made with `make_ca`."""
 
 from __future__ import annotations
@@ -35,8 +38,12 @@ class Link:
 
 
 class Proxy:
-    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None,
+                 upstream: tuple[str, int] = BROKER) -> None:
         self.tls = tls
+        self.upstream = upstream
+        self.cut_pattern: bytes | None = None
+        self.cuts = 0  # connections dropped by cut_when_sent
         self.links: list[Link] = []
         self.blackholed = False
         self._server: asyncio.Server | None = None
@@ -78,6 +85,10 @@ class Proxy:
                 if writer is not None:
                     writer.transport.abort()
 
+    def cut_when_sent(self, pattern: bytes | None) -> None:
+        """From now on, drop the connection whose client sends `pattern` (None: stop)."""
+        self.cut_pattern = pattern
+
     def open_links(self) -> list[Link]:
         return [link for link in self.links if not link.client_gone.is_set()]
 
@@ -97,16 +108,24 @@ class Proxy:
         self.links.append(link)
         if not link.dead:
             try:
-                up_reader, link.upstream = await asyncio.open_connection(*BROKER)
+                up_reader, link.upstream = await asyncio.open_connection(*self.upstream)
             except OSError:
                 writer.transport.abort()
                 link.client_gone.set()
                 return
-            self._spawn(self._pump(up_reader, writer, link))
-        await self._pump(reader, link.upstream, link)
+            self._spawn(self._back(up_reader, writer, link))
+        await self._pump(reader, link.upstream, link, watch=True)
         link.client_gone.set()
         if link.upstream is not None:
             link.upstream.transport.abort()
+
+    async def _back(self, reader: asyncio.StreamReader, client: asyncio.StreamWriter,
+                    link: Link) -> None:
+        """Upstream to client; when the server closes, so does the client's socket (unless
+        the path is dead: then nothing reaches the client, its end included)."""
+        await self._pump(reader, client, link)
+        if not link.dead:
+            client.transport.abort()
 
     def _spawn(self, coroutine) -> None:  # type: ignore[no-untyped-def]
         task = asyncio.create_task(coroutine)
@@ -114,11 +133,18 @@ class Proxy:
         task.add_done_callback(self._tasks.discard)
 
     async def _pump(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None, link: Link
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None, link: Link,
+        watch: bool = False,
     ) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await reader.read(65536):
                 await self._flowing.wait()
+                if watch and self.cut_pattern is not None and self.cut_pattern in data:
+                    self.cuts += 1
+                    for end in (link.client, link.upstream):
+                        if end is not None:
+                            end.transport.abort()
+                    return
                 if not link.dead and writer is not None:
                     writer.write(data)
 

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+from broker_proxy import Proxy
 from conftest import PG_HOST, PG_PORT, TIMEOUT, _admin  # noqa: F401
 
 from consumers.stock import Policy, new_lines, reserve_lines
@@ -370,6 +372,34 @@ async def test_a_transaction_cancelled_at_any_step_leaves_the_store_usable(store
             stored = await tx.fetchval(
                 "SELECT count(*) FROM orders WHERE order_id = $1", f"o-c{n}")
         assert stored == (1 if claimed else 0), n
+
+
+async def test_postgresql_connection_lost_as_the_pool_resets_it_keeps_the_commit(
+    store_url: str,
+) -> None:
+    """The connection drops while the pool resets it after COMMIT (the server ended the
+    session, or the network did), as it did once under the soak's pg_terminate_backend: the
+    transaction committed and says so; no driver error escapes it (one did, from the pool's
+    release, and ended the notifications consumer); the next one gets a new connection."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("a pooled PostgreSQL connection's reset")
+    proxy = await Proxy(upstream=(PG_HOST, PG_PORT)).start()
+    through_proxy = store_url.replace(f"@{PG_HOST}:{PG_PORT}/", f"@127.0.0.1:{proxy.port}/")
+    assert through_proxy != store_url
+    try:
+        async with open_store(through_proxy) as store:
+            proxy.cut_when_sent(b"pg_advisory_unlock_all")  # the first words of the reset
+            with structlog.testing.capture_logs() as logs:
+                async with asyncio.timeout(TIMEOUT), store.transaction() as tx:
+                    assert await tx.claim("orders", "evt-reset")
+            assert proxy.cuts == 1
+            assert [e["error"] for e in logs if e["event"] == "store_connection_dropped"] \
+                == ["ConnectionDoesNotExistError"]
+            proxy.cut_when_sent(None)
+            async with asyncio.timeout(TIMEOUT), store.transaction() as tx:
+                assert not await tx.claim("orders", "evt-reset")  # it was committed
+    finally:
+        await proxy.close()
 
 
 async def test_closed_store_refuses_transactions(store_url: str) -> None:
