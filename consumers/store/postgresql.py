@@ -36,13 +36,20 @@ _UNREACHABLE = (OSError, TimeoutError, asyncpg.PostgresConnectionError,
                 asyncpg.OperatorInterventionError, asyncpg.TooManyConnectionsError,
                 asyncpg.ConnectionDoesNotExistError)
 
+# What asyncpg raises for a statement, BEGIN, COMMIT or ROLLBACK, or the pool's reset. Its
+# InternalClientError is the protocol out of step with the server (a FATAL arrived, the
+# close not yet): that connection cannot be used again.
+_DRIVER = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+
 # Whatever making a connection raised: the server, or this database on it, refuses us now
 # (down, starting, not accepting connections, a password it does not take).
 _CONNECTING = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
-def _pg_error(exc: Exception) -> StoreError:
-    if isinstance(exc, _UNREACHABLE):
+def _pg_error(exc: Exception, conn: asyncpg.Connection | None = None) -> StoreError:
+    """Our error for asyncpg's `exc`; `conn`, the connection it came from, if one."""
+    gone = conn is not None and conn.is_closed()  # e.g. "the underlying connection is closed"
+    if gone or isinstance(exc, (*_UNREACHABLE, asyncpg.InternalClientError)):
         return StoreUnavailable(f"postgresql: {type(exc).__name__}: {exc}")
     if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
         return IntegrityViolation(f"constraint violated: {exc}")
@@ -68,33 +75,33 @@ class _PostgresTx(TxBase):
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         try:
             await self._conn.executemany(sql, rows)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise _pg_error(exc) from exc
+        except _DRIVER as exc:
+            raise _pg_error(exc, self._conn) from exc
 
     async def execute(self, sql: str, *args: Any) -> int:
         try:
             return _rows_affected(await self._conn.execute(sql, *args))
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise _pg_error(exc) from exc
+        except _DRIVER as exc:
+            raise _pg_error(exc, self._conn) from exc
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
         try:
             return [dict(row) for row in await self._conn.fetch(sql, *args)]
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise _pg_error(exc) from exc
+        except _DRIVER as exc:
+            raise _pg_error(exc, self._conn) from exc
 
     async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
         try:
             row = await self._conn.fetchrow(sql, *args)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise _pg_error(exc) from exc
+        except _DRIVER as exc:
+            raise _pg_error(exc, self._conn) from exc
         return None if row is None else dict(row)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         try:
             return await self._conn.fetchval(sql, *args)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise _pg_error(exc) from exc
+        except _DRIVER as exc:
+            raise _pg_error(exc, self._conn) from exc
 
 
 class PostgresStore(OutboxRelay):
@@ -166,15 +173,15 @@ class PostgresStore(OutboxRelay):
                 except BaseException as exc:
                     raised = exc
                     raise
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except _DRIVER as exc:
             if exc is raised:  # the block's own error: pass it on as it is
                 raise
             # Raised by BEGIN, COMMIT or ROLLBACK.
-            raise _pg_error(exc) from exc
+            raise _pg_error(exc, conn) from exc
         finally:
             try:
                 await pool.release(conn)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except _DRIVER as exc:
                 # The reset after the transaction failed (the server ended the session as it
                 # ran): the pool has terminated the connection and opens a new one when next
                 # needed. What the block did is settled: committed, or rolled back and raised.

@@ -5,7 +5,9 @@ packets, so those connections never work again); `restore()` forwards new connec
 again. `hold()` keeps what arrives and `release()` forwards it late, as a slow path does
 (nothing is lost).  `cut_when_sent(pattern)` drops a connection the moment its client sends
 bytes holding `pattern` (before they are forwarded): a connection lost at one exact step of
-a protocol.  With `tls`, it terminates TLS in front of the plain broker.  `upstream` puts it
+a protocol.  `late_close = True` forwards what the server sends but not its close (a path
+that delays the FIN): the client reads the server's last words and still thinks the
+connection open.  With `tls`, it terminates TLS in front of the plain broker.  `upstream` puts it
 in front of another server (PostgreSQL) instead.
 A CA and a server certificate for 127.0.0.1 are made with `make_ca`."""
 
@@ -35,6 +37,7 @@ class Link:
     upstream: asyncio.StreamWriter | None = None
     dead: bool = False  # opened or caught in a blackhole: never forwards again
     client_gone: asyncio.Event = field(default_factory=asyncio.Event)  # the client hung up
+    server_gone: asyncio.Event = field(default_factory=asyncio.Event)  # the server hung up
 
 
 class Proxy:
@@ -44,6 +47,7 @@ class Proxy:
         self.upstream = upstream
         self.cut_pattern: bytes | None = None
         self.cuts = 0  # connections dropped by cut_when_sent
+        self.late_close = False
         self.links: list[Link] = []
         self.blackholed = False
         self._server: asyncio.Server | None = None
@@ -122,9 +126,10 @@ class Proxy:
     async def _back(self, reader: asyncio.StreamReader, client: asyncio.StreamWriter,
                     link: Link) -> None:
         """Upstream to client; when the server closes, so does the client's socket (unless
-        the path is dead: then nothing reaches the client, its end included)."""
+        the path is dead, or the close is late: then the client is not told)."""
         await self._pump(reader, client, link)
-        if not link.dead:
+        link.server_gone.set()
+        if not link.dead and not self.late_close:
             client.transport.abort()
 
     def _spawn(self, coroutine) -> None:  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ from consumers.store import (
     Store,
     StoreBusy,
     StoreError,
+    StoreUnavailable,
     Tx,
     open_store,
 )
@@ -400,6 +401,42 @@ async def test_postgresql_connection_lost_as_the_pool_resets_it_keeps_the_commit
                 assert not await tx.claim("orders", "evt-reset")  # it was committed
     finally:
         await proxy.close()
+
+
+@pytest.mark.parametrize("step", ["statement", "commit"])
+async def test_postgresql_session_ended_inside_a_transaction_is_store_unavailable(
+    store_url: str, step: str,
+) -> None:
+    """The server ends the session inside a transaction and its FATAL reaches us before the
+    close does (the soak's pg_terminate_backend; here the close is held back): the next
+    statement, or the COMMIT, raises StoreUnavailable, which every caller waits out (asyncpg's
+    InternalClientError escaped once and ended the notifications consumer); nothing was
+    committed, and the next transaction runs on a new connection."""
+    if not store_url.startswith("postgresql"):
+        pytest.skip("a PostgreSQL session ended by the server")
+    admin, _ = await _admin()
+    proxy = await Proxy(upstream=(PG_HOST, PG_PORT)).start()
+    proxy.late_close = True
+    through_proxy = store_url.replace(f"@{PG_HOST}:{PG_PORT}/", f"@127.0.0.1:{proxy.port}/")
+    try:
+        async with open_store(through_proxy, pool_max=1) as store:
+            with pytest.raises(StoreUnavailable):
+                async with asyncio.timeout(TIMEOUT), store.transaction() as tx:
+                    assert await tx.claim("orders", "evt-fatal")
+                    pid = await tx.fetchval("SELECT pg_backend_pid()")
+                    await admin.execute("SELECT pg_terminate_backend($1, 5000)", pid)
+                    await proxy.open_links()[-1].server_gone.wait()
+                    # The FATAL is on our socket: a few turns of the loop read it.
+                    for _ in range(3):
+                        await asyncio.sleep(0)
+                    if step == "statement":
+                        await tx.fetchval("SELECT 1")
+            proxy.late_close = False  # closing the store waits for the server's close
+            async with asyncio.timeout(TIMEOUT), store.transaction() as tx:
+                assert await tx.claim("orders", "evt-fatal")  # the first was not committed
+    finally:
+        await proxy.close()
+        await admin.close()
 
 
 async def test_closed_store_refuses_transactions(store_url: str) -> None:
