@@ -102,8 +102,9 @@ class CostBucket:
     its operation, else `first_costs`' estimate) fits.
 
     An answer's status is read as a lower bound of the bucket, whatever order the answers
-    come back in: taken as of when its request went out (the store read it later: the refill
-    since is never overestimated), less the requests answered while it was out (the store
+    come back in: taken as of when the answer came (the store read it before: refill is
+    counted only from then, never for the time the request took to reach the store, which
+    the store had counted already), less the requests answered while it was out (the store
     may have charged them after reading it; counted twice at worst); the requests still out
     are `pending`. A request answered without a status (a 5xx, a lost answer) is taken off
     the last status as if the store charged it."""
@@ -120,7 +121,7 @@ class CostBucket:
 
     def observe(self, operation: str, cost: Any, ticket: Ticket) -> None:
         """An answer's `extensions.cost`: the bucket's state and the operation's cost."""
-        seen = read_status(cost, ticket.at)
+        seen = read_status(cost, self.clock())
         if seen is not None:
             charged_meanwhile = self.answered - ticket.answered
             self.seen = replace(seen, available=seen.available - charged_meanwhile)

@@ -92,8 +92,20 @@ class TestCostBucket:
             bucket.observe("Order", status(1935, requested=65), ticket)
         assert 0.0 == bucket.pending
         assert 65.0 == bucket.costs["Order"]
-        # as of when it was sent: the half second's refill is not counted on
-        assert Seen(2000.0, 1935.0, 100.0, 100.0) == bucket.seen
+        # as of when it came: the store read it after the half second's refill
+        assert Seen(2000.0, 1935.0, 100.0, 100.5) == bucket.seen
+
+    async def test_a_slow_request_s_answer_is_not_refilled_for_its_way_there(self):
+        """A request takes 2 s to reach the store (a busy network or store), which reads the
+        bucket empty just before answering: the next 50-point request waits half a second
+        from the answer, not 0 (counted from the send, the 2 s of refill the store had
+        counted already would be counted again, and Shopify would answer THROTTLED)."""
+        clock = Clock()
+        bucket = CostBucket({"Order": 50.0}, clock=clock)
+        async with bucket.turn("Order") as ticket:
+            clock.now += 2.0
+            bucket.observe("Order", status(0, requested=50), ticket)
+        assert 0.5 == room_wait(bucket.seen, bucket.pending, 50.0, clock.now)
 
     async def test_a_request_waits_until_its_cost_fits(self):
         """The bucket seen at 30 points: a 75-point request is held about 0.45 s (real time
