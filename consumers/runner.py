@@ -4,8 +4,12 @@ For each batch of messages in hand (up to prefetch / concurrency of them):
 
     one transaction (on SQLite: one hop to the store's thread for the whole batch)
       mark the outbox rows confirmed since the last batch as sent
-      per message: SAVEPOINT; inbox claim; handler effect; RELEASE
-                   (a failing message rolls back to its savepoint and only it is retried)
+      per message: inbox claim; handler effect
+      (first without savepoints: on PostgreSQL the batch's claims go in one statement and
+      its order lines and outbox rows are written behind, together before COMMIT; if any
+      message fails, all is rolled back and the batch runs again, each message in a
+      SAVEPOINT of its own, claimed and written one statement at a time: a failing message
+      rolls back to its savepoint and only it is retried)
     COMMIT
     failed messages -> NAME.retry.<delay> or NAME.dead, with the broker's confirm
     ack (only now: the effects are committed); a multiple-ack covers the longest run of
@@ -25,7 +29,6 @@ failed publish (receivers deduplicate by message id).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
@@ -36,9 +39,9 @@ import aio_pika
 import orjson
 import structlog
 from aio_pika.abc import AbstractIncomingMessage
-from aiormq.exceptions import ChannelInvalidStateError
 from prometheus_client import Counter, Histogram
 
+from consumers.acking import Acker
 from consumers.errors import Deferred, Permanent, Transient
 from consumers.events import Event
 from consumers.store import Store, StoreBusy, StoreUnavailable, Tx, mark_sent
@@ -176,41 +179,6 @@ class Outcome:
         self.event = event
 
 
-class _Acker:
-    """Acks in delivery order: a multiple-ack for the longest run of settled messages at the
-    front, so one batch finishing early never acks another batch's messages."""
-
-    def __init__(self) -> None:
-        self._delivered: collections.deque[AbstractIncomingMessage] = collections.deque()
-        self._settled: set[int] = set()
-
-    def delivered(self, message: AbstractIncomingMessage) -> None:
-        self._delivered.append(message)
-
-    async def settle(self, outcomes: list[Outcome], nacked: set[int]) -> None:
-        """Mark `outcomes` done; ack every message now at the front of the settled run
-        (one multiple-ack per channel). `nacked` holds id()s already nacked: never acked."""
-        for outcome in outcomes:
-            self._settled.add(id(outcome.message))
-        last_per_channel: dict[int, AbstractIncomingMessage] = {}
-        while self._delivered and id(self._delivered[0]) in self._settled:
-            message = self._delivered.popleft()
-            self._settled.discard(id(message))
-            if id(message) in nacked:
-                continue
-            try:
-                channel = message.channel
-            except ChannelInvalidStateError:
-                continue  # its channel is gone: the broker redelivers it, the inbox knows it
-            last_per_channel[id(channel)] = message
-        for message in last_per_channel.values():
-            try:
-                await message.ack(multiple=True)
-            except BROKER_ERRORS as exc:
-                # The channel is gone: the broker redelivers, the inbox makes it a no-op.
-                log.warning("ack_failed", error=type(exc).__name__)
-
-
 class Runner:
     """Consumes one queue with competing-consumer semantics; safe to run N processes."""
 
@@ -236,7 +204,7 @@ class Runner:
         self.ladder = self.topology.ladder(spec.name)
         self.publisher = Publisher(broker, connection_name=f"consumer-{spec.name}-outbox")
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
-        self._acker = _Acker()
+        self._acker = Acker()
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
         self._to_mark: list[int] = []  # confirmed outbox ids not yet marked sent
@@ -363,6 +331,9 @@ class Runner:
             async def apply_all(tx: Tx) -> list[dict[str, Any]]:
                 if marks:
                     await mark_sent(tx, marks)
+                # Careless, on PostgreSQL: inserts go together, and the batch's claims in
+                # one statement (a round trip each was most of a batch's time).
+                tx.write_behind = together = not careful and tx.dialect == "postgresql"
                 batch = None
                 if self.spec.prepare is not None:
                     # Careful or not, the same locks in the same order first: a batch run
@@ -374,8 +345,17 @@ class Runner:
                         if careful:
                             raise
                         raise _Failed from exc
+                claimed = None
+                if together:
+                    claimed = await tx.claim_all(self.spec.name, [
+                        outcome.event_id for outcome in outcomes if outcome.event is not None])
                 for outcome in outcomes:
-                    await self._apply(tx, outcome, careful, batch)
+                    await self._apply(tx, outcome, careful, batch, claimed)
+                if together:
+                    try:
+                        await tx.flush()
+                    except Exception as exc:  # a held insert refused: find which, carefully
+                        raise _Failed from exc
                 await self._record_attempts(tx, [o for o in outcomes
                                                  if o.result not in ("retry", "dead")])
                 return tx.outbox
@@ -403,7 +383,7 @@ class Runner:
         for outcome in outcomes:
             if outcome.result in ("retry", "dead") and not await self._reroute(outcome):
                 nacked.add(id(outcome.message))
-        await self._acker.settle(outcomes, nacked)
+        await self._acker.settle([outcome.message for outcome in outcomes], nacked)
         moved = [outcome for outcome in outcomes if outcome.result in ("retry", "dead")
                  and id(outcome.message) not in nacked]
         if moved:
@@ -537,16 +517,18 @@ class Runner:
 
     # -- one message -------------------------------------------------------------------------
 
-    async def _apply(self, tx: Tx, outcome: Outcome, careful: bool, batch: Any) -> None:
-        """Claim and apply one message in `tx`. Careless, a failure raises _Failed (the caller
-        rolls everything back); careful, it rolls back to the message's savepoint and marks
-        the outcome for a retry or the dead-letter queue."""
+    async def _apply(self, tx: Tx, outcome: Outcome, careful: bool, batch: Any,
+                     claimed: set[str] | None = None) -> None:
+        """Claim and apply one message in `tx` (`claimed`: the batch's event ids claimed
+        already, if they were). Careless, a failure raises _Failed (the caller rolls
+        everything back); careful, it rolls back to the message's savepoint and marks the
+        outcome for a retry or the dead-letter queue."""
         event = outcome.event
         if event is None:  # not an envelope: dead-lettered as it is
             return
         if not careful:
             try:
-                outcome.result = await self._claim_and_handle(tx, event, batch)
+                outcome.result = await self._claim_and_handle(tx, event, batch, claimed)
             except Exception as exc:
                 raise _Failed from exc
             return
@@ -570,8 +552,14 @@ class Runner:
             outcome.reason = f"{type(exc).__name__}: {exc}"[:200]
         await tx.execute("RELEASE SAVEPOINT message")
 
-    async def _claim_and_handle(self, tx: Tx, event: Event, batch: Any) -> str:
-        if not await tx.claim(self.spec.name, str(event["id"])):
+    async def _claim_and_handle(self, tx: Tx, event: Event, batch: Any,
+                                claimed: set[str] | None = None) -> str:
+        event_id = str(event["id"])
+        if claimed is not None:
+            if event_id not in claimed:  # claimed before, or by a copy earlier in the batch
+                return "duplicate"
+            claimed.discard(event_id)
+        elif not await tx.claim(self.spec.name, event_id):
             return "duplicate"
         return await self.spec.handler(tx, event, batch) or "processed"
 

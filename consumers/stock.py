@@ -138,7 +138,8 @@ async def order_lines(tx: Tx, order_id: str) -> list[dict[str, Any]]:
 
 
 async def insert_lines(tx: Tx, order_id: str, lines: list[dict[str, Any]]) -> None:
-    await tx.executemany(
+    await tx.insert_later(
+        "order_lines",
         "INSERT INTO order_lines (order_id, line_no, sku, quantity, reserved, location, ships)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         [(order_id, line["line_no"], line["sku"], line["quantity"], line["reserved"],

@@ -55,6 +55,12 @@ class Tx(Protocol):
     async def fetchval(self, sql: str, *args: Any) -> Any: ...
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
     async def claim(self, consumer: str, event_id: str) -> bool: ...
+    async def claim_all(self, consumer: str, event_ids: Sequence[str]) -> set[str]: ...
+    async def insert_later(self, table: str, sql: str, rows: Sequence[Sequence[Any]]
+                           ) -> None: ...
+    async def flush(self) -> None: ...
+    # While True, insert_later and add_outbox may hold their rows back (see TxBase).
+    write_behind: bool
     async def add_outbox(
         self, kind: str, routing_key: str, body: bytes, message_id: str,
         cause: str | None = None,
@@ -116,7 +122,16 @@ def chunks(values: Sequence[Any], size: int) -> list[Sequence[Any]]:
 
 
 class TxBase:
-    """What both engines' transactions share, written on top of execute/fetch."""
+    """What both engines' transactions share, written on top of execute/fetch.
+
+    Write-behind: while `write_behind` is set, an engine may hold back the rows of
+    `insert_later` and `add_outbox` and send them together (one round trip per statement
+    instead of one per call), before the next statement whose SQL names their table and at
+    `flush()`, which whoever set it must call before COMMIT. Held rows are not checked until
+    then: a constraint they break raises from that statement or from flush(). Here (SQLite,
+    in-process) every call runs at once."""
+
+    write_behind = False
 
     def __init__(self) -> None:
         self.outbox: list[dict[str, Any]] = []
@@ -131,6 +146,21 @@ class TxBase:
         """Record (consumer, event_id) in the inbox; True if this transaction claimed it first.
         Call it in the same transaction as the effect."""
         return await self.execute(_CLAIM, consumer, event_id, now_iso()) == 1
+
+    async def claim_all(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
+        """claim() each of `event_ids`; the ones this transaction claimed first."""
+        return {event_id for event_id in event_ids if await self.claim(consumer, event_id)}
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        raise NotImplementedError
+
+    async def insert_later(self, table: str, sql: str, rows: Sequence[Sequence[Any]]
+                           ) -> None:
+        """executemany(sql, rows), an INSERT into `table`, now or (write-behind) later."""
+        await self.executemany(sql, rows)
+
+    async def flush(self) -> None:
+        """Send whatever write-behind holds back."""
 
     async def add_outbox(self, kind: str, routing_key: str, body: bytes, message_id: str,
                          cause: str | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from consumers.store.contract import (
     redact_url,
 )
 from consumers.store.migrations import migrate
+from router.times import now_iso
 
 T = TypeVar("T")
 
@@ -65,43 +67,107 @@ def _rows_affected(status: str) -> int:
     return int(last) if last.isdigit() else 0
 
 
+_CLAIM_ALL = (
+    "INSERT INTO inbox (consumer, event_id, processed_at)"
+    " SELECT $1, event_id, $3 FROM unnest($2::text[]) AS event_id"
+    " ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id"
+)
+_ADD_OUTBOX_ALL = (
+    "INSERT INTO outbox (kind, routing_key, body, message_id, created_at, cause)"
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[],"
+    " $6::text[]) ON CONFLICT (message_id) DO NOTHING RETURNING id, message_id"
+)
+
+
 class _PostgresTx(TxBase):
+    """Statements on one pooled connection, each a round trip; with write-behind, inserts
+    wait to go together (TxBase)."""
+
     dialect = "postgresql"
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         super().__init__()
         self._conn = conn
+        self._held: list[tuple[str, str, list[Sequence[Any]]]] = []  # (table, sql, rows)
+        self._held_outbox: list[tuple[str, str, bytes, str, str, str | None]] = []
+
+    # -- write-behind ---------------------------------------------------------------------
+
+    async def insert_later(self, table: str, sql: str, rows: Sequence[Sequence[Any]]
+                           ) -> None:
+        if not self.write_behind:
+            await self.executemany(sql, rows)
+        elif self._held and self._held[-1][1] == sql:
+            self._held[-1][2].extend(rows)
+        else:
+            self._held.append((table, sql, list(rows)))
+
+    async def add_outbox(self, kind: str, routing_key: str, body: bytes, message_id: str,
+                         cause: str | None = None) -> None:
+        if not self.write_behind:
+            await super().add_outbox(kind, routing_key, body, message_id, cause)
+            return
+        self._held_outbox.append((kind, routing_key, bytes(body), message_id, now_iso(), cause))
+
+    async def flush(self) -> None:
+        """The held inserts, in the order they were made: one executemany per run of the same
+        statement, then the outbox rows in one INSERT (their ids, in order, to self.outbox)."""
+        held, self._held = self._held, []
+        outbox, self._held_outbox = self._held_outbox, []
+        for _, sql, rows in held:
+            await self._run(self._conn.executemany, sql, rows)
+        if outbox:
+            columns = [list(column) for column in zip(*outbox, strict=True)]
+            added = await self._run(self._conn.fetch, _ADD_OUTBOX_ALL, *columns)
+            by_id = {row["message_id"]: row["id"] for row in added}
+            for _, routing_key, body, message_id, _, _ in outbox:
+                row_id = by_id.pop(message_id, None)  # a repeated message_id: the first only
+                if row_id is not None:
+                    self.outbox.append({"id": row_id, "routing_key": routing_key, "body": body,
+                                        "message_id": message_id})
+
+    async def _flush_for(self, sql: str) -> None:
+        """Flush before a statement that names a table rows are held for (all of them, so
+        they keep their order)."""
+        tables = {table for table, _, _ in self._held}
+        if self._held_outbox:
+            tables.add("outbox")
+        if any(re.search(rf"\b{table}\b", sql) for table in tables):
+            await self.flush()
+
+    async def claim_all(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
+        rows = await self.fetch(_CLAIM_ALL, consumer, list(event_ids), now_iso())
+        return {row["event_id"] for row in rows}
+
+    # -- statements -----------------------------------------------------------------------
+
+    async def _run(self, call: Callable[..., Awaitable[Any]], sql: str, *args: Any) -> Any:
+        try:
+            return await call(sql, *args)
+        except _DRIVER as exc:
+            raise _pg_error(exc, self._conn) from exc
+
+    async def _statement(self, call: Callable[..., Awaitable[Any]], sql: str, *args: Any
+                         ) -> Any:
+        if self._held or self._held_outbox:
+            await self._flush_for(sql)
+        return await self._run(call, sql, *args)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        try:
-            await self._conn.executemany(sql, rows)
-        except _DRIVER as exc:
-            raise _pg_error(exc, self._conn) from exc
+        await self._statement(self._conn.executemany, sql, rows)
 
     async def execute(self, sql: str, *args: Any) -> int:
-        try:
-            return _rows_affected(await self._conn.execute(sql, *args))
-        except _DRIVER as exc:
-            raise _pg_error(exc, self._conn) from exc
+        return _rows_affected(await self._statement(self._conn.execute, sql, *args))
 
     async def fetch(self, sql: str, *args: Any) -> list[dict[str, Any]]:
-        try:
-            return [dict(row) for row in await self._conn.fetch(sql, *args)]
-        except _DRIVER as exc:
-            raise _pg_error(exc, self._conn) from exc
+        return [dict(row) for row in await self._statement(self._conn.fetch, sql, *args)]
 
     async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
-        try:
-            row = await self._conn.fetchrow(sql, *args)
-        except _DRIVER as exc:
-            raise _pg_error(exc, self._conn) from exc
+        row = await self._statement(self._conn.fetchrow, sql, *args)
         return None if row is None else dict(row)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
-        try:
-            return await self._conn.fetchval(sql, *args)
-        except _DRIVER as exc:
-            raise _pg_error(exc, self._conn) from exc
+        return await self._statement(self._conn.fetchval, sql, *args)
 
 
 class PostgresStore(OutboxRelay):
@@ -168,11 +234,13 @@ class PostgresStore(OutboxRelay):
         raised: BaseException | None = None
         try:
             async with conn.transaction(isolation="read_committed"):
+                tx = _PostgresTx(conn)
                 try:
-                    yield _PostgresTx(conn)
+                    yield tx
                 except BaseException as exc:
                     raised = exc
                     raise
+                await tx.flush()  # anything write-behind still holds, before COMMIT
         except _DRIVER as exc:
             if exc is raised:  # the block's own error: pass it on as it is
                 raise

@@ -188,6 +188,61 @@ async def test_outbox_pending_then_sent(store: Store) -> None:
         assert await tx.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NOT NULL") == 2
 
 
+async def test_claim_all_claims_each_event_once(store: Store) -> None:
+    """claim_all returns the ids this transaction claimed first: not one claimed before, a
+    repeated id once; another consumer's claims are its own."""
+    async with store.transaction() as tx:
+        assert await tx.claim("orders", "e-1")
+    async with store.transaction() as tx:
+        assert {"e-2", "e-3"} == await tx.claim_all("orders", ["e-1", "e-2", "e-3", "e-2"])
+        assert {"e-1"} == await tx.claim_all("audit", ["e-1"])
+    async with store.transaction() as tx:
+        assert not await tx.claim("orders", "e-3")
+
+
+_LINE = ("INSERT INTO order_lines (order_id, line_no, sku, quantity, reserved, location, ships)"
+         " VALUES ($1, $2, $3, $4, $5, $6, $7)")
+
+
+async def test_write_behind_holds_inserts_until_their_table_is_named(store: Store) -> None:
+    """With write_behind, PostgreSQL holds insert_later's rows back: a statement on another
+    table runs without them, and one naming their table sends them first (here a row whose
+    order does not exist, so the foreign key refuses it there). SQLite inserts at once."""
+    reached = []
+    with pytest.raises(IntegrityViolation):
+        async with store.transaction() as tx:
+            tx.write_behind = True
+            await tx.insert_later("order_lines", _LINE, [("no-such-order", 1, "S", 1, 0, None, 1)])
+            reached.append("held")
+            await tx.fetchval("SELECT count(*) FROM stock")
+            reached.append("another table")
+            await tx.fetchval("SELECT count(*) FROM order_lines")
+            reached.append("its table")
+    assert reached == (["held", "another table"] if store.dialect == "postgresql" else [])
+
+
+async def test_write_behind_outbox_rows_once_each_in_order(store: Store) -> None:
+    """Outbox rows held by write-behind go out at flush(): tx.outbox then lists the new ones
+    in the order they were added, each message_id once (a repeat, in this transaction or from
+    an earlier one, is ignored as add_outbox always did)."""
+    async with store.transaction() as tx:
+        await tx.add_outbox("order.allocated", "notify.order.allocated", b"0", "m-0")
+    async with store.transaction() as tx:
+        tx.write_behind = True
+        for body, message_id in [(b"1", "m-1"), (b"again", "m-0"), (b"2", "m-2"),
+                                 (b"1 again", "m-1")]:
+            await tx.add_outbox("order.allocated", "notify.order.allocated", body, message_id,
+                                cause="evt-1")
+        await tx.flush()
+        added = [(row["message_id"], row["body"]) for row in tx.outbox]
+        ids = [row["id"] for row in tx.outbox]
+    assert added == [("m-1", b"1"), ("m-2", b"2")]
+    assert ids == sorted(ids)
+    pending = await store.pending_outbox(10)
+    assert [(row["message_id"], bytes(row["body"])) for row in pending] == [
+        ("m-0", b"0"), ("m-1", b"1"), ("m-2", b"2")]
+
+
 async def _reserve_one(target: Store, sku: str) -> str:
     """consumers.stock's reservation of one unit of `sku`, in a transaction of its own."""
     async with target.transaction() as tx:
