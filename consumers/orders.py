@@ -197,17 +197,25 @@ async def _insert(
     tx: Tx, order: dict[str, Any], status: str, allocation: str | None = None,
     hold_reason: str | None = None, expires: str | None = None,
 ) -> bool:
-    """Insert the order row; False if the order id is already stored."""
-    inserted = await tx.execute(
-        "INSERT INTO orders (order_id, source, status, shipping_address, note, created_at,"
-        " updated_at, allocation, payment_status, hold_reason, expires_at, source_version,"
-        " source_digests) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
-        " ON CONFLICT (order_id) DO NOTHING",
-        order["order_id"], order["source"], status, order["shipping_address"], order["note"],
-        order["created_at"], order["at"], allocation, order["payment_status"], hold_reason,
-        expires, order["version"], _digests(None, order),
-    )
-    return inserted == 1
+    """Insert the order row; False if the order id is already stored. An id prepare found
+    not stored (Tx.views) is written behind, without ON CONFLICT: were it stored after all,
+    the held INSERT fails and the batch runs again carefully."""
+    row = (order["order_id"], order["source"], status, order["shipping_address"], order["note"],
+           order["created_at"], order["at"], allocation, order["payment_status"], hold_reason,
+           expires, order["version"], _digests(None, order))
+    absent = tx.views.get("orders") if tx.write_behind else None
+    if absent is not None and order["order_id"] in absent:
+        absent.discard(order["order_id"])
+        await tx.write_later("orders", _INSERT_ORDER, [row])
+        return True
+    return await tx.execute(f"{_INSERT_ORDER} ON CONFLICT (order_id) DO NOTHING", *row) == 1
+
+
+_INSERT_ORDER = (
+    "INSERT INTO orders (order_id, source, status, shipping_address, note, created_at,"
+    " updated_at, allocation, payment_status, hold_reason, expires_at, source_version,"
+    " source_digests) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+)
 
 
 async def _notify_state(
@@ -521,6 +529,11 @@ async def prepare(tx: Tx, events: list[Event]) -> OrdersBatch:
             if isinstance(line, dict) and isinstance(line.get("sku"), str):
                 skus.add(line["sku"])
     await lock_orders_and_stock(tx, ids, skus)
+    if tx.write_behind and ids:
+        # Locked (lock_orders): which ids are not stored, so storing them costs no question.
+        stored = await tx.fetch(
+            "SELECT order_id FROM orders WHERE order_id = ANY($1::text[])", sorted(ids))
+        tx.views["orders"] = ids - {row["order_id"] for row in stored}
     return OrdersBatch(shipped=frozenset(await orders_with_shipments(tx, ids)))
 
 

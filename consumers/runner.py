@@ -366,7 +366,11 @@ class Runner:
                 # Usually every message applies: no savepoints. If one fails, the whole
                 # transaction rolls back and the batch runs again with a savepoint each.
                 outbox = await self.store.run(work(careful=False))
-            except _Failed:
+            except _Failed as failed:
+                # Usually a message that will be retried or dead-lettered; often, on
+                # PostgreSQL, something the batch's views had not seen (a row stored since).
+                log.info("batch_careful", consumer=self.spec.name, size=len(batch),
+                         error=type(failed.__cause__).__name__)
                 for outcome in outcomes:
                     if outcome.event is not None:
                         outcome.result, outcome.reason = "processed", ""

@@ -91,10 +91,18 @@ async def lock_stock(tx: Tx, skus: set[str]) -> None:
     batch (ConsumerSpec.prepare), it makes concurrent batches on PostgreSQL queue for hot
     SKUs instead of deadlocking over them. SQLite needs nothing: one writer at a time."""
     if skus and tx.dialect == "postgresql":
-        await tx.fetch(
-            "SELECT sku FROM stock WHERE sku = ANY($1::text[]) ORDER BY sku, location FOR UPDATE",
+        rows = await tx.fetch(
+            "SELECT sku, location, on_hand, reserved FROM stock WHERE sku = ANY($1::text[])"
+            " ORDER BY sku, location FOR UPDATE",
             sorted(skus),
         )
+        if tx.write_behind:
+            # Locked, these rows change only through this transaction: _take decides from
+            # them (Tx.views) while no other statement names the table.
+            view: dict[str, list[list[Any]]] = {sku: [] for sku in skus}
+            for row in rows:
+                view[row["sku"]].append([row["location"], row["on_hand"], row["reserved"]])
+            tx.views["stock"] = view
 
 
 async def lock_orders_and_stock(tx: Tx, order_ids: set[str], skus: set[str]) -> None:
@@ -138,7 +146,7 @@ async def order_lines(tx: Tx, order_id: str) -> list[dict[str, Any]]:
 
 
 async def insert_lines(tx: Tx, order_id: str, lines: list[dict[str, Any]]) -> None:
-    await tx.insert_later(
+    await tx.write_later(
         "order_lines",
         "INSERT INTO order_lines (order_id, line_no, sku, quantity, reserved, location, ships)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -164,8 +172,22 @@ _TAKE = (
 )
 
 
+_RESERVE_AT = "UPDATE stock SET reserved = reserved + $2 WHERE sku = $1 AND location = $3"
+
+
 async def _take(tx: Tx, sku: str, quantity: int) -> str | None:
-    """Reserve `quantity` of `sku` at one location; the location, or None if none has it."""
+    """Reserve `quantity` of `sku` at one location; the location, or None if none has it.
+    With the batch's locked stock rows in view (lock_stock), chosen as _TAKE chooses and
+    written behind; else asked of the database."""
+    rows = tx.views.get("stock", {}).get(sku) if tx.write_behind else None
+    if rows is not None:
+        fitting = [row for row in rows if row[1] - row[2] >= quantity]
+        if not fitting:
+            return None
+        best = min(fitting, key=lambda row: (row[2] - row[1], row[0]))  # most free, then name
+        best[2] += quantity
+        await tx.write_later("stock", _RESERVE_AT, [(sku, quantity, best[0])])
+        return str(best[0])
     location = await tx.fetchval(_TAKE, sku, quantity)
     if location is None:  # PostgreSQL: the chosen row may have changed under us; look again
         location = await tx.fetchval(_TAKE, sku, quantity)

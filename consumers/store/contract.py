@@ -56,11 +56,12 @@ class Tx(Protocol):
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
     async def claim(self, consumer: str, event_id: str) -> bool: ...
     async def claim_all(self, consumer: str, event_ids: Sequence[str]) -> set[str]: ...
-    async def insert_later(self, table: str, sql: str, rows: Sequence[Sequence[Any]]
+    async def write_later(self, table: str, sql: str, rows: Sequence[Sequence[Any]]
                            ) -> None: ...
     async def flush(self) -> None: ...
-    # While True, insert_later and add_outbox may hold their rows back (see TxBase).
+    # While True, write_later and add_outbox may hold their rows back (see TxBase).
     write_behind: bool
+    views: dict[str, Any]
     async def add_outbox(
         self, kind: str, routing_key: str, body: bytes, message_id: str,
         cause: str | None = None,
@@ -125,16 +126,25 @@ class TxBase:
     """What both engines' transactions share, written on top of execute/fetch.
 
     Write-behind: while `write_behind` is set, an engine may hold back the rows of
-    `insert_later` and `add_outbox` and send them together (one round trip per statement
-    instead of one per call), before the next statement whose SQL names their table and at
-    `flush()`, which whoever set it must call before COMMIT. Held rows are not checked until
-    then: a constraint they break raises from that statement or from flush(). Here (SQLite,
-    in-process) every call runs at once."""
+    `write_later` and `add_outbox` and send them together (one round trip per statement
+    instead of one per call), grouped by statement in the order each was first used, before
+    the next statement whose SQL names one of their tables, and at `flush()` (the engine's
+    transaction() flushes before COMMIT too). Held rows are not checked until then: a
+    constraint they break raises from that statement or from flush(). So write_later suits
+    inserts into tables whose foreign keys point only to tables written before them, and
+    updates whose rows are locked already.
+
+    `views`, by table: what a module read of a table under lock for this batch (the stock
+    rows it locked, the order ids not stored), for it to decide without asking again. A
+    statement that names the table and is not held drops its view: from then on the module
+    asks the database. Here (SQLite, in-process) every call runs at once and no view is
+    kept."""
 
     write_behind = False
 
     def __init__(self) -> None:
         self.outbox: list[dict[str, Any]] = []
+        self.views: dict[str, Any] = {}
 
     async def execute(self, sql: str, *args: Any) -> int:
         raise NotImplementedError
@@ -154,9 +164,9 @@ class TxBase:
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         raise NotImplementedError
 
-    async def insert_later(self, table: str, sql: str, rows: Sequence[Sequence[Any]]
+    async def write_later(self, table: str, sql: str, rows: Sequence[Sequence[Any]]
                            ) -> None:
-        """executemany(sql, rows), an INSERT into `table`, now or (write-behind) later."""
+        """executemany(sql, rows), a write to `table`, now or (write-behind) later."""
         await self.executemany(sql, rows)
 
     async def flush(self) -> None:

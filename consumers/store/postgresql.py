@@ -88,19 +88,22 @@ class _PostgresTx(TxBase):
     def __init__(self, conn: asyncpg.Connection) -> None:
         super().__init__()
         self._conn = conn
-        self._held: list[tuple[str, str, list[Sequence[Any]]]] = []  # (table, sql, rows)
+        # sql -> (table, rows), in the order each statement was first held
+        self._held: dict[str, tuple[str, list[Sequence[Any]]]] = {}
         self._held_outbox: list[tuple[str, str, bytes, str, str, str | None]] = []
 
     # -- write-behind ---------------------------------------------------------------------
 
-    async def insert_later(self, table: str, sql: str, rows: Sequence[Sequence[Any]]
-                           ) -> None:
+    async def write_later(self, table: str, sql: str, rows: Sequence[Sequence[Any]]
+                          ) -> None:
         if not self.write_behind:
             await self.executemany(sql, rows)
-        elif self._held and self._held[-1][1] == sql:
-            self._held[-1][2].extend(rows)
+            return
+        held = self._held.get(sql)
+        if held is None:
+            self._held[sql] = (table, list(rows))
         else:
-            self._held.append((table, sql, list(rows)))
+            held[1].extend(rows)
 
     async def add_outbox(self, kind: str, routing_key: str, body: bytes, message_id: str,
                          cause: str | None = None) -> None:
@@ -110,11 +113,11 @@ class _PostgresTx(TxBase):
         self._held_outbox.append((kind, routing_key, bytes(body), message_id, now_iso(), cause))
 
     async def flush(self) -> None:
-        """The held inserts, in the order they were made: one executemany per run of the same
-        statement, then the outbox rows in one INSERT (their ids, in order, to self.outbox)."""
-        held, self._held = self._held, []
+        """The held writes: one executemany per statement, in the order each was first held,
+        then the outbox rows in one INSERT (their ids, in order, to self.outbox)."""
+        held, self._held = self._held, {}
         outbox, self._held_outbox = self._held_outbox, []
-        for _, sql, rows in held:
+        for sql, (_, rows) in held.items():
             await self._run(self._conn.executemany, sql, rows)
         if outbox:
             columns = [list(column) for column in zip(*outbox, strict=True)]
@@ -126,13 +129,17 @@ class _PostgresTx(TxBase):
                     self.outbox.append({"id": row_id, "routing_key": routing_key, "body": body,
                                         "message_id": message_id})
 
-    async def _flush_for(self, sql: str) -> None:
-        """Flush before a statement that names a table rows are held for (all of them, so
-        they keep their order)."""
-        tables = {table for table, _, _ in self._held}
+    async def _before(self, sql: str) -> None:
+        """Before a statement that is not held: if it names a table writes are held for,
+        flush them all (so they keep their order); if it names a table with a view, drop it."""
+        held = {table for table, _ in self._held.values()}
         if self._held_outbox:
-            tables.add("outbox")
-        if any(re.search(rf"\b{table}\b", sql) for table in tables):
+            held.add("outbox")
+        named = {table for table in held | set(self.views)
+                 if re.search(rf"\b{re.escape(table)}\b", sql)}
+        for table in named & set(self.views):
+            del self.views[table]
+        if named & held:
             await self.flush()
 
     async def claim_all(self, consumer: str, event_ids: Sequence[str]) -> set[str]:
@@ -149,8 +156,8 @@ class _PostgresTx(TxBase):
 
     async def _statement(self, call: Callable[..., Awaitable[Any]], sql: str, *args: Any
                          ) -> Any:
-        if self._held or self._held_outbox:
-            await self._flush_for(sql)
+        if self._held or self._held_outbox or self.views:
+            await self._before(sql)
         return await self._run(call, sql, *args)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:

@@ -205,14 +205,14 @@ _LINE = ("INSERT INTO order_lines (order_id, line_no, sku, quantity, reserved, l
 
 
 async def test_write_behind_holds_inserts_until_their_table_is_named(store: Store) -> None:
-    """With write_behind, PostgreSQL holds insert_later's rows back: a statement on another
+    """With write_behind, PostgreSQL holds write_later's rows back: a statement on another
     table runs without them, and one naming their table sends them first (here a row whose
     order does not exist, so the foreign key refuses it there). SQLite inserts at once."""
     reached = []
     with pytest.raises(IntegrityViolation):
         async with store.transaction() as tx:
             tx.write_behind = True
-            await tx.insert_later("order_lines", _LINE, [("no-such-order", 1, "S", 1, 0, None, 1)])
+            await tx.write_later("order_lines", _LINE, [("no-such-order", 1, "S", 1, 0, None, 1)])
             reached.append("held")
             await tx.fetchval("SELECT count(*) FROM stock")
             reached.append("another table")
