@@ -79,6 +79,9 @@ _ADD_OUTBOX_ALL = (
 )
 
 
+_SAVEPOINTS = re.compile(r"\s*(SAVEPOINT|ROLLBACK|RELEASE)\b", re.IGNORECASE)
+
+
 class _PostgresTx(TxBase):
     """Statements on one pooled connection, each a round trip; with write-behind, inserts
     wait to go together (TxBase)."""
@@ -131,7 +134,13 @@ class _PostgresTx(TxBase):
 
     async def _before(self, sql: str) -> None:
         """Before a statement that is not held: if it names a table writes are held for,
-        flush them all (so they keep their order); if it names a table with a view, drop it."""
+        flush them all (so they keep their order); if it names a table with a view, drop it.
+        A savepoint's statement flushes everything and drops every view: what was held or
+        seen after it must be rolled back with it."""
+        if _SAVEPOINTS.match(sql):
+            self.views.clear()
+            await self.flush()
+            return
         held = {table for table, _ in self._held.values()}
         if self._held_outbox:
             held.add("outbox")

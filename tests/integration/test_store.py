@@ -221,6 +221,26 @@ async def test_write_behind_holds_inserts_until_their_table_is_named(store: Stor
     assert reached == (["held", "another table"] if store.dialect == "postgresql" else [])
 
 
+async def test_a_savepoint_takes_what_write_behind_holds(store: Store) -> None:
+    """A savepoint is taken after held rows are sent, so rolling back to it keeps them; rows
+    held after it go with the rollback, and what a view said is forgotten (PostgreSQL; SQLite
+    holds and keeps nothing)."""
+    async with store.transaction() as tx:
+        await tx.execute("INSERT INTO orders (order_id, source, status) VALUES ('o-1', 't', 'x')")
+    async with store.transaction() as tx:
+        tx.write_behind = True
+        tx.views["orders"] = {"o-2"}
+        await tx.write_later("order_lines", _LINE, [("o-1", 1, "S", 1, 0, None, 1)])
+        await tx.execute("SAVEPOINT message")
+        assert tx.views == ({} if store.dialect == "postgresql" else {"orders": {"o-2"}})
+        await tx.write_later("order_lines", _LINE, [("o-1", 2, "S", 1, 0, None, 1)])
+        await tx.execute("ROLLBACK TO SAVEPOINT message")
+        await tx.execute("RELEASE SAVEPOINT message")
+    async with store.transaction() as tx:
+        kept = await tx.fetch("SELECT line_no FROM order_lines WHERE order_id = 'o-1'")
+    assert [row["line_no"] for row in kept] == [1]
+
+
 async def test_write_behind_outbox_rows_once_each_in_order(store: Store) -> None:
     """Outbox rows held by write-behind go out at flush(): tx.outbox then lists the new ones
     in the order they were added, each message_id once (a repeat, in this transaction or from
