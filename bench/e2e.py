@@ -1071,8 +1071,7 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b and not math.isnan(a) and not math.isnan(b) else "-"
 
 
-def write_chart(path: Path, table: dict[float, dict[str, StepResult]], title: str,
-                store: str) -> None:
+def write_chart(path: Path, table: dict[float, dict[str, StepResult]], title: str) -> None:
     """Two panels: accepted rate and accept->effect p99 against the offered rate (log axes)."""
     colours = {"ours": "#1f77b4", "naive": "#ff7f0e"}
     rates = sorted(table)
@@ -1167,9 +1166,8 @@ def write_chart(path: Path, table: dict[float, dict[str, StepResult]], title: st
           lambda r: r.e2e_p99, goal_line, ticks_1_2_5(lo_p, hi_p))
     legend_x = pad_l
     for name in PIPELINES:
-        label = {"ours": f"ours (router serve + consumers orders, {STORE_NAMES[store]})",
-                 "naive": f"naive (aiohttp + aio-pika, a commit each, {STORE_NAMES[store]})"
-                 }[name]
+        label = {"ours": "ours (router serve + consumers orders)",
+                 "naive": "naive (aiohttp + aio-pika, a commit each)"}[name]
         out.append(f'<line x1="{legend_x}" x2="{legend_x + 24}" y1="{height - 14}" '
                    f'y2="{height - 14}" stroke="{colours[name]}" stroke-width="3"/>')
         out.append(f'<text x="{legend_x + 30}" y="{height - 10}">{label}</text>')
@@ -1295,7 +1293,7 @@ async def run_store(args: argparse.Namespace, store: str) -> int:
     if args.chart:
         title = (f"webhook-router end to end on {STORE_NAMES[store]}, {args.step_seconds:g} s "
                  f"steps, {os.cpu_count()} cores, ours vs naive")
-        write_chart(chart_path(args, store), table, title, store)
+        write_chart(chart_path(args, store), table, title)
         print(f"chart: {chart_path(args, store)}")
     return lost
 
