@@ -1,7 +1,7 @@
 """Every benchmark in bench/ still runs: its smoke form (tiny counts, a few seconds), started
 as a user starts it, exits 0, prints its ratio line and leaves nothing behind: no queue or
-exchange of the prefix it printed, no database bench_*, no temporary directory, no process.
-The figures of a smoke mean nothing and are not looked at. bench/soak.py runs in
+exchange of the prefix it printed, no database of its own, no temporary directory, no
+process. The figures of a smoke mean nothing and are not looked at. bench/soak.py runs in
 scripts/test already (its short form), so it is not here."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,14 +59,14 @@ SMOKES = {
 }
 
 
-async def bench_databases() -> set[str]:
+async def databases_named(prefix: str) -> list[str]:
     connection = await asyncpg.connect(PG_ADMIN_URL)
     try:
         rows = await connection.fetch("SELECT datname FROM pg_database"
-                                      " WHERE datname LIKE 'bench\\_%'")
+                                      " WHERE starts_with(datname, $1)", prefix)
     finally:
         await connection.close()
-    return {row["datname"] for row in rows}
+    return sorted(row["datname"] for row in rows)
 
 
 async def broker_leftovers(prefixes: list[str]) -> list[str]:
@@ -102,13 +103,14 @@ def stray_processes(group: int) -> bool:
 def test_smoke(name: str, tmp_path: Path) -> None:
     """The bench's smoke form runs, verifies itself, prints its ratio and cleans up."""
     smoke = SMOKES[name]
-    databases = asyncio.run(bench_databases())
+    databases = f"bench_{uuid.uuid4().hex[:8]}_"  # its databases' names begin so
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     # Its own session, so that whatever it starts can be found afterwards; its own TMPDIR,
     # so that whatever temporary file it leaves can be.
     proc = subprocess.Popen(
-        [sys.executable, *smoke.args], cwd=ROOT, env={**os.environ, "TMPDIR": str(tmp)},
+        [sys.executable, *smoke.args], cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(tmp), "BENCH_DATABASE_PREFIX": databases},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         output, _ = proc.communicate(timeout=smoke.timeout)
@@ -124,6 +126,6 @@ def test_smoke(name: str, tmp_path: Path) -> None:
     assert re.search(smoke.ratio_line, output, re.MULTILINE), output
     assert prefixes, output
     assert [] == asyncio.run(broker_leftovers(prefixes))
-    assert set() == asyncio.run(bench_databases()) - databases
+    assert [] == asyncio.run(databases_named(databases))
     assert [] == sorted(p.name for p in tmp.iterdir())
     assert not strays, f"{name} left processes running"
