@@ -627,7 +627,8 @@ async def forget_store(name: str, url: str, databases: list[str]) -> None:
 
 
 async def create_pg_database() -> str:
-    name = f"bench_{uuid.uuid4().hex}"
+    # BENCH_DATABASE_PREFIX: so that a test finds the databases of the run it started
+    name = f"{os.environ.get('BENCH_DATABASE_PREFIX', 'bench_')}{uuid.uuid4().hex}"
     conn = await asyncpg.connect(PG_ADMIN_URL)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')

@@ -1,7 +1,9 @@
 """End-to-end benchmark: ours against a naive pipeline under steady load at rising rates.
 
     python bench/e2e.py [--step-seconds 20] [--rates 250 500 1000 2000] [--growth 1.5]
-                        [--rounds 1] [--connections 256] [--chart docs/e2e.svg]
+                        [--rounds 1] [--connections 256] [--store sqlite|postgresql]
+                        [--chart docs/e2e.svg]
+    python bench/e2e.py --smoke     # a few seconds: does it still run and verify? (CI)
 
 From the provider's signed POST to the effect committed in the store, on this machine.
 Two pipelines, each as separate processes on the same RabbitMQ, under the same load:
@@ -10,14 +12,19 @@ Two pipelines, each as separate processes on the same RabbitMQ, under the same l
            metrics, confirmed publish) and `python -m consumers orders` (one process, prefetch
            100: inbox + order + lines + stock reservation + outbox in one transaction per
            batch, committed before the ack, outbox relayed with confirms) on a fresh SQLite
-           store (WAL, synchronous=FULL), with a config of its own: config/router.toml with a
+           store (WAL, synchronous=FULL) or PostgreSQL database (bench_<uuid>, the consumer's
+           default pool of 4), with a config of its own: config/router.toml with a
            unique broker prefix, absolute paths and the Shopify per-client rate limit lifted
            (all the load comes from one address).  The two SKUs of the orders are seeded with
            a huge stock, so every order is `allocated`.
     naive  the plain aiohttp handler of bench/ingress.py (HMAC check, one confirmed aio-pika
            publish) and a plain aio-pika consumer (prefetch 100) that INSERTs the order row
-           into its own SQLite file (WAL, synchronous=FULL), one commit per message, then
-           acks; no inbox, no outbox, no reservation.  Both under uvloop.
+           into its own SQLite file (WAL, synchronous=FULL; one at a time) or PostgreSQL
+           database (an asyncpg pool of 4, as many INSERTs at once), one commit per message,
+           then acks; no inbox, no outbox, no reservation.  Both under uvloop.
+
+Each `--store` (default: SQLite, then PostgreSQL) is a run of its own: both pipelines on
+that store, fresh processes, topology and stores.
 
 Both publish to a topic exchange bound to a quorum `orders` queue of the same arguments
 (router.broker.topology.Topology; ours under the prefix `e2e-<uuid6>.`, naive under
@@ -64,7 +71,9 @@ script waits until other processes (RabbitMQ included) use less than `--quiet-th
 of a core, and a step during which they used more, or during which the broker went away
 (another test restarting it; then after 30 s), is run again, at most 3 times.  Prints a
 table with the ratios ours/naive and writes the chart with `--chart PATH` (SVG, drawn
-here).  Deletes every queue, exchange, process and file it created, also on failure.
+here).  Deletes every queue, exchange, process, file and database it created, also on
+failure.  `--smoke` is for CI: one 1 s step at 50/s per store, and exit 1 unless every
+request was answered 2xx, had its effect and nothing was left on a queue.
 """
 
 from __future__ import annotations
@@ -72,6 +81,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -95,12 +105,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aio_pika
+import asyncpg
 import orjson
 import uvloop
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.consumers import create_pg_database, drop_pg_database  # noqa: E402
 from bench.ingress import ORDER, PLAIN_SERVER, free_port, wait_http, wait_port  # noqa: E402
 from bench.ingress import SOURCES as SHIPPED_SOURCES  # noqa: E402
 from bench.ingress import write_config as write_ingress_config  # noqa: E402
@@ -112,10 +124,12 @@ SECRET = "bench-secret-0123456789"
 HOST = "127.0.0.1"
 SKUS = ("PEP-BPC157-5MG", "BAC-WATER-10ML")  # the two SKUs of ORDER
 LOCATION = "austin-1"
-STOCK_ON_HAND = 1_000_000_000_000
+STOCK_ON_HAND = 2_000_000_000  # PostgreSQL stores it in an integer
 ORDER_ID = b'"id":5820982911946154508'
 ORDER_ID_BASE = 6_000_000_000_000_000_000  # + a run-wide sequence: unique, above 2^53
 PIPELINES = ("ours", "naive")
+STORES = ("sqlite", "postgresql")
+STORE_NAMES = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}
 BROKER_RETRY_PAUSE = 30.0
 STEP_ATTEMPTS = 3
 SAMPLE_EVERY = 1.0  # seconds between queue depth samples
@@ -148,6 +162,42 @@ async def main():
             (str(order["id"]), message.message_id, "shopify", "received",
              json.dumps(order.get("shipping_address")), order.get("note"),
              order["created_at"], time.time()),
+        )
+        await message.ack()
+
+    await queue.consume(on_message)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+'''
+
+# The same on PostgreSQL: an asyncpg pool as large as ours' (4), aio-pika's callbacks run
+# concurrently, each INSERT its own transaction.
+NAIVE_CONSUMER_PG = r'''
+import asyncio, json, sys, time
+import aio_pika, asyncpg, uvloop
+
+URL, QUEUE, DSN, PREFETCH = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+async def main():
+    pool = await asyncpg.create_pool(DSN, min_size=1, max_size=4)
+    await pool.execute("CREATE TABLE IF NOT EXISTS orders (order_id TEXT PRIMARY KEY,"
+                       " event_id TEXT, source TEXT, status TEXT, shipping_address TEXT,"
+                       " note TEXT, created_at TEXT, stored_at DOUBLE PRECISION NOT NULL)")
+    connection = await aio_pika.connect_robust(URL)
+    channel = await connection.channel()
+    await channel.set_qos(prefetch_count=PREFETCH)
+    queue = await channel.get_queue(QUEUE)
+
+    async def on_message(message):
+        order = json.loads(message.body)
+        await pool.execute(
+            "INSERT INTO orders (order_id, event_id, source, status, shipping_address, note,"
+            " created_at, stored_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+            " ON CONFLICT DO NOTHING",
+            str(order["id"]), message.message_id, "shopify", "received",
+            json.dumps(order.get("shipping_address")), order.get("note"),
+            order["created_at"], time.time(),
         )
         await message.ack()
 
@@ -494,48 +544,63 @@ class Pipeline:
     name: str
     port: int
     topology: Topology
-    db: Path
+    store_url: str  # sqlite:///path, or postgresql://.../database (made in Bench.start)
     server: subprocess.Popen | None = None
     consumer: subprocess.Popen | None = None
     consumer_log: Path | None = None
     last_rowid: int = 0
     log_offset: int = 0
+    pg: asyncpg.Connection | None = None
 
     @property
     def queue(self) -> str:
         return self.topology.queue("orders")
 
-    def _connect_db(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.db, isolation_level=None, timeout=30)
+    @property
+    def table(self) -> str:
+        return "inbox" if self.name == "ours" else "orders"
 
-    def _effects_sql(self) -> str:
-        if self.name == "ours":
-            return ("SELECT rowid, event_id, processed_at FROM inbox"
-                    " WHERE rowid > ? AND consumer = 'orders'")
-        return "SELECT rowid, event_id, stored_at FROM orders WHERE rowid > ?"
+    async def _fetch(self, sql: str, *args: object) -> list[tuple]:
+        """Rows of `sql` ($1-style parameters) from the pipeline's store."""
+        if self.pg is not None:
+            return [tuple(row) for row in await self.pg.fetch(sql, *args)]
 
-    def mark(self) -> None:
+        def query() -> list[tuple]:
+            path = self.store_url[len("sqlite:///"):]
+            with contextlib.closing(sqlite3.connect(path, isolation_level=None,
+                                                    timeout=30)) as db:
+                return db.execute(sql.replace("$1", "?"), args).fetchall()
+        return await asyncio.to_thread(query)
+
+    def _this_step(self, tag: str) -> tuple[str, object]:
+        """A condition on the table's rows that picks this step's: on SQLite the rows after
+        `mark` (cheap: rowid), on PostgreSQL those with the step's event ids."""
+        if self.pg is not None:
+            return "event_id LIKE $1", tag + "-%"
+        return "rowid > $1", self.last_rowid
+
+    async def mark(self) -> None:
         """Remember where the store is: effects after this belong to the next step."""
-        table = "inbox" if self.name == "ours" else "orders"
-        with self._connect_db() as db:
-            self.last_rowid = db.execute(f"SELECT coalesce(max(rowid), 0) FROM {table}"
-                                         ).fetchone()[0]
+        if self.pg is None:
+            rows = await self._fetch(f"SELECT coalesce(max(rowid), 0) FROM {self.table}")
+            self.last_rowid = rows[0][0]
         if self.consumer_log is not None:
             self.log_offset = self.consumer_log.stat().st_size
 
-    def effect_count(self) -> int:
-        table = "inbox" if self.name == "ours" else "orders"
-        with self._connect_db() as db:
-            return db.execute(f"SELECT count(*) FROM {table} WHERE rowid > ?",
-                              (self.last_rowid,)).fetchone()[0]
+    async def effect_count(self, tag: str) -> int:
+        where, arg = self._this_step(tag)
+        return (await self._fetch(f"SELECT count(*) FROM {self.table} WHERE {where}", arg))[0][0]
 
-    def effects(self, tag: str) -> dict[int, float]:
+    async def effects(self, tag: str) -> dict[int, float]:
         """Request index -> effect time (epoch seconds), for this step's event ids."""
+        where, arg = self._this_step(tag)
+        at_column = "processed_at" if self.name == "ours" else "stored_at"
+        orders_only = " AND consumer = 'orders'" if self.name == "ours" else ""
+        rows = await self._fetch(
+            f"SELECT event_id, {at_column} FROM {self.table} WHERE {where}{orders_only}", arg)
         prefix = tag + "-"
         out: dict[int, float] = {}
-        with self._connect_db() as db:
-            rows = db.execute(self._effects_sql(), (self.last_rowid,)).fetchall()
-        for _, event_id, at in rows:
+        for event_id, at in rows:
             if event_id and event_id.startswith(prefix):
                 index = int(event_id[len(prefix):])
                 out[index] = iso_to_epoch(at) if isinstance(at, str) else float(at)
@@ -585,6 +650,7 @@ class StepResult:
     connections: int = 0
     cpu: dict[str, float] = field(default_factory=dict)
     stuck: int = 0
+    undrained: int = 0  # left on the queue or without an effect when the drain timed out
     disturbed: bool = False
 
     @property
@@ -625,17 +691,20 @@ def slope(samples: list[tuple[float, int]]) -> float:
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, store: str) -> None:
         self.args = args
+        self.store = store
         self.run = uuid.uuid4().hex[:6]
         self.prefix = f"e2e-{self.run}."
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
         self.broker = Broker()
         self.sequence = 0
+        self.databases: list[str] = []  # PostgreSQL: made in start, dropped in cleanup
         self.pipelines = {
-            "ours": Pipeline("ours", free_port(), Topology(self.prefix), self.tmp / "ours.sqlite3"),
+            "ours": Pipeline("ours", free_port(), Topology(self.prefix),
+                             f"sqlite:///{self.tmp / 'ours.sqlite3'}"),
             "naive": Pipeline("naive", free_port(), Topology(f"{self.prefix}naive."),
-                              self.tmp / "naive.sqlite3"),
+                              f"sqlite:///{self.tmp / 'naive.sqlite3'}"),
         }
         self.logs: list[Path] = []
         self.signing = hmac.new(SECRET.encode(), digestmod=hashlib.sha256)
@@ -657,10 +726,15 @@ class Bench:
                                              "INVENTORY_WEBHOOK_SECRET", "EASYPOST_WEBHOOK_SECRET",
                                              "AFTERSHIP_WEBHOOK_SECRET")}}
         env.pop("DATABASE_URL", None)
+        if self.store == "postgresql":
+            for pipeline in self.pipelines.values():
+                database = await create_pg_database()
+                self.databases.append(database)
+                pipeline.store_url = f"postgresql://root@127.0.0.1:5432/{database}"
 
         ours = self.pipelines["ours"]
         config = write_ingress_config(self.tmp, self.prefix, ours.port, 1)
-        store_url = f"sqlite:///{ours.db}"
+        store_url = ours.store_url
         # The schema, as the consumer creates it at start, then the stock its orders take.
         store = open_store(store_url)
         await store.open()
@@ -688,18 +762,25 @@ class Bench:
         naive = self.pipelines["naive"]
         # bench/ingress.py's plain server without an envelope: it publishes the raw body
         (self.tmp / "naive_server.py").write_text(PLAIN_SERVER)
-        (self.tmp / "naive_consumer.py").write_text(NAIVE_CONSUMER)
+        if self.store == "postgresql":
+            (self.tmp / "naive_consumer.py").write_text(NAIVE_CONSUMER_PG)
+            target = naive.store_url
+        else:
+            (self.tmp / "naive_consumer.py").write_text(NAIVE_CONSUMER)
+            target = naive.store_url[len("sqlite:///"):]
         naive.server = self._popen("naive-server", [
             sys.executable, str(self.tmp / "naive_server.py"), SECRET, AMQP_URL,
             naive.topology.exchange, str(naive.port)], env)
         naive.consumer = self._popen("naive-consumer", [
             sys.executable, str(self.tmp / "naive_consumer.py"), AMQP_URL, naive.queue,
-            str(naive.db), "100"], env)
+            target, "100"], env)
 
         await asyncio.to_thread(wait_http, f"http://{HOST}:{ours.port}/readyz", 60.0)
         await asyncio.to_thread(wait_port, naive.port, 60.0)
         for pipeline in self.pipelines.values():
             await self._wait_consuming(pipeline)
+            if self.store == "postgresql":
+                pipeline.pg = await asyncpg.connect(pipeline.store_url)
 
     async def _wait_consuming(self, pipeline: Pipeline, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -733,9 +814,13 @@ class Bench:
             try:
                 await self.broker.close()
                 for pipeline in self.pipelines.values():
+                    if pipeline.pg is not None:
+                        await pipeline.pg.close()
                     await delete_topology(pipeline.topology)
             finally:
                 shutil.rmtree(self.tmp, ignore_errors=True)
+                for database in self.databases:
+                    await drop_pg_database(database)
 
     def tail_logs(self, lines: int = 15) -> None:
         for log in self.logs:
@@ -770,7 +855,7 @@ class Bench:
                    seconds: float) -> StepResult:
         count = max(1, int(rate * seconds))
         requests = self.build(pipeline, tag, count)
-        pipeline.mark()
+        await pipeline.mark()
         result = StepResult(offered=rate)
         load = Load(pipeline.port, requests, rate, self.args.connections)
         meter = CpuMeter({"gen": [os.getpid()], "http": [pipeline.server.pid],
@@ -836,20 +921,21 @@ class Bench:
         deadline = time.monotonic() + self.args.drain_timeout
         while True:
             depth = await self.broker.depth(pipeline.queue)
-            applied = await asyncio.to_thread(pipeline.effect_count)
+            applied = await pipeline.effect_count(tag)
             if depth == 0 and applied >= len(accepted):
                 drained = time.monotonic()
                 await asyncio.sleep(0.5)  # and nothing more arrives
-                if await asyncio.to_thread(pipeline.effect_count) == applied:
+                if await pipeline.effect_count(tag) == applied:
                     break
             elif time.monotonic() > deadline:
                 print(f"  {pipeline.name}: not drained after {self.args.drain_timeout:.0f} s "
                       f"(queue {depth}, applied {applied} of {len(accepted)})", flush=True)
+                result.undrained = max(depth, len(accepted) - applied)
                 drained = time.monotonic()
                 break
             await asyncio.sleep(0.1)
         result.drain = drained - step_end
-        effects = await asyncio.to_thread(pipeline.effects, tag)
+        effects = await pipeline.effects(tag)
         result.missing = sum(1 for i in accepted if i not in effects)
         if pipeline.consumer_log is not None:
             await asyncio.sleep(0.5)  # the consumer flushes its log lines every 0.1 s
@@ -895,6 +981,8 @@ class Bench:
 
     async def wait_quiet(self) -> None:
         """Before a step: wait (up to --quiet-wait s) until the machine is otherwise idle."""
+        if math.isinf(self.args.quiet_threshold):
+            return
         deadline = time.monotonic() + self.args.quiet_wait
         told = False
         while (load := await self.other_load()) > self.args.quiet_threshold:
@@ -970,6 +1058,7 @@ def median_result(results: list[StepResult]) -> StepResult:
     m.unlogged = sum(r.unlogged for r in results)
     m.no_answer = sum(r.no_answer for r in results)
     m.stuck = sum(r.stuck for r in results)
+    m.undrained = sum(r.undrained for r in results)
     for r in results:
         for status, n in r.not_2xx.items():
             m.not_2xx[status] = m.not_2xx.get(status, 0) + n
@@ -1077,7 +1166,7 @@ def write_chart(path: Path, table: dict[float, dict[str, StepResult]], title: st
           lambda r: r.e2e_p99, goal_line, ticks_1_2_5(lo_p, hi_p))
     legend_x = pad_l
     for name in PIPELINES:
-        label = {"ours": "ours (router serve + consumers orders, SQLite)",
+        label = {"ours": "ours (router serve + consumers orders)",
                  "naive": "naive (aiohttp + aio-pika, a commit each)"}[name]
         out.append(f'<line x1="{legend_x}" x2="{legend_x + 24}" y1="{height - 14}" '
                    f'y2="{height - 14}" stroke="{colours[name]}" stroke-width="3"/>')
@@ -1094,14 +1183,30 @@ def write_chart(path: Path, table: dict[float, dict[str, StepResult]], title: st
 # --- main --------------------------------------------------------------------------------
 
 
-async def main_async(args: argparse.Namespace) -> int:
-    bench = Bench(args)
+def chart_path(args: argparse.Namespace, store: str) -> Path:
+    """--chart as given for the first store, with `-<store>` in its name for the others."""
+    path = Path(args.chart)
+    return path if store == args.store[0] else path.with_stem(f"{path.stem}-{store}")
+
+
+def failed_checks(result: StepResult) -> list[str]:
+    """--smoke: what is wrong with a step at a rate both pipelines must keep up with."""
+    found = {"not 2xx": sum(result.not_2xx.values()), "no answer": result.no_answer,
+             "accepted without effect": result.missing, "retry/dead": result.stuck,
+             "not drained": result.undrained, "steps without a 2xx": int(not result.answered_2xx)}
+    return [f"{what} {n}" for what, n in found.items() if n]
+
+
+async def run_store(args: argparse.Namespace, store: str) -> int:
+    """The steps for one store, ours and naive; the number of failures (accepted events
+    without an effect; with --smoke, anything not as it should be)."""
+    bench = Bench(args, store)
     table: dict[float, dict[str, StepResult]] = {}
     maxima: dict[str, float] = {}
     failed_at: dict[str, StepResult] = {}
-    print(f"{args.step_seconds:g} s per step, {args.rounds} round(s), open loop, up to "
-          f"{args.connections} connections, {os.cpu_count()} cores, uvloop, prefix "
-          f"{bench.prefix}", flush=True)
+    print(f"\n{STORE_NAMES[store]}: {args.step_seconds:g} s per step, {args.rounds} round(s), "
+          f"open loop, up to {args.connections} connections, {os.cpu_count()} cores, uvloop, "
+          f"prefix {bench.prefix}", flush=True)
     lost = 0
     try:
         await bench.start()
@@ -1123,6 +1228,9 @@ async def main_async(args: argparse.Namespace) -> int:
                 result = median_result(rounds)
                 table[rate][name] = result
                 lost += result.missing
+                if args.smoke and (wrong := failed_checks(result)):
+                    lost += 1
+                    print(f"{'':>19}SMOKE FAILED ({name}): {', '.join(wrong)}", flush=True)
                 print(row(name, result), flush=True)
                 notes = []
                 if result.not_2xx:
@@ -1183,14 +1291,23 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"\ngoal (ours sustains >= 1,000 events/s with accept->effect p99 < 250 ms and no "
           f"queue growth): {verdict}")
     if args.chart:
-        title = (f"webhook-router end to end, {args.step_seconds:g} s steps, "
-                 f"{os.cpu_count()} cores, ours vs naive")
-        write_chart(Path(args.chart), table, title)
-        print(f"chart: {args.chart}")
-    if lost:
-        print(f"{lost} accepted event(s) had no effect", file=sys.stderr)
-        return 1
-    return 0
+        title = (f"webhook-router end to end on {STORE_NAMES[store]}, {args.step_seconds:g} s "
+                 f"steps, {os.cpu_count()} cores, ours vs naive")
+        write_chart(chart_path(args, store), table, title)
+        print(f"chart: {chart_path(args, store)}")
+    return lost
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    failures = {store: await run_store(args, store) for store in args.store}
+    for store, n in failures.items():
+        if n:
+            print(f"{STORE_NAMES[store]}: {n} accepted event(s) had no effect"
+                  + (" or step(s) failed the smoke's checks" if args.smoke else ""),
+                  file=sys.stderr)
+    return 1 if any(failures.values()) else 0
+
+
 
 
 def main() -> int:
@@ -1224,8 +1341,23 @@ def main() -> int:
     parser.add_argument("--consumer-uvloop", action="store_true",
                         help="run ours' consumer under uvloop (python -m consumers uses the "
                              "default asyncio loop)")
-    parser.add_argument("--chart", help="write an SVG chart here, e.g. docs/e2e.svg")
+    parser.add_argument("--store", action="append", choices=STORES,
+                        help="the store of both pipelines' consumers; repeatable (default: "
+                             "sqlite, then postgresql)")
+    parser.add_argument("--chart", help="write an SVG chart here, e.g. docs/e2e.svg (the "
+                                        "second store's gets -<store> in its name)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="check that the benchmark works, not what it measures: one 1 s "
+                             "step at 50/s per store, a warm-up of one request, no waiting "
+                             "for a quiet machine; exit 1 unless every request was accepted, "
+                             "applied and drained")
     args = parser.parse_args()
+    args.store = args.store or list(STORES)
+    if args.smoke:
+        args.step_seconds, args.rates, args.max_rate, args.rounds = 1.0, [50.0], 50.0, 1
+        args.warmup, args.settle, args.quiet_wait = 0.0, 0.0, 0.0
+        args.quiet_threshold = math.inf  # measure whatever else runs; never run a step again
+        args.drain_timeout, args.request_timeout = 30.0, 10.0
     return uvloop.run(main_async(args))
 
 

@@ -11,7 +11,9 @@ would publish for that order (made once at start-up; it only writes the event id
 checks the rate limit, parses, validates against the JSON Schema, maps to the canonical order,
 builds the envelope, logs a JSON line and counts metrics.  The servers take turns in the opposite
 order every other round (ABBA).  Prints requests/s, p50, p99 and each server's own CPU per
-request per round, the medians, and per round the ratios ours/plain.
+request per round, the medians, and per round the ratios ours/plain.  Fails (exit 1) when
+the orders queue did not hold every 2xx of a run (or held more than the 2xx and the requests
+in flight).  A smoke (CI): `--duration 1 --warmup 1 --rounds 1 --workers 1 --connections 8`.
 
 A before/after in one run: `--compare before=../wt-old` also serves the ingress of another
 checkout of this repository (say `git worktree add ../wt-old <commit>`) with the same
@@ -372,6 +374,8 @@ def ratios(ours: list[dict[str, float]], theirs: list[dict[str, float]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=15)
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="seconds of wrk load before each measured run (default 2)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
@@ -396,6 +400,7 @@ def main() -> int:
     orders = f"{prefix}orders"
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingress-"))
     failed = False
+    failures = 0
     env = {**os.environ, "SHOPIFY_WEBHOOK_SECRET": SECRET, "AMQP_URL": AMQP_URL,
            **{k: "unused-" + k for k in ("WOOCOMMERCE_WEBHOOK_SECRET", "PORTAL_WEBHOOK_TOKEN",
                                          "INVENTORY_WEBHOOK_SECRET", "EASYPOST_WEBHOOK_SECRET",
@@ -437,7 +442,7 @@ def main() -> int:
         return waited, queued
 
     print(f"payload {len(ORDER)} bytes, {args.connections} connections, {args.duration} s "
-          f"per run, {args.rounds} rounds, {os.cpu_count()} cores"
+          f"per run, {args.rounds} rounds, {os.cpu_count()} cores, prefix {prefix}"
           + (f", consumers running: {' '.join(args.with_consumer)}" if args.with_consumer
              else ""))
     try:
@@ -461,7 +466,7 @@ def main() -> int:
                         wait_http(f"http://127.0.0.1:{port}/readyz")
                     warmup = tmp / f"warmup-{tag}-{round_no}.lua"
                     warmup.write_text(wrk_script(f"warmup-{tag}{round_no}"))
-                    run_wrk(port, warmup, 2, args.connections)
+                    run_wrk(port, warmup, args.warmup, args.connections)
                     settle()
                     cpu = tree_cpu_seconds(proc.pid)
                     before = [(c.handled(), tree_cpu_seconds(c.proc.pid)) for c in consumers]
@@ -478,6 +483,13 @@ def main() -> int:
                 drained, queued = settle()
                 result["queued"] = queued
                 results[name].append(result)
+                # Every 2xx is on the queue; beyond those only what was in flight when wrk
+                # stopped (answered after it counted).
+                accepted = result["requests"] - result["non2xx"]
+                if not accepted <= queued <= accepted + args.connections:
+                    failures += 1
+                    print(f"round {round_no} {name}: {accepted:.0f} accepted but {queued} "
+                          f"queued: VERIFY FAILED", flush=True)
                 line = (f"round {round_no} {name:>10}: {result['rps']:8.0f} req/s  "
                         f"p50 {result['p50']:6.2f} ms  p99 {result['p99']:6.2f} ms  "
                         f"cpu {result['cpu_us']:5.0f} us/req  accepted "
@@ -522,6 +534,9 @@ def main() -> int:
         for other in ["plain", *(f"{label} x{workers}" for label in compare)]:
             print(f"ours x{workers} / {other}: "
                   + ratios(results[f"ours x{workers}"], results[other]))
+    if failures:
+        print(f"{failures} run(s) failed verification", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,16 +2,19 @@
 figure that does not move with the machine's speed or load (wall-clock runs here vary up to
 3x from day to day), for before/after comparisons of the hot path.
 
-    python bench/ingress_instructions.py [--requests 2000] [--compare LABEL=CHECKOUT ...]
+    python bench/ingress_instructions.py [--requests 2000] [--warmup 200]
+                                         [--compare LABEL=CHECKOUT ...]
 
 Serves the ingress (one process, as `python -m router serve` with the shipped config, on a
-unique-prefix topology) under `valgrind --tool=callgrind` with counting off, posts 200
+unique-prefix topology) under `valgrind --tool=callgrind` with counting off, posts `warmup`
 signed Shopify orders to warm it up, switches counting on (callgrind_control), posts
 `requests` more (16 at a time, each a fresh X-Shopify-Event-Id, each answered 202 after the
-broker's confirm), switches it off, and prints the instructions counted divided by the
-requests. With --compare, the same for another checkout of this repository (e.g. made by
-`git worktree add ../wt-old <commit>`), run with this interpreter. Two runs of one checkout
-agree within about 1%. Needs valgrind (Debian package `valgrind`).
+broker's confirm), switches it off, checks that the queue held every order accepted, and
+prints the instructions counted divided by the requests. With --compare, the same for
+another checkout of this repository (e.g. made by `git worktree add ../wt-old <commit>`),
+run with this interpreter. Two runs of one checkout agree within about 1%. Needs valgrind
+(Debian package `valgrind`). A smoke (CI): `--requests 20 --warmup 20 --compare self=.`
+(its ratio is about 1).
 """
 
 from __future__ import annotations
@@ -66,9 +69,10 @@ async def post_orders(port: int, count: int, tag: str) -> None:
         await asyncio.gather(*(one(i) for i in range(count)))
 
 
-def count(root: Path, requests: int, tmp: Path) -> float:
+def count(root: Path, requests: int, warmup: int, tmp: Path) -> float:
     """Instructions per request of `root`'s ingress."""
     prefix = f"bench-{uuid.uuid4().hex[:6]}."
+    print(f"serving {root.name} under valgrind, prefix {prefix}", flush=True)
     asyncio.run(declare(prefix))
     port = free_port()
     config = write_config(tmp, prefix, port, 1, root)
@@ -84,7 +88,7 @@ def count(root: Path, requests: int, tmp: Path) -> float:
         )
         try:
             wait_http(f"http://127.0.0.1:{port}/readyz", timeout=300)
-            asyncio.run(post_orders(port, 200, "warmup"))
+            asyncio.run(post_orders(port, warmup, "warmup"))
             subprocess.run(["callgrind_control", "-i", "on", str(proc.pid)], check=True,
                            capture_output=True)
             asyncio.run(post_orders(port, requests, "run"))
@@ -93,7 +97,9 @@ def count(root: Path, requests: int, tmp: Path) -> float:
         finally:
             proc.terminate()
             proc.wait(timeout=300)
-            asyncio.run(purge(prefix, delete=True))
+            queued = asyncio.run(purge(prefix, delete=True))
+    if queued != warmup + requests:  # each was answered 202: each must be on the queue
+        raise RuntimeError(f"{warmup + requests} orders accepted but {queued} queued")
     summary = out.read_text(errors="replace")
     total = re.search(r"^totals: (\d+)", summary, re.MULTILINE)
     if total is None:
@@ -104,6 +110,8 @@ def count(root: Path, requests: int, tmp: Path) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=200,
+                        help="requests before counting starts (default 200)")
     parser.add_argument("--compare", action="append", default=[], metavar="LABEL=CHECKOUT")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
@@ -114,7 +122,7 @@ def main() -> int:
     for label, root in roots.items():
         tmp = Path(tempfile.mkdtemp(prefix="bench-instructions-"))
         try:
-            counts[label] = count(root, args.requests, tmp)
+            counts[label] = count(root, args.requests, args.warmup, tmp)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         print(f"{label:>10}: {counts[label]:10,.0f} instructions per request "

@@ -7,8 +7,9 @@ attempt}, message_id, type, correlation_id and timestamp, mandatory, to a direct
 to a quorum queue, with publisher confirms and at most `in-flight` unconfirmed (a semaphore,
 one task per message as in the ingress), under uvloop.  Prints msgs/s and the Python process's
 CPU time per message (time.process_time, user + system) per round, then the medians and the
-ratios against aio-pika.  Declares its own exchange and queue, purges between runs and deletes
-them at the end.
+ratios against aio-pika.  Declares its own exchange and queue, checks that the queue holds
+every confirmed message (fails otherwise), purges between runs and deletes them at the end.
+A smoke (CI) is `--count 200 --rounds 1`.
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ async def main(count: int, rounds: int, in_flight: int) -> None:
     await queue.bind(exchange, KEY)
     print(
         f"{count} messages of {len(BODY)} bytes per run, {in_flight} in flight, {rounds} rounds, "
-        f"quorum queue, uvloop, {os.cpu_count()} cores",
+        f"quorum queue, uvloop, {os.cpu_count()} cores, prefix {prefix}",
         flush=True,
     )
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in CLIENTS}
@@ -185,12 +186,17 @@ async def main(count: int, rounds: int, in_flight: int) -> None:
             for name, make in CLIENTS.items():
                 run_id = f"{name}-{round_no}"
                 publish, close = await make(exchange.name, run_id)
+                warm_up = min(count, 1000)
                 try:
-                    await run(publish, min(count, 1000), in_flight)  # warm-up
+                    await run(publish, warm_up, in_flight)
                     wall, cpu = await run(publish, count, in_flight)
                 finally:
                     await close()
-                await queue.purge()
+                # Every confirmed message is on the queue, once.
+                purged = (await queue.purge()).message_count
+                if purged != warm_up + count:
+                    raise RuntimeError(f"{name}: {warm_up + count} messages confirmed but the "
+                                       f"queue held {purged}")
                 results[name].append((count / wall, cpu / count * 1e6))
                 print(
                     f"round {round_no} {name:>19}: {count / wall:8.0f} msgs/s  "
