@@ -76,6 +76,9 @@ class SourceSettings:
 @dataclass(frozen=True)
 class BrokerSettings:
     url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    # A cluster's other nodes ([broker] urls, or a comma-separated list: their first is
+    # `url`); router.broker.connect tries them in turn and moves on when one goes away.
+    other_urls: tuple[str, ...] = ()
     prefix: str = ""
     confirm_timeout: float = 5.0
     retry_after: int = 5
@@ -101,6 +104,11 @@ class BrokerSettings:
     # Work queues with a retry ladder of their own, from their tables ([labels] and
     # [storefront] retry_ladder): (queue, ladder) pairs; the others use retry_ladder.
     ladders: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every address of the broker: `url`, then a cluster's other nodes."""
+        return (self.url, *self.other_urls)
 
 
 @dataclass(frozen=True)
@@ -362,26 +370,64 @@ def _check_tls(t: _Table, cert: Path, key: Path) -> None:
                                   f"{reason}") from exc
 
 
-def _check_amqp_url(t: _Table, url: str) -> None:
-    if not url.startswith(("amqp://", "amqps://")):
-        raise t.error("url", "must be an amqp:// or amqps:// URL")
-    try:
-        _ = urlsplit(url).port  # a broken [IPv6] host, a port out of range: ValueError
-    except ValueError as exc:
-        raise t.error("url", f"is not a valid URL: {exc}") from None
+def _check_amqp_urls(t: _Table, key: str, urls: list[str]) -> None:
+    """Each address must be an amqp:// or amqps:// URL that parses, all of one scheme (a
+    failover must not fall back to plain text), none twice.  A problem names the address by
+    its place (urls[1], or "address 2 of 3" in a comma-separated url), never by its text,
+    which holds a password."""
+    for i, url in enumerate(urls):
+        name, which = key, ""
+        if key == "urls":
+            name = f"urls[{i}]"
+        elif len(urls) > 1:
+            which = f"address {i + 1} of {len(urls)}: "
+        if not url.startswith(("amqp://", "amqps://")):
+            raise t.error(name, f"{which}must be an amqp:// or amqps:// URL")
+        try:
+            _ = urlsplit(url).port  # a broken [IPv6] host, a port out of range: ValueError
+        except ValueError as exc:
+            raise t.error(name, f"{which}is not a valid URL: {exc}") from None
+        if urlsplit(url).scheme != urlsplit(urls[0]).scheme:
+            raise t.error(name, f"{which}mixes amqp:// and amqps://: use one for every node")
+        if url in urls[:i]:
+            raise t.error(name, f"{which}is given twice")
+
+
+def _broker_urls(t: _Table, base: Path, env: Mapping[str, str]) -> tuple[str, list[str]]:
+    """The key that gave the broker's addresses, and the addresses: `urls` (a list, each
+    may be a secret reference), else `url` (one address or several separated by commas; a
+    secret reference too), else AMQP_URL (the same), else the default."""
+    url = t.get("url", str, None)
+    refs = t.get("urls", list, None)
+    if refs is not None:
+        if url is not None:
+            raise t.error("urls", "give url or urls, not both")
+        if not refs:
+            raise t.error("urls", "name at least one amqp:// URL")
+        urls = []
+        for i, ref in enumerate(refs):
+            if not isinstance(ref, str):
+                raise t.error(f"urls[{i}]", "must be a string")
+            if ref.startswith(("env:", "file:")):
+                ref = resolve_secret(ref, file=t.file, key=f"{t.key}.urls[{i}]", base=base,
+                                     environ=env).decode()
+            urls.append(ref.strip())
+        return "urls", urls
+    if url is None:
+        url = env.get("AMQP_URL", BrokerSettings.url)
+    elif url.startswith(("env:", "file:")):
+        url = resolve_secret(url, file=t.file, key="broker.url", base=base, environ=env).decode()
+    return "url", [part.strip() for part in url.split(",")]
 
 
 def _broker(t: _Table, base: Path, env: Mapping[str, str]) -> BrokerSettings:
     d = BrokerSettings()
-    url = t.get("url", str, None)
-    if url is None:
-        url = env.get("AMQP_URL", d.url)
-    elif url.startswith(("env:", "file:")):
-        url = resolve_secret(url, file=t.file, key="broker.url", base=base, environ=env).decode()
-    _check_amqp_url(t, url)
+    key, urls = _broker_urls(t, base, env)
+    _check_amqp_urls(t, key, urls)
     ladder = _ladder(t, d.retry_ladder)
     s = BrokerSettings(
-        url=url,
+        url=urls[0],
+        other_urls=tuple(urls[1:]),
         prefix=t.get("prefix", str, d.prefix),
         confirm_timeout=t.positive("confirm_timeout", float, d.confirm_timeout),
         retry_after=t.positive("retry_after", int, d.retry_after),
