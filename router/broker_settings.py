@@ -65,17 +65,19 @@ def _check_amqp_urls(t: Table, key: str, urls: list[str]) -> None:
     its place (urls[1], or "address 2 of 3" in a comma-separated url), never by its text,
     which holds a password."""
     for i, url in enumerate(urls):
-        name, which = key, ""
+        name, which, hint = key, "", ""
         if key == "urls":
             name = f"urls[{i}]"
         elif len(urls) > 1:
             which = f"address {i + 1} of {len(urls)}: "
+            hint = " (commas separate addresses: write one in a password as %2C)"
         if not url.startswith(("amqp://", "amqps://")):
-            raise t.error(name, f"{which}must be an amqp:// or amqps:// URL")
+            raise t.error(name, f"{which}must be an amqp:// or amqps:// URL{hint}")
         try:
             _ = urlsplit(url).port  # a broken [IPv6] host, a port out of range: ValueError
         except ValueError as exc:
-            raise t.error(name, f"{which}is not a valid URL: {exc}") from None
+            # Split at a comma, what it says may be a piece of a password: not repeated.
+            raise t.error(name, f"{which}is not a valid URL{hint or f': {exc}'}") from None
         if urlsplit(url).scheme != urlsplit(urls[0]).scheme:
             raise t.error(name, f"{which}mixes amqp:// and amqps://: use one for every node")
         if url in urls[:i]:
