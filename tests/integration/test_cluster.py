@@ -15,8 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -89,11 +88,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield Cluster(env)
     finally:
         subprocess.run([SCRIPT, "down"], env=env, check=True, timeout=60)
-    assert not Path(directory).exists() or not any(Path(directory).iterdir())
+    assert not directory.exists() or not any(directory.iterdir())  # nothing left behind
 
 
 @pytest.fixture
-async def broker(settings: Settings, cluster: Cluster) -> Iterator[BrokerSettings]:
+async def broker(settings: Settings, cluster: Cluster) -> AsyncIterator[BrokerSettings]:
     """This test's [broker] settings on the cluster's three addresses; its topology is
     deleted afterwards."""
     broker = dataclasses.replace(settings.broker, url=cluster.urls[0],
