@@ -16,11 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from router.broker_settings import BrokerSettings, read_broker
 from router.config_table import Table as _Table
 from router.config_table import check_cidrs as _check_cidrs
-from router.config_table import existing_file as _existing_file
 from router.config_table import non_negative as _non_negative
 from router.config_table import path_in as _path
 from router.config_table import relative as _relative
@@ -71,36 +70,6 @@ class SourceSettings:
     include_raw: bool = False
     sample: Path | None = None  # a payload for `send-test`
     on_invalid: str = "reject"  # "hold": accept and hold an authentic unmappable delivery
-
-
-@dataclass(frozen=True)
-class BrokerSettings:
-    url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    prefix: str = ""
-    confirm_timeout: float = 5.0
-    retry_after: int = 5
-    retry_ladder: tuple[int, ...] = (5, 15, 45)
-    delivery_limit: int = 20
-    connection_name: str = "webhook-router"
-    heartbeat: int = 4  # AMQP heartbeat seconds (0: off); a silent broker is dropped after ~2-3x
-    max_in_flight: int = 1000  # unconfirmed publishes per connection; beyond: refused at once
-    # Bounds of each held.SOURCE queue and of the audit queue: past either, the broker
-    # refuses the publish and the ingress answers 503 (router.broker.topology).
-    held_max_length: int = 10_000
-    held_max_bytes: int = 256 * MiB
-    audit_max_length: int = 1_000_000
-    audit_max_bytes: int = 2048 * MiB
-    # TLS for amqps:// (aio-pika's names; its URL query parameters work too, these win).
-    cafile: Path | None = None
-    certfile: Path | None = None
-    keyfile: Path | None = None
-    verify: bool = True
-    # Queues of consumers that are off unless configured (router.broker.topology
-    # OPTIONAL_QUEUES): set from their tables, e.g. ("labels",) when [labels] is enabled.
-    optional_queues: tuple[str, ...] = ()
-    # Work queues with a retry ladder of their own, from their tables ([labels] and
-    # [storefront] retry_ladder): (queue, ladder) pairs; the others use retry_ladder.
-    ladders: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -258,7 +227,7 @@ def load_settings(
     base = path.parent
     top = _Table(raw, file, "")
     server = _server(top.table("server"), base)
-    broker = _broker(top.table("broker"), base, env)
+    broker = read_broker(top.table("broker"), base, env)
     logging = _logging(top.table("logging"))
     consumers = _consumers(top.table("consumers"), env)
     notifications = _notifications(top.table("notifications"))
@@ -360,51 +329,6 @@ def _check_tls(t: _Table, cert: Path, key: Path) -> None:
         reason = getattr(exc, "reason", None) or str(exc)
         raise t.error("tls_cert", f"{cert} and {key} are not a PEM certificate and its key: "
                                   f"{reason}") from exc
-
-
-def _check_amqp_url(t: _Table, url: str) -> None:
-    if not url.startswith(("amqp://", "amqps://")):
-        raise t.error("url", "must be an amqp:// or amqps:// URL")
-    try:
-        _ = urlsplit(url).port  # a broken [IPv6] host, a port out of range: ValueError
-    except ValueError as exc:
-        raise t.error("url", f"is not a valid URL: {exc}") from None
-
-
-def _broker(t: _Table, base: Path, env: Mapping[str, str]) -> BrokerSettings:
-    d = BrokerSettings()
-    url = t.get("url", str, None)
-    if url is None:
-        url = env.get("AMQP_URL", d.url)
-    elif url.startswith(("env:", "file:")):
-        url = resolve_secret(url, file=t.file, key="broker.url", base=base, environ=env).decode()
-    _check_amqp_url(t, url)
-    ladder = _ladder(t, d.retry_ladder)
-    s = BrokerSettings(
-        url=url,
-        prefix=t.get("prefix", str, d.prefix),
-        confirm_timeout=t.positive("confirm_timeout", float, d.confirm_timeout),
-        retry_after=t.positive("retry_after", int, d.retry_after),
-        retry_ladder=tuple(ladder),
-        delivery_limit=t.positive("delivery_limit", int, d.delivery_limit),
-        connection_name=t.get("connection_name", str, d.connection_name),
-        heartbeat=t.get("heartbeat", int, d.heartbeat),
-        max_in_flight=t.positive("max_in_flight", int, d.max_in_flight),
-        held_max_length=t.positive("held_max_length", int, d.held_max_length),
-        held_max_bytes=t.positive("held_max_bytes", int, d.held_max_bytes),
-        audit_max_length=t.positive("audit_max_length", int, d.audit_max_length),
-        audit_max_bytes=t.positive("audit_max_bytes", int, d.audit_max_bytes),
-        cafile=_existing_file(t, base, "cafile"),
-        certfile=_existing_file(t, base, "certfile"),
-        keyfile=_existing_file(t, base, "keyfile"),
-        verify=t.get("verify", bool, d.verify),
-    )
-    if not 0 <= s.heartbeat <= 65535:
-        raise t.error("heartbeat", "must be whole seconds from 0 (off) to 65535")
-    if s.keyfile is not None and s.certfile is None:
-        raise t.error("keyfile", "needs certfile")
-    t.done()
-    return s
 
 
 def _logging(t: _Table) -> LoggingSettings:

@@ -2,6 +2,7 @@
 
     wire.py        the AMQP 0-9-1 frames of a confirmed publish, encoded by hand (pure)
     protocol.py    ConfirmingPublisher: a publish-only asyncio protocol with confirms
+    connect.py     how every connection is opened (TLS, heartbeat; a cluster's addresses in turn)
     publisher.py   Publisher: a confirming connection to the events exchange that reconnects
     reconnect.py   the one back-off loop for (re)connecting
     topology.py    exchanges, queues, bindings and retry ladders, as data

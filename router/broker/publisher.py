@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import structlog
 
-from router.broker.connect import open_connection, tls_context
+from router.broker.connect import open_connection, tls_context, try_addresses, where
 from router.broker.errors import (
     BROKER_ERRORS,
     ConnectionLost,
@@ -108,15 +109,16 @@ class Publisher:
         self.not_limited: list[str] = []
         self._connection_name = connection_name or settings.connection_name
         self._client: ConfirmingPublisher | None = None
+        self._address: str | None = None  # the one connected to, or last connected to
         self._reconnect: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._timeouts_in_a_row = 0
         self._deadlines = ConfirmDeadlines(settings.confirm_timeout)
 
-    async def _declare_topology(self) -> None:
+    async def _declare_topology(self, url: str) -> None:
+        node = dataclasses.replace(self.settings, url=url, other_urls=())
         connection = await open_connection(
-            self.settings, f"{self._connection_name}-topology",
-            timeout=self.settings.confirm_timeout,
+            node, f"{self._connection_name}-topology", timeout=self.settings.confirm_timeout,
         )
         async with connection:
             channel = await connection.channel()
@@ -125,28 +127,36 @@ class Publisher:
             await self.topology.declare_queues(channel, self._extra_queues, not_limited)
             self.not_limited = not_limited
 
+    async def _start_on(self, url: str) -> tuple[str, ConfirmingPublisher]:
+        """Declare the topology on the node at `url` and connect to it."""
+        await self._declare_topology(url)
+        client = ConfirmingPublisher(
+            url,
+            connection_name=self._connection_name,
+            heartbeat=self.settings.heartbeat,
+            tls=tls_context(self.settings, url),
+            on_lost=self._on_lost,
+        )
+        await client.connect(timeout=self.settings.confirm_timeout)
+        return url, client
+
     async def start(self) -> None:
         """Declare the topology and connect; raises PublishFailed if the broker is away or
-        refuses us (its message says why, e.g. an untrusted TLS certificate).
+        refuses us (its message says why, e.g. an untrusted TLS certificate).  Of a cluster's
+        addresses, the first that answers is taken; after a lost connection, the addresses
+        after the lost one first (router.broker.connect.rotation).
 
         Once started, a lost connection is re-established in the background: `ready` is
         False meanwhile.
         """
         try:
-            await self._declare_topology()
-            client = ConfirmingPublisher(
-                self.settings.url,
-                connection_name=self._connection_name,
-                heartbeat=self.settings.heartbeat,
-                tls=tls_context(self.settings),
-                on_lost=self._on_lost,
-            )
-            await client.connect(timeout=self.settings.confirm_timeout)
+            url, client = await try_addresses(self.settings, self._start_on,
+                                              after=self._address)
         except BROKER_ERRORS as exc:
             raise PublishFailed(f"cannot reach the broker: {describe(exc)}") from exc
-        self._client = client
+        self._address, self._client = url, client
         self._timeouts_in_a_row = 0
-        log.info("broker_connected", exchange=self.topology.exchange)
+        log.info("broker_connected", exchange=self.topology.exchange, address=where(url))
 
     async def connect_until_ready(self) -> None:
         """Keep trying `start` with back-off until connected (the broker may start later),
@@ -160,9 +170,15 @@ class Publisher:
 
     def _on_lost(self, error: ConnectionLost) -> None:
         log.warning("broker_connection_lost", reply_code=error.reply_code,
-                    reply_text=error.reply_text)
+                    reply_text=error.reply_text,
+                    address=where(self._address) if self._address else None)
         self._client = None
         self.connect_in_background()
+
+    @property
+    def address(self) -> str | None:
+        """The broker address (of [broker] url or urls) connected to; None while not."""
+        return self._address if self._client is not None else None
 
     @property
     def ready(self) -> bool:

@@ -6,6 +6,7 @@ import fnmatch
 import re
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -173,6 +174,42 @@ class TestCompose:
                     assert (ROOT / src).exists(), src
 
 
+CLUSTER_MEMBERS = ("rabbitmq-2", "rabbitmq-3")
+
+
+class TestCluster:
+    def test_two_more_nodes_join_rabbitmq_in_the_cluster_profile(self, compose):
+        """rabbitmq-2 and rabbitmq-3 (profile `cluster`) run rabbitmq's image with its
+        Erlang cookie, under fixed host names (their node names), publish nothing, and join
+        rabbit@rabbitmq at their first start."""
+        services = compose["services"]
+        first = services["rabbitmq"]
+        assert "rabbitmq" == first["hostname"]
+        join = compose["configs"]["rabbitmq-join"]["content"]
+        assert "cluster_formation.classic_config.nodes.1 = rabbit@rabbitmq\n" in join
+        for name in CLUSTER_MEMBERS:
+            node = services[name]
+            assert (["cluster"], name) == (node["profiles"], node["hostname"])
+            assert (first["image"], first["environment"]) == (node["image"], node["environment"])
+            assert [] == _published(node)
+            assert ["rabbitmq-join"] == [config["source"] for config in node["configs"]]
+
+    def test_broker_urls_name_the_three_nodes(self, compose, test_env):
+        """Every service's AMQP_URL is BROKER_URLS, by default the one broker; the
+        BROKER_URLS the header gives loads as the three nodes' addresses."""
+        for name, service in compose["services"].items():
+            if "AMQP_URL" in service.get("environment", {}):
+                assert ("${BROKER_URLS:-amqp://guest:guest@rabbitmq:5672/}"
+                        == service["environment"]["AMQP_URL"]), name
+        header = (ROOT / "compose.yaml").read_text()
+        urls = re.search(r"BROKER_URLS=(\S+)", header)
+        assert urls is not None
+        broker = load_settings(ROOT / "config" / "router.toml",
+                               environ={**test_env, "AMQP_URL": urls[1]}).broker
+        hosts = [urlsplit(url).hostname for url in broker.addresses]
+        assert ["rabbitmq", *CLUSTER_MEMBERS] == hosts
+
+
 class TestConsumerServices:
     def test_one_service_per_consumer_with_a_valid_command(self, compose):
         """Each consumer has its own service (scalable), running `python -m consumers NAME`."""
@@ -196,5 +233,5 @@ class TestConsumerServices:
         assert ["labels"] == compose["services"]["labels"]["profiles"]
         assert ["storefront"] == compose["services"]["storefront"]["profiles"]
         others = [name for name, service in compose["services"].items()
-                  if name not in ("labels", "storefront")]
+                  if name not in ("labels", "storefront", *CLUSTER_MEMBERS)]
         assert all("profiles" not in compose["services"][name] for name in others)

@@ -173,6 +173,62 @@ class TestLoadSettings:
         assert "file not found" == info.value.problem
 
 
+NODES = tuple(f"amqp://guest:pw@127.0.0.1:{port}/" for port in (5701, 5702, 5703))
+
+
+class TestBrokerAddresses:
+    def load(self, tmp_path: Path, broker: str, **env: str):
+        text = f"[broker]\n{broker}\n{SOURCE}" if broker else SOURCE
+        return load_settings(write_config(tmp_path, text),
+                             environ={"S1": "a", "S2": "b", **env}).broker
+
+    @pytest.mark.parametrize(("broker", "env"), [
+        ("urls = [" + ", ".join(f'"{url}"' for url in NODES) + "]", {}),
+        (f'url = "{",".join(NODES)}"', {}),
+        ("", {"AMQP_URL": ", ".join(NODES)}),
+        ('urls = ["env:NODE1", "env:NODE2", "env:NODE3"]',
+         {f"NODE{i}": url for i, url in enumerate(NODES, 1)}),
+    ], ids=["urls", "url with commas", "AMQP_URL with commas", "urls of secrets"])
+    def test_a_cluster_in_any_form(self, tmp_path, broker, env):
+        """urls, a comma-separated url or AMQP_URL, and secret references, give the same
+        addresses in their order: url is the first."""
+        settings = self.load(tmp_path, broker, **env)
+        assert (NODES, NODES[0], NODES[1:]) == (
+            settings.addresses, settings.url, settings.other_urls)
+
+    def test_one_address_as_before(self, tmp_path):
+        """One url (or AMQP_URL, or the default) is the only address."""
+        assert (NODES[0],) == self.load(tmp_path, f'url = "{NODES[0]}"').addresses
+        assert (NODES[1],) == self.load(tmp_path, "", AMQP_URL=NODES[1]).addresses
+        assert ("amqp://guest:guest@127.0.0.1:5672/",) == self.load(tmp_path, "").addresses
+
+    @pytest.mark.parametrize(("broker", "env", "key", "problem"), [
+        (f'url = "{NODES[0]}"\nurls = ["{NODES[1]}"]', {}, "broker.urls", "not both"),
+        ("urls = []", {}, "broker.urls", "at least one"),
+        (f'urls = ["{NODES[0]}", 5702]', {}, "broker.urls[1]", "must be a string"),
+        (f'urls = ["{NODES[0]}", "http://x/"]', {}, "broker.urls[1]", "amqp://"),
+        (f'urls = ["{NODES[0]}", "amqp://[::1/"]', {}, "broker.urls[1]", "not a valid URL"),
+        (f'urls = ["{NODES[0]}", "amqp://h:99999/"]', {}, "broker.urls[1]", "not a valid URL"),
+        (f'urls = ["{NODES[0]}", "amqps://h/"]', {}, "broker.urls[1]", "mixes amqp"),
+        (f'urls = ["{NODES[0]}", "{NODES[0]}"]', {}, "broker.urls[1]", "twice"),
+        (f'urls = ["{NODES[0]}", "env:UNSET"]', {}, "broker.urls[1]", "UNSET"),
+        (f'url = "{NODES[0]},amqp://h:0x/,{NODES[2]}"', {}, "broker.url",
+         "address 2 of 3: is not a valid URL"),
+        ('url = "amqp://user:pa,pw@h/"', {}, "broker.url",
+         "address 1 of 2: is not a valid URL (commas separate addresses: write one in a "
+         "password as %2C)"),
+        ("", {"AMQP_URL": f"{NODES[0]},"}, "broker.url", "address 2 of 2: must be an amqp"),
+    ])
+    def test_a_bad_address_is_named_by_its_place(self, tmp_path, broker, env, key, problem):
+        """A bad address fails at load naming the key and which address, never its text
+        (which holds the password)."""
+        with pytest.raises(ConfigError) as info:
+            self.load(tmp_path, broker, **env)
+        assert key == info.value.key
+        assert problem in info.value.problem
+        assert "pw@" not in str(info.value)
+
+
 class TestResolveSecret:
     def test_file_reference_strips_newline(self, tmp_path):
         """file: reads the file relative to the config folder, without its trailing newline."""
