@@ -6,6 +6,7 @@ consumer buying labels from the EasyPost emulator against a plain loop making th
                               [--pg-concurrency 4]
     python bench/consumers.py --only labels [--count 2000] [--rounds 3]
     python bench/consumers.py --only labels --count 40 --rounds 1    # smoke size: ~20 s
+    python bench/consumers.py --only procs [--processes 1,2,4]       # processes that add up
 
 Before every run `count` order.created envelopes (the canonical Order the portal mapping
 produces from config/samples/portal-order-created.json; a unique order_id and event id each,
@@ -18,6 +19,14 @@ uvloop, one of:
               concurrency 1 (one writer: more batches at once would only queue for it)
     postgres  the same on a fresh database bench_<uuid> (asyncpg), concurrency 1
     pg-conc   the same with --pg-concurrency batches (transactions) at once
+
+    pg-pN     N real `python -m consumers orders` processes (`--only procs`, N from
+              `--processes`, default 1,2,4) on one fresh PostgreSQL database and the one
+              queue, started as operators scale them (a config like the shipped one with
+              the run's prefix, DATABASE_URL); events/s between the first and the last
+              claim (the inbox's processed_at, stamped as a batch begins: start-up is not
+              counted, the last batch's own few milliseconds are not either); then
+              SIGTERM, each must exit 0
 
 drains the queue.  events/s is measured from the first message delivered to the consumer to
 the last ack (for the Runner: the return of the batch that acked the last message, which
@@ -107,6 +116,12 @@ SKUS = [f"BENCH-SKU-{n:03d}" for n in range(50)]
 STOCK_ON_HAND = 1_000_000_000
 RUN_TIMEOUT = 900.0
 ORDERS_MODES = ("sqlite", "postgres", "pg-conc")
+# What `python -m consumers orders` needs to load the shipped config (secrets it never uses).
+PROCESS_ENV = {
+    "SHOPIFY_WEBHOOK_SECRET": "bench", "WOOCOMMERCE_WEBHOOK_SECRET": "bench",
+    "PORTAL_WEBHOOK_TOKEN": "bench", "INVENTORY_WEBHOOK_SECRET": "bench",
+    "EASYPOST_WEBHOOK_SECRET": "bench", "AFTERSHIP_WEBHOOK_SECRET": "bench",
+}
 LABELS_MODES = ("carrier", "labels-plain", "labels-sqlite", "labels-pg")
 DEFAULT_COUNT = {"orders": 20_000, "labels": 2_000}
 EASYPOST_KEY = "EZTK_bench_key"  # any key: the emulator checks that this one is sent
@@ -662,6 +677,69 @@ def quiet_logging() -> None:
         sys.stdout = real
 
 
+def process_config(topology: Topology, tmp: Path) -> Path:
+    """config/router.toml with the run's prefix and its relative paths made absolute."""
+    text = (ROOT / "config" / "router.toml").read_text()
+    for old, new in [('prefix = ""', f'prefix = "{topology.prefix}"'),
+                     ('= "mappings/', f'= "{ROOT}/config/mappings/'),
+                     ('= "samples/', f'= "{ROOT}/config/samples/'),
+                     ('schemas = "schemas"', f'schemas = "{ROOT}/config/schemas"')]:
+        if old not in text:
+            raise RuntimeError(f"config/router.toml changed: {old!r} not found")
+        text = text.replace(old, new)
+    path = tmp / "router.toml"
+    path.write_text(text)
+    return path
+
+
+async def run_processes(topology: Topology, store_url: str, count: int, prefetch: int,
+                        processes: int, tmp: Path) -> tuple[float, dict[str, int]]:
+    """`processes` real orders consumers on one database until every event is claimed."""
+    async with open_store(store_url) as store:
+        await seed(store)
+    env = {**os.environ, **PROCESS_ENV, "AMQP_URL": AMQP_URL, "DATABASE_URL": store_url}
+    config = process_config(topology, tmp)
+    logs = [tmp / f"orders-{n}.log" for n in range(processes)]
+    procs = []
+    for log in logs:
+        with open(log, "wb") as out:  # noqa: ASYNC230 - a log file, once per process
+            procs.append(await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "consumers", "orders", "--config", str(config),
+                "--prefetch", str(prefetch), cwd=ROOT, env=env, stdout=out, stderr=out))
+    conn = await asyncpg.connect(store_url)
+    try:
+        async with asyncio.timeout(RUN_TIMEOUT):
+            while True:
+                claimed = await conn.fetchval(
+                    "SELECT count(*) FROM inbox WHERE consumer = 'orders'")
+                if claimed >= count:
+                    break
+                if any(proc.returncode is not None for proc in procs):
+                    raise RuntimeError(f"a consumer exited early: see {tmp}")
+                await asyncio.sleep(0.5)  # a count of a growing table: not too often
+        first, last = await conn.fetchrow("SELECT min(processed_at), max(processed_at) FROM inbox")
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.terminate()
+        codes = [await asyncio.wait_for(proc.wait(), 60) for proc in procs]
+    try:
+        facts = {
+            "orders": await conn.fetchval("SELECT count(*) FROM orders"),
+            "allocated": await conn.fetchval(
+                "SELECT count(*) FROM orders WHERE status = 'allocated'"),
+            "lines": await conn.fetchval("SELECT count(*) FROM order_lines"),
+            "inbox": await conn.fetchval("SELECT count(*) FROM inbox"),
+            "unsent": await conn.fetchval(
+                "SELECT count(*) FROM outbox WHERE sent_at IS NULL"),
+            "batches": 0, "exit_codes_not_0": sum(code != 0 for code in codes),
+        }
+    finally:
+        await conn.close()
+    span = datetime.fromisoformat(last) - datetime.fromisoformat(first)
+    return count / span.total_seconds(), facts
+
+
 async def orders_round(name: str, topology: Topology, run: str, args: argparse.Namespace,
                        tmp: Path, databases: list[str]) -> tuple[float, str, bool]:
     """One orders run: (events/s, what it found, verified)."""
@@ -671,19 +749,28 @@ async def orders_round(name: str, topology: Topology, run: str, args: argparse.N
         rate = await run_plain(topology, args.count, args.prefetch)
     else:
         url = await store_url(name, run, tmp, databases)
-        concurrency = args.pg_concurrency if name == "pg-conc" else 1
-        rate, facts = await run_runner(topology, url, args.count, args.prefetch, concurrency)
+        if name.startswith("pg-p"):
+            rate, facts = await run_processes(topology, url, args.count, args.prefetch,
+                                              int(name[4:]), tmp)
+        else:
+            concurrency = args.pg_concurrency if name == "pg-conc" else 1
+            rate, facts = await run_runner(topology, url, args.count, args.prefetch,
+                                           concurrency)
         left = await depths(topology)
         orders_left = left[topology.queue("orders")]
         stuck = sum(n for q, n in left.items() if ".retry." in q or q.endswith(".dead"))
         ok = (facts["orders"] == args.count and orders_left == 0 and stuck == 0
-              and facts["inbox"] == args.count and facts["unsent"] == 0)
+              and facts["inbox"] == args.count and facts["unsent"] == 0
+              and not facts.get("exit_codes_not_0"))
         extra = (f"  orders in store: {facts['orders']} (allocated "
                  f"{facts['allocated']}, lines {facts['lines']}, inbox "
                  f"{facts['inbox']}, outbox unsent {facts['unsent']}), queue left "
-                 f"{orders_left}, retry/dead {stuck}, {facts['batches']} batches "
-                 f"(avg {args.count / facts['batches']:.1f})"
-                 f"{'' if ok else '  VERIFY FAILED'}")
+                 f"{orders_left}, retry/dead {stuck}"
+                 + (f", {facts['batches']} batches (avg {args.count / facts['batches']:.1f})"
+                    if facts["batches"] else "")
+                 + (f", {facts['exit_codes_not_0']} exited non-zero"
+                    if facts.get("exit_codes_not_0") else "")
+                 + ("" if ok else "  VERIFY FAILED"))
         await forget_store(name, url, databases)
     return rate, f"(published in {published:.2f} s){extra}", ok
 
@@ -715,13 +802,17 @@ def print_medians(results: dict[str, list[float]], names: tuple[str, ...], unit:
     print(f"{'consumer':>15} {unit:>9} {'ratio':>6}")
     for name in names:
         rate = statistics.median(results[name])
-        label = LABELS.get(name, f"runner/pg x{args.pg_concurrency}")
+        label = LABELS.get(name) or (f"{name[4:]} procs/pg" if name.startswith("pg-p")
+                                     else f"runner/pg x{args.pg_concurrency}")
         print(f"{label:>15} {rate:9.0f} {rate / base:6.2f}")
 
 
 async def main_async(args: argparse.Namespace) -> int:
     labels = "labels" in (args.only or ())
-    orders_modes = [name for name in args.only or ORDERS_MODES if name != "labels"]
+    orders_modes = [name for name in args.only or ORDERS_MODES
+                    if name not in ("labels", "procs")]
+    if "procs" in (args.only or ()):
+        orders_modes += [f"pg-p{n}" for n in args.processes]
     names = ["plain", *orders_modes] if orders_modes else []
     if labels:
         names += LABELS_MODES
@@ -791,7 +882,10 @@ def main() -> int:
     parser.add_argument("--prefetch", type=int, default=100)
     parser.add_argument("--pg-concurrency", type=int, default=4,
                         help="batches at once for the pg-conc run")
-    parser.add_argument("--only", action="append", choices=[*ORDERS_MODES, "labels"],
+    parser.add_argument("--processes", type=lambda text: [int(n) for n in text.split(",")],
+                        default=[1, 2, 4],
+                        help="with --only procs: how many consumer processes, e.g. 1,2,4")
+    parser.add_argument("--only", action="append", choices=[*ORDERS_MODES, "labels", "procs"],
                         help="run only these (and plain); repeatable; `labels`: the labels "
                              "consumer against the EasyPost emulator (see above)")
     args = parser.parse_args()
