@@ -301,18 +301,25 @@ async def run_runner(topology: Topology, store_url: str, count: int,
         clock = Clock(runner, count, stop)
         async with asyncio.timeout(RUN_TIMEOUT):
             await runner.run(stop)
-        async with store.transaction() as tx:
-            stored = await tx.fetchval("SELECT count(*) FROM orders")
-            allocated = await tx.fetchval(
-                "SELECT count(*) FROM orders WHERE status = 'allocated'")
-            lines = await tx.fetchval("SELECT count(*) FROM order_lines")
-            claimed = await tx.fetchval("SELECT count(*) FROM inbox")
-            unsent = await tx.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-        facts = {"orders": int(stored), "allocated": int(allocated), "lines": int(lines),
-                 "inbox": int(claimed), "unsent": int(unsent), "batches": clock.batches}
+        facts = await orders_facts(store) | {"batches": clock.batches}
     finally:
         await store.close()
     return clock.rate, facts
+
+
+ORDERS_FACTS = (
+    ("orders", "SELECT count(*) FROM orders"),
+    ("allocated", "SELECT count(*) FROM orders WHERE status = 'allocated'"),
+    ("lines", "SELECT count(*) FROM order_lines"),
+    ("inbox", "SELECT count(*) FROM inbox"),
+    ("unsent", "SELECT count(*) FROM outbox WHERE sent_at IS NULL"),
+)
+
+
+async def orders_facts(store: Store) -> dict[str, int]:
+    """What an orders run left in its store, for orders_round to verify."""
+    async with store.transaction() as tx:
+        return {name: int(await tx.fetchval(sql)) for name, sql in ORDERS_FACTS}
 
 
 # --- labels ----------------------------------------------------------------------------------
@@ -719,23 +726,14 @@ async def run_processes(topology: Topology, store_url: str, count: int, prefetch
                 await asyncio.sleep(0.5)  # a count of a growing table: not too often
         first, last = await conn.fetchrow("SELECT min(processed_at), max(processed_at) FROM inbox")
     finally:
+        await conn.close()
         for proc in procs:
             if proc.returncode is None:
                 proc.terminate()
         codes = [await asyncio.wait_for(proc.wait(), 60) for proc in procs]
-    try:
-        facts = {
-            "orders": await conn.fetchval("SELECT count(*) FROM orders"),
-            "allocated": await conn.fetchval(
-                "SELECT count(*) FROM orders WHERE status = 'allocated'"),
-            "lines": await conn.fetchval("SELECT count(*) FROM order_lines"),
-            "inbox": await conn.fetchval("SELECT count(*) FROM inbox"),
-            "unsent": await conn.fetchval(
-                "SELECT count(*) FROM outbox WHERE sent_at IS NULL"),
-            "batches": 0, "exit_codes_not_0": sum(code != 0 for code in codes),
-        }
-    finally:
-        await conn.close()
+    async with open_store(store_url) as store:
+        facts = await orders_facts(store) | {
+            "batches": 0, "exit_codes_not_0": sum(code != 0 for code in codes)}
     span = datetime.fromisoformat(last) - datetime.fromisoformat(first)
     return count / span.total_seconds(), facts
 
